@@ -1,0 +1,409 @@
+// Package relayproto is the wire format of plurenet relay protocol v1, shared
+// by the relay server and the relay client. docs/protocol.md is its
+// specification; the vectors there are checked by this package's tests.
+//
+// Every WebSocket binary message is exactly one frame: a one-byte type
+// followed by a body whose layout the type fixes. WebSocket already delimits
+// messages, so frames carry no length of their own.
+package relayproto
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/plures/plurenet/internal/nodekey"
+)
+
+// Subprotocol is the WebSocket subprotocol a v1 client offers and a v1 relay
+// selects. A relay that does not select it speaks another version.
+const Subprotocol = "plurenet-relay.v1"
+
+// Path is the HTTP path of the relay's WebSocket endpoint.
+const Path = "/v1/relay"
+
+// Version is the protocol version carried in the hello frames.
+const Version = 1
+
+// Size limits. A WireGuard data packet is at most MTU+32 bytes and a sealed
+// announcement a few hundred, so 64 KiB leaves room without letting one
+// message pin much relay memory.
+const (
+	KeySize          = nodekey.Size
+	RendezvousSize   = 32
+	ChallengeSize    = 32
+	MACSize          = sha256.Size
+	MaxPayload       = 64 << 10
+	MaxFrame         = 1 + KeySize + MaxPayload
+	MaxErrorMessage  = 200
+	serverHelloSize  = 1 + 1 + 1 + KeySize + ChallengeSize
+	clientHelloSize  = 1 + 1 + KeySize + RendezvousSize + MACSize
+	welcomeSize      = 1 + 4 + 4 + 4
+	keyFrameSize     = 1 + KeySize
+	drainSize        = 1 + 4
+	errorHeaderSize  = 1 + 2
+	leaveSize        = 1
+	dataHeaderSize   = 1 + KeySize
+	broadcastHdrSize = 1
+)
+
+// Type is a frame's first byte.
+type Type byte
+
+// Frame types. The direction is fixed per type; a frame received in the wrong
+// direction is a protocol error.
+const (
+	TypeServerHello   Type = 0x01 // relay → client: version, flags, relay key, challenge
+	TypeClientHello   Type = 0x02 // client → relay: version, client key, rendezvous, MAC
+	TypeWelcome       Type = 0x03 // relay → client: limits in force
+	TypeSend          Type = 0x10 // client → relay: destination key, payload
+	TypeRecv          Type = 0x11 // relay → client: source key, payload
+	TypeBroadcast     Type = 0x12 // client → relay: payload to every other member of the rendezvous
+	TypeBroadcastRecv Type = 0x13 // relay → client: source key, broadcast payload
+	TypePeerPresent   Type = 0x20 // relay → client: a key joined the rendezvous
+	TypePeerGone      Type = 0x21 // relay → client: a key left the rendezvous
+	TypeError         Type = 0x30 // relay → client: code, message
+	TypeDrain         Type = 0x31 // relay → client: reconnect elsewhere within the deadline
+	TypeLeave         Type = 0x32 // client → relay: stop routing to this connection, flush, close
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeServerHello:
+		return "ServerHello"
+	case TypeClientHello:
+		return "ClientHello"
+	case TypeWelcome:
+		return "Welcome"
+	case TypeSend:
+		return "Send"
+	case TypeRecv:
+		return "Recv"
+	case TypeBroadcast:
+		return "Broadcast"
+	case TypeBroadcastRecv:
+		return "BroadcastRecv"
+	case TypePeerPresent:
+		return "PeerPresent"
+	case TypePeerGone:
+		return "PeerGone"
+	case TypeError:
+		return "Error"
+	case TypeDrain:
+		return "Drain"
+	case TypeLeave:
+		return "Leave"
+	}
+	return fmt.Sprintf("Type(0x%02x)", byte(t))
+}
+
+// ErrorCode is carried in an Error frame. A relay closes the connection after
+// sending any code marked fatal below.
+type ErrorCode uint16
+
+// Error codes.
+const (
+	ErrBadFrame       ErrorCode = 1 // fatal: a frame did not parse or came in the wrong direction
+	ErrFrameTooLarge  ErrorCode = 2 // fatal: a frame exceeded MaxFrame
+	ErrAuthFailed     ErrorCode = 3 // fatal: the ClientHello MAC did not verify
+	ErrBadVersion     ErrorCode = 4 // fatal: the client speaks another protocol version
+	ErrTooManyConns   ErrorCode = 5 // fatal: the key already holds the maximum connections
+	ErrRateLimited    ErrorCode = 6 // not fatal: frames were dropped for exceeding the rate limit
+	ErrHandshakeSlow  ErrorCode = 7 // fatal: the handshake did not finish in time
+	ErrServerShutdown ErrorCode = 8 // fatal: the relay is stopping
+	ErrIdle           ErrorCode = 9 // fatal: nothing heard within the idle timeout
+)
+
+func (c ErrorCode) String() string {
+	switch c {
+	case ErrBadFrame:
+		return "bad frame"
+	case ErrFrameTooLarge:
+		return "frame too large"
+	case ErrAuthFailed:
+		return "authentication failed"
+	case ErrBadVersion:
+		return "unsupported protocol version"
+	case ErrTooManyConns:
+		return "too many connections for this key"
+	case ErrRateLimited:
+		return "rate limited"
+	case ErrHandshakeSlow:
+		return "handshake timeout"
+	case ErrServerShutdown:
+		return "relay shutting down"
+	case ErrIdle:
+		return "idle timeout"
+	}
+	return fmt.Sprintf("error %d", uint16(c))
+}
+
+// Fatal reports whether the relay closes the connection after this code.
+func (c ErrorCode) Fatal() bool { return c != ErrRateLimited }
+
+// Decoding errors.
+var (
+	ErrShort    = errors.New("relayproto: frame too short")
+	ErrLong     = errors.New("relayproto: frame longer than its type allows")
+	ErrTooLarge = fmt.Errorf("relayproto: frame larger than %d bytes", MaxFrame)
+	ErrType     = errors.New("relayproto: unexpected frame type")
+	ErrUTF8     = errors.New("relayproto: error message is not UTF-8")
+)
+
+// Key is a node's X25519 public key.
+type Key = nodekey.Public
+
+// Rendezvous is the 32-byte hash that groups the members of one mesh on a
+// relay. The relay learns nothing else about the mesh.
+type Rendezvous [RendezvousSize]byte
+
+// ServerHello opens the handshake.
+type ServerHello struct {
+	Version   byte
+	Flags     byte // reserved, zero in v1; a client ignores unknown bits
+	ServerKey Key
+	Challenge [ChallengeSize]byte
+}
+
+// Append appends the encoded frame to b.
+func (h *ServerHello) Append(b []byte) []byte {
+	b = append(b, byte(TypeServerHello), h.Version, h.Flags)
+	b = append(b, h.ServerKey[:]...)
+	return append(b, h.Challenge[:]...)
+}
+
+// ParseServerHello decodes a ServerHello frame.
+func ParseServerHello(b []byte) (ServerHello, error) {
+	var h ServerHello
+	if err := expect(b, TypeServerHello, serverHelloSize, true); err != nil {
+		return h, err
+	}
+	h.Version, h.Flags = b[1], b[2]
+	copy(h.ServerKey[:], b[3:])
+	copy(h.Challenge[:], b[3+KeySize:])
+	return h, nil
+}
+
+// ClientHello answers the challenge.
+type ClientHello struct {
+	Version    byte
+	ClientKey  Key
+	Rendezvous Rendezvous
+	MAC        [MACSize]byte
+}
+
+// Append appends the encoded frame to b.
+func (h *ClientHello) Append(b []byte) []byte {
+	b = append(b, byte(TypeClientHello), h.Version)
+	b = append(b, h.ClientKey[:]...)
+	b = append(b, h.Rendezvous[:]...)
+	return append(b, h.MAC[:]...)
+}
+
+// ParseClientHello decodes a ClientHello frame.
+func ParseClientHello(b []byte) (ClientHello, error) {
+	var h ClientHello
+	if err := expect(b, TypeClientHello, clientHelloSize, true); err != nil {
+		return h, err
+	}
+	h.Version = b[1]
+	copy(h.ClientKey[:], b[2:])
+	copy(h.Rendezvous[:], b[2+KeySize:])
+	copy(h.MAC[:], b[2+KeySize+RendezvousSize:])
+	return h, nil
+}
+
+// authLabel separates the handshake MAC from any other use of the shared
+// secret.
+const authLabel = "plurenet relay v1 auth"
+
+// HandshakeMAC computes the ClientHello MAC: HMAC-SHA256 keyed with the X25519
+// shared secret of the client and relay keys, over the label, the relay key,
+// the challenge, the client key and the rendezvous. Only the holder of the
+// client's private key (or the relay's) can compute it, and binding the
+// challenge makes a recorded hello useless on another connection.
+func HandshakeMAC(shared [32]byte, serverKey Key, challenge [ChallengeSize]byte, clientKey Key, rv Rendezvous) [MACSize]byte {
+	m := hmac.New(sha256.New, shared[:])
+	m.Write([]byte(authLabel))
+	m.Write(serverKey[:])
+	m.Write(challenge[:])
+	m.Write(clientKey[:])
+	m.Write(rv[:])
+	var out [MACSize]byte
+	m.Sum(out[:0])
+	return out
+}
+
+// Welcome completes the handshake and tells the client the limits in force.
+type Welcome struct {
+	MaxPayload   uint32 // largest payload the relay forwards
+	RateBytes    uint32 // sustained bytes per second accepted from this connection; 0 = unlimited
+	LifetimeSecs uint32 // seconds before the relay drains this connection; 0 = unlimited
+}
+
+// Append appends the encoded frame to b.
+func (w *Welcome) Append(b []byte) []byte {
+	b = append(b, byte(TypeWelcome))
+	b = binary.BigEndian.AppendUint32(b, w.MaxPayload)
+	b = binary.BigEndian.AppendUint32(b, w.RateBytes)
+	return binary.BigEndian.AppendUint32(b, w.LifetimeSecs)
+}
+
+// ParseWelcome decodes a Welcome frame.
+func ParseWelcome(b []byte) (Welcome, error) {
+	var w Welcome
+	if err := expect(b, TypeWelcome, welcomeSize, true); err != nil {
+		return w, err
+	}
+	w.MaxPayload = binary.BigEndian.Uint32(b[1:])
+	w.RateBytes = binary.BigEndian.Uint32(b[5:])
+	w.LifetimeSecs = binary.BigEndian.Uint32(b[9:])
+	return w, nil
+}
+
+// AppendSend appends a Send frame (client → relay) to b.
+func AppendSend(b []byte, dst Key, payload []byte) []byte {
+	return appendKeyed(b, TypeSend, dst, payload)
+}
+
+// AppendRecv appends a Recv frame (relay → client) to b.
+func AppendRecv(b []byte, src Key, payload []byte) []byte {
+	return appendKeyed(b, TypeRecv, src, payload)
+}
+
+// AppendBroadcastRecv appends a BroadcastRecv frame (relay → client) to b.
+func AppendBroadcastRecv(b []byte, src Key, payload []byte) []byte {
+	return appendKeyed(b, TypeBroadcastRecv, src, payload)
+}
+
+// AppendBroadcast appends a Broadcast frame (client → relay) to b.
+func AppendBroadcast(b []byte, payload []byte) []byte {
+	b = append(b, byte(TypeBroadcast))
+	return append(b, payload...)
+}
+
+// AppendPeerPresent appends a PeerPresent frame to b.
+func AppendPeerPresent(b []byte, k Key) []byte { return appendKeyed(b, TypePeerPresent, k, nil) }
+
+// AppendPeerGone appends a PeerGone frame to b.
+func AppendPeerGone(b []byte, k Key) []byte { return appendKeyed(b, TypePeerGone, k, nil) }
+
+// AppendLeave appends a Leave frame to b.
+func AppendLeave(b []byte) []byte { return append(b, byte(TypeLeave)) }
+
+// AppendDrain appends a Drain frame to b. deadlineMillis is how long the relay
+// keeps serving this connection before it closes it.
+func AppendDrain(b []byte, deadlineMillis uint32) []byte {
+	b = append(b, byte(TypeDrain))
+	return binary.BigEndian.AppendUint32(b, deadlineMillis)
+}
+
+// AppendError appends an Error frame to b. A message longer than
+// MaxErrorMessage is cut at a rune boundary.
+func AppendError(b []byte, code ErrorCode, msg string) []byte {
+	for len(msg) > MaxErrorMessage {
+		_, size := utf8.DecodeLastRuneInString(msg)
+		msg = msg[:len(msg)-size]
+	}
+	if !utf8.ValidString(msg) {
+		msg = "invalid message"
+	}
+	b = append(b, byte(TypeError))
+	b = binary.BigEndian.AppendUint16(b, uint16(code))
+	return append(b, msg...)
+}
+
+func appendKeyed(b []byte, t Type, k Key, payload []byte) []byte {
+	b = append(b, byte(t))
+	b = append(b, k[:]...)
+	return append(b, payload...)
+}
+
+// Frame is a decoded post-handshake frame. Payload aliases the input buffer.
+type Frame struct {
+	Type    Type
+	Key     Key       // Send: destination; Recv, BroadcastRecv: source; PeerPresent, PeerGone: subject
+	Payload []byte    // Send, Recv, Broadcast, BroadcastRecv
+	Code    ErrorCode // Error
+	Message string    // Error
+	Millis  uint32    // Drain: deadline
+}
+
+// Parse decodes any post-handshake frame. It checks sizes and encoding but
+// not direction: the relay and the client each reject types that must not
+// reach them.
+func Parse(b []byte) (Frame, error) {
+	var f Frame
+	if len(b) == 0 {
+		return f, ErrShort
+	}
+	if len(b) > MaxFrame {
+		return f, ErrTooLarge
+	}
+	f.Type = Type(b[0])
+	switch f.Type {
+	case TypeSend, TypeRecv, TypeBroadcastRecv:
+		if len(b) < dataHeaderSize {
+			return f, ErrShort
+		}
+		copy(f.Key[:], b[1:])
+		f.Payload = b[dataHeaderSize:]
+	case TypeBroadcast:
+		f.Payload = b[broadcastHdrSize:]
+	case TypePeerPresent, TypePeerGone:
+		if err := exactLen(b, keyFrameSize); err != nil {
+			return f, err
+		}
+		copy(f.Key[:], b[1:])
+	case TypeError:
+		if len(b) < errorHeaderSize {
+			return f, ErrShort
+		}
+		if len(b) > errorHeaderSize+MaxErrorMessage {
+			return f, ErrLong
+		}
+		if !utf8.Valid(b[errorHeaderSize:]) {
+			return f, ErrUTF8
+		}
+		f.Code = ErrorCode(binary.BigEndian.Uint16(b[1:]))
+		f.Message = string(b[errorHeaderSize:])
+	case TypeDrain:
+		if err := exactLen(b, drainSize); err != nil {
+			return f, err
+		}
+		f.Millis = binary.BigEndian.Uint32(b[1:])
+	case TypeLeave:
+		if err := exactLen(b, leaveSize); err != nil {
+			return f, err
+		}
+	default:
+		return f, fmt.Errorf("%w: %v", ErrType, f.Type)
+	}
+	return f, nil
+}
+
+func expect(b []byte, t Type, size int, exact bool) error {
+	if len(b) == 0 {
+		return ErrShort
+	}
+	if Type(b[0]) != t {
+		return fmt.Errorf("%w: got %v, want %v", ErrType, Type(b[0]), t)
+	}
+	if exact {
+		return exactLen(b, size)
+	}
+	return nil
+}
+
+func exactLen(b []byte, n int) error {
+	switch {
+	case len(b) < n:
+		return ErrShort
+	case len(b) > n:
+		return ErrLong
+	}
+	return nil
+}

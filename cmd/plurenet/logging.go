@@ -1,0 +1,31 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// newLogger returns a text logger at the named level ("" means info).
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "", "info":
+		l = slog.LevelInfo
+	case "debug":
+		l = slog.LevelDebug
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, usageErrorf("log level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// stateDirFlag is shared by the commands that talk to a running node.
+func stateDirUsage() string {
+	return fmt.Sprintf("state dir of the node (default %s; env PLURENET_STATE_DIR)", defaultStateDir(getenv))
+}

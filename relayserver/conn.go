@@ -1,0 +1,426 @@
+package relayserver
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/plures/plurenet/internal/relayproto"
+)
+
+// rateNoticeInterval spaces the non-fatal ErrRateLimited frames: one a second
+// tells the client it is over its rate without adding to the flood.
+const rateNoticeInterval = time.Second
+
+// framePool holds read buffers of MaxFrame+1 bytes: one byte more than a
+// frame may have, so that reading it full proves the message too large. A
+// buffer is taken only once a message has begun, so idle connections hold
+// none.
+var framePool = sync.Pool{New: func() any { b := make([]byte, relayproto.MaxFrame+1); return &b }}
+
+var (
+	errFrameTooLarge = fmt.Errorf("message larger than %d bytes", relayproto.MaxFrame)
+	errTextMessage   = errors.New("text message; relay frames are binary")
+)
+
+// closeKind is how a connection ends.
+type closeKind int
+
+const (
+	closeNone  closeKind = iota
+	closeLeave           // the client sent Leave: flush the queue, then close normally
+	closeFatal           // send an Error frame, then close
+	closeGone            // the socket failed or the peer closed: close at once
+)
+
+// conn is one client connection. The HTTP handler goroutine that accepted it
+// is its reader (run); it starts one writer goroutine (writeLoop) and waits for
+// it before returning. Everything another goroutine may do to a conn is queue
+// a frame, ask it to drain, or ask it to close.
+type conn struct {
+	srv    *Server
+	ws     *websocket.Conn
+	remote string
+	id     uint64
+	q      *sendQueue
+
+	// Set by the reader before join; read by the router under its locks.
+	key relayproto.Key
+	rv  relayproto.Rendezvous
+	// room is set by the router under its map lock and read lock-free when
+	// forwarding; nil when not (or no longer) routable.
+	room atomic.Pointer[room]
+
+	limiter        *rate.Limiter // nil when unlimited
+	lastRateNotice time.Time     // reader only
+	lastHeard      atomic.Int64  // unix nanoseconds of the last frame or pong
+
+	ctx    context.Context // ends on Server.Close
+	cancel context.CancelFunc
+
+	mu          sync.Mutex // guards the fields below
+	established bool
+	kind        closeKind
+	code        relayproto.ErrorCode
+	msg         string
+
+	stop       chan struct{}      // closed when kind is set
+	drainReq   chan time.Duration // a Drain for the writer to send
+	writerDone chan struct{}
+	pinging    atomic.Bool
+	pings      sync.WaitGroup // the ping in flight, if any
+}
+
+// newConn returns the connection state for a client at remote, before any
+// socket is attached.
+func (s *Server) newConn(remote string) *conn {
+	c := &conn{
+		srv:        s,
+		remote:     remote,
+		stop:       make(chan struct{}),
+		drainReq:   make(chan time.Duration, 1),
+		writerDone: make(chan struct{}),
+	}
+	c.q = newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.notePeak)
+	if s.cfg.RateBytesPerSec > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateBytesPerSec), s.cfg.RateBurstBytes)
+	}
+	c.heard()
+	return c
+}
+
+// accept upgrades the request and registers the connection.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
+	c := s.newConn(r.RemoteAddr)
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols: []string{relayproto.Subprotocol},
+		// Payloads are encrypted, so compression would cost CPU and gain
+		// nothing (and compressing attacker-chosen data next to secrets is
+		// how CRIME-style attacks start).
+		CompressionMode: websocket.CompressionDisabled,
+		OnPongReceived:  func(context.Context, []byte) { c.heard() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay: accept %s: %w", r.RemoteAddr, err)
+	}
+	// One byte over the frame limit, so that readFrame sees an oversized
+	// message itself and can answer with an Error frame.
+	ws.SetReadLimit(relayproto.MaxFrame + 1)
+	c.ws = ws
+	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	if !s.track(c) {
+		c.cancel()
+		ws.Close(websocket.StatusGoingAway, "relay shutting down")
+		return nil, errServerClosed
+	}
+	return c, nil
+}
+
+func (c *conn) heard() { c.lastHeard.Store(time.Now().UnixNano()) }
+
+// run is the reader: it does the handshake, then reads frames until the
+// connection ends, then waits for the writer.
+func (c *conn) run() {
+	defer c.cancel()
+	go c.writeLoop()
+	if c.handshake() {
+		c.readLoop()
+	}
+	c.finish(closeGone, 0, "")
+	<-c.writerDone
+	c.mu.Lock()
+	kind, code, msg := c.kind, c.code, c.msg
+	c.mu.Unlock()
+	log := c.srv.log.With("remote", c.remote, "conn", c.id)
+	if !c.key.IsZero() {
+		log = log.With("peer", c.key.ShortString())
+	}
+	switch kind {
+	case closeFatal:
+		log.Debug("relay: connection closed", "code", code, "reason", msg)
+	default:
+		log.Debug("relay: connection closed", "leave", kind == closeLeave)
+	}
+}
+
+// readFrame reads one WebSocket message into a pooled buffer. The caller
+// returns bp to framePool when done with b.
+func (c *conn) readFrame() (b []byte, bp *[]byte, err error) {
+	typ, r, err := c.ws.Reader(c.ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	bp = framePool.Get().(*[]byte)
+	n, err := io.ReadFull(r, *bp)
+	switch {
+	case err == nil:
+		framePool.Put(bp)
+		return nil, nil, errFrameTooLarge
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	default:
+		framePool.Put(bp)
+		return nil, nil, err
+	}
+	if typ != websocket.MessageBinary {
+		framePool.Put(bp)
+		return nil, nil, errTextMessage
+	}
+	c.heard()
+	return (*bp)[:n], bp, nil
+}
+
+// readFailed turns a readFrame error into the connection's end.
+func (c *conn) readFailed(err error) {
+	switch {
+	case errors.Is(err, errFrameTooLarge):
+		c.fail(relayproto.ErrFrameTooLarge, fmt.Sprintf("frame larger than %d bytes", relayproto.MaxFrame))
+	case errors.Is(err, errTextMessage):
+		c.fail(relayproto.ErrBadFrame, err.Error())
+	default:
+		c.finish(closeGone, 0, "")
+	}
+}
+
+// handshake sends ServerHello, checks the ClientHello and joins the
+// rendezvous. It reports whether the connection is established.
+func (c *conn) handshake() bool {
+	s := c.srv
+	hello := relayproto.ServerHello{Version: relayproto.Version, ServerKey: s.pub}
+	// A fresh challenge per connection makes a recorded ClientHello worthless.
+	if _, err := rand.Read(hello.Challenge[:]); err != nil {
+		c.fail(relayproto.ErrServerShutdown, "relay cannot read randomness")
+		return false
+	}
+	c.q.push(hello.Append(nil), true)
+
+	b, bp, err := c.readFrame()
+	if err != nil {
+		c.readFailed(err)
+		c.mu.Lock()
+		timedOut := c.kind == closeFatal && c.code == relayproto.ErrHandshakeSlow
+		c.mu.Unlock()
+		switch {
+		case timedOut:
+			s.metrics.handshake(hsTimeout)
+		case errors.Is(err, errFrameTooLarge), errors.Is(err, errTextMessage):
+			s.metrics.handshake(hsBadFrame)
+		default:
+			s.metrics.handshake(hsDisconnect)
+		}
+		return false
+	}
+	ch, err := relayproto.ParseClientHello(b)
+	framePool.Put(bp)
+	if code, msg, result := c.verify(ch, err, hello); code != 0 {
+		c.fail(code, msg)
+		s.metrics.handshake(result)
+		return false
+	}
+	c.key, c.rv = ch.ClientKey, ch.Rendezvous
+
+	c.mu.Lock()
+	if c.kind != closeNone { // the handshake timer fired first
+		c.mu.Unlock()
+		s.metrics.handshake(hsTimeout)
+		return false
+	}
+	c.established = true
+	c.mu.Unlock()
+	if s.draining.Load() {
+		c.fail(relayproto.ErrServerShutdown, "relay draining, connect to another instance")
+		s.metrics.handshake(hsShutdown)
+		return false
+	}
+	if err := s.router.join(c, s.welcome); err != nil {
+		c.fail(relayproto.ErrTooManyConns, fmt.Sprintf("key already holds %d connections in this rendezvous", s.cfg.MaxConnsPerKey))
+		s.metrics.handshake(hsTooMany)
+		return false
+	}
+	s.metrics.handshake(hsOK)
+	s.log.Debug("relay: connection established", "remote", c.remote, "conn", c.id, "peer", c.key.ShortString())
+	return true
+}
+
+// verify checks a ClientHello against the challenge this connection sent. It
+// returns a zero code when the client proved it holds the key it claims.
+func (c *conn) verify(ch relayproto.ClientHello, parseErr error, hello relayproto.ServerHello) (relayproto.ErrorCode, string, string) {
+	if parseErr != nil {
+		return relayproto.ErrBadFrame, "expected ClientHello: " + parseErr.Error(), hsBadFrame
+	}
+	if ch.Version != relayproto.Version {
+		return relayproto.ErrBadVersion, fmt.Sprintf("relay speaks protocol version %d, client sent %d", relayproto.Version, ch.Version), hsBadVersion
+	}
+	shared, err := c.srv.priv.SharedSecret(ch.ClientKey)
+	if err != nil {
+		return relayproto.ErrAuthFailed, "client key is a low-order point", hsAuthFailed
+	}
+	want := relayproto.HandshakeMAC(shared, hello.ServerKey, hello.Challenge, ch.ClientKey, ch.Rendezvous)
+	// Constant time, so the comparison leaks nothing about the right MAC.
+	if !hmac.Equal(want[:], ch.MAC[:]) {
+		return relayproto.ErrAuthFailed, "handshake MAC does not verify: the client does not hold the key it claims, or answered another challenge", hsAuthFailed
+	}
+	return 0, "", ""
+}
+
+// readLoop handles frames until the connection ends.
+func (c *conn) readLoop() {
+	for {
+		b, bp, err := c.readFrame()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		more := c.handleFrame(b, time.Now())
+		framePool.Put(bp)
+		if !more {
+			return
+		}
+	}
+}
+
+// handleFrame acts on one frame from an established client and reports
+// whether to read more. It copies what it forwards, so b may be reused.
+func (c *conn) handleFrame(b []byte, now time.Time) bool {
+	s := c.srv
+	f, err := relayproto.Parse(b)
+	if err != nil {
+		c.fail(relayproto.ErrBadFrame, err.Error())
+		return false
+	}
+	switch f.Type {
+	case relayproto.TypeSend, relayproto.TypeBroadcast:
+		if len(f.Payload) > relayproto.MaxPayload {
+			// Possible for Broadcast, whose frame has no key: its
+			// BroadcastRecv would exceed MaxFrame.
+			c.fail(relayproto.ErrFrameTooLarge, fmt.Sprintf("payload larger than %d bytes", relayproto.MaxPayload))
+			return false
+		}
+		if !c.allow(len(b), now) {
+			return true
+		}
+	case relayproto.TypeLeave:
+		c.finish(closeLeave, 0, "")
+		return false
+	default:
+		c.fail(relayproto.ErrBadFrame, fmt.Sprintf("%v frames go from relay to client", f.Type))
+		return false
+	}
+	if f.Type == relayproto.TypeSend {
+		out := relayproto.AppendRecv(make([]byte, 0, len(b)), c.key, f.Payload)
+		switch s.router.unicast(c, f.Key, out) {
+		case delivered:
+			s.metrics.forwarded(kindUnicast, 1, len(f.Payload))
+		case noSuchPeer:
+			s.metrics.drop(dropNoSuchPeer, 1)
+		case dstQueueFull:
+			s.metrics.drop(dropQueueFull, 1)
+		}
+		return true
+	}
+	out := relayproto.AppendBroadcastRecv(make([]byte, 0, relayproto.KeySize+len(b)), c.key, f.Payload)
+	n, full := s.router.broadcast(c, out)
+	s.metrics.forwarded(kindBroadcast, n, len(f.Payload))
+	s.metrics.drop(dropQueueFull, full)
+	return true
+}
+
+// allow charges n bytes to the rate limit. Over the limit the frame is
+// dropped, and now and then the client is told.
+func (c *conn) allow(n int, now time.Time) bool {
+	if c.limiter == nil || c.limiter.AllowN(now, n) {
+		return true
+	}
+	c.srv.metrics.drop(dropRateLimited, 1)
+	if now.Sub(c.lastRateNotice) >= rateNoticeInterval {
+		c.lastRateNotice = now
+		msg := fmt.Sprintf("over %d bytes/s: frames dropped", c.srv.cfg.RateBytesPerSec)
+		c.q.push(relayproto.AppendError(nil, relayproto.ErrRateLimited, msg), true)
+	}
+	return false
+}
+
+// finish decides how the connection ends; the first decision wins. It stops
+// routing to the connection at once and wakes the writer, which carries it
+// out.
+func (c *conn) finish(kind closeKind, code relayproto.ErrorCode, msg string) {
+	c.mu.Lock()
+	if c.kind != closeNone {
+		c.mu.Unlock()
+		return
+	}
+	c.kind, c.code, c.msg = kind, code, msg
+	c.mu.Unlock()
+	c.srv.router.leave(c)
+	c.q.shutdown()
+	close(c.stop)
+}
+
+// fail ends the connection with a fatal Error frame.
+func (c *conn) fail(code relayproto.ErrorCode, msg string) { c.finish(closeFatal, code, msg) }
+
+// drain asks the client to move to another relay within grace.
+func (c *conn) drain(grace time.Duration) {
+	c.mu.Lock()
+	est := c.established
+	c.mu.Unlock()
+	if !est {
+		// No Drain before Welcome: the protocol has no place for it.
+		c.fail(relayproto.ErrServerShutdown, "relay draining, connect to another instance")
+		return
+	}
+	select {
+	case c.drainReq <- grace:
+	default:
+	}
+}
+
+// failHandshake ends a connection whose handshake is not done in time.
+func (c *conn) failHandshake() {
+	c.mu.Lock()
+	late := !c.established
+	c.mu.Unlock()
+	if late {
+		c.fail(relayproto.ErrHandshakeSlow, fmt.Sprintf("handshake not finished within %v", c.srv.cfg.HandshakeTimeout))
+	}
+}
+
+// closeStatus maps an error code to the WebSocket close status sent with it.
+func closeStatus(code relayproto.ErrorCode) websocket.StatusCode {
+	switch code {
+	case relayproto.ErrFrameTooLarge:
+		return websocket.StatusMessageTooBig
+	case relayproto.ErrBadFrame, relayproto.ErrBadVersion:
+		return websocket.StatusProtocolError
+	case relayproto.ErrTooManyConns:
+		return websocket.StatusTryAgainLater
+	case relayproto.ErrServerShutdown:
+		return websocket.StatusGoingAway
+	}
+	return websocket.StatusPolicyViolation
+}
+
+// closeReason cuts msg to what a WebSocket close frame carries (123 bytes).
+func closeReason(msg string) string {
+	const maxReason = 123
+	if len(msg) <= maxReason {
+		return msg
+	}
+	b := []byte(msg[:maxReason])
+	for len(b) > 0 && b[len(b)-1]&0xc0 == 0x80 { // do not split a rune
+		b = b[:len(b)-1]
+	}
+	if len(b) > 0 && b[len(b)-1] >= 0xc0 {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}

@@ -1,0 +1,324 @@
+package relayserver_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/relayserver"
+)
+
+// A client switching connections the make-before-break way (connect anew,
+// then Leave the old one) loses nothing sent to it meanwhile.
+func TestLeaveSwitchIsLossless(t *testing.T) {
+	const n = 3000
+	r := newRelay(t, relayserver.Config{SendQueueFrames: 2 * n, SendQueueBytes: 8 << 20, RateBytesPerSec: -1})
+	rv := rendezvous(1)
+	a := connect(t, r, newKey(t), rv)
+	bKey := newKey(t)
+	b1 := connect(t, r, bKey, rv)
+	a.expect(relayproto.TypePeerPresent, b1.key)
+	b1.expect(relayproto.TypePeerPresent, a.key)
+
+	seqs := make(chan uint32, 2*n)
+	collect := func(c *client) (closeErr error) {
+		for {
+			f, err := c.tryNext()
+			if err != nil {
+				return err
+			}
+			if f.Type == relayproto.TypeRecv && len(f.Payload) == 4 {
+				seqs <- binary.BigEndian.Uint32(f.Payload)
+			} else {
+				seqs <- ^uint32(0) // anything else is wrong; counted below
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	var b1Err, sendErr error
+	half := make(chan struct{})
+	wg.Go(func() { b1Err = collect(b1) })
+	wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		defer cancel()
+		var p [4]byte
+		for i := range n {
+			binary.BigEndian.PutUint32(p[:], uint32(i))
+			if err := a.ws.Write(ctx, websocket.MessageBinary, relayproto.AppendSend(nil, b1.key, p[:])); err != nil {
+				sendErr = err
+				return
+			}
+			if i == n/3 {
+				close(half)
+			}
+		}
+	})
+
+	<-half
+	b2 := connect(t, r, bKey, rv)
+	b2.expect(relayproto.TypePeerPresent, a.key)
+	writeMsg(t, b1.ws, relayproto.AppendLeave(nil))
+	var b2Err error
+	wg.Go(func() { b2Err = collect(b2) })
+
+	got := make(map[uint32]bool)
+	deadline := time.After(patience)
+	for len(got) < n {
+		select {
+		case s := <-seqs:
+			if s >= n {
+				t.Fatalf("unexpected frame during the switch")
+			}
+			got[s] = true
+		case <-deadline:
+			t.Fatalf("only %d of %d frames arrived", len(got), n)
+		}
+	}
+	// Peers saw no flicker: b never left. The next thing a sees is this.
+	b2.send(a.key, "marker")
+	a.expect(relayproto.TypeRecv, b2.key)
+
+	b2.ws.Close(websocket.StatusNormalClosure, "")
+	wg.Wait()
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	if websocket.CloseStatus(b1Err) != websocket.StatusNormalClosure {
+		t.Fatalf("old connection ended with %v, want a normal close after Leave", b1Err)
+	}
+	if b2Err == nil {
+		t.Fatal("b2 reader ended without error")
+	}
+	if d := metric(t, r, `plurenet_relay_drops_total{reason="closed"}`) + metric(t, r, `plurenet_relay_drops_total{reason="queue_full"}`); d != 0 {
+		t.Fatalf("%v frames dropped", d)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	// Long enough for a to move in time on a loaded machine; b waits it out.
+	const grace = 1500 * time.Millisecond
+	r := newRelay(t, relayserver.Config{DrainGrace: grace})
+	rv := rendezvous(1)
+	a := connect(t, r, newKey(t), rv)
+	b := connect(t, r, newKey(t), rv)
+	a.expect(relayproto.TypePeerPresent, b.key)
+	b.expect(relayproto.TypePeerPresent, a.key)
+	// Connected, but still in the handshake: no Drain for it, just the end.
+	pending := dialWS(t, r.url, nil)
+	readServerHello(t, pending)
+
+	drained := make(chan error, 1)
+	go func() { drained <- r.srv.Drain(context.Background()) }()
+	for _, c := range []*client{a, b} {
+		if f := c.expect(relayproto.TypeDrain, relayproto.Key{}); f.Millis != uint32(grace.Milliseconds()) {
+			t.Fatalf("Drain deadline %d ms, want %d", f.Millis, grace.Milliseconds())
+		}
+	}
+	expectClose(t, pending, relayproto.ErrServerShutdown, websocket.StatusGoingAway)
+
+	// Load balancers see the instance going: health fails, upgrades are refused.
+	resp, err := http.Get(r.base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz while draining: %v", resp.Status)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if _, resp, err := websocket.Dial(ctx, r.url, &websocket.DialOptions{Subprotocols: []string{relayproto.Subprotocol}}); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("dial while draining: %v %v, want 503", resp, err)
+	}
+
+	// a moves away in time; b does not and is cut at the deadline.
+	writeMsg(t, a.ws, relayproto.AppendLeave(nil))
+	expectClose(t, a.ws, 0, websocket.StatusNormalClosure)
+	rest := expectClose(t, b.ws, relayproto.ErrServerShutdown, websocket.StatusGoingAway)
+	if len(rest) != 1 || rest[0].Type != relayproto.TypePeerGone || rest[0].Key != a.key {
+		t.Fatalf("b saw %+v before the shutdown, want a's PeerGone", rest)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+}
+
+func TestDrainContextEnds(t *testing.T) {
+	r := newRelay(t, relayserver.Config{DrainGrace: time.Hour})
+	a := connect(t, r, newKey(t), rendezvous(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan relayproto.Type, 1)
+	go func() {
+		f, _ := a.tryNext()
+		first <- f.Type
+		cancel()
+	}()
+	if err := r.srv.Drain(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Drain = %v, want context.Canceled", err)
+	}
+	if typ := <-first; typ != relayproto.TypeDrain {
+		t.Fatalf("first frame after Drain: %v", typ)
+	}
+	// What remained is closed with ErrServerShutdown.
+	_, err := a.tryNext()
+	for err == nil {
+		_, err = a.tryNext()
+	}
+	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("after Drain: %v", err)
+	}
+}
+
+func TestMaxConnLifetime(t *testing.T) {
+	r := newRelay(t, relayserver.Config{MaxConnLifetime: 500 * time.Millisecond, DrainGrace: 100 * time.Millisecond})
+	a := connect(t, r, newKey(t), rendezvous(1))
+	if a.welcome.LifetimeSecs != 1 {
+		t.Fatalf("Welcome.LifetimeSecs = %d, want 1 (rounded up from below a second)", a.welcome.LifetimeSecs)
+	}
+	if f := a.expect(relayproto.TypeDrain, relayproto.Key{}); f.Millis != 100 {
+		t.Fatalf("Drain deadline %d ms, want 100", f.Millis)
+	}
+	expectClose(t, a.ws, relayproto.ErrServerShutdown, websocket.StatusGoingAway)
+}
+
+func TestHealthzAndMetrics(t *testing.T) {
+	r := newRelay(t, relayserver.Config{})
+	resp, err := http.Get(r.base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+		t.Fatalf("/healthz: %v %q", resp.Status, body)
+	}
+	resp, err = http.Get(r.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{
+		"plurenet_relay_connections 0",
+		"plurenet_relay_rendezvous 0",
+		`plurenet_relay_frames_forwarded_total{kind="unicast"} 0`,
+		`plurenet_relay_frames_forwarded_total{kind="broadcast"} 0`,
+		`plurenet_relay_bytes_forwarded_total{kind="unicast"} 0`,
+		`plurenet_relay_drops_total{reason="queue_full"} 0`,
+		`plurenet_relay_drops_total{reason="no_such_peer"} 0`,
+		`plurenet_relay_drops_total{reason="rate_limited"} 0`,
+		`plurenet_relay_handshakes_total{result="ok"} 0`,
+		`plurenet_relay_handshakes_total{result="auth_failed"} 0`,
+	} {
+		if !strings.Contains(string(body), "\n"+name+"\n") {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("/metrics content type %q", ct)
+	}
+}
+
+// Serve runs the relay over TLS and drains it when its context ends.
+func TestServeTLS(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	srv, err := relayserver.New(relayserver.Config{DrainGrace: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln, certFile, keyFile) }()
+
+	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer httpc.CloseIdleConnections()
+	r := &testRelay{srv: srv, url: "wss://" + ln.Addr().String() + relayproto.Path}
+	a := connectWith(t, r, newKey(t), rendezvous(1), &websocket.DialOptions{HTTPClient: httpc})
+	cancel()
+	a.expect(relayproto.TypeDrain, relayproto.Key{})
+	writeMsg(t, a.ws, relayproto.AppendLeave(nil))
+	expectClose(t, a.ws, 0, websocket.StatusNormalClosure)
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
+
+func TestServeRejectsHalfTLS(t *testing.T) {
+	srv, err := relayserver.New(relayserver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := srv.Serve(context.Background(), ln, "cert.pem", ""); err == nil {
+		t.Fatal("Serve accepted a certificate without a key")
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile, pool
+}

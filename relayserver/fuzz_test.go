@@ -1,0 +1,119 @@
+package relayserver
+
+import (
+	"bytes"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/plures/plurenet/internal/relayproto"
+)
+
+func fuzzKey(b byte) relayproto.Key {
+	var k relayproto.Key
+	for i := range k {
+		k[i] = b
+	}
+	return k
+}
+
+// FuzzHandleFrame feeds arbitrary client bytes to the relay's frame dispatch,
+// with a sender and one peer joined in a rendezvous. Nothing may panic, and
+// whatever reaches the peer must be a well-formed relay→client frame within
+// MaxFrame; a valid Send to the peer must arrive intact.
+func FuzzHandleFrame(f *testing.F) {
+	s, err := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	src, dst := fuzzKey(1), fuzzKey(2)
+	for _, seed := range [][]byte{
+		relayproto.AppendSend(nil, dst, []byte("payload")),
+		relayproto.AppendSend(nil, fuzzKey(3), []byte("nobody")),
+		relayproto.AppendBroadcast(nil, []byte("all")),
+		relayproto.AppendLeave(nil),
+		relayproto.AppendRecv(nil, dst, nil),
+		relayproto.AppendDrain(nil, 5),
+		relayproto.AppendError(nil, relayproto.ErrIdle, "x"),
+		{0x7f},
+		{},
+	} {
+		// Full-size frames are left to the unit tests: inputs of 64 KiB
+		// slow the fuzzing engine to a crawl.
+		f.Add(seed)
+	}
+	rv := relayproto.Rendezvous{9}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sender, peer := s.newConn("sender"), s.newConn("peer")
+		sender.key, sender.rv, peer.key, peer.rv = src, rv, dst, rv
+		for _, c := range []*conn{peer, sender} {
+			c.established = true
+			if err := s.router.join(c, s.welcome); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer peer.finish(closeGone, 0, "")
+		defer sender.finish(closeGone, 0, "")
+		in := bytes.Clone(b)
+		sender.handleFrame(b, time.Now())
+		clear(b) // the relay must have copied what it forwards
+
+		var frames [][]byte
+		frames = peer.q.take(frames)
+		if len(frames) < 2 || frames[0][0] != byte(relayproto.TypeWelcome) || frames[1][0] != byte(relayproto.TypePeerPresent) {
+			t.Fatalf("peer's queue does not start with Welcome, PeerPresent: %x", frames)
+		}
+		for _, fr := range frames[2:] {
+			if len(fr) > relayproto.MaxFrame {
+				t.Fatalf("relay queued a %d-byte frame", len(fr))
+			}
+			p, err := relayproto.Parse(fr)
+			if err != nil {
+				t.Fatalf("relay queued a bad frame %x: %v", fr, err)
+			}
+			switch p.Type {
+			case relayproto.TypeRecv, relayproto.TypeBroadcastRecv, relayproto.TypePeerGone:
+				if p.Key != src {
+					t.Fatalf("%v names %v, want the sender", p.Type, p.Key)
+				}
+			default:
+				t.Fatalf("relay queued %v for a peer", p.Type)
+			}
+		}
+		if in, err := relayproto.Parse(in); err == nil && in.Type == relayproto.TypeSend && in.Key == dst {
+			if len(frames) != 3 {
+				t.Fatalf("valid Send to the peer: %d frames queued, want 1", len(frames)-2)
+			}
+			if p, _ := relayproto.Parse(frames[2]); p.Type != relayproto.TypeRecv || !bytes.Equal(p.Payload, in.Payload) {
+				t.Fatalf("peer got %+v", p)
+			}
+		}
+	})
+}
+
+// FuzzVerifyHello feeds arbitrary bytes to the relay's ClientHello check. No
+// input may panic, and none but a hello keyed with the client's private key
+// may pass.
+func FuzzVerifyHello(f *testing.F) {
+	s, err := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	hello := relayproto.ServerHello{Version: relayproto.Version, ServerKey: s.pub, Challenge: [32]byte{1, 2, 3}}
+	f.Add((&relayproto.ClientHello{Version: relayproto.Version, ClientKey: fuzzKey(5)}).Append(nil))
+	f.Add((&relayproto.ClientHello{Version: 2}).Append(nil))
+	f.Add([]byte{byte(relayproto.TypeClientHello)})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := s.newConn("fuzz")
+		ch, perr := relayproto.ParseClientHello(b)
+		code, msg, result := c.verify(ch, perr, hello)
+		if code == 0 {
+			t.Fatalf("arbitrary hello %x authenticated", b)
+		}
+		if !code.Fatal() || msg == "" || result == "" {
+			t.Fatalf("refusal %v %q %q", code, msg, result)
+		}
+	})
+}

@@ -1,0 +1,68 @@
+package relayserver
+
+import "testing"
+
+func TestSendQueue(t *testing.T) {
+	type op struct {
+		size  int
+		force bool
+		want  pushResult
+	}
+	tests := []struct {
+		name              string
+		maxFrames, maxB   int
+		ops               []op
+		wantFrames, wantB int
+	}{
+		{"within caps", 3, 100, []op{{10, false, pushed}, {20, false, pushed}}, 2, 30},
+		{"frame cap drops the newest", 2, 100, []op{{1, false, pushed}, {1, false, pushed}, {1, false, queueFull}}, 2, 2},
+		{"byte cap drops the newest", 10, 25, []op{{20, false, pushed}, {10, false, queueFull}, {5, false, pushed}}, 2, 25},
+		{"force skips caps", 1, 10, []op{{10, false, pushed}, {10, true, pushed}, {1, false, queueFull}}, 2, 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var peak int
+			q := newSendQueue(tt.maxFrames, tt.maxB, func(n int) { peak = max(peak, n) })
+			for i, o := range tt.ops {
+				if got := q.push(make([]byte, o.size), o.force); got != o.want {
+					t.Fatalf("push %d: %v, want %v", i, got, o.want)
+				}
+			}
+			if f, b := q.len(); f != tt.wantFrames || b != tt.wantB {
+				t.Fatalf("len = %d frames %d bytes, want %d, %d", f, b, tt.wantFrames, tt.wantB)
+			}
+			if peak != tt.wantB {
+				t.Fatalf("peak %d, want %d", peak, tt.wantB)
+			}
+		})
+	}
+}
+
+// Frames being written still count, so taking them does not make room.
+func TestSendQueueCountsInFlight(t *testing.T) {
+	q := newSendQueue(2, 100, nil)
+	q.push([]byte("a"), false)
+	q.push([]byte("b"), false)
+	batch := q.take(nil)
+	if len(batch) != 2 {
+		t.Fatalf("took %d", len(batch))
+	}
+	if q.push([]byte("c"), false) != queueFull {
+		t.Fatal("push succeeded while two frames were in flight")
+	}
+	q.written(1)
+	if q.push([]byte("c"), false) != pushed {
+		t.Fatal("push failed after a frame was written")
+	}
+	q.shutdown()
+	if q.push([]byte("d"), true) != queueShut {
+		t.Fatal("push succeeded after shutdown")
+	}
+	if n := q.discard(); n != 1 {
+		t.Fatalf("discarded %d, want 1", n)
+	}
+	q.written(1)
+	if f, b := q.len(); f != 0 || b != 0 {
+		t.Fatalf("after all: %d frames %d bytes", f, b)
+	}
+}

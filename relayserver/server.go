@@ -1,0 +1,275 @@
+// Package relayserver is the plurenet relay: an HTTP handler that speaks relay
+// protocol v1 (docs/protocol.md, Part 1) over WebSocket, matches clients by
+// rendezvous hash and forwards their opaque frames, plus /healthz and
+// Prometheus /metrics.
+//
+// A relay keeps only live connections, and learns nothing of a mesh but its
+// members' keys and addresses, its rendezvous hash, and frame sizes and
+// timing: payloads are WireGuard packets or sealed messages. Local delivery
+// sits behind a small router interface so that a backplane (several
+// instances sharing Redis) can be added without touching the connections.
+package relayserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/relayproto"
+)
+
+// Server is a relay instance. Create it with New, serve Handler (or call
+// Serve), and stop it with Drain then Close.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	priv    nodekey.Private
+	pub     nodekey.Public
+	router  router
+	metrics *metrics
+	welcome []byte // the encoded Welcome, the same for every connection
+
+	ctx    context.Context // ends on Close; parent of every connection's
+	cancel context.CancelFunc
+
+	draining atomic.Bool
+	slots    atomic.Int64 // connections admitted, for MaxConns
+	peakQ    atomic.Int64 // highest send queue seen, in bytes
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	nextID uint64
+	wg     sync.WaitGroup // one per connection handler
+	gone   chan struct{}  // signalled when a connection is untracked
+	closed bool
+	once   sync.Once
+}
+
+// New returns a relay configured by cfg; zero fields take the defaults.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	priv := cfg.PrivateKey
+	if priv.IsZero() {
+		if priv, err = nodekey.NewPrivate(); err != nil {
+			return nil, fmt.Errorf("relayserver: generating relay key: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		priv:   priv,
+		pub:    priv.Public(),
+		router: newRooms(cfg.MaxConnsPerKey),
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(map[*conn]struct{}),
+		gone:   make(chan struct{}, 1),
+	}
+	w := cfg.welcome()
+	s.welcome = w.Append(nil)
+	s.metrics = newMetrics(s)
+	return s, nil
+}
+
+// PublicKey returns the relay's key, the one its ServerHello carries.
+func (s *Server) PublicKey() nodekey.Public { return s.pub }
+
+// Stats is a snapshot of the relay's state.
+type Stats struct {
+	Connections    int   // open WebSocket connections, handshaking or not
+	Rendezvous     int   // rendezvous with at least one member
+	QueuedFrames   int   // frames in all send queues, being written included
+	QueuedBytes    int   // bytes of those frames
+	PeakQueueBytes int64 // the most bytes any one send queue has held
+}
+
+// Stats returns the current counts.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	st := Stats{Connections: len(s.conns)}
+	for c := range s.conns {
+		f, b := c.q.len()
+		st.QueuedFrames += f
+		st.QueuedBytes += b
+	}
+	s.mu.Unlock()
+	st.Rendezvous = s.router.rendezvousCount()
+	st.PeakQueueBytes = s.peakQ.Load()
+	return st
+}
+
+func (s *Server) notePeak(n int) {
+	for {
+		p := s.peakQ.Load()
+		if int64(n) <= p || s.peakQ.CompareAndSwap(p, int64(n)) {
+			return
+		}
+	}
+}
+
+// Handler serves the relay endpoint at relayproto.Path, GET /healthz (503
+// while draining, so a load balancer stops sending clients) and GET /metrics.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(relayproto.Path, s.serveRelay)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if s.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "draining")
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", s.metrics.handler())
+	return mux
+}
+
+// serveRelay admits a WebSocket client and runs its connection to the end.
+func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		http.Error(w, "plurenet relay: this endpoint speaks WebSocket subprotocol "+relayproto.Subprotocol, http.StatusUpgradeRequired)
+		return
+	}
+	if !offersSubprotocol(r) {
+		http.Error(w, "plurenet relay: the client must offer WebSocket subprotocol "+relayproto.Subprotocol+" (another protocol version?)", http.StatusBadRequest)
+		return
+	}
+	if s.draining.Load() {
+		s.metrics.handshake(hsRefusedDrain)
+		http.Error(w, "plurenet relay: draining, connect to another instance", http.StatusServiceUnavailable)
+		return
+	}
+	if s.slots.Add(1) > int64(s.cfg.MaxConns) {
+		s.slots.Add(-1)
+		s.metrics.handshake(hsRefusedFull)
+		http.Error(w, "plurenet relay: at its connection limit, try another instance", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.slots.Add(-1)
+
+	c, err := s.accept(w, r)
+	if err != nil {
+		s.log.Debug("relay: websocket accept failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	defer s.untrack(c)
+	c.run()
+}
+
+func offersSubprotocol(r *http.Request) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if strings.TrimSpace(p) == relayproto.Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// track registers c so that Drain and Close reach it; it fails once Close
+// has begun.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.nextID++
+	c.id = s.nextID
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+	select {
+	case s.gone <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) snapshot() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Drain asks every client to reconnect elsewhere: new connections are refused
+// (HTTP 503, and /healthz turns 503), each open connection gets a Drain frame,
+// and Drain waits until they have all left or DrainGrace or ctx has passed.
+// What remains is then closed with ErrServerShutdown; Close waits for those
+// closes to finish. Drain returns ctx's error if ctx ended first.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	grace := s.cfg.DrainGrace
+	for _, c := range s.snapshot() {
+		c.drain(grace)
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	var err error
+wait:
+	for s.Stats().Connections > 0 {
+		select {
+		case <-s.gone:
+		case <-deadline.C:
+			break wait
+		case <-ctx.Done():
+			err = fmt.Errorf("relayserver: drain: %w", ctx.Err())
+			break wait
+		}
+	}
+	for _, c := range s.snapshot() {
+		c.fail(relayproto.ErrServerShutdown, "relay shutting down")
+	}
+	return err
+}
+
+// Close closes every connection at once and waits for their goroutines. It
+// is safe to call more than once; later calls wait too.
+func (s *Server) Close() error {
+	s.once.Do(func() {
+		s.draining.Store(true)
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.cancel()
+	})
+	s.wg.Wait()
+	return nil
+}
+
+// countPush records a frame that a queue refused.
+func (s *Server) countPush(r pushResult) {
+	switch r {
+	case queueFull:
+		s.metrics.drop(dropQueueFull, 1)
+	case queueShut:
+		s.metrics.drop(dropClosed, 1)
+	}
+}
+
+// errServerClosed is returned by accept once Close has begun.
+var errServerClosed = errors.New("relay server closed")

@@ -1,0 +1,416 @@
+// Package relay is the client side of plurenet relay protocol v1: it keeps a
+// node connected to one relay and gives it a datagram service to the other
+// members of its rendezvous.
+//
+// Send and Broadcast never block and never buffer without bound: a frame that
+// cannot go out now is dropped and reported, as UDP would, because what
+// travels here is WireGuard traffic that retransmits at its own layer. Recv
+// yields data frames and presence changes.
+//
+// The client owns its connection: it dials in the background, reconnects
+// with capped, jittered exponential backoff after an unplanned loss, and
+// replaces the connection make-before-break when the relay drains it or its
+// lifetime runs out, so a planned reconnect loses no frame.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/relayproto"
+)
+
+// Timers of the connection manager.
+const (
+	// stableAfter is how long a connection must live before the backoff
+	// starts over: a relay that accepts and then drops every connection at
+	// once must not be redialed at the minimum delay forever.
+	stableAfter = 10 * time.Second
+	// presenceSettle is how long after Welcome the relay's opening
+	// PeerPresent burst is taken to be complete when no other frame ends it
+	// earlier; keys not announced again by then are reported gone.
+	presenceSettle = time.Second
+	// leaveGrace is how long a replaced connection may keep delivering what
+	// the relay had queued for it after our Leave; a relay that never closes
+	// it is cut off then.
+	leaveGrace = 30 * time.Second
+	// closeGrace bounds the polite part of Close: flush, Leave and wait for
+	// the relay to hang up.
+	closeGrace = time.Second
+	// replaceRetryMax caps the delay between attempts to open a replacement
+	// connection while the old one still works: the drain deadline is
+	// usually a few seconds away.
+	replaceRetryMax = time.Second
+	// lifetimeFraction of Welcome.LifetimeSecs passes before we replace a
+	// connection ourselves, so the new one is up well before the relay cuts
+	// the old; lifetimeJitter spreads nodes that connected together.
+	lifetimeFraction = 0.8
+	lifetimeJitter   = 0.05
+	// maxResponseHeader bounds the relay's HTTP upgrade answer.
+	maxResponseHeader = 64 << 10
+)
+
+// Errors returned by Send, Broadcast and Recv.
+var (
+	// ErrNotConnected: no connection to the relay right now; the frame was
+	// dropped.
+	ErrNotConnected = errors.New("relay: not connected")
+	// ErrQueueFull: the connection's send queue is full; the frame was
+	// dropped.
+	ErrQueueFull = errors.New("relay: send queue full")
+	// ErrRateLimited: sending now would exceed the rate the relay accepts
+	// from this connection by more than maxPaceDelay; the frame was dropped.
+	ErrRateLimited = errors.New("relay: over the relay's rate limit")
+	// ErrTooLarge: the payload exceeds what the relay forwards.
+	ErrTooLarge = errors.New("relay: payload too large")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("relay: client closed")
+)
+
+// Kind says what a Message carries.
+type Kind uint8
+
+// Message kinds.
+const (
+	KindUnicast     Kind = iota + 1 // a frame sent to this node
+	KindBroadcast                   // a frame broadcast on the rendezvous
+	KindPeerPresent                 // From joined the rendezvous
+	KindPeerGone                    // From left the rendezvous
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindUnicast:
+		return "unicast"
+	case KindBroadcast:
+		return "broadcast"
+	case KindPeerPresent:
+		return "peer-present"
+	case KindPeerGone:
+		return "peer-gone"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Message is one thing received from the relay.
+type Message struct {
+	Kind    Kind
+	From    nodekey.Public
+	Payload []byte // owned by the caller; nil for presence changes
+}
+
+// Status is a snapshot of the client's state, for status output.
+type Status struct {
+	URL         string
+	Connected   bool
+	Since       time.Time // when the client last connected or lost the connection
+	LastError   string    // most recent dial or connection error, if any
+	NextAttempt time.Time // when the next dial is due; zero while connected
+	Reconnects  int       // connections made after the first
+	Peers       int       // keys present in the rendezvous
+
+	SentFrames, SentBytes uint64 // written to the relay
+	RecvFrames, RecvBytes uint64 // data frames received
+	SendDrops             uint64 // frames Send or Broadcast could not deliver to the socket
+	RecvDrops             uint64 // data frames dropped because the receive queue was full
+	RateLimited           uint64 // rate-limit notices from the relay
+}
+
+type stats struct {
+	sentFrames, sentBytes atomic.Uint64
+	recvFrames, recvBytes atomic.Uint64
+	sendDrops, recvDrops  atomic.Uint64
+	rateLimited           atomic.Uint64
+}
+
+// Client is a connection to one relay, kept up in the background.
+type Client struct {
+	cfg        Config
+	pub        nodekey.Public
+	log        *slog.Logger
+	httpClient *http.Client
+	transport  *http.Transport
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // run and retiring connections
+
+	active     atomic.Pointer[conn] // the connection Send uses; nil when down
+	nextConnID atomic.Uint64
+	data       chan Message
+	presence   *presence
+	stats      stats
+
+	mu          sync.Mutex
+	connected   bool
+	since       time.Time
+	lastErr     string
+	nextAttempt time.Time
+	conns       int           // connections made so far
+	change      chan struct{} // closed and replaced when connected changes
+
+	closeOnce sync.Once
+}
+
+// New validates cfg and starts connecting in the background. It does not
+// wait for the relay: use WaitConnected for that, and Status to see why it
+// is not connected yet.
+func New(cfg Config) (*Client, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(cfg.URL) // normalizeURL parsed it already
+	d := &dialer{relayURL: u, proxy: cfg.Proxy}
+	d.net.Timeout = cfg.DialTimeout
+	tlsConf := cfg.TLSConfig.Clone()
+	if tlsConf != nil {
+		// The WebSocket upgrade needs HTTP/1.1.
+		tlsConf.NextProtos = []string{"http/1.1"}
+	}
+	tr := &http.Transport{
+		DialContext:         d.dialContext,
+		TLSClientConfig:     tlsConf,
+		TLSHandshakeTimeout: cfg.DialTimeout,
+		// Every connection ends up hijacked by the WebSocket; one that
+		// failed the upgrade is not worth keeping.
+		DisableKeepAlives: true,
+		// An upgrade answer is a handful of headers; this bounds what a
+		// hostile relay or proxy can make us buffer.
+		MaxResponseHeaderBytes: maxResponseHeader,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		cfg:        cfg,
+		pub:        cfg.PrivateKey.Public(),
+		log:        cfg.Logger,
+		httpClient: &http.Client{Transport: tr},
+		transport:  tr,
+		ctx:        ctx,
+		cancel:     cancel,
+		data:       make(chan Message, cfg.RecvQueue),
+		since:      time.Now(),
+		change:     make(chan struct{}),
+	}
+	c.presence = newPresence(c.pub)
+	c.wg.Add(1)
+	go c.run()
+	return c, nil
+}
+
+// PublicKey is the key this client proves to the relay.
+func (c *Client) PublicKey() nodekey.Public { return c.pub }
+
+// URL is the relay's URL, normalized.
+func (c *Client) URL() string { return c.cfg.URL }
+
+// Send queues payload for the peer dst. It never blocks: when there is no
+// connection or its queue is full the frame is dropped and ErrNotConnected
+// or ErrQueueFull returned (ErrClosed after Close). A nil error means the frame is queued on a live
+// connection, not that it arrived.
+func (c *Client) Send(dst nodekey.Public, payload []byte) error {
+	if len(payload) > relayproto.MaxPayload {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), relayproto.MaxPayload)
+	}
+	b := getFrame()
+	*b = relayproto.AppendSend(*b, dst, payload)
+	return c.enqueue(b, len(payload))
+}
+
+// Broadcast queues payload for every other member of the rendezvous, with
+// the same semantics as Send.
+func (c *Client) Broadcast(payload []byte) error {
+	if len(payload) > relayproto.MaxPayload {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), relayproto.MaxPayload)
+	}
+	b := getFrame()
+	*b = relayproto.AppendBroadcast(*b, payload)
+	return c.enqueue(b, len(payload))
+}
+
+func (c *Client) enqueue(b *[]byte, payloadLen int) error {
+	for {
+		cn := c.active.Load()
+		if cn == nil {
+			putFrame(b)
+			if c.ctx.Err() != nil {
+				return ErrClosed
+			}
+			c.stats.sendDrops.Add(1)
+			return ErrNotConnected
+		}
+		if payloadLen > cn.maxPayload {
+			putFrame(b)
+			return fmt.Errorf("%w: %d bytes, relay forwards at most %d", ErrTooLarge, payloadLen, cn.maxPayload)
+		}
+		if err := cn.pace(len(*b)); err != nil {
+			putFrame(b)
+			c.stats.sendDrops.Add(1)
+			return err
+		}
+		err := cn.enqueue(b)
+		if err == ErrNotConnected && c.active.Load() != cn {
+			// The connection was replaced between Load and enqueue: the
+			// frame belongs on the new one.
+			continue
+		}
+		if err != nil {
+			putFrame(b)
+			c.stats.sendDrops.Add(1)
+		}
+		return err
+	}
+}
+
+// Recv returns the next message: a data frame or a presence change. Presence
+// changes are never dropped; data frames are dropped (and counted in
+// Status.RecvDrops) while the queue is full. Recv returns ErrClosed once the
+// client is closed.
+func (c *Client) Recv(ctx context.Context) (Message, error) {
+	for {
+		if c.ctx.Err() != nil {
+			return Message{}, ErrClosed
+		}
+		if m, ok := c.presence.next(); ok {
+			return m, nil
+		}
+		select {
+		case m := <-c.data:
+			return m, nil
+		case <-c.presence.notify:
+		case <-ctx.Done():
+			return Message{}, ctx.Err()
+		case <-c.ctx.Done():
+			return Message{}, ErrClosed
+		}
+	}
+}
+
+// deliver queues a copy of a received payload for Recv.
+func (c *Client) deliver(kind Kind, from nodekey.Public, payload []byte) {
+	c.stats.recvFrames.Add(1)
+	c.stats.recvBytes.Add(uint64(len(payload)))
+	m := Message{Kind: kind, From: from, Payload: append([]byte(nil), payload...)}
+	select {
+	case c.data <- m:
+	default:
+		c.stats.recvDrops.Add(1)
+	}
+}
+
+// Peers returns the keys present in the rendezvous as last told by the
+// relay, in no particular order.
+func (c *Client) Peers() []nodekey.Public { return c.presence.peers() }
+
+// WaitConnected blocks until the client has a connection to the relay, ctx
+// ends, or the client is closed.
+func (c *Client) WaitConnected(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		ok, ch := c.connected, c.change
+		c.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("relay %s: waiting for connection: %w", c.cfg.URL, ctx.Err())
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+	}
+}
+
+// Status returns a snapshot of the client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	s := Status{
+		URL:         c.cfg.URL,
+		Connected:   c.connected,
+		Since:       c.since,
+		LastError:   c.lastErr,
+		NextAttempt: c.nextAttempt,
+		Reconnects:  max(c.conns-1, 0),
+	}
+	c.mu.Unlock()
+	s.Peers = len(c.presence.peers())
+	s.SentFrames = c.stats.sentFrames.Load()
+	s.SentBytes = c.stats.sentBytes.Load()
+	s.RecvFrames = c.stats.recvFrames.Load()
+	s.RecvBytes = c.stats.recvBytes.Load()
+	s.SendDrops = c.stats.sendDrops.Load()
+	s.RecvDrops = c.stats.recvDrops.Load()
+	s.RateLimited = c.stats.rateLimited.Load()
+	return s
+}
+
+// Close leaves the relay politely (flushing queued frames and sending Leave,
+// for at most about a second), stops every goroutine and waits for them. It
+// is idempotent and always returns nil.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.wg.Wait()
+		c.transport.CloseIdleConnections()
+	})
+	return nil
+}
+
+func (c *Client) setLastError(err error) {
+	c.mu.Lock()
+	c.lastErr = err.Error()
+	c.mu.Unlock()
+}
+
+func (c *Client) setConnected(cn *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conns++
+	c.since = cn.established
+	c.nextAttempt = time.Time{}
+	if !c.connected {
+		c.connected = true
+		close(c.change)
+		c.change = make(chan struct{})
+	}
+}
+
+func (c *Client) setDisconnected(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.lastErr = err.Error()
+	}
+	c.since = time.Now()
+	if c.connected {
+		c.connected = false
+		close(c.change)
+		c.change = make(chan struct{})
+	}
+}
+
+func (c *Client) setNextAttempt(t time.Time) {
+	c.mu.Lock()
+	c.nextAttempt = t
+	c.mu.Unlock()
+}
+
+// lifetimeTimer fires when cn should be replaced before the relay ends it.
+func lifetimeTimer(cn *conn) *time.Timer {
+	if cn.welcome.LifetimeSecs == 0 {
+		return nil
+	}
+	life := time.Duration(cn.welcome.LifetimeSecs) * time.Second
+	f := lifetimeFraction + lifetimeJitter*(2*rand.Float64()-1)
+	return time.NewTimer(time.Duration(float64(life) * f))
+}

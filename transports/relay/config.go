@@ -1,0 +1,137 @@
+package relay
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/relayproto"
+)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultRecvQueue is how many data messages wait for Recv before newer
+	// ones are dropped. 1024 WireGuard packets is about 1.5 MB: enough to ride
+	// out a slow consumer for a few milliseconds at gigabit rates, small
+	// enough that a stalled consumer does not pin memory.
+	DefaultRecvQueue = 1024
+	// DefaultMinBackoff is the first reconnect delay ceiling: short, because a
+	// relay that restarts is usually back within a second.
+	DefaultMinBackoff = 250 * time.Millisecond
+	// DefaultMaxBackoff caps the reconnect delay so a node finds a relay that
+	// came back within half a minute without hammering one that is down.
+	DefaultMaxBackoff = 30 * time.Second
+	// DefaultDialTimeout bounds one connection attempt: TCP, proxy CONNECT,
+	// TLS, the WebSocket upgrade and the relay handshake together. A relay
+	// that cannot answer within 10 s is treated as down.
+	DefaultDialTimeout = 10 * time.Second
+)
+
+// maxRecvQueue bounds Config.RecvQueue: each queued message holds up to
+// relayproto.MaxPayload bytes, and 64 Ki of them already allows 4 GiB.
+const maxRecvQueue = 1 << 16
+
+// Config configures a Client. The zero value is not usable on its own: URL,
+// PrivateKey and Rendezvous are required; every other field has a default.
+type Config struct {
+	// URL is the relay, ws:// or wss://. An empty path or "/" means
+	// relayproto.Path.
+	URL string
+	// PrivateKey is this node's key; the relay learns its public half and
+	// checks that we hold the private one.
+	PrivateKey nodekey.Private
+	// Rendezvous names the mesh on the relay.
+	Rendezvous relayproto.Rendezvous
+	// TLSConfig is used for wss:// relays, e.g. to trust a private CA. Nil
+	// means the system roots.
+	TLSConfig *tls.Config
+	// Proxy picks an HTTP proxy for the relay URL; the client tunnels through
+	// it with CONNECT for ws:// and wss:// alike. Nil means
+	// http.ProxyFromEnvironment (HTTPS_PROXY for wss://, HTTP_PROXY for
+	// ws://, NO_PROXY honoured; it never proxies localhost).
+	Proxy func(*http.Request) (*url.URL, error)
+	// Logger receives connection events; nil means slog.Default().
+	Logger *slog.Logger
+	// RecvQueue is the number of data messages buffered for Recv; 0 means
+	// DefaultRecvQueue.
+	RecvQueue int
+	// MinBackoff and MaxBackoff bound the delay between reconnect attempts
+	// after an unplanned loss; 0 means the defaults.
+	MinBackoff, MaxBackoff time.Duration
+	// DialTimeout bounds one connection attempt; 0 means DefaultDialTimeout.
+	DialTimeout time.Duration
+}
+
+// withDefaults validates cfg and returns a copy with defaults filled in and
+// the URL normalized.
+func (cfg Config) withDefaults() (Config, error) {
+	u, err := normalizeURL(cfg.URL)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.URL = u
+	if cfg.PrivateKey.IsZero() {
+		return cfg, errors.New("relay: config: PrivateKey is zero")
+	}
+	if cfg.RecvQueue < 0 || cfg.RecvQueue > maxRecvQueue {
+		return cfg, fmt.Errorf("relay: config: RecvQueue %d outside 0..%d", cfg.RecvQueue, maxRecvQueue)
+	}
+	if cfg.MinBackoff < 0 || cfg.MaxBackoff < 0 || cfg.DialTimeout < 0 {
+		return cfg, errors.New("relay: config: negative duration")
+	}
+	if cfg.RecvQueue == 0 {
+		cfg.RecvQueue = DefaultRecvQueue
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = cfg.MinBackoff
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg, nil
+}
+
+// normalizeURL checks that raw is a ws:// or wss:// URL with a host and fills
+// in relayproto.Path when the path is empty.
+func normalizeURL(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("relay: config: URL is empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("relay: config: URL %q: %w", raw, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return "", fmt.Errorf("relay: config: URL %q: scheme must be ws or wss, not %q", raw, u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return "", fmt.Errorf("relay: config: URL %q has no host", raw)
+	}
+	if u.User != nil {
+		// Credentials in a relay URL would be sent nowhere useful and end up
+		// in logs and status output.
+		return "", fmt.Errorf("relay: config: URL %q must not carry user info", u.Redacted())
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = relayproto.Path
+	}
+	u.Fragment = ""
+	return u.String(), nil
+}

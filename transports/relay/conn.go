@@ -1,0 +1,503 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/plures/plurenet/internal/relayproto"
+)
+
+// Per-connection limits and timers.
+const (
+	// sendQueueLen is the writer's backlog in frames. WireGuard hands the
+	// bind batches of up to 128 packets; 512 absorbs a few batches while the
+	// socket drains and still drops (like a full NIC ring) rather than delay
+	// packets by more than a few milliseconds at relay speeds.
+	sendQueueLen = 512
+	// keepaliveInterval is how often we ping the relay. It keeps NAT and
+	// proxy idle timers (commonly 60 s and up) from cutting a quiet
+	// connection and shows a dead one that TCP would take minutes to notice.
+	keepaliveInterval = 20 * time.Second
+	// keepaliveTimeout is how long a ping may take before the connection is
+	// declared dead: far above any real round trip, short enough that
+	// traffic moves to a new connection well before WireGuard gives up.
+	keepaliveTimeout = 15 * time.Second
+	// maxDrainWait caps a relay's Drain deadline: we only use it for
+	// logging, but a hostile value must not leave anything waiting for 49
+	// days.
+	maxDrainWait = 10 * time.Minute
+)
+
+// Buffer pool for outgoing frames, so the send path does not allocate per
+// packet.
+const (
+	// pooledFrameCap fits a WireGuard packet on a 1500-byte path (at most
+	// MTU+32 bytes) plus the 33-byte Send header.
+	pooledFrameCap = 2048
+	// maxPooledFrame keeps a burst of large frames from pinning memory in
+	// the pool; bigger buffers go to the garbage collector.
+	maxPooledFrame = 16 << 10
+)
+
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, 0, pooledFrameCap)
+	return &b
+}}
+
+func getFrame() *[]byte { return framePool.Get().(*[]byte) }
+
+func putFrame(b *[]byte) {
+	if cap(*b) > maxPooledFrame {
+		return
+	}
+	*b = (*b)[:0]
+	framePool.Put(b)
+}
+
+// planReason says why a connection should be replaced make-before-break.
+type planReason struct {
+	why      string
+	deadline time.Time // when the relay will close the connection; zero if unknown
+}
+
+// conn is one WebSocket connection to the relay and the three goroutines
+// that serve it: reader, writer and keepalive. They stop when the
+// connection dies; conn.wg waits for them.
+type conn struct {
+	c           *Client
+	id          uint64 // presence epoch
+	ws          *websocket.Conn
+	welcome     relayproto.Welcome
+	maxPayload  int
+	established time.Time
+	pacer       *rate.Limiter // nil when the relay announced no rate limit
+
+	// sendMu guards sendClosed and makes "check closed, then enqueue" atomic
+	// against closing, so no frame enters out after the writer drained it
+	// for the last time.
+	sendMu     sync.RWMutex
+	sendClosed bool
+	out        chan *[]byte
+
+	leave     chan struct{} // closed: flush out, send Leave, stop writing
+	leaveOnce sync.Once
+	dead      chan struct{} // closed when the reader stops
+	err       error         // why the reader stopped; valid after dead
+	planned   chan planReason
+
+	wg sync.WaitGroup
+}
+
+// Pacing. The relay drops what a connection sends over its rate limit, and
+// drops collapse the window of a TCP flow inside the tunnel. So the client
+// sends at a little under the announced rate (pacingFraction), with a burst
+// well below any sensible relay burst, and makes the sender wait instead:
+// backpressure, as a full UDP socket buffer gives. A wait longer than
+// maxPaceDelay drops the frame rather than stall WireGuard's send path.
+const (
+	pacingFraction = 0.9
+	pacingBurst    = 256 << 10
+	maxPaceDelay   = 100 * time.Millisecond
+)
+
+// pace waits until the relay's rate limit has room for an n-byte frame.
+func (cn *conn) pace(n int) error {
+	if cn.pacer == nil {
+		return nil
+	}
+	r := cn.pacer.ReserveN(time.Now(), n)
+	if !r.OK() {
+		return ErrTooLarge
+	}
+	d := r.Delay()
+	if d > maxPaceDelay {
+		r.Cancel()
+		return ErrRateLimited
+	}
+	if d > 0 {
+		time.Sleep(d)
+	}
+	return nil
+}
+
+// errRelayClosed is the reader's error when the relay closed the WebSocket
+// normally, e.g. after our Leave or its drain deadline.
+var errRelayClosed = errors.New("relay closed the connection")
+
+// dial connects and runs the handshake. It returns a connection whose
+// goroutines are running.
+func (c *Client) dial(ctx context.Context) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, c.cfg.URL, &websocket.DialOptions{
+		HTTPClient:      c.httpClient,
+		Subprotocols:    []string{relayproto.Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != 0 {
+			return nil, fmt.Errorf("relay %s: dial: HTTP %s: %w", c.cfg.URL, resp.Status, err)
+		}
+		return nil, fmt.Errorf("relay %s: dial: %w", c.cfg.URL, err)
+	}
+	if p := ws.Subprotocol(); p != relayproto.Subprotocol {
+		ws.CloseNow()
+		return nil, fmt.Errorf("relay %s: handshake: relay chose subprotocol %q, want %q", c.cfg.URL, p, relayproto.Subprotocol)
+	}
+	ws.SetReadLimit(relayproto.MaxFrame)
+	w, err := c.handshake(ctx, ws)
+	if err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("relay %s: handshake: %w", c.cfg.URL, err)
+	}
+	cn := &conn{
+		c:           c,
+		id:          c.nextConnID.Add(1),
+		ws:          ws,
+		welcome:     w,
+		maxPayload:  int(w.MaxPayload),
+		established: time.Now(),
+		out:         make(chan *[]byte, sendQueueLen),
+		leave:       make(chan struct{}),
+		dead:        make(chan struct{}),
+		planned:     make(chan planReason, 1),
+	}
+	// A relay may not raise the limit above what the wire format carries,
+	// and 0 would make every send fail: both mean the protocol maximum.
+	if cn.maxPayload <= 0 || cn.maxPayload > relayproto.MaxPayload {
+		cn.maxPayload = relayproto.MaxPayload
+	}
+	if w.RateBytes > 0 {
+		cn.pacer = rate.NewLimiter(rate.Limit(float64(w.RateBytes)*pacingFraction), pacingBurst)
+	}
+	// From here on only this connection's presence frames count; the
+	// previous connection's view is reconciled against its opening burst.
+	c.presence.begin(cn.id)
+	cn.wg.Add(3)
+	go cn.readLoop()
+	go cn.writeLoop()
+	go cn.keepalive()
+	return cn, nil
+}
+
+// handshake answers the relay's challenge and returns its Welcome.
+func (c *Client) handshake(ctx context.Context, ws *websocket.Conn) (relayproto.Welcome, error) {
+	var w relayproto.Welcome
+	b, err := readHandshakeFrame(ctx, ws)
+	if err != nil {
+		return w, fmt.Errorf("reading ServerHello: %w", err)
+	}
+	hello, err := relayproto.ParseServerHello(b)
+	if err != nil {
+		return w, refusalOr(b, fmt.Errorf("parsing ServerHello: %w", err))
+	}
+	if hello.Version != relayproto.Version {
+		return w, fmt.Errorf("relay speaks protocol version %d, want %d", hello.Version, relayproto.Version)
+	}
+	shared, err := c.cfg.PrivateKey.SharedSecret(hello.ServerKey)
+	if err != nil {
+		return w, fmt.Errorf("relay key: %w", err)
+	}
+	ch := relayproto.ClientHello{
+		Version:    relayproto.Version,
+		ClientKey:  c.pub,
+		Rendezvous: c.cfg.Rendezvous,
+		MAC:        relayproto.HandshakeMAC(shared, hello.ServerKey, hello.Challenge, c.pub, c.cfg.Rendezvous),
+	}
+	if err := ws.Write(ctx, websocket.MessageBinary, ch.Append(nil)); err != nil {
+		return w, fmt.Errorf("writing ClientHello: %w", err)
+	}
+	b, err = readHandshakeFrame(ctx, ws)
+	if err != nil {
+		return w, fmt.Errorf("reading Welcome: %w", err)
+	}
+	w, err = relayproto.ParseWelcome(b)
+	if err != nil {
+		return w, refusalOr(b, fmt.Errorf("parsing Welcome: %w", err))
+	}
+	return w, nil
+}
+
+func readHandshakeFrame(ctx context.Context, ws *websocket.Conn) ([]byte, error) {
+	typ, b, err := ws.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if typ != websocket.MessageBinary {
+		return nil, errors.New("relay sent a text message")
+	}
+	return b, nil
+}
+
+// refusalOr turns an Error frame sent in place of a handshake frame into a
+// readable error, and returns otherwise for anything else.
+func refusalOr(b []byte, otherwise error) error {
+	if len(b) > 0 && relayproto.Type(b[0]) == relayproto.TypeError {
+		if f, err := relayproto.Parse(b); err == nil {
+			return &RelayError{Code: f.Code, Message: f.Message}
+		}
+	}
+	return otherwise
+}
+
+// RelayError is an Error frame from the relay.
+type RelayError struct {
+	Code    relayproto.ErrorCode
+	Message string
+}
+
+func (e *RelayError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("relay error %d (%v)", uint16(e.Code), e.Code)
+	}
+	return fmt.Sprintf("relay error %d (%v): %s", uint16(e.Code), e.Code, e.Message)
+}
+
+// enqueue hands a frame to the writer. It never blocks.
+func (cn *conn) enqueue(b *[]byte) error {
+	cn.sendMu.RLock()
+	defer cn.sendMu.RUnlock()
+	if cn.sendClosed {
+		return ErrNotConnected
+	}
+	select {
+	case cn.out <- b:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// closeSend stops enqueue from accepting frames. After it returns, out
+// receives nothing new.
+func (cn *conn) closeSend() {
+	cn.sendMu.Lock()
+	cn.sendClosed = true
+	cn.sendMu.Unlock()
+}
+
+// beginLeave makes the writer flush what is queued and send Leave; the relay
+// then flushes what it holds for us and closes. The reader keeps delivering
+// until then.
+func (cn *conn) beginLeave() {
+	cn.leaveOnce.Do(func() {
+		cn.closeSend()
+		close(cn.leave)
+	})
+}
+
+func (cn *conn) requestPlanned(r planReason) {
+	select {
+	case cn.planned <- r:
+	default:
+	}
+}
+
+// writeLoop is the only writer of data frames on the connection.
+func (cn *conn) writeLoop() {
+	defer cn.wg.Done()
+	defer func() {
+		// Whatever is still queued will never be written.
+		cn.closeSend()
+		for {
+			select {
+			case b := <-cn.out:
+				putFrame(b)
+				cn.c.stats.sendDrops.Add(1)
+			default:
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case b := <-cn.out:
+			if !cn.write(b) {
+				return
+			}
+		case <-cn.leave:
+			// closeSend ran before leave closed, so out is complete.
+			for drained := false; !drained; {
+				select {
+				case b := <-cn.out:
+					if !cn.write(b) {
+						return
+					}
+				default:
+					drained = true
+				}
+			}
+			// A background context: writes end by CloseNow, never by a
+			// per-write timer that would cost an allocation per packet.
+			if err := cn.ws.Write(context.Background(), websocket.MessageBinary, relayproto.AppendLeave(nil)); err != nil {
+				cn.c.log.Debug("relay: writing Leave", "relay", cn.c.cfg.URL, "err", err)
+				cn.ws.CloseNow()
+			}
+			return
+		case <-cn.dead:
+			return
+		}
+	}
+}
+
+// write sends one frame and recycles its buffer. It reports false when the
+// connection failed.
+func (cn *conn) write(b *[]byte) bool {
+	n := len(*b)
+	err := cn.ws.Write(context.Background(), websocket.MessageBinary, *b)
+	putFrame(b)
+	if err != nil {
+		cn.c.stats.sendDrops.Add(1)
+		cn.c.log.Debug("relay: write failed", "relay", cn.c.cfg.URL, "err", err)
+		cn.ws.CloseNow()
+		return false
+	}
+	cn.c.stats.sentFrames.Add(1)
+	cn.c.stats.sentBytes.Add(uint64(n))
+	return true
+}
+
+// readLoop reads frames until the connection ends.
+func (cn *conn) readLoop() {
+	defer cn.wg.Done()
+	// One buffer per connection: frames are parsed in place and only
+	// payloads handed to Recv are copied. One spare byte detects a frame
+	// over the limit even if the WebSocket library let it through.
+	buf := make([]byte, relayproto.MaxFrame+1)
+	settled := false
+	var err error
+	for {
+		var n int
+		n, err = readMessage(cn.ws, buf)
+		if err != nil {
+			break
+		}
+		if err = cn.handle(buf[:n], &settled); err != nil {
+			break
+		}
+	}
+	if websocket.CloseStatus(err) == websocket.StatusNormalClosure || websocket.CloseStatus(err) == websocket.StatusGoingAway {
+		err = errRelayClosed
+	}
+	cn.err = err
+	cn.ws.CloseNow()
+	close(cn.dead)
+}
+
+// readMessage reads one WebSocket message into buf.
+func readMessage(ws *websocket.Conn, buf []byte) (int, error) {
+	typ, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return 0, err
+	}
+	if typ != websocket.MessageBinary {
+		return 0, errors.New("relay sent a text message")
+	}
+	n := 0
+	for {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if n == len(buf) {
+			return n, fmt.Errorf("relay sent a frame over %d bytes", relayproto.MaxFrame)
+		}
+	}
+}
+
+// handle acts on one frame from the relay. An error ends the connection.
+func (cn *conn) handle(b []byte, settled *bool) error {
+	c := cn.c
+	f, err := relayproto.Parse(b)
+	if err != nil {
+		return fmt.Errorf("relay %s: bad frame: %w", c.cfg.URL, err)
+	}
+	if !*settled && f.Type != relayproto.TypePeerPresent {
+		// The relay sends the present peers right after Welcome; anything
+		// else means that burst is over.
+		c.presence.settle(cn.id)
+		*settled = true
+	}
+	switch f.Type {
+	case relayproto.TypeRecv:
+		c.deliver(KindUnicast, f.Key, f.Payload)
+	case relayproto.TypeBroadcastRecv:
+		c.deliver(KindBroadcast, f.Key, f.Payload)
+	case relayproto.TypePeerPresent:
+		if !c.presence.present(cn.id, f.Key) {
+			c.log.Warn("relay: presence set full, ignoring peer", "relay", c.cfg.URL, "peer", f.Key.ShortString(), "max", maxPeers)
+		}
+	case relayproto.TypePeerGone:
+		c.presence.gone(cn.id, f.Key)
+	case relayproto.TypeDrain:
+		d := min(time.Duration(f.Millis)*time.Millisecond, maxDrainWait)
+		cn.requestPlanned(planReason{why: "relay drain", deadline: time.Now().Add(d)})
+	case relayproto.TypeError:
+		return cn.relayError(&RelayError{Code: f.Code, Message: f.Message})
+	default:
+		return fmt.Errorf("relay %s: sent a %v frame, which only clients send", c.cfg.URL, f.Type)
+	}
+	return nil
+}
+
+// relayError acts on an Error frame. Rate limiting only costs frames; a
+// relay going away is a planned reconnect; any other fatal code ends the
+// connection at once (the relay closes it anyway).
+func (cn *conn) relayError(e *RelayError) error {
+	c := cn.c
+	switch e.Code {
+	case relayproto.ErrRateLimited:
+		c.stats.rateLimited.Add(1)
+		c.log.Debug("relay: rate limited", "relay", c.cfg.URL, "msg", e.Message)
+		return nil
+	case relayproto.ErrServerShutdown, relayproto.ErrIdle:
+		c.log.Info("relay: asked to reconnect", "relay", c.cfg.URL, "err", e)
+		c.setLastError(e)
+		cn.requestPlanned(planReason{why: e.Code.String()})
+		return nil
+	}
+	if !e.Code.Fatal() {
+		c.log.Warn("relay: error", "relay", c.cfg.URL, "err", e)
+		return nil
+	}
+	return fmt.Errorf("relay %s: %w", c.cfg.URL, e)
+}
+
+// keepalive pings the relay while the connection lives and kills the
+// connection when a ping goes unanswered.
+func (cn *conn) keepalive() {
+	defer cn.wg.Done()
+	t := time.NewTicker(keepaliveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-cn.dead:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), keepaliveTimeout)
+		err := cn.ws.Ping(ctx)
+		cancel()
+		if err != nil {
+			select {
+			case <-cn.dead:
+				return
+			default:
+			}
+			cn.c.log.Warn("relay: keepalive failed", "relay", cn.c.cfg.URL, "err", err)
+			cn.ws.CloseNow()
+			return
+		}
+	}
+}

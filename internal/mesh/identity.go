@@ -1,0 +1,143 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/plures/plurenet/internal/nodekey"
+)
+
+// KeyFile is the name of the node's private key inside its state directory.
+const KeyFile = "node.key"
+
+// maxKeyFile bounds what LoadOrCreateKey reads: a key is 44 base64
+// characters, so anything much longer is not a key file.
+const maxKeyFile = 1024
+
+// LoadOrCreateKey returns the node key kept in stateDir/node.key, creating
+// the directory (0700) and a fresh key (0600) if there is none; created says
+// which. Keeping the key keeps the node's addresses, which derive from it,
+// stable across restarts.
+//
+// Like ssh with its private keys, it refuses a key file that group or others
+// may access: someone else may have read it, and a key they know lets them
+// impersonate this node. The file is written to a temporary name and linked
+// into place, so a crash never leaves a half-written key and two processes
+// starting at once agree on one key.
+func LoadOrCreateKey(stateDir string) (nodekey.Private, bool, error) {
+	if stateDir == "" {
+		return nodekey.Private{}, false, errors.New("node key: state directory not set")
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nodekey.Private{}, false, fmt.Errorf("node key: creating state directory: %w", err)
+	}
+	path := filepath.Join(stateDir, KeyFile)
+	k, err := loadKey(path)
+	if err == nil {
+		return k, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nodekey.Private{}, false, err
+	}
+	k, err = nodekey.NewPrivate()
+	if err != nil {
+		return nodekey.Private{}, false, fmt.Errorf("node key: %w", err)
+	}
+	won, err := writeKey(path, k)
+	if err != nil {
+		return nodekey.Private{}, false, err
+	}
+	if !won {
+		// Another process created the file first: use its key.
+		k, err = loadKey(path)
+		return k, false, err
+	}
+	return k, true, nil
+}
+
+func loadKey(path string) (nodekey.Private, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nodekey.Private{}, err
+		}
+		return nodekey.Private{}, fmt.Errorf("node key %s: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nodekey.Private{}, fmt.Errorf("node key %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nodekey.Private{}, fmt.Errorf("node key %s: not a regular file", path)
+	}
+	// Windows reports synthetic permission bits; its ACLs are not checked.
+	if perm := st.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return nodekey.Private{}, fmt.Errorf("node key %s: permissions %04o are too open (others may have read the key); run: chmod 600 %s", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nodekey.Private{}, fmt.Errorf("node key %s: %w", path, err)
+	}
+	if len(b) > maxKeyFile {
+		return nodekey.Private{}, fmt.Errorf("node key %s: malformed: larger than %d bytes", path, maxKeyFile)
+	}
+	k, err := nodekey.ParsePrivate(string(b))
+	if err != nil {
+		return nodekey.Private{}, fmt.Errorf("node key %s: malformed: %w", path, err)
+	}
+	return k, nil
+}
+
+// writeKey writes k to path unless path already exists; won reports whether
+// this call created it.
+func writeKey(path string, k nodekey.Private) (won bool, err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+KeyFile+".tmp-*")
+	if err != nil {
+		return false, fmt.Errorf("node key %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // harmless after a link or rename
+	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
+		tmp.Close()
+		return false, fmt.Errorf("node key %s: %w", path, err)
+	}
+	if _, err := tmp.WriteString(k.String() + "\n"); err != nil {
+		tmp.Close()
+		return false, fmt.Errorf("node key %s: writing: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return false, fmt.Errorf("node key %s: syncing: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return false, fmt.Errorf("node key %s: %w", path, err)
+	}
+	// A hard link fails if path exists, where a rename would replace a key
+	// another process just wrote. Filesystems without hard links get rename.
+	switch err := os.Link(tmp.Name(), path); {
+	case err == nil:
+	case errors.Is(err, fs.ErrExist):
+		return false, nil
+	default:
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			return false, fmt.Errorf("node key %s: %w", path, err)
+		}
+	}
+	syncDir(dir)
+	return true, nil
+}
+
+// syncDir makes the new directory entry durable where the platform allows;
+// failure only risks losing a key that was never used, so it is ignored.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}

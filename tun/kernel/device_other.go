@@ -1,0 +1,33 @@
+//go:build !linux
+
+package kernel
+
+import (
+	"errors"
+	"runtime"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// errUnsupported explains why there is no kernel adapter here.
+var errUnsupported = errors.New("the kernel TUN adapter is only implemented on Linux (" + runtime.GOOS + "): drop --tun to use the userspace adapter")
+
+// Device is a kernel TUN interface; it cannot be created on this platform.
+type Device struct{}
+
+// Create always fails on this platform.
+func Create(cfg Config) (*Device, error) {
+	if _, err := cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	return nil, errUnsupported
+}
+
+// TUN returns nil: no Device is ever created on this platform.
+func (d *Device) TUN() tun.Device { return nil }
+
+// Name returns "".
+func (d *Device) Name() string { return "" }
+
+// Close does nothing.
+func (d *Device) Close() error { return nil }

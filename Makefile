@@ -1,0 +1,49 @@
+# plurenet — build, test, demo, bench.
+#
+# The two commands a newcomer needs (see README.md):
+#   make demo   a relay and two nodes in one process, a TCP exchange over overlay IPs
+#   make test   every test; as root also the network-lab tests
+#
+# Everything else the project needs is installed by scripts/deps.sh.
+
+GO      ?= go
+BIN     := bin/plurenet
+PKGS    := ./...
+# Fuzz targets run for FUZZTIME each in "make fuzz".
+FUZZTIME ?= 20s
+
+.PHONY: all build test test-short demo bench fuzz lint deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/plurenet
+
+deps:
+	./scripts/deps.sh
+
+# -race on everything; the lab tests skip themselves when not root. The
+# timeout is below CI's 90 minutes with room to spare.
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -race -timeout 30m -count=1 $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+demo: build
+	$(BIN) demo
+
+bench: build
+	./scripts/bench.sh
+
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+lint:
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+
+clean:
+	rm -rf bin

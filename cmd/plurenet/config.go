@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// upSettings is everything "plurenet up" can be told. Each field is reachable
+// three ways, in this order of precedence: a flag, a PLURENET_* environment
+// variable, a key of the JSON config file. The file also accepts the PluresDB
+// seed's keys (syncTransport, syncRelay, syncRelayFallback, syncKey).
+type upSettings struct {
+	Topic         string
+	TopicHex      string
+	Key           string
+	Name          string
+	Relay         string
+	RelayFallback string
+	Transport     string
+	StateDir      string
+	IP            string
+	IPv4Prefix    string
+	SOCKS5        string
+	Forward       listValue
+	Expose        listValue
+	TUN           string
+	CAFile        string
+	LogLevel      string
+
+	// unknownKeys lists config file keys we do not use. A seed config
+	// holds PluresDB's own settings too, so they are reported, not refused.
+	unknownKeys []string
+}
+
+// setting ties one field to its flag, environment variable and file keys.
+type setting struct {
+	flag     string
+	env      string
+	fileKeys []string // first is ours; others are aliases (the seed's names)
+	usage    string
+	str      *string    // for single values
+	list     *listValue // for repeatable values
+}
+
+func (s *upSettings) table() []setting {
+	return []setting{
+		{flag: "topic", env: "PLURENET_TOPIC", fileKeys: []string{"topic"}, usage: "mesh topic name (members share it)", str: &s.Topic},
+		{flag: "topic-hex", env: "PLURENET_TOPIC_HEX", fileKeys: []string{"topicHex"}, usage: "mesh topic as 64 hex characters (instead of --topic)", str: &s.TopicHex},
+		{flag: "key", env: "PLURENET_KEY", fileKeys: []string{"key", "syncKey"}, usage: "mesh secret shared by members (see \"plurenet key generate\")", str: &s.Key},
+		{flag: "name", env: "PLURENET_NAME", fileKeys: []string{"name"}, usage: "this node's name in the mesh (default: host name)", str: &s.Name},
+		{flag: "relay", env: "PLURENET_RELAY", fileKeys: []string{"relay", "syncRelay"}, usage: "primary relay URL (ws:// or wss://)", str: &s.Relay},
+		{flag: "relay-fallback", env: "PLURENET_RELAY_FALLBACK", fileKeys: []string{"relayFallback", "syncRelayFallback"}, usage: "fallback relay URL, used when the primary is unreachable", str: &s.RelayFallback},
+		{flag: "transport", env: "PLURENET_TRANSPORT", fileKeys: []string{"transport", "syncTransport"}, usage: "auto, relay or direct", str: &s.Transport},
+		{flag: "state-dir", env: "PLURENET_STATE_DIR", fileKeys: []string{"stateDir"}, usage: "directory for the node key and control socket", str: &s.StateDir},
+		{flag: "ip", env: "PLURENET_IP", fileKeys: []string{"ip"}, usage: "pin this node's IPv4 overlay address", str: &s.IP},
+		{flag: "ipv4-prefix", env: "PLURENET_IPV4_PREFIX", fileKeys: []string{"ipv4Prefix"}, usage: "IPv4 prefix of the mesh (every member must use the same)", str: &s.IPv4Prefix},
+		{flag: "socks5", env: "PLURENET_SOCKS5", fileKeys: []string{"socks5"}, usage: "serve a SOCKS5 proxy into the mesh on this local address", str: &s.SOCKS5},
+		{flag: "forward", env: "PLURENET_FORWARD", fileKeys: []string{"forward"}, usage: "LOCAL=MEMBER:PORT: forward a local port to a member (repeatable)", list: &s.Forward},
+		{flag: "expose", env: "PLURENET_EXPOSE", fileKeys: []string{"expose"}, usage: "PORT[=HOST:PORT]: let members reach a local service on this node's overlay IP (repeatable)", list: &s.Expose},
+		{flag: "tun", env: "PLURENET_TUN", fileKeys: []string{"tun"}, usage: "use a kernel TUN device with this name (needs CAP_NET_ADMIN)", str: &s.TUN},
+		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},
+		{flag: "log-level", env: "PLURENET_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "debug, info, warn or error", str: &s.LogLevel},
+	}
+}
+
+// listValue is a repeatable flag. The environment form separates items with
+// commas.
+type listValue []string
+
+func (l *listValue) String() string { return strings.Join(*l, ",") }
+
+func (l *listValue) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// registerFlags defines one flag per setting on fs, plus --config.
+func (s *upSettings) registerFlags(fs *flag.FlagSet, configPath *string) {
+	fs.StringVar(configPath, "config", "", "JSON config file (env PLURENET_CONFIG)")
+	for _, st := range s.table() {
+		usage := st.usage + " (env " + st.env + ")"
+		if st.list != nil {
+			fs.Var(st.list, st.flag, usage)
+		} else {
+			fs.StringVar(st.str, st.flag, *st.str, usage)
+		}
+	}
+}
+
+// resolve fills s from the config file and the environment, leaving alone
+// every setting whose flag was given. getenv is os.Getenv outside tests.
+func (s *upSettings) resolve(fs *flag.FlagSet, configPath string, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if configPath == "" {
+		configPath = getenv("PLURENET_CONFIG")
+	}
+	var file map[string]json.RawMessage
+	if configPath != "" {
+		var err error
+		if file, err = readConfigFile(configPath); err != nil {
+			return err
+		}
+	}
+	known := map[string]bool{}
+	for _, st := range s.table() {
+		for _, k := range st.fileKeys {
+			known[k] = true
+		}
+		if given[st.flag] {
+			continue
+		}
+		if v := getenv(st.env); v != "" {
+			if st.list != nil {
+				*st.list = splitList(v)
+			} else {
+				*st.str = v
+			}
+			continue
+		}
+		if err := st.fromFile(file, configPath); err != nil {
+			return err
+		}
+	}
+	var unknown []string
+	for k := range file {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	s.unknownKeys = unknown
+	return nil
+}
+
+func (st setting) fromFile(file map[string]json.RawMessage, path string) error {
+	for _, k := range st.fileKeys {
+		raw, ok := file[k]
+		if !ok {
+			continue
+		}
+		if st.list != nil {
+			var items []string
+			if err := json.Unmarshal(raw, &items); err != nil {
+				var one string
+				if json.Unmarshal(raw, &one) != nil {
+					return fmt.Errorf("config file %s: key %q: want a string or a list of strings", path, k)
+				}
+				items = []string{one}
+			}
+			*st.list = items
+			return nil
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("config file %s: key %q: want a string", path, k)
+		}
+		*st.str = v
+		return nil
+	}
+	return nil
+}
+
+// maxConfigFile bounds what we read: a config is a few hundred bytes, and a
+// wrong path (a disk image, /dev/zero) must fail fast rather than fill memory.
+const maxConfigFile = 1 << 20
+
+func readConfigFile(path string) (map[string]json.RawMessage, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	buf, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	if len(buf) > maxConfigFile {
+		return nil, fmt.Errorf("config file %s: larger than %d bytes; is this the right file?", path, maxConfigFile)
+	}
+	dec := json.NewDecoder(bytes.NewReader(buf))
+	var m map[string]json.RawMessage
+	if err := dec.Decode(&m); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("config file %s: not valid JSON at byte %d: %v", path, se.Offset, err)
+		}
+		return nil, fmt.Errorf("config file %s: want a JSON object: %v", path, err)
+	}
+	return m, nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// defaultStateDir follows the XDG base directory spec for users and the FHS
+// for root, so that a node keeps its key (and so its IPs) across restarts.
+func defaultStateDir(getenv func(string) string) string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/plurenet"
+	}
+	if d := getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "plurenet")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "plurenet")
+	}
+	return ".plurenet"
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/overlay"
+	"github.com/plures/plurenet/tun/portfwd"
+	"github.com/plures/plurenet/tun/socks5"
+)
+
+func init() {
+	register(command{name: "up", summary: "join a mesh and stay in it until interrupted", run: runUp})
+}
+
+func runUp(ctx context.Context, args []string, stdout io.Writer) error {
+	var s upSettings
+	var configPath string
+	fs := newFlagSet("up")
+	s.registerFlags(fs, &configPath)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := s.resolve(fs, configPath, getenv); err != nil {
+		return err
+	}
+	log, err := newLogger(os.Stderr, s.LogLevel)
+	if err != nil {
+		return err
+	}
+	if len(s.unknownKeys) > 0 {
+		log.Info("config file keys not used by plurenet", "keys", s.unknownKeys)
+	}
+	cfg, err := s.nodeConfig(log)
+	if err != nil {
+		return err
+	}
+	forwards, exposes, err := s.portSpecs()
+	if err != nil {
+		return err
+	}
+	node, err := overlay.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	v4, v6 := node.Addrs()
+	fmt.Fprintf(stdout, "plurenet: %s is up: IPv4 %s, IPv6 %s (status: plurenet status --state-dir %s)\n", cfg.Name, v4, v6, cfg.StateDir)
+
+	// Every listener below is served until ctx ends; the first failure
+	// stops the node, so a half-working node never looks healthy.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	serve := func(what string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%s: %w", what, err))
+			}
+		}()
+	}
+	if s.SOCKS5 != "" {
+		ln, err := net.Listen("tcp", s.SOCKS5)
+		if err != nil {
+			return fmt.Errorf("SOCKS5 listener: %w", err)
+		}
+		srv := socks5.New(socks5.Config{
+			Dial:    node.Dial,
+			Resolve: func(_ context.Context, host string) (netip.Addr, error) { return node.Resolve(host) },
+			Logger:  log,
+		})
+		fmt.Fprintf(stdout, "plurenet: SOCKS5 proxy into the mesh on %s\n", ln.Addr())
+		serve("SOCKS5 on "+s.SOCKS5, func() error { return srv.Serve(ctx, ln) })
+	}
+	for _, f := range forwards {
+		ln, err := net.Listen("tcp", f.Listen)
+		if err != nil {
+			return fmt.Errorf("forward %s: %w", f.Listen, err)
+		}
+		target := f.TargetAddr()
+		fmt.Fprintf(stdout, "plurenet: forwarding %s to %s over the mesh\n", ln.Addr(), target)
+		serve("forward "+f.Listen, func() error {
+			return portfwd.Forward(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+				return node.Dial(ctx, "tcp", target)
+			}, log)
+		})
+	}
+	for _, e := range exposes {
+		ln, err := node.Listen("tcp", fmt.Sprintf(":%d", e.Port))
+		if err != nil {
+			return fmt.Errorf("expose %d: %w", e.Port, err)
+		}
+		local := e.Local
+		fmt.Fprintf(stdout, "plurenet: members reach %s at %s:%d\n", local, v4, e.Port)
+		serve(fmt.Sprintf("expose %d", e.Port), func() error {
+			return portfwd.Forward(ctx, ln, func(ctx context.Context) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", local)
+			}, log)
+		})
+	}
+	<-ctx.Done()
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	fmt.Fprintln(stdout, "plurenet: leaving the mesh")
+	return nil
+}
+
+// nodeConfig checks the settings and turns them into an overlay.Config.
+func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
+	cfg := overlay.Config{Name: s.Name, Secret: s.Key, Logger: log}
+	switch {
+	case s.Topic != "" && s.TopicHex != "":
+		return cfg, usageErrorf("give --topic or --topic-hex, not both")
+	case s.Topic != "":
+		cfg.Topic = s.Topic
+	case s.TopicHex != "":
+		id, err := mesh.ParseTopicHex(s.TopicHex)
+		if err != nil {
+			return cfg, usageErrorf("--topic-hex: %v", err)
+		}
+		cfg.TopicID = id
+	default:
+		return cfg, usageErrorf("no topic: give --topic NAME (every member uses the same)")
+	}
+	switch s.Transport {
+	case "", "auto", "relay":
+		// auto would also try the direct path; until the direct
+		// transport exists it means the relays alone.
+	case "direct":
+		return cfg, errors.New("--transport direct is not implemented yet; use auto or relay")
+	default:
+		return cfg, usageErrorf("--transport %q: want auto, relay or direct", s.Transport)
+	}
+	if s.TUN != "" {
+		return cfg, errors.New("--tun is not implemented yet; drop it to use the userspace adapter (SOCKS5, --forward, --expose)")
+	}
+	if s.Relay == "" {
+		return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\")")
+	}
+	cfg.Relays = []string{s.Relay}
+	if s.RelayFallback != "" {
+		cfg.Relays = append(cfg.Relays, s.RelayFallback)
+	}
+	cfg.StateDir = pick(s.StateDir, defaultStateDir(getenv))
+	if s.IP != "" {
+		ip, err := netip.ParseAddr(s.IP)
+		if err != nil || !ip.Is4() {
+			return cfg, usageErrorf("--ip %q: want an IPv4 address inside the mesh prefix", s.IP)
+		}
+		cfg.PinnedV4 = ip
+	}
+	if s.IPv4Prefix != "" {
+		p, err := netip.ParsePrefix(s.IPv4Prefix)
+		if err != nil {
+			return cfg, usageErrorf("--ipv4-prefix %q: want a prefix like 100.64.0.0/10", s.IPv4Prefix)
+		}
+		cfg.V4Prefix = p.Masked()
+	}
+	if s.CAFile != "" {
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--ca-file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return cfg, fmt.Errorf("--ca-file %s: no PEM certificate in it", s.CAFile)
+		}
+		cfg.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return cfg, nil
+}
+
+func (s *upSettings) portSpecs() ([]portfwd.ForwardSpec, []portfwd.ExposeSpec, error) {
+	var fw []portfwd.ForwardSpec
+	for _, spec := range s.Forward {
+		f, err := portfwd.ParseForward(spec)
+		if err != nil {
+			return nil, nil, usageErrorf("--forward: %v", err)
+		}
+		fw = append(fw, f)
+	}
+	var ex []portfwd.ExposeSpec
+	for _, spec := range s.Expose {
+		e, err := portfwd.ParseExpose(spec)
+		if err != nil {
+			return nil, nil, usageErrorf("--expose: %v", err)
+		}
+		ex = append(ex, e)
+	}
+	return fw, ex, nil
+}

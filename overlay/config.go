@@ -1,0 +1,138 @@
+package overlay
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/plures/plurenet/internal/mesh"
+)
+
+// Config configures a Node. StateDir, a topic and at least one relay are
+// required; everything else has a default.
+type Config struct {
+	// StateDir holds the node key (so the node keeps its IPs across
+	// restarts) and the control socket.
+	StateDir string
+
+	// Topic names the mesh; TopicID gives its 32-byte id directly instead.
+	Topic   string
+	TopicID [32]byte
+
+	// Secret is the mesh secret. Empty makes an open mesh that anyone who
+	// knows the topic can join: the node warns loudly.
+	Secret string
+
+	// Name is this node's name in the mesh (default: the host name).
+	Name string
+
+	// Relays are relay URLs, primary first, then fallback.
+	Relays []string
+
+	// V4Prefix is the mesh's IPv4 prefix (default 100.64.0.0/10). Every
+	// member must use the same one.
+	V4Prefix netip.Prefix
+
+	// PinnedV4 pins this node's IPv4 address instead of deriving it.
+	PinnedV4 netip.Addr
+
+	// MTU of the overlay (default 1280, the IPv6 minimum, which fits in
+	// every path: a relay frame inside TLS inside TCP, or WireGuard in UDP
+	// over a 1400-byte tunnel).
+	MTU int
+
+	// TLSConfig is used for wss:// relays (custom root CAs).
+	TLSConfig *tls.Config
+	// Proxy picks an HTTP CONNECT proxy per relay request; nil uses
+	// HTTPS_PROXY and friends from the environment.
+	Proxy func(*http.Request) (*url.URL, error)
+
+	Logger *slog.Logger
+}
+
+// DefaultMTU is the overlay MTU unless configured otherwise.
+const DefaultMTU = 1280
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.StateDir == "" {
+		return cfg, errors.New("no state dir: set one so that the node key (and so its IPs) survive restarts")
+	}
+	if cfg.Topic == "" && cfg.TopicID == ([32]byte{}) {
+		return cfg, errors.New("no topic: give the mesh a topic name (members must share it)")
+	}
+	if cfg.Topic != "" {
+		cfg.TopicID = mesh.TopicID(cfg.Topic)
+	}
+	if len(cfg.Relays) == 0 {
+		return cfg, errors.New("no relay: give a relay URL (ws://host:port or wss://host); see README \"Run a relay\"")
+	}
+	for _, r := range cfg.Relays {
+		if err := checkRelayURL(r); err != nil {
+			return cfg, err
+		}
+	}
+	if !cfg.V4Prefix.IsValid() {
+		cfg.V4Prefix = mesh.DefaultV4Prefix
+	}
+	if err := mesh.ValidateV4Prefix(cfg.V4Prefix); err != nil {
+		return cfg, err
+	}
+	if cfg.PinnedV4.IsValid() && !cfg.V4Prefix.Contains(cfg.PinnedV4) {
+		return cfg, fmt.Errorf("pinned IPv4 %s is outside the mesh prefix %s", cfg.PinnedV4, cfg.V4Prefix)
+	}
+	if cfg.Name == "" {
+		h, _ := os.Hostname()
+		cfg.Name = sanitizeName(h)
+	}
+	if err := mesh.ValidName(cfg.Name); err != nil {
+		return cfg, err
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.MTU < 1280 || cfg.MTU > 9000 {
+		return cfg, fmt.Errorf("MTU %d: want 1280 to 9000 (1280 is the IPv6 minimum)", cfg.MTU)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg, nil
+}
+
+func checkRelayURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("relay URL %q: %v", s, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return fmt.Errorf("relay URL %q: scheme must be ws:// or wss://", s)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("relay URL %q: no host", s)
+	}
+	return nil
+}
+
+// sanitizeName turns a host name into a valid member name.
+func sanitizeName(h string) string {
+	h, _, _ = strings.Cut(h, ".")
+	var b strings.Builder
+	for _, c := range h {
+		if b.Len() >= mesh.MaxNameLen {
+			break
+		}
+		if c < 128 && mesh.ValidName(string(c)) == nil {
+			b.WriteRune(c)
+		}
+	}
+	if b.Len() == 0 {
+		return "node"
+	}
+	return b.String()
+}

@@ -1,0 +1,147 @@
+package overlay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// ControlSocketName is the file name of the control socket in the state dir.
+const ControlSocketName = "plurenet.sock"
+
+// maxSocketPath is the longest path a Unix socket address can hold on Linux
+// (sun_path is 108 bytes including the terminating NUL).
+const maxSocketPath = 107
+
+// maxStatusResponse bounds what a status client reads: a status with a
+// thousand members is well under a megabyte.
+const maxStatusResponse = 8 << 20
+
+// ControlSocketPath returns where a node with this state dir listens.
+func ControlSocketPath(stateDir string) string {
+	return filepath.Join(stateDir, ControlSocketName)
+}
+
+// controlServer serves the node's status over HTTP on a Unix socket that
+// only the node's user can open (0600): status shows keys and addresses, and
+// later commands on this socket will change the node.
+type controlServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	path string
+	done chan struct{}
+}
+
+func startControl(stateDir string, status func() Status, log *slog.Logger) (*controlServer, error) {
+	path := ControlSocketPath(stateDir)
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("control socket path %s is %d bytes, longer than the %d a Unix socket allows: use a shorter --state-dir", path, len(path), maxSocketPath)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(status()); err != nil {
+			log.Debug("control: writing status", "err", err)
+		}
+	})
+	c := &controlServer{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		ln:   ln,
+		path: path,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(c.done)
+		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("control socket stopped", "err", err)
+		}
+	}()
+	return c, nil
+}
+
+// removeStaleSocket removes a socket left by a node that died, and refuses
+// to start beside a node that is still running with the same state dir (two
+// nodes with one key would fight over the relay connection).
+func removeStaleSocket(path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("another plurenet node is running with this state dir (%s answers); stop it or use another --state-dir", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing stale control socket: %w", err)
+	}
+	return nil
+}
+
+func (c *controlServer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := c.srv.Shutdown(ctx)
+	<-c.done
+	os.Remove(c.path)
+	return err
+}
+
+// ErrNotRunning is returned by QueryStatus when no node answers on the
+// state dir's control socket.
+var ErrNotRunning = errors.New("no plurenet node is running with this state dir")
+
+// QueryStatus asks the node running with stateDir for its status.
+func QueryStatus(ctx context.Context, stateDir string) (Status, error) {
+	path := ControlSocketPath(stateDir)
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://plurenet/status", nil)
+	if err != nil {
+		return Status{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return Status{}, fmt.Errorf("%w (%s)", ErrNotRunning, path)
+		}
+		return Status{}, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Status{}, fmt.Errorf("control socket %s: %s", path, resp.Status)
+	}
+	var st Status
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatusResponse)).Decode(&st); err != nil {
+		return Status{}, fmt.Errorf("control socket %s: decoding status: %w", path, err)
+	}
+	return st, nil
+}

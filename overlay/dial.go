@@ -1,0 +1,63 @@
+package overlay
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+)
+
+// Resolve maps a member name, this node's own name, or an IP literal to an
+// overlay address (the IPv4 one for names).
+func (n *Node) Resolve(host string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap(), nil
+	}
+	if host == n.cfg.Name {
+		v4, _ := n.Addrs()
+		return v4, nil
+	}
+	var found []netip.Addr
+	for _, m := range n.members.List() {
+		if m.Name == host {
+			found = append(found, m.V4)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return netip.Addr{}, fmt.Errorf("%w named %q (members: see \"plurenet status\")", ErrNoSuchMember, host)
+	case 1:
+		return found[0], nil
+	}
+	return netip.Addr{}, fmt.Errorf("%d members are named %q: use an overlay IP", len(found), host)
+}
+
+// Dial connects to address ("host:port", host a member name or overlay IP)
+// over the mesh. network is "tcp" or "udp" (or their 4/6 forms).
+func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", address, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: bad port %q", address, port)
+	}
+	ip, err := n.Resolve(host)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", address, err)
+	}
+	return n.stack.DialContext(ctx, network, netip.AddrPortFrom(ip, uint16(p)).String())
+}
+
+// Listen listens on the overlay. address is ":port" (every overlay address
+// of this node) or "ip:port".
+func (n *Node) Listen(network, address string) (net.Listener, error) {
+	return n.stack.Listen(network, address)
+}
+
+// ListenPacket listens for UDP on the overlay.
+func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
+	return n.stack.ListenPacket(network, address)
+}

@@ -1,0 +1,277 @@
+package overlay
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/transports"
+	"github.com/plures/plurenet/transports/relay"
+	"github.com/plures/plurenet/tun/netstack"
+)
+
+// maintainInterval is how often the node expires silent members. It is a
+// fraction of mesh.MemberTimeout so a member is removed at most this much
+// later than its timeout.
+const maintainInterval = 2 * time.Second
+
+// Node is a running member of a mesh.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	priv    nodekey.Private
+	pub     nodekey.Public
+	keys    mesh.Keys
+	v6      netip.Addr
+	members *mesh.Members
+	stack   *netstack.Stack
+	bind    *transports.Bind
+	dev     *device.Device
+	links   []*relayLink
+	ctl     *controlServer
+	stamp   *mesh.Stamper
+	started time.Time
+
+	mu         sync.Mutex // guards the fields below
+	selfV4     netip.Addr
+	configured map[nodekey.Public]peerConfig // what the WireGuard device holds
+	changed    chan struct{}                 // closed and replaced on every membership change
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New starts a node: it loads or creates the node key in cfg.StateDir,
+// brings up the userspace adapter and the WireGuard device, and starts
+// connecting to the relays in the background (a relay that is down is
+// retried; Status says so). It returns once the node is ready for Dial and
+// Listen; peers appear as their announcements arrive.
+func New(cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		configured: make(map[nodekey.Public]peerConfig),
+		changed:    make(chan struct{}),
+		started:    time.Now(),
+		stamp:      &mesh.Stamper{},
+	}
+	if err := n.setup(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) setup() error {
+	cfg := n.cfg
+	priv, created, err := mesh.LoadOrCreateKey(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	n.priv, n.pub = priv, priv.Public()
+	if created {
+		n.log.Info("created node key", "dir", cfg.StateDir, "key", n.pub.ShortString())
+	}
+	if cfg.Secret == "" {
+		n.log.Warn("NO MESH SECRET: anyone who knows the topic can join this mesh and reach this node; set --key (see \"plurenet key generate\")")
+	}
+	n.keys = mesh.DeriveKeys(cfg.TopicID, []byte(cfg.Secret))
+	ula := mesh.ULAPrefix(cfg.TopicID)
+	n.v6 = mesh.V6(ula, n.pub)
+	n.members, err = mesh.NewMembers(mesh.Config{
+		Self:     mesh.Claim{Key: n.pub, Pinned: cfg.PinnedV4},
+		V4Prefix: cfg.V4Prefix,
+		ULA:      ula,
+	})
+	if err != nil {
+		return err
+	}
+	n.selfV4 = n.members.SelfV4()
+
+	n.stack, err = netstack.New(netstack.Config{
+		Addrs:  []netip.Addr{n.selfV4, n.v6},
+		MTU:    cfg.MTU,
+		Logger: n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("userspace adapter: %w", err)
+	}
+	n.bind = transports.NewBind(transports.BindConfig{Logger: n.log})
+	n.dev = device.NewDevice(n.stack, n.bind, wireguardLogger(n.log))
+	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
+		return fmt.Errorf("wireguard: setting key: %w", err)
+	}
+	if err := n.dev.Up(); err != nil {
+		return fmt.Errorf("wireguard: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	var ts []transports.Transport
+	for i, u := range cfg.Relays {
+		role := "primary"
+		if i > 0 {
+			role = "fallback"
+		}
+		c, err := relay.New(relay.Config{
+			URL:        u,
+			PrivateKey: n.priv,
+			Rendezvous: n.keys.Rendezvous,
+			TLSConfig:  cfg.TLSConfig,
+			Proxy:      cfg.Proxy,
+			Logger:     n.log.With("relay", u),
+		})
+		if err != nil {
+			return fmt.Errorf("%s relay: %w", role, err)
+		}
+		l := &relayLink{role: role, url: u, client: c, present: make(map[nodekey.Public]bool)}
+		n.links = append(n.links, l)
+		ts = append(ts, l)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.receive(ctx, l)
+		}()
+	}
+	n.bind.SetTransports(ts...)
+
+	n.ctl, err = startControl(cfg.StateDir, n.Status, n.log)
+	if err != nil {
+		return err
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.maintain(ctx)
+	}()
+	n.log.Info("node up", "name", cfg.Name, "key", n.pub.ShortString(), "ipv4", n.selfV4, "ipv6", n.v6,
+		"rendezvous", hex.EncodeToString(n.keys.Rendezvous[:4]))
+	return nil
+}
+
+// maintain announces this node periodically and removes silent members.
+func (n *Node) maintain(ctx context.Context) {
+	announce := time.NewTicker(mesh.AnnounceInterval)
+	defer announce.Stop()
+	expire := time.NewTicker(maintainInterval)
+	defer expire.Stop()
+	n.announce()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-announce.C:
+			n.announce()
+		case <-expire.C:
+			if gone := n.members.Expire(time.Now()); len(gone) > 0 {
+				for _, m := range gone {
+					n.log.Info("member timed out", "peer", m.Key.ShortString(), "name", m.Name)
+				}
+				n.syncPeers()
+			}
+		}
+	}
+}
+
+// Close leaves the mesh (telling the other members, so they drop this node
+// at once rather than after a timeout) and stops every goroutine. It is
+// idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		if n.members != nil && len(n.links) > 0 {
+			n.broadcastSealed(mesh.Message{Kind: mesh.KindLeave, From: n.pub})
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		// The device first, so WireGuard stops sending before the relays
+		// go; closing it closes the Bind and the adapter too.
+		if n.dev != nil {
+			n.dev.Close()
+		} else if n.stack != nil {
+			n.stack.Close()
+		}
+		for _, l := range n.links {
+			l.client.Close()
+		}
+		if n.ctl != nil {
+			n.ctl.Close()
+		}
+		n.wg.Wait()
+	})
+	return nil
+}
+
+// PublicKey returns the node's key.
+func (n *Node) PublicKey() nodekey.Public { return n.pub }
+
+// Addrs returns the node's IPv4 and IPv6 overlay addresses.
+func (n *Node) Addrs() (v4, v6 netip.Addr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.selfV4, n.v6
+}
+
+// ErrNoSuchMember is returned when a name matches no member.
+var ErrNoSuchMember = errors.New("no such member")
+
+// WaitMember waits until a member with this name (or overlay IP) is known.
+func (n *Node) WaitMember(ctx context.Context, nameOrIP string) (netip.Addr, error) {
+	for {
+		n.mu.Lock()
+		ch := n.changed
+		n.mu.Unlock()
+		ip, err := n.Resolve(nameOrIP)
+		if err == nil {
+			if !ip.Is4() || n.isMemberV4(ip) {
+				return ip, nil
+			}
+		} else if !errors.Is(err, ErrNoSuchMember) {
+			return netip.Addr{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, fmt.Errorf("waiting for member %q: %w", nameOrIP, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+func (n *Node) isMemberV4(ip netip.Addr) bool {
+	for _, m := range n.members.List() {
+		if m.V4 == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// notifyChangedLocked wakes every WaitMember. n.mu must be held.
+func (n *Node) notifyChangedLocked() {
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// wireguardLogger sends wireguard-go's logs to slog: its verbose lines are
+// per-packet detail (debug), its errors are worth a warning.
+func wireguardLogger(log *slog.Logger) *device.Logger {
+	log = log.With("component", "wireguard")
+	return &device.Logger{
+		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
+		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+	}
+}

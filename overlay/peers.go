@@ -1,0 +1,64 @@
+package overlay
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/transports"
+)
+
+// peerConfig is what the WireGuard device holds for one member.
+type peerConfig struct {
+	v4, v6 netip.Addr
+}
+
+// syncPeers makes the WireGuard device's peers match the membership, and
+// moves this node's own IPv4 if the collision rule says so.
+func (n *Node) syncPeers() {
+	list := n.members.List()
+	selfV4 := n.members.SelfV4()
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if selfV4 != n.selfV4 {
+		n.log.Warn("IPv4 address collision: this node moves to another address", "from", n.selfV4, "to", selfV4)
+		if err := n.stack.SetAddrs([]netip.Addr{selfV4, n.v6}); err != nil {
+			n.log.Error("moving overlay address", "err", err)
+		} else {
+			n.selfV4 = selfV4
+		}
+	}
+	want := make(map[nodekey.Public]peerConfig, len(list))
+	for _, m := range list {
+		want[m.Key] = peerConfig{v4: m.V4, v6: m.V6}
+	}
+	var b strings.Builder
+	for k := range n.configured {
+		if _, ok := want[k]; !ok {
+			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", k.Hex())
+			n.bind.ForgetPeer(k)
+		}
+	}
+	for k, pc := range want {
+		if old, ok := n.configured[k]; ok && old == pc {
+			continue
+		}
+		fmt.Fprintf(&b, "public_key=%s\npreshared_key=%x\nendpoint=%s\nreplace_allowed_ips=true\n",
+			k.Hex(), n.keys.PSK[:], transports.Endpoint{Key: k}.DstToString())
+		for _, a := range []netip.Addr{pc.v4, pc.v6} {
+			if a.IsValid() {
+				fmt.Fprintf(&b, "allowed_ip=%s\n", netip.PrefixFrom(a, a.BitLen()))
+			}
+		}
+	}
+	if b.Len() > 0 {
+		if err := n.dev.IpcSet(b.String()); err != nil {
+			n.log.Error("configuring wireguard peers", "err", err)
+			return
+		}
+	}
+	n.configured = want
+	n.notifyChangedLocked()
+}

@@ -1,0 +1,149 @@
+package overlay
+
+import (
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/plures/plurenet/internal/nodekey"
+)
+
+// Status is a snapshot of a running node. Its JSON form is what
+// "plurenet status --json" prints; docs/operations.md documents every field,
+// and fields are only ever added, never renamed, so scripts keep working.
+type Status struct {
+	Name       string         `json:"name"`
+	PublicKey  string         `json:"publicKey"`
+	IPv4       string         `json:"ipv4"`
+	IPv6       string         `json:"ipv6"`
+	Rendezvous string         `json:"rendezvous"` // first 8 hex characters of the hash the relays see
+	Transport  string         `json:"transport"`  // configured mode: auto, relay
+	Adapter    string         `json:"adapter"`    // "userspace" or "tun:NAME"
+	Started    time.Time      `json:"started"`
+	Relays     []RelayStatus  `json:"relays"`
+	Members    []MemberStatus `json:"members"`
+	Warnings   []string       `json:"warnings,omitempty"`
+}
+
+// RelayStatus describes one relay connection.
+type RelayStatus struct {
+	Role       string    `json:"role"` // "primary" or "fallback"
+	URL        string    `json:"url"`
+	Connected  bool      `json:"connected"`
+	Since      time.Time `json:"since,omitzero"` // when it last connected or disconnected
+	LastError  string    `json:"lastError,omitempty"`
+	Reconnects int       `json:"reconnects"`
+}
+
+// MemberStatus describes one other member of the mesh.
+type MemberStatus struct {
+	Name          string    `json:"name"`
+	PublicKey     string    `json:"publicKey"`
+	IPv4          string    `json:"ipv4"`
+	IPv6          string    `json:"ipv6"`
+	Path          string    `json:"path"`                   // transport last used to send, e.g. "relay:primary"; "" before any traffic
+	PathSince     time.Time `json:"pathSince,omitzero"`     // when the path last changed
+	LastHandshake time.Time `json:"lastHandshake,omitzero"` // last completed WireGuard handshake
+	RxBytes       uint64    `json:"rxBytes"`
+	TxBytes       uint64    `json:"txBytes"`
+	LastSeen      time.Time `json:"lastSeen"` // last membership announcement
+}
+
+// Status returns a snapshot of the node.
+func (n *Node) Status() Status {
+	v4, v6 := n.Addrs()
+	st := Status{
+		Name:       n.cfg.Name,
+		PublicKey:  n.pub.String(),
+		IPv4:       v4.String(),
+		IPv6:       v6.String(),
+		Rendezvous: hex.EncodeToString(n.keys.Rendezvous[:4]),
+		Transport:  "relay",
+		Adapter:    "userspace",
+		Started:    n.started,
+	}
+	if n.cfg.Secret == "" {
+		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
+	}
+	for _, l := range n.links {
+		rs := l.client.Status()
+		st.Relays = append(st.Relays, RelayStatus{
+			Role:       l.role,
+			URL:        l.url,
+			Connected:  rs.Connected,
+			Since:      rs.Since,
+			LastError:  rs.LastError,
+			Reconnects: rs.Reconnects,
+		})
+	}
+	wg := n.wireguardPeers()
+	for _, m := range n.members.List() {
+		ms := MemberStatus{
+			Name:      m.Name,
+			PublicKey: m.Key.String(),
+			IPv4:      m.V4.String(),
+			IPv6:      m.V6.String(),
+			LastSeen:  m.LastSeen,
+		}
+		p := n.bind.PathTo(m.Key)
+		ms.Path, ms.PathSince = p.Name, p.Since
+		if w, ok := wg[m.Key]; ok {
+			ms.LastHandshake, ms.RxBytes, ms.TxBytes = w.lastHandshake, w.rx, w.tx
+		}
+		st.Members = append(st.Members, ms)
+	}
+	return st
+}
+
+type wgPeer struct {
+	lastHandshake time.Time
+	rx, tx        uint64
+}
+
+// wireguardPeers reads per-peer counters from the device's UAPI dump.
+func (n *Node) wireguardPeers() map[nodekey.Public]wgPeer {
+	out := make(map[nodekey.Public]wgPeer)
+	dump, err := n.dev.IpcGet()
+	if err != nil {
+		n.log.Debug("reading wireguard state", "err", err)
+		return out
+	}
+	var cur *nodekey.Public
+	var p wgPeer
+	var sec, nsec int64
+	flush := func() {
+		if cur != nil {
+			if sec != 0 || nsec != 0 {
+				p.lastHandshake = time.Unix(sec, nsec)
+			}
+			out[*cur] = p
+		}
+	}
+	for _, line := range strings.Split(dump, "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "public_key":
+			flush()
+			key, err := nodekey.ParsePublic(v)
+			if err != nil {
+				cur = nil
+				continue
+			}
+			cur, p, sec, nsec = &key, wgPeer{}, 0, 0
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		case "rx_bytes":
+			p.rx, _ = strconv.ParseUint(v, 10, 64)
+		case "tx_bytes":
+			p.tx, _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	flush()
+	return out
+}

@@ -1,0 +1,265 @@
+package transports
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/plures/plurenet/internal/nodekey"
+)
+
+// Transport is one way to reach peers. The Bind calls only these methods, so
+// any path (a relay client, a direct UDP socket) can join it.
+type Transport interface {
+	// Name identifies the path in status output, e.g. "relay:wss://a.example".
+	Name() string
+	// Reachable reports whether the transport can deliver to peer now.
+	Reachable(peer nodekey.Public) bool
+	// Send sends one packet to peer without blocking. It returns an error
+	// when the packet could not be handed to the network; the caller may
+	// try another transport.
+	Send(peer nodekey.Public, pkt []byte) error
+}
+
+// inboundQueue bounds packets delivered by transports and not yet read by
+// the WireGuard device. 4096 packets of ~1.4 KB is ~6 MB: several
+// milliseconds at gigabit rates, enough to absorb bursts, while a stalled
+// device cannot grow memory (excess is dropped like a full UDP socket
+// buffer, and WireGuard's inner TCP retransmits).
+const inboundQueue = 4096
+
+// ErrNoPath is returned by Send when no transport can reach the peer.
+var ErrNoPath = errors.New("no path to peer")
+
+// BindConfig configures a Bind. The zero value is usable.
+type BindConfig struct {
+	Logger *slog.Logger
+}
+
+// Bind is a conn.Bind whose endpoints are peer keys and whose packets travel
+// over a list of transports in preference order.
+type Bind struct {
+	log *slog.Logger
+
+	mu         sync.Mutex
+	transports []Transport
+	paths      map[nodekey.Public]*pathState
+	open       bool
+	closed     chan struct{} // closed by Close; replaced by Open
+	recv       chan inbound
+
+	dropsFull  atomic.Uint64
+	dropsNoRcv atomic.Uint64
+	dropsNoPth atomic.Uint64
+}
+
+type inbound struct {
+	from nodekey.Public
+	pkt  []byte
+}
+
+type pathState struct {
+	name    string
+	changed time.Time
+	changes int
+}
+
+var _ conn.Bind = (*Bind)(nil)
+
+// NewBind returns a closed Bind with no transports.
+func NewBind(cfg BindConfig) *Bind {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	closed := make(chan struct{})
+	close(closed)
+	return &Bind{
+		log:    log,
+		paths:  make(map[nodekey.Public]*pathState),
+		closed: closed,
+	}
+}
+
+// SetTransports replaces the transports, most preferred first.
+func (b *Bind) SetTransports(ts ...Transport) {
+	b.mu.Lock()
+	b.transports = append([]Transport(nil), ts...)
+	b.mu.Unlock()
+}
+
+// Open starts accepting delivered packets. The port is meaningless for
+// key-addressed endpoints and reported back unchanged.
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open {
+		return nil, 0, conn.ErrBindAlreadyOpen
+	}
+	b.open = true
+	b.closed = make(chan struct{})
+	b.recv = make(chan inbound, inboundQueue)
+	return []conn.ReceiveFunc{b.makeReceive(b.recv, b.closed)}, port, nil
+}
+
+// Close stops the receive functions; they return net.ErrClosed.
+func (b *Bind) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open {
+		b.open = false
+		close(b.closed)
+	}
+	return nil
+}
+
+func (b *Bind) makeReceive(recv chan inbound, closed chan struct{}) conn.ReceiveFunc {
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		var in inbound
+		select {
+		case in = <-recv:
+		case <-closed:
+			return 0, net.ErrClosed
+		}
+		n := 0
+		for {
+			sizes[n] = copy(packets[n], in.pkt)
+			eps[n] = Endpoint{Key: in.from}
+			n++
+			if n == len(packets) {
+				return n, nil
+			}
+			select {
+			case in = <-recv:
+			default:
+				return n, nil
+			}
+		}
+	}
+}
+
+// Deliver hands a packet received from peer to the WireGuard device. The
+// Bind takes ownership of pkt. It never blocks: when the device is not
+// reading fast enough the packet is dropped and counted.
+func (b *Bind) Deliver(from nodekey.Public, pkt []byte) {
+	b.mu.Lock()
+	recv, open := b.recv, b.open
+	b.mu.Unlock()
+	if !open {
+		b.dropsNoRcv.Add(1)
+		return
+	}
+	select {
+	case recv <- inbound{from: from, pkt: pkt}:
+	default:
+		b.dropsFull.Add(1)
+	}
+}
+
+// SetMark is a no-op: transports own their sockets.
+func (b *Bind) SetMark(uint32) error { return nil }
+
+// BatchSize is the most packets the device passes to Send or a ReceiveFunc.
+func (b *Bind) BatchSize() int { return conn.IdealBatchSize }
+
+// ParseEndpoint parses a peer key.
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	return ParseEndpoint(s)
+}
+
+// Send sends bufs to the peer named by ep over the most preferred transport
+// that reaches it, falling back down the list when a send fails.
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	e, ok := ep.(Endpoint)
+	if !ok {
+		return conn.ErrWrongEndpointType
+	}
+	b.mu.Lock()
+	ts := b.transports
+	b.mu.Unlock()
+	var lastErr error
+	for _, t := range ts {
+		if !t.Reachable(e.Key) {
+			continue
+		}
+		lastErr = nil
+		for _, p := range bufs {
+			if err := t.Send(e.Key, p); err != nil {
+				lastErr = err
+				break
+			}
+		}
+		if lastErr == nil {
+			b.notePath(e.Key, t.Name())
+			return nil
+		}
+	}
+	b.dropsNoPth.Add(uint64(len(bufs)))
+	if lastErr != nil {
+		return fmt.Errorf("peer %s: %w", e.Key.ShortString(), lastErr)
+	}
+	return fmt.Errorf("peer %s: %w", e.Key.ShortString(), ErrNoPath)
+}
+
+func (b *Bind) notePath(k nodekey.Public, name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.paths[k]
+	if p == nil {
+		p = &pathState{}
+		b.paths[k] = p
+	}
+	if p.name != name {
+		if p.name != "" {
+			b.log.Info("path changed", "peer", k.ShortString(), "from", p.name, "to", name)
+		}
+		p.name, p.changed = name, time.Now()
+		p.changes++
+	}
+}
+
+// Path describes the path last used to send to a peer.
+type Path struct {
+	Name    string    // transport name; "" if nothing was sent yet
+	Since   time.Time // when the path last changed
+	Changes int       // how many times it changed
+}
+
+// PathTo returns the path last used for peer.
+func (b *Bind) PathTo(peer nodekey.Public) Path {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.paths[peer]; p != nil {
+		return Path{Name: p.name, Since: p.changed, Changes: p.changes}
+	}
+	return Path{}
+}
+
+// ForgetPeer drops the path state of a peer that left the mesh.
+func (b *Bind) ForgetPeer(peer nodekey.Public) {
+	b.mu.Lock()
+	delete(b.paths, peer)
+	b.mu.Unlock()
+}
+
+// BindStats counts packets the Bind dropped, by reason.
+type BindStats struct {
+	DropsQueueFull uint64 // the device did not read fast enough
+	DropsClosed    uint64 // delivered while the Bind was closed
+	DropsNoPath    uint64 // no transport could send
+}
+
+// Stats returns the drop counters.
+func (b *Bind) Stats() BindStats {
+	return BindStats{
+		DropsQueueFull: b.dropsFull.Load(),
+		DropsClosed:    b.dropsNoRcv.Load(),
+		DropsNoPath:    b.dropsNoPth.Load(),
+	}
+}

@@ -1,0 +1,274 @@
+package transports
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"github.com/plures/plurenet/internal/nodekey"
+)
+
+// memTransport is an in-memory transport: Send delivers straight into the
+// Bind of the peer it is wired to. Faults (unreachable, failing sends) are
+// switched on per test.
+type memTransport struct {
+	name string
+	self nodekey.Public
+
+	mu      sync.Mutex
+	peers   map[nodekey.Public]*Bind
+	down    bool
+	failErr error
+	sent    int
+}
+
+func newMem(name string, self nodekey.Public) *memTransport {
+	return &memTransport{name: name, self: self, peers: map[nodekey.Public]*Bind{}}
+}
+
+func (m *memTransport) Name() string { return m.name }
+
+func (m *memTransport) Reachable(p nodekey.Public) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.peers[p]
+	return ok && !m.down
+}
+
+func (m *memTransport) Send(p nodekey.Public, pkt []byte) error {
+	m.mu.Lock()
+	dst, err := m.peers[p], m.failErr
+	if err == nil {
+		m.sent++
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	dst.Deliver(m.self, bytes.Clone(pkt))
+	return nil
+}
+
+func (m *memTransport) set(f func(m *memTransport)) {
+	m.mu.Lock()
+	f(m)
+	m.mu.Unlock()
+}
+
+func (m *memTransport) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sent
+}
+
+func newKey(t testing.TB) nodekey.Private {
+	t.Helper()
+	k, err := nodekey.NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestBindPathSelection(t *testing.T) {
+	a, b := newKey(t).Public(), newKey(t).Public()
+	errBoom := errors.New("boom")
+	tests := []struct {
+		name      string
+		setup     func(primary, fallback *memTransport)
+		wantPath  string
+		wantErrIs error
+	}{
+		{"primary preferred", func(p, f *memTransport) {}, "primary", nil},
+		{"primary unreachable", func(p, f *memTransport) { p.down = true }, "fallback", nil},
+		{"primary send fails", func(p, f *memTransport) { p.failErr = errBoom }, "fallback", nil},
+		{"nothing reachable", func(p, f *memTransport) { p.down, f.down = true, true }, "", ErrNoPath},
+		{"every send fails", func(p, f *memTransport) { p.failErr, f.failErr = errBoom, errBoom }, "", errBoom},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sender, receiver := NewBind(BindConfig{}), NewBind(BindConfig{})
+			fns, _, err := receiver.Open(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer receiver.Close()
+			p, f := newMem("primary", a), newMem("fallback", a)
+			p.peers[b], f.peers[b] = receiver, receiver
+			tt.setup(p, f)
+			sender.SetTransports(p, f)
+
+			err = sender.Send([][]byte{[]byte("one"), []byte("two")}, Endpoint{Key: b})
+			if tt.wantErrIs != nil {
+				if !errors.Is(err, tt.wantErrIs) {
+					t.Fatalf("Send err = %v, want %v", err, tt.wantErrIs)
+				}
+				if got := sender.Stats().DropsNoPath; got != 2 {
+					t.Fatalf("DropsNoPath = %d, want 2", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sender.PathTo(b).Name; got != tt.wantPath {
+				t.Fatalf("path = %q, want %q", got, tt.wantPath)
+			}
+			pkts, sizes, eps := make([][]byte, 8), make([]int, 8), make([]conn.Endpoint, 8)
+			for i := range pkts {
+				pkts[i] = make([]byte, 64)
+			}
+			n, err := fns[0](pkts, sizes, eps)
+			if err != nil || n != 2 {
+				t.Fatalf("receive: n=%d err=%v, want both packets in one batch", n, err)
+			}
+			if string(pkts[0][:sizes[0]]) != "one" || string(pkts[1][:sizes[1]]) != "two" {
+				t.Fatalf("received %q %q", pkts[0][:sizes[0]], pkts[1][:sizes[1]])
+			}
+			if eps[0].(Endpoint).Key != a {
+				t.Fatalf("endpoint = %v, want sender key", eps[0].DstToString())
+			}
+		})
+	}
+}
+
+func TestBindCloseUnblocksReceive(t *testing.T) {
+	b := NewBind(BindConfig{})
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Open(0); !errors.Is(err, conn.ErrBindAlreadyOpen) {
+		t.Fatalf("second Open: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := fns[0]([][]byte{make([]byte, 10)}, make([]int, 1), make([]conn.Endpoint, 1))
+		done <- err
+	}()
+	b.Close()
+	b.Close() // idempotent
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("receive after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("receive did not return after Close")
+	}
+	// Reopening works, as the device does on a port change.
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	b.Close()
+}
+
+func TestBindDeliverBounded(t *testing.T) {
+	b := NewBind(BindConfig{})
+	k := newKey(t).Public()
+	b.Deliver(k, []byte("x"))
+	if got := b.Stats().DropsClosed; got != 1 {
+		t.Fatalf("DropsClosed = %d, want 1", got)
+	}
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for range inboundQueue + 10 {
+		b.Deliver(k, []byte("x"))
+	}
+	if got := b.Stats().DropsQueueFull; got != 10 {
+		t.Fatalf("DropsQueueFull = %d, want 10", got)
+	}
+}
+
+func TestParseEndpoint(t *testing.T) {
+	k := newKey(t).Public()
+	for _, s := range []string{k.Hex(), k.String()} {
+		ep, err := ParseEndpoint(s)
+		if err != nil || ep.Key != k {
+			t.Fatalf("ParseEndpoint(%q) = %v, %v", s, ep, err)
+		}
+	}
+	if _, err := ParseEndpoint("1.2.3.4:51820"); err == nil {
+		t.Fatal("ip:port accepted as a key endpoint")
+	}
+	if ep := (Endpoint{Key: k}); ep.DstToString() != k.Hex() || !bytes.Equal(ep.DstToBytes(), k[:]) {
+		t.Fatal("endpoint strings do not name the key")
+	}
+}
+
+// TestBindCarriesWireGuard runs two real wireguard-go devices over Binds
+// joined by in-memory transports, pings across, then takes the primary path
+// away mid-stream: the session must survive on the fallback with no new
+// handshake.
+func TestBindCarriesWireGuard(t *testing.T) {
+	ka, kb := newKey(t), newKey(t)
+	ipA, ipB := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2")
+	bindA, bindB := NewBind(BindConfig{}), NewBind(BindConfig{})
+	pA, fA := newMem("primary", ka.Public()), newMem("fallback", ka.Public())
+	pB, fB := newMem("primary", kb.Public()), newMem("fallback", kb.Public())
+	pA.peers[kb.Public()], fA.peers[kb.Public()] = bindB, bindB
+	pB.peers[ka.Public()], fB.peers[ka.Public()] = bindA, bindA
+	bindA.SetTransports(pA, fA)
+	bindB.SetTransports(pB, fB)
+
+	tunA, tunB := tuntest.NewChannelTUN(), tuntest.NewChannelTUN()
+	logger := device.NewLogger(device.LogLevelError, "")
+	devA := device.NewDevice(tunA.TUN(), bindA, logger)
+	devB := device.NewDevice(tunB.TUN(), bindB, logger)
+	defer devA.Close()
+	defer devB.Close()
+	cfg := func(self nodekey.Private, peer nodekey.Public, peerIP netip.Addr) string {
+		return fmt.Sprintf("private_key=%s\npublic_key=%s\nendpoint=%s\nallowed_ip=%s/32\n",
+			self.Hex(), peer.Hex(), peer.Hex(), peerIP)
+	}
+	if err := devA.IpcSet(cfg(ka, kb.Public(), ipB)); err != nil {
+		t.Fatal(err)
+	}
+	if err := devB.IpcSet(cfg(kb, ka.Public(), ipA)); err != nil {
+		t.Fatal(err)
+	}
+	if err := devA.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if err := devB.Up(); err != nil {
+		t.Fatal(err)
+	}
+
+	ping := func() {
+		t.Helper()
+		want := tuntest.Ping(ipB, ipA)
+		tunA.Outbound <- want
+		select {
+		case got := <-tunB.Inbound:
+			if !bytes.Equal(got, want) {
+				t.Fatalf("packet changed in transit")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("ping did not arrive")
+		}
+	}
+	ping()
+	if got := bindA.PathTo(kb.Public()).Name; got != "primary" {
+		t.Fatalf("path = %q, want primary", got)
+	}
+	before := fA.count()
+	pA.set(func(m *memTransport) { m.down = true })
+	ping()
+	if got := bindA.PathTo(kb.Public()); got.Name != "fallback" || got.Changes != 2 {
+		t.Fatalf("path after primary loss = %+v, want fallback after 2 changes", got)
+	}
+	if fA.count() <= before {
+		t.Fatal("fallback carried nothing")
+	}
+}

@@ -42,6 +42,10 @@ type Config struct {
 	// PinnedV4 pins this node's IPv4 address instead of deriving it.
 	PinnedV4 netip.Addr
 
+	// TUN, when set, names a kernel TUN device to create (needs
+	// CAP_NET_ADMIN) instead of the userspace adapter.
+	TUN string
+
 	// MTU of the overlay (default 1280, the IPv6 minimum, which fits in
 	// every path: a relay frame inside TLS inside TCP, or WireGuard in UDP
 	// over a 1400-byte tunnel).

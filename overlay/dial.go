@@ -48,16 +48,17 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", address, err)
 	}
-	return n.stack.DialContext(ctx, network, netip.AddrPortFrom(ip, uint16(p)).String())
+	return n.adapter.dial(ctx, network, netip.AddrPortFrom(ip, uint16(p)).String())
 }
 
 // Listen listens on the overlay. address is ":port" (every overlay address
-// of this node) or "ip:port".
+// of this node) or "ip:port". With a kernel TUN adapter it is an ordinary
+// host socket, and ":port" also listens on the host's other interfaces.
 func (n *Node) Listen(network, address string) (net.Listener, error) {
-	return n.stack.Listen(network, address)
+	return n.adapter.listen(network, address)
 }
 
 // ListenPacket listens for UDP on the overlay.
 func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
-	return n.stack.ListenPacket(network, address)
+	return n.adapter.listenPacket(network, address)
 }

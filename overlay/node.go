@@ -16,7 +16,6 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/relay"
-	"github.com/plures/plurenet/tun/netstack"
 )
 
 // maintainInterval is how often the node expires silent members. It is a
@@ -33,7 +32,7 @@ type Node struct {
 	keys    mesh.Keys
 	v6      netip.Addr
 	members *mesh.Members
-	stack   *netstack.Stack
+	adapter adapter
 	bind    *transports.Bind
 	dev     *device.Device
 	links   []*relayLink
@@ -102,16 +101,17 @@ func (n *Node) setup() error {
 	}
 	n.selfV4 = n.members.SelfV4()
 
-	n.stack, err = netstack.New(netstack.Config{
-		Addrs:  []netip.Addr{n.selfV4, n.v6},
-		MTU:    cfg.MTU,
-		Logger: n.log,
-	})
+	if cfg.TUN != "" {
+		n.adapter, err = newKernel(n.selfV4, n.v6, ula, cfg)
+	} else {
+		n.adapter, err = newUserspace(n.selfV4, n.v6, cfg)
+	}
 	if err != nil {
-		return fmt.Errorf("userspace adapter: %w", err)
+		n.adapter = nil // not a typed nil, which Close would call close on
+		return err
 	}
 	n.bind = transports.NewBind(transports.BindConfig{Logger: n.log})
-	n.dev = device.NewDevice(n.stack, n.bind, wireguardLogger(n.log))
+	n.dev = device.NewDevice(n.adapter.device(), n.bind, wireguardLogger(n.log))
 	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
 		return fmt.Errorf("wireguard: setting key: %w", err)
 	}
@@ -158,7 +158,7 @@ func (n *Node) setup() error {
 		defer n.wg.Done()
 		n.maintain(ctx)
 	}()
-	n.log.Info("node up", "name", cfg.Name, "key", n.pub.ShortString(), "ipv4", n.selfV4, "ipv6", n.v6,
+	n.log.Info("node up", "name", cfg.Name, "adapter", n.adapter, "key", n.pub.ShortString(), "ipv4", n.selfV4, "ipv6", n.v6,
 		"rendezvous", hex.EncodeToString(n.keys.Rendezvous[:4]))
 	return nil
 }
@@ -202,8 +202,11 @@ func (n *Node) Close() error {
 		// go; closing it closes the Bind and the adapter too.
 		if n.dev != nil {
 			n.dev.Close()
-		} else if n.stack != nil {
-			n.stack.Close()
+		}
+		if n.adapter != nil {
+			if err := n.adapter.close(); err != nil {
+				n.log.Warn("closing adapter", "adapter", n.adapter, "err", err)
+			}
 		}
 		for _, l := range n.links {
 			l.client.Close()

@@ -24,7 +24,7 @@ func (n *Node) syncPeers() {
 	defer n.mu.Unlock()
 	if selfV4 != n.selfV4 {
 		n.log.Warn("IPv4 address collision: this node moves to another address", "from", n.selfV4, "to", selfV4)
-		if err := n.stack.SetAddrs([]netip.Addr{selfV4, n.v6}); err != nil {
+		if err := n.adapter.setAddrs(selfV4, n.v6); err != nil {
 			n.log.Error("moving overlay address", "err", err)
 		} else {
 			n.selfV4 = selfV4

@@ -60,7 +60,7 @@ func (n *Node) Status() Status {
 		IPv6:       v6.String(),
 		Rendezvous: hex.EncodeToString(n.keys.Rendezvous[:4]),
 		Transport:  "relay",
-		Adapter:    "userspace",
+		Adapter:    n.adapter.String(),
 		Started:    n.started,
 	}
 	if n.cfg.Secret == "" {

@@ -34,6 +34,7 @@ type upSettings struct {
 	TUN           string
 	CAFile        string
 	LogLevel      string
+	Open          bool
 
 	// unknownKeys lists config file keys we do not use. A seed config
 	// holds PluresDB's own settings too, so they are reported, not refused.
@@ -85,6 +86,7 @@ func (l *listValue) Set(v string) error {
 // registerFlags defines one flag per setting on fs, plus --config.
 func (s *upSettings) registerFlags(fs *flag.FlagSet, configPath *string) {
 	fs.StringVar(configPath, "config", "", "JSON config file (env PLURENET_CONFIG)")
+	fs.BoolVar(&s.Open, "open", false, "run without a mesh secret: anyone who knows the topic can join (not recommended)")
 	for _, st := range s.table() {
 		usage := st.usage + " (env " + st.env + ")"
 		if st.list != nil {
@@ -115,19 +117,24 @@ func (s *upSettings) resolve(fs *flag.FlagSet, configPath string, getenv func(st
 		for _, k := range st.fileKeys {
 			known[k] = true
 		}
-		if given[st.flag] {
-			continue
-		}
-		if v := getenv(st.env); v != "" {
-			if st.list != nil {
-				*st.list = splitList(v)
-			} else {
-				*st.str = v
-			}
-			continue
-		}
-		if err := st.fromFile(file, configPath); err != nil {
+		// Read the file's value even when a flag or the environment wins,
+		// so that a broken file is reported rather than silently ignored.
+		fileVal, fileList, inFile, err := st.fromFile(file, configPath)
+		if err != nil {
 			return err
+		}
+		switch {
+		case given[st.flag]:
+		case getenv(st.env) != "":
+			if st.list != nil {
+				*st.list = splitList(getenv(st.env))
+			} else {
+				*st.str = getenv(st.env)
+			}
+		case inFile && st.list != nil:
+			*st.list = fileList
+		case inFile:
+			*st.str = fileVal
 		}
 	}
 	var unknown []string
@@ -141,32 +148,29 @@ func (s *upSettings) resolve(fs *flag.FlagSet, configPath string, getenv func(st
 	return nil
 }
 
-func (st setting) fromFile(file map[string]json.RawMessage, path string) error {
+// fromFile returns the setting's value in the config file, if it is there.
+func (st setting) fromFile(file map[string]json.RawMessage, path string) (val string, list []string, ok bool, err error) {
 	for _, k := range st.fileKeys {
-		raw, ok := file[k]
-		if !ok {
+		raw, found := file[k]
+		if !found {
 			continue
 		}
 		if st.list != nil {
-			var items []string
-			if err := json.Unmarshal(raw, &items); err != nil {
-				var one string
-				if json.Unmarshal(raw, &one) != nil {
-					return fmt.Errorf("config file %s: key %q: want a string or a list of strings", path, k)
-				}
-				items = []string{one}
+			if json.Unmarshal(raw, &list) == nil {
+				return "", list, true, nil
 			}
-			*st.list = items
-			return nil
+			var one string
+			if json.Unmarshal(raw, &one) != nil {
+				return "", nil, false, fmt.Errorf("config file %s: key %q: want a string or a list of strings", path, k)
+			}
+			return "", []string{one}, true, nil
 		}
-		var v string
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return fmt.Errorf("config file %s: key %q: want a string", path, k)
+		if err := json.Unmarshal(raw, &val); err != nil {
+			return "", nil, false, fmt.Errorf("config file %s: key %q: want a string", path, k)
 		}
-		*st.str = v
-		return nil
+		return val, nil, true, nil
 	}
-	return nil
+	return "", nil, false, nil
 }
 
 // maxConfigFile bounds what we read: a config is a few hundred bytes, and a
@@ -192,6 +196,9 @@ func readConfigFile(path string) (map[string]json.RawMessage, error) {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
 			return nil, fmt.Errorf("config file %s: not valid JSON at byte %d: %v", path, se.Offset, err)
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config file %s: not valid JSON: it ends too early", path)
 		}
 		return nil, fmt.Errorf("config file %s: want a JSON object: %v", path, err)
 	}

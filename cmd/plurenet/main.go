@@ -82,6 +82,8 @@ func printHelp(w io.Writer) {
 // that run decides the exit code.
 func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("plurenet "+name, flag.ContinueOnError)
+	// Errors are printed by run as one line; the full flag list only on -h.
+	fs.SetOutput(io.Discard)
 	return fs
 }
 
@@ -89,6 +91,9 @@ func newFlagSet(name string) *flag.FlagSet {
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fmt.Fprintf(os.Stdout, "Usage of %s:\n", fs.Name())
+			fs.PrintDefaults()
 			return err
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)

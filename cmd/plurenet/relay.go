@@ -20,6 +20,7 @@ func init() {
 func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("relay")
 	listen := fs.String("listen", pick(getenv("PLURENET_RELAY_LISTEN"), "127.0.0.1:8080"), "`address` to listen on (env PLURENET_RELAY_LISTEN); use :443 with TLS in production")
+	stunListen := fs.String("stun-listen", pick(getenv("PLURENET_RELAY_STUN_LISTEN"), ":3478"), "UDP `address` of the STUN responder members use to learn their public address for direct paths (env PLURENET_RELAY_STUN_LISTEN); --stun-listen= (empty) disables it")
 	certFile := fs.String("tls-cert", getenv("PLURENET_RELAY_TLS_CERT"), "TLS certificate `file` (PEM, env PLURENET_RELAY_TLS_CERT); serves wss:// with --tls-key")
 	keyFile := fs.String("tls-key", getenv("PLURENET_RELAY_TLS_KEY"), "TLS private key `file` (PEM, env PLURENET_RELAY_TLS_KEY)")
 	perKey := fs.Int("max-conns-per-key", relayserver.DefaultMaxConnsPerKey, "connections one key may hold in one rendezvous")
@@ -27,6 +28,9 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	rate := fs.Int("rate", relayserver.DefaultRateBytesPerSec, "`bytes` per second accepted from one connection; 0 means unlimited")
 	lifetime := fs.Duration("max-conn-lifetime", 0, "drain each connection at this age, e.g. 30m (0: never)")
 	grace := fs.Duration("drain-grace", relayserver.DefaultDrainGrace, "time a drained client gets to reconnect elsewhere")
+	backplane := fs.String("backplane", getenv("PLURENET_RELAY_BACKPLANE"), "Redis `URL` (redis://HOST:6379/0, rediss:// for TLS; env PLURENET_RELAY_BACKPLANE) shared by several relay instances; empty for a single instance")
+	trustProxy := fs.Bool("trust-proxy-headers", false, "take the client address from the last X-Forwarded-For entry (only behind a proxy that always sets it)")
+	perIP := fs.Int("max-conns-per-ip", relayserver.DefaultMaxConnsPerIP, "connections one client address (IPv4, or IPv6 /64) may hold; 0 means unlimited")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -51,6 +55,12 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErrorf("--max-conn-lifetime %v is under a second; clients could not plan for it", *lifetime)
 	case *grace <= 0:
 		return usageErrorf("--drain-grace must be positive")
+	case *perIP < 0:
+		return usageErrorf("--max-conns-per-ip must not be negative")
+	}
+	perIPCfg := *perIP
+	if perIPCfg == 0 {
+		perIPCfg = -1 // unlimited in relayserver.Config
 	}
 	if *certFile != "" {
 		// Load once here for a clear error; Serve loads them again.
@@ -70,6 +80,10 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		RateBytesPerSec: rateCfg,
 		MaxConnLifetime: *lifetime,
 		DrainGrace:      *grace,
+
+		Backplane:         *backplane,
+		TrustProxyHeaders: *trustProxy,
+		MaxConnsPerIP:     perIPCfg,
 	})
 	if err != nil {
 		return err
@@ -85,7 +99,28 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		scheme = "wss"
 	}
 	fmt.Fprintf(stdout, "plurenet relay listening on %s://%s%s (relay key %s)\n", scheme, ln.Addr(), relayproto.Path, srv.PublicKey())
-	log.Info("relay: serving", "addr", ln.Addr().String(), "tls", *certFile != "", "max_conns_per_key", *perKey, "rate", *rate, "max_conn_lifetime", *lifetime)
+	log.Info("relay: serving", "addr", ln.Addr().String(), "tls", *certFile != "", "max_conns_per_key", *perKey, "rate", *rate, "max_conn_lifetime", *lifetime, "backplane", *backplane != "")
+	if *stunListen != "" {
+		pc, err := net.ListenPacket("udp", *stunListen)
+		if err != nil {
+			return fmt.Errorf("--stun-listen %q: %w", *stunListen, err)
+		}
+		stunCtx, stopSTUN := context.WithCancel(ctx)
+		stunDone := make(chan struct{})
+		go func() {
+			defer close(stunDone)
+			if err := relayserver.ServeSTUN(stunCtx, pc, log); err != nil {
+				log.Error("relay: STUN responder stopped", "err", err)
+			}
+		}()
+		defer func() {
+			stopSTUN()
+			<-stunDone
+			pc.Close()
+		}()
+		fmt.Fprintf(stdout, "plurenet relay STUN responder on udp %s\n", pc.LocalAddr())
+		log.Info("relay: STUN responder", "addr", pc.LocalAddr().String())
+	}
 	if err := srv.Serve(ctx, ln, *certFile, *keyFile); err != nil {
 		return err
 	}

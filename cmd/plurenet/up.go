@@ -120,9 +120,23 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
+// minSecretLen is the shortest mesh secret accepted. Everything a member
+// can do rests on the secret, and a short one falls to an offline guess
+// from one captured announcement; 16 characters of a generated secret carry
+// ~96 bits.
+const minSecretLen = 16
+
 // nodeConfig checks the settings and turns them into an overlay.Config.
 func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 	cfg := overlay.Config{Name: s.Name, Secret: s.Key, Logger: log}
+	switch {
+	case s.Key == "" && !s.Open:
+		return cfg, usageErrorf("no mesh secret: give --key SECRET (make one with \"plurenet key generate\"), or --open for a mesh anyone who knows the topic can join")
+	case s.Key != "" && s.Open:
+		return cfg, usageErrorf("give --key or --open, not both")
+	case s.Key != "" && len(s.Key) < minSecretLen:
+		return cfg, usageErrorf("--key is %d characters: use at least %d (\"plurenet key generate\" makes a strong one)", len(s.Key), minSecretLen)
+	}
 	switch {
 	case s.Topic != "" && s.TopicHex != "":
 		return cfg, usageErrorf("give --topic or --topic-hex, not both")
@@ -146,9 +160,7 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 	default:
 		return cfg, usageErrorf("--transport %q: want auto, relay or direct", s.Transport)
 	}
-	if s.TUN != "" {
-		return cfg, errors.New("--tun is not implemented yet; drop it to use the userspace adapter (SOCKS5, --forward, --expose)")
-	}
+	cfg.TUN = s.TUN
 	if s.Relay == "" {
 		return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\")")
 	}

@@ -95,16 +95,8 @@ func (d *Device) configure(cfg Config) error {
 		return fmt.Errorf("bringing the link up: %w", err)
 	}
 	for _, p := range cfg.Addrs {
-		a := &netlink.Addr{IPNet: ipNet(p)}
-		if p.Addr().Is6() {
-			// No duplicate address detection: the address is ours by
-			// construction (derived from our key) and a point-to-point
-			// TUN has no neighbours to ask; DAD would only leave it
-			// "tentative" and unusable for a second.
-			a.Flags = unix.IFA_F_NODAD
-		}
-		if err := d.nl.AddrAdd(link, a); err != nil {
-			return fmt.Errorf("adding address %s: %w", p, err)
+		if err := d.addAddr(link, p); err != nil {
+			return err
 		}
 	}
 	for _, p := range cfg.meshPrefixes() {
@@ -116,6 +108,56 @@ func (d *Device) configure(cfg Config) error {
 		}
 	}
 	d.waitLocal(cfg.Addrs)
+	return nil
+}
+
+func (d *Device) addAddr(link netlink.Link, p netip.Prefix) error {
+	a := &netlink.Addr{IPNet: ipNet(p)}
+	if p.Addr().Is6() {
+		// No duplicate address detection: the address is ours by
+		// construction (derived from our key) and a point-to-point TUN
+		// has no neighbours to ask; DAD would only leave it "tentative"
+		// and unusable for a second.
+		a.Flags = unix.IFA_F_NODAD
+	}
+	if err := d.nl.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("adding address %s: %w", p, err)
+	}
+	return nil
+}
+
+// SetAddrs replaces the device's addresses with addrs (the mesh's IPv4
+// collision rule can move a node's address at run time). New addresses are
+// added before old ones go, so the mesh prefix routes stay in place.
+func (d *Device) SetAddrs(addrs []netip.Prefix) error {
+	link, err := d.nl.LinkByIndex(d.index)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", d.name, err)
+	}
+	want := make(map[netip.Prefix]bool, len(addrs))
+	for _, p := range addrs {
+		want[p] = true
+		if err := d.addAddr(link, p); err != nil {
+			return fmt.Errorf("interface %s: %w", d.name, err)
+		}
+	}
+	have, err := d.nl.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("interface %s: listing addresses: %w", d.name, err)
+	}
+	for _, a := range have {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		if p := netip.PrefixFrom(ip.Unmap(), ones); !want[p] {
+			if err := d.nl.AddrDel(link, &a); err != nil {
+				return fmt.Errorf("interface %s: removing address %s: %w", d.name, p, err)
+			}
+		}
+	}
+	d.waitLocal(addrs)
 	return nil
 }
 

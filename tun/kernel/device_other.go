@@ -4,6 +4,7 @@ package kernel
 
 import (
 	"errors"
+	"net/netip"
 	"runtime"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -31,3 +32,6 @@ func (d *Device) Name() string { return "" }
 
 // Close does nothing.
 func (d *Device) Close() error { return nil }
+
+// SetAddrs fails: no Device is ever created on this platform.
+func (d *Device) SetAddrs([]netip.Prefix) error { return errUnsupported }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	file := writeFile(t, "c.json", `{"syncRelay": "ws://file", "syncKey": "file-secret-0123456789",
+		"syncTransport": "relay", "topic": "t", "forward": ["1=a:2"], "pluresdbOnly": true}`)
+	tests := []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		wantRelay string
+		wantKey   string
+		wantFwd   []string
+	}{
+		{"file alone", nil, nil, "ws://file", "file-secret-0123456789", []string{"1=a:2"}},
+		{"env over file", nil, map[string]string{"PLURENET_RELAY": "ws://env", "PLURENET_FORWARD": "3=b:4, 5=c:6"}, "ws://env", "file-secret-0123456789", []string{"3=b:4", "5=c:6"}},
+		{"flag over env", []string{"--relay", "ws://flag", "--forward", "7=d:8"}, map[string]string{"PLURENET_RELAY": "ws://env"}, "ws://flag", "file-secret-0123456789", []string{"7=d:8"}},
+		{"flag key over file", []string{"--key", "flag-secret-0123456789"}, nil, "ws://file", "flag-secret-0123456789", []string{"1=a:2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s upSettings
+			var configPath string
+			fs := flag.NewFlagSet("up", flag.ContinueOnError)
+			s.registerFlags(fs, &configPath)
+			if err := fs.Parse(append([]string{"--config", file}, tt.args...)); err != nil {
+				t.Fatal(err)
+			}
+			env := func(k string) string { return tt.env[k] }
+			if err := s.resolve(fs, configPath, env); err != nil {
+				t.Fatal(err)
+			}
+			if s.Relay != tt.wantRelay || s.Key != tt.wantKey || s.Transport != "relay" || s.Topic != "t" {
+				t.Fatalf("relay %q key %q transport %q topic %q", s.Relay, s.Key, s.Transport, s.Topic)
+			}
+			if strings.Join(s.Forward, "|") != strings.Join(tt.wantFwd, "|") {
+				t.Fatalf("forward = %q, want %q", s.Forward, tt.wantFwd)
+			}
+			if len(s.unknownKeys) != 1 || s.unknownKeys[0] != "pluresdbOnly" {
+				t.Fatalf("unknown keys = %q", s.unknownKeys)
+			}
+		})
+	}
+}
+
+// TestBadInput checks that every kind of bad input gets one clear line and
+// a non-zero exit, before anything is started.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	badJSON := writeFile(t, "bad.json", `{"topic": "t",`)
+	notObject := writeFile(t, "list.json", `["topic"]`)
+	wrongType := writeFile(t, "wrong.json", `{"syncKey": 42}`)
+	base := []string{"up", "--state-dir", dir, "--topic", "t", "--key", "0123456789abcdef0123", "--relay", "ws://127.0.0.1:1"}
+	with := func(extra ...string) []string { return append(append([]string{}, base...), extra...) }
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{"no topic", []string{"up", "--key", "0123456789abcdef0123", "--relay", "ws://x"}, 2, "no topic"},
+		{"both topics", with("--topic-hex", strings.Repeat("ab", 32)), 2, "not both"},
+		{"bad topic hex", []string{"up", "--topic-hex", "xyz", "--key", "0123456789abcdef0123", "--relay", "ws://x"}, 2, "--topic-hex"},
+		{"no key", []string{"up", "--topic", "t", "--relay", "ws://x"}, 2, "no mesh secret"},
+		{"short key", []string{"up", "--topic", "t", "--key", "short", "--relay", "ws://x"}, 2, "at least 16"},
+		{"key and open", with("--open"), 2, "not both"},
+		{"no relay", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123"}, 2, "no relay"},
+		{"relay not ws", []string{"up", "--state-dir", dir, "--topic", "t", "--key", "0123456789abcdef0123", "--relay", "http://x"}, 1, "scheme must be ws:// or wss://"},
+		{"relay no host", []string{"up", "--state-dir", dir, "--topic", "t", "--key", "0123456789abcdef0123", "--relay", "ws://"}, 1, "no host"},
+		{"bad forward", with("--forward", "8080"), 2, "--forward"},
+		{"bad forward port", with("--forward", "8080=alpha:70000"), 2, "--forward"},
+		{"bad expose", with("--expose", "http"), 2, "--expose"},
+		{"bad transport", with("--transport", "carrier-pigeon"), 2, "want auto, relay or direct"},
+		{"bad ip", with("--ip", "fd00::1"), 2, "--ip"},
+		{"ip outside prefix", with("--ip", "10.0.0.1"), 1, "outside the mesh prefix"},
+		{"bad prefix", with("--ipv4-prefix", "100.64.0.0"), 2, "--ipv4-prefix"},
+		{"bad log level", with("--log-level", "loud"), 2, "log level"},
+		{"missing config", with("--config", filepath.Join(dir, "nope.json")), 1, "config file"},
+		{"malformed config", with("--config", badJSON), 1, "not valid JSON"},
+		{"config not object", with("--config", notObject), 1, "want a JSON object"},
+		{"config wrong type", with("--config", wrongType), 1, `key "syncKey": want a string`},
+		{"missing ca file", with("--ca-file", filepath.Join(dir, "nope.pem")), 1, "--ca-file"},
+		{"unknown flag", with("--frobnicate"), 2, "frobnicate"},
+		{"stray argument", with("extra"), 2, "unexpected argument"},
+		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
+		{"key without subcommand", []string{"key"}, 2, "key generate"},
+		{"status nothing running", []string{"status", "--state-dir", dir}, 1, "no plurenet node is running"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tt.args, &stdout, &stderr)
+			if code != tt.wantCode {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tt.wantCode, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("stderr %q does not mention %q", stderr.String(), tt.want)
+			}
+			if strings.Contains(stderr.String(), "panic") || strings.Contains(stderr.String(), "goroutine ") {
+				t.Fatalf("stderr looks like a crash: %s", stderr.String())
+			}
+		})
+	}
+}
+
+func TestKeyGenerate(t *testing.T) {
+	seen := map[string]bool{}
+	for range 3 {
+		var out bytes.Buffer
+		if code := run([]string{"key", "generate"}, &out, &out); code != 0 {
+			t.Fatalf("exit %d: %s", code, out.String())
+		}
+		k := strings.TrimSpace(out.String())
+		if len(k) != 43 || seen[k] {
+			t.Fatalf("secret %q: want 43 fresh characters (256 bits)", k)
+		}
+		seen[k] = true
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -41,7 +42,16 @@ type controlServer struct {
 	done chan struct{}
 }
 
-func startControl(stateDir string, status func() Status, log *slog.Logger) (*controlServer, error) {
+// controlled is what the control socket serves.
+type controlled interface {
+	Status() Status
+	Ping(ctx context.Context, peer string) (PingResult, error)
+}
+
+// pingTimeout bounds one ping requested over the control socket.
+const pingTimeout = 5 * time.Second
+
+func startControl(stateDir string, node controlled, log *slog.Logger) (*controlServer, error) {
 	path := ControlSocketPath(stateDir)
 	if len(path) > maxSocketPath {
 		return nil, fmt.Errorf("control socket path %s is %d bytes, longer than the %d a Unix socket allows: use a shorter --state-dir", path, len(path), maxSocketPath)
@@ -60,13 +70,27 @@ func startControl(stateDir string, status func() Status, log *slog.Logger) (*con
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+	reply := func(w http.ResponseWriter, code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(status()); err != nil {
-			log.Debug("control: writing status", "err", err)
+		if err := enc.Encode(v); err != nil {
+			log.Debug("control: writing reply", "err", err)
 		}
+	}
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, node.Status())
+	})
+	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), pingTimeout)
+		defer cancel()
+		res, err := node.Ping(ctx, r.URL.Query().Get("peer"))
+		if err != nil {
+			reply(w, http.StatusBadGateway, controlError{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, res)
 	})
 	c := &controlServer{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
@@ -114,34 +138,56 @@ func (c *controlServer) Close() error {
 // state dir's control socket.
 var ErrNotRunning = errors.New("no plurenet node is running with this state dir")
 
+// controlError is the body of a failed control request.
+type controlError struct {
+	Error string `json:"error"`
+}
+
 // QueryStatus asks the node running with stateDir for its status.
 func QueryStatus(ctx context.Context, stateDir string) (Status, error) {
-	path := ControlSocketPath(stateDir)
+	var st Status
+	err := controlGet(ctx, stateDir, "/status", &st)
+	return st, err
+}
+
+// QueryPing asks the node running with stateDir to ping a member.
+func QueryPing(ctx context.Context, stateDir, peer string) (PingResult, error) {
+	var res PingResult
+	err := controlGet(ctx, stateDir, "/ping?peer="+url.QueryEscape(peer), &res)
+	return res, err
+}
+
+func controlGet(ctx context.Context, stateDir, path string, out any) error {
+	sock := ControlSocketPath(stateDir)
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
+			return d.DialContext(ctx, "unix", sock)
 		},
 	}}
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://plurenet/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://plurenet"+path, nil)
 	if err != nil {
-		return Status{}, err
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return Status{}, fmt.Errorf("%w (%s)", ErrNotRunning, path)
+			return fmt.Errorf("%w (%s)", ErrNotRunning, sock)
 		}
-		return Status{}, fmt.Errorf("control socket %s: %w", path, err)
+		return fmt.Errorf("control socket %s: %w", sock, err)
 	}
 	defer resp.Body.Close()
+	body := io.LimitReader(resp.Body, maxStatusResponse)
 	if resp.StatusCode != http.StatusOK {
-		return Status{}, fmt.Errorf("control socket %s: %s", path, resp.Status)
+		var ce controlError
+		if json.NewDecoder(body).Decode(&ce) == nil && ce.Error != "" {
+			return errors.New(ce.Error)
+		}
+		return fmt.Errorf("control socket %s: %s", sock, resp.Status)
 	}
-	var st Status
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxStatusResponse)).Decode(&st); err != nil {
-		return Status{}, fmt.Errorf("control socket %s: decoding status: %w", path, err)
+	if err := json.NewDecoder(body).Decode(out); err != nil {
+		return fmt.Errorf("control socket %s: decoding reply: %w", sock, err)
 	}
-	return st, nil
+	return nil
 }

@@ -133,7 +133,7 @@ func (n *Node) setup() error {
 			Rendezvous: n.keys.Rendezvous,
 			TLSConfig:  cfg.TLSConfig,
 			Proxy:      cfg.Proxy,
-			Logger:     n.log.With("relay", u),
+			Logger:     n.log,
 		})
 		if err != nil {
 			return fmt.Errorf("%s relay: %w", role, err)
@@ -149,7 +149,7 @@ func (n *Node) setup() error {
 	}
 	n.bind.SetTransports(ts...)
 
-	n.ctl, err = startControl(cfg.StateDir, n.Status, n.log)
+	n.ctl, err = startControl(cfg.StateDir, n, n.log)
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func (n *Node) WaitMember(ctx context.Context, nameOrIP string) (netip.Addr, err
 		n.mu.Unlock()
 		ip, err := n.Resolve(nameOrIP)
 		if err == nil {
-			if !ip.Is4() || n.isMemberV4(ip) {
+			if n.isMember(ip) {
 				return ip, nil
 			}
 		} else if !errors.Is(err, ErrNoSuchMember) {
@@ -252,15 +252,6 @@ func (n *Node) WaitMember(ctx context.Context, nameOrIP string) (netip.Addr, err
 		case <-ch:
 		}
 	}
-}
-
-func (n *Node) isMemberV4(ip netip.Addr) bool {
-	for _, m := range n.members.List() {
-		if m.V4 == ip {
-			return true
-		}
-	}
-	return false
 }
 
 // notifyChangedLocked wakes every WaitMember. n.mu must be held.

@@ -438,3 +438,102 @@ func TestControlSocketStatus(t *testing.T) {
 		t.Fatalf("status after Close: err = %v, want ErrNotRunning", err)
 	}
 }
+
+// TestPrimaryRelayLossFallsBack kills the primary relay in the middle of a
+// transfer: the nodes carry on over the fallback relay without breaking the
+// TCP connection, and go back to the primary once it returns.
+func TestPrimaryRelayLossFallsBack(t *testing.T) {
+	primary, fallback := startRelay(t, ""), startRelay(t, "")
+	relays := []string{primary.URL, fallback.URL}
+	a := startNode(t, "alpha", relays, nodeOpts{})
+	b := startNode(t, "beta", relays, nodeOpts{})
+	ln, err := b.Listen("tcp", ":7200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ip := waitMember(t, a, "beta")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	c, err := a.Dial(ctx, "tcp", netip.AddrPortFrom(ip, 7200).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c.SetDeadline(time.Now().Add(testTimeout))
+	s.SetDeadline(time.Now().Add(testTimeout))
+
+	const chunk = 1 << 20
+	data := make([]byte, 8*chunk)
+	rand.NewChaCha8([32]byte{2}).Read(data)
+	want := sha256.Sum256(data)
+	done := make(chan error, 1)
+	var got [32]byte
+	go func() {
+		h := sha256.New()
+		_, err := io.CopyN(h, s, int64(len(data)))
+		copy(got[:], h.Sum(nil))
+		done <- err
+	}()
+	for i := 0; i < len(data); i += chunk {
+		if i == 2*chunk {
+			if p := a.Status().Members[0].Path; p != "relay:primary" {
+				t.Fatalf("path before the primary died = %q, want relay:primary", p)
+			}
+			primary.Stop()
+		}
+		if _, err := c.Write(data[i : i+chunk]); err != nil {
+			t.Fatalf("write at %d MiB: %v", i/chunk, err)
+		}
+	}
+	if err := <-done; err != nil || got != want {
+		t.Fatalf("transfer across the relay failure: err %v, sha256 match %v", err, got == want)
+	}
+	if p := a.Status().Members[0].Path; p != "relay:fallback" {
+		t.Fatalf("path after the primary died = %q, want relay:fallback", p)
+	}
+	// The primary comes back: traffic returns to it.
+	startRelay(t, primary.addr)
+	deadline := time.Now().Add(testTimeout)
+	for a.Status().Members[0].Path != "relay:primary" {
+		if time.Now().After(deadline) {
+			t.Fatalf("path never returned to the primary: %q", a.Status().Members[0].Path)
+		}
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(s, buf); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestPing(t *testing.T) {
+	r := startRelay(t, "")
+	dir := shortTempDir(t)
+	a := startNode(t, "alpha", []string{r.URL}, nodeOpts{dir: dir})
+	b := startNode(t, "beta", []string{r.URL}, nodeOpts{})
+	waitMember(t, a, "beta")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	res, err := QueryPing(ctx, dir, "beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v4, _ := b.Addrs(); res.IP != v4.String() || res.Path != "relay:primary" || res.RTT <= 0 {
+		t.Fatalf("ping = %+v, want beta's IP over relay:primary", res)
+	}
+	if _, err := QueryPing(ctx, dir, "nobody"); err == nil || !strings.Contains(err.Error(), "no such member") {
+		t.Fatalf("ping of an unknown name: err = %v", err)
+	}
+	if _, err := QueryPing(ctx, dir, "100.64.0.9"); err == nil || !strings.Contains(err.Error(), "not a member") {
+		t.Fatalf("ping of a non-member IP: err = %v", err)
+	}
+}

@@ -50,6 +50,32 @@ const (
 	// DefaultDrainGrace is how long a drained client has to connect elsewhere
 	// and send Leave; reconnecting takes a TLS handshake or two.
 	DefaultDrainGrace = 5 * time.Second
+
+	// DefaultMaxConnsPerIP lets a large office behind one NAT address (a few
+	// hundred nodes, each with a make-before-break spare) in, while one
+	// host needs a hundred addresses to fill an instance's 50 000 slots.
+	DefaultMaxConnsPerIP = 500
+	// DefaultHandshakeRatePerIP and DefaultHandshakeBurstPerIP bound
+	// connection attempts from one address (token bucket, per second and
+	// burst). Each attempt costs the relay an X25519 operation; a whole
+	// office reconnecting after a relay restart (clients back off with
+	// jitter from 250 ms) fits the burst, a flood from one host does not.
+	DefaultHandshakeRatePerIP  = 20
+	DefaultHandshakeBurstPerIP = 100
+
+	// DefaultBackplaneTTL is how long a member's presence entry in Redis
+	// outlives its last refresh: the members of an instance that died are
+	// reported gone this long (plus at most one refresh) after it died.
+	DefaultBackplaneTTL = 10 * time.Second
+	// DefaultBackplaneRefresh gives three refreshes per TTL, so one slow or
+	// lost refresh never makes a live member look gone.
+	DefaultBackplaneRefresh = 3 * time.Second
+	// DefaultBackplaneQueueFrames and DefaultBackplaneQueueBytes bound the
+	// frames waiting to be published to Redis: about 50 ms of a busy
+	// instance's cross-instance traffic. Beyond it Redis is not keeping up
+	// and frames are dropped, as a full send queue drops them.
+	DefaultBackplaneQueueFrames = 8192
+	DefaultBackplaneQueueBytes  = 32 << 20
 )
 
 // Config configures a Server. The zero value is a working relay with the
@@ -87,6 +113,40 @@ type Config struct {
 	// DrainGrace is how long a drained connection is served before it is
 	// closed with ErrServerShutdown.
 	DrainGrace time.Duration
+
+	// MaxConnsPerIP limits WebSocket connections from one source address
+	// (an IPv6 /64 counts as one address: a host usually holds a whole
+	// /64); beyond it the upgrade is refused with HTTP 429. Negative
+	// disables the limit.
+	MaxConnsPerIP int
+	// HandshakeRatePerIP and HandshakeBurstPerIP limit connection attempts
+	// from one source address (per second, and burst); beyond them the
+	// upgrade is refused with HTTP 429 before any key work is done.
+	// Negative HandshakeRatePerIP disables the limit.
+	HandshakeRatePerIP  float64
+	HandshakeBurstPerIP int
+	// TrustProxyHeaders takes the client address from the last entry of
+	// X-Forwarded-For, the one the proxy in front of the relay appended.
+	// Set it only when such a proxy (one layer: Azure Container Apps
+	// ingress, a load balancer) always sets the header: otherwise clients
+	// choose their own address and the per-address limits mean nothing.
+	TrustProxyHeaders bool
+
+	// Backplane is a Redis URL (redis://[user:password@]host:port/db, or
+	// rediss:// for TLS) shared by several relay instances, so that
+	// members of one rendezvous connected to different instances reach each
+	// other. Empty means a single instance that needs nothing else.
+	Backplane string
+	// BackplaneTTL and BackplaneRefresh govern presence in Redis: each
+	// instance refreshes its members' entries every BackplaneRefresh, and
+	// an entry not refreshed for BackplaneTTL (its instance died) expires.
+	// BackplaneRefresh must be at most half of BackplaneTTL.
+	BackplaneTTL     time.Duration
+	BackplaneRefresh time.Duration
+	// BackplaneQueueFrames and BackplaneQueueBytes bound the frames waiting
+	// to be published to Redis; beyond them frames are dropped and counted.
+	BackplaneQueueFrames int
+	BackplaneQueueBytes  int
 }
 
 // withDefaults returns cfg with zero fields set to the defaults, or an error
@@ -113,6 +173,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	defDur(&cfg.IdleTimeout, DefaultIdleTimeout)
 	defDur(&cfg.WriteTimeout, DefaultWriteTimeout)
 	defDur(&cfg.DrainGrace, DefaultDrainGrace)
+	def(&cfg.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	if cfg.HandshakeRatePerIP == 0 {
+		cfg.HandshakeRatePerIP = DefaultHandshakeRatePerIP
+	}
+	def(&cfg.HandshakeBurstPerIP, DefaultHandshakeBurstPerIP)
+	defDur(&cfg.BackplaneTTL, DefaultBackplaneTTL)
+	defDur(&cfg.BackplaneRefresh, DefaultBackplaneRefresh)
+	def(&cfg.BackplaneQueueFrames, DefaultBackplaneQueueFrames)
+	def(&cfg.BackplaneQueueBytes, DefaultBackplaneQueueBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -128,6 +197,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"MaxConns", cfg.MaxConns},
 		{"SendQueueFrames", cfg.SendQueueFrames},
 		{"SendQueueBytes", cfg.SendQueueBytes},
+		{"HandshakeBurstPerIP", cfg.HandshakeBurstPerIP},
+		{"BackplaneQueueFrames", cfg.BackplaneQueueFrames},
+		{"BackplaneQueueBytes", cfg.BackplaneQueueBytes},
 	} {
 		if f.v < 0 {
 			return cfg, fmt.Errorf("relayserver: config: %s is negative (%d)", f.name, f.v)
@@ -146,10 +218,18 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"WriteTimeout", cfg.WriteTimeout},
 		{"MaxConnLifetime", cfg.MaxConnLifetime},
 		{"DrainGrace", cfg.DrainGrace},
+		{"BackplaneTTL", cfg.BackplaneTTL},
+		{"BackplaneRefresh", cfg.BackplaneRefresh},
 	} {
 		if f.v < 0 {
 			return cfg, fmt.Errorf("relayserver: config: %s is negative (%v)", f.name, f.v)
 		}
+	}
+	if cfg.BackplaneRefresh*2 > cfg.BackplaneTTL {
+		return cfg, fmt.Errorf("relayserver: config: BackplaneRefresh %v is more than half of BackplaneTTL %v; one late refresh would expire live members", cfg.BackplaneRefresh, cfg.BackplaneTTL)
+	}
+	if cfg.BackplaneQueueBytes < bpMaxMessage {
+		return cfg, fmt.Errorf("relayserver: config: BackplaneQueueBytes %d is below one message (%d)", cfg.BackplaneQueueBytes, bpMaxMessage)
 	}
 	if cfg.PingInterval >= cfg.IdleTimeout {
 		return cfg, errors.New("relayserver: config: PingInterval must be shorter than IdleTimeout, or every quiet client would be cut")

@@ -324,6 +324,8 @@ func (c *conn) handleFrame(b []byte, now time.Time) bool {
 			s.metrics.drop(dropNoSuchPeer, 1)
 		case dstQueueFull:
 			s.metrics.drop(dropQueueFull, 1)
+		case relayed:
+			// to another instance; the backplane counts it
 		}
 		return true
 	}

@@ -29,6 +29,9 @@ const (
 	hsDisconnect   = "disconnected"
 	hsRefusedFull  = "refused_full"
 	hsRefusedDrain = "refused_draining"
+	// Refused before the upgrade by the per-address limits.
+	hsRefusedIPConns = "refused_ip_conns"
+	hsRefusedIPRate  = "refused_ip_rate"
 )
 
 // metrics are one Server's Prometheus metrics, in a registry of its own so
@@ -77,7 +80,7 @@ func newMetrics(s *Server) *metrics {
 	for _, r := range []string{dropNoSuchPeer, dropQueueFull, dropRateLimited, dropClosed} {
 		m.dropsBy[r] = m.drops.WithLabelValues(r)
 	}
-	for _, r := range []string{hsOK, hsBadFrame, hsBadVersion, hsAuthFailed, hsTooMany, hsTimeout, hsShutdown, hsDisconnect, hsRefusedFull, hsRefusedDrain} {
+	for _, r := range []string{hsOK, hsBadFrame, hsBadVersion, hsAuthFailed, hsTooMany, hsTimeout, hsShutdown, hsDisconnect, hsRefusedFull, hsRefusedDrain, hsRefusedIPConns, hsRefusedIPRate} {
 		m.handshakes.WithLabelValues(r)
 	}
 	m.reg.MustRegister(
@@ -90,6 +93,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "plurenet_relay_rendezvous",
 			Help: "Rendezvous with at least one member.",
 		}, func() float64 { return float64(s.router.rendezvousCount()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "plurenet_relay_source_addresses",
+			Help: "Source addresses (IPv4, or IPv6 /64) with a connection open.",
+		}, func() float64 { n, _ := s.sources.counts(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "plurenet_relay_queued_bytes",
 			Help: "Bytes waiting in all send queues.",

@@ -5,9 +5,10 @@
 //
 // A relay keeps only live connections, and learns nothing of a mesh but its
 // members' keys and addresses, its rendezvous hash, and frame sizes and
-// timing: payloads are WireGuard packets or sealed messages. Local delivery
-// sits behind a small router interface so that a backplane (several
-// instances sharing Redis) can be added without touching the connections.
+// timing: payloads are WireGuard packets or sealed messages. Routing sits
+// behind a small router interface: the local rooms for a single instance, or
+// a Redis backplane (Config.Backplane) when several instances share the
+// rendezvous, without the connections telling the difference.
 package relayserver
 
 import (
@@ -33,6 +34,7 @@ type Server struct {
 	priv    nodekey.Private
 	pub     nodekey.Public
 	router  router
+	sources *sourceLimits
 	metrics *metrics
 	welcome []byte // the encoded Welcome, the same for every connection
 
@@ -70,15 +72,25 @@ func New(cfg Config) (*Server, error) {
 		log:    cfg.Logger,
 		priv:   priv,
 		pub:    priv.Public(),
-		router: newRooms(cfg.MaxConnsPerKey),
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  make(map[*conn]struct{}),
 		gone:   make(chan struct{}, 1),
 	}
+	s.sources = newSourceLimits(cfg)
 	w := cfg.welcome()
 	s.welcome = w.Append(nil)
 	s.metrics = newMetrics(s)
+	rs := newRooms(cfg.MaxConnsPerKey, s.countPush)
+	s.router = rs
+	if cfg.Backplane != "" {
+		bp, err := newBackplane(cfg, rs, s.metrics.reg, s.metrics.forwarded, s.metrics.drop)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		s.router = bp
+	}
 	return s, nil
 }
 
@@ -152,6 +164,24 @@ func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "plurenet relay: draining, connect to another instance", http.StatusServiceUnavailable)
 		return
 	}
+	src, ok := s.sources.source(r)
+	if !ok {
+		s.log.Debug("relay: no usable client address", "remote", r.RemoteAddr)
+		http.Error(w, "plurenet relay: cannot tell the client address", http.StatusBadRequest)
+		return
+	}
+	if !s.sources.allowHandshake(src, time.Now()) {
+		s.metrics.handshake(hsRefusedIPRate)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "plurenet relay: too many connection attempts from your address, slow down", http.StatusTooManyRequests)
+		return
+	}
+	if !s.sources.acquire(src) {
+		s.metrics.handshake(hsRefusedIPConns)
+		http.Error(w, fmt.Sprintf("plurenet relay: your address already holds %d connections", s.cfg.MaxConnsPerIP), http.StatusTooManyRequests)
+		return
+	}
+	defer s.sources.release(src)
 	if s.slots.Add(1) > int64(s.cfg.MaxConns) {
 		s.slots.Add(-1)
 		s.metrics.handshake(hsRefusedFull)
@@ -244,17 +274,27 @@ wait:
 	for _, c := range s.snapshot() {
 		c.fail(relayproto.ErrServerShutdown, "relay shutting down")
 	}
+	// Let the other instances hear of the leaves now rather than when
+	// this instance's presence entries expire.
+	flushCtx, cancel := context.WithTimeout(ctx, shutdownSlack)
+	s.router.flush(flushCtx)
+	cancel()
 	return err
 }
 
 // Close closes every connection at once and waits for their goroutines. It
-// is safe to call more than once; later calls wait too.
+// is safe to call more than once; later calls wait too. With a backplane,
+// Close is what a crash looks like to the other instances: the backplane
+// stops first, so this instance's members are reported gone elsewhere only
+// when their presence expires (Config.BackplaneTTL). Drain first to tell
+// them at once.
 func (s *Server) Close() error {
 	s.once.Do(func() {
 		s.draining.Store(true)
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		s.router.close()
 		s.cancel()
 	})
 	s.wg.Wait()

@@ -27,6 +27,28 @@ type Transport interface {
 	Send(peer nodekey.Public, pkt []byte) error
 }
 
+// BatchSender is implemented by a transport that sends several packets to
+// one peer in one system call (sendmmsg). The Bind hands it a device batch
+// whole instead of calling Send per packet.
+type BatchSender interface {
+	SendBatch(peer nodekey.Public, pkts [][]byte) error
+}
+
+// BatchReceiver is implemented by a transport that reads its own socket
+// and can fill the device's buffers directly (recvmmsg into them: no copy,
+// no queue), instead of handing packets to Deliver.
+//
+// Bind.Open calls OpenReceive on every transport that implements it and
+// gives the returned function to the device beside the Bind's own; the
+// function must fill in Endpoint values and may report a packet it did not
+// keep as size 0 (the device skips it). Bind.Close calls stop, after which
+// the function must return net.ErrClosed promptly, including a call
+// blocked at that moment. A transport set while the Bind is open gets its
+// function only at the next Open (the device's BindUpdate).
+type BatchReceiver interface {
+	OpenReceive() (fn conn.ReceiveFunc, stop func())
+}
+
 // inboundQueue bounds packets delivered by transports and not yet read by
 // the WireGuard device. 4096 packets of ~1.4 KB is ~6 MB: several
 // milliseconds at gigabit rates, enough to absorb bursts, while a stalled
@@ -53,6 +75,7 @@ type Bind struct {
 	open       bool
 	closed     chan struct{} // closed by Close; replaced by Open
 	recv       chan inbound
+	stops      []func() // of the BatchReceivers' functions, while open
 
 	dropsFull  atomic.Uint64
 	dropsNoRcv atomic.Uint64
@@ -105,7 +128,18 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.open = true
 	b.closed = make(chan struct{})
 	b.recv = make(chan inbound, inboundQueue)
-	return []conn.ReceiveFunc{b.makeReceive(b.recv, b.closed)}, port, nil
+	fns := []conn.ReceiveFunc{b.makeReceive(b.recv, b.closed)}
+	b.stops = nil
+	for _, t := range b.transports {
+		r, ok := t.(BatchReceiver)
+		if !ok {
+			continue
+		}
+		fn, stop := r.OpenReceive()
+		fns = append(fns, fn)
+		b.stops = append(b.stops, stop)
+	}
+	return fns, port, nil
 }
 
 // Close stops the receive functions; they return net.ErrClosed.
@@ -115,6 +149,10 @@ func (b *Bind) Close() error {
 	if b.open {
 		b.open = false
 		close(b.closed)
+		for _, stop := range b.stops {
+			stop()
+		}
+		b.stops = nil
 	}
 	return nil
 }
@@ -189,10 +227,14 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			continue
 		}
 		lastErr = nil
-		for _, p := range bufs {
-			if err := t.Send(e.Key, p); err != nil {
-				lastErr = err
-				break
+		if bs, ok := t.(BatchSender); ok {
+			lastErr = bs.SendBatch(e.Key, bufs)
+		} else {
+			for _, p := range bufs {
+				if err := t.Send(e.Key, p); err != nil {
+					lastErr = err
+					break
+				}
 			}
 		}
 		if lastErr == nil {

@@ -272,3 +272,114 @@ func TestBindCarriesWireGuard(t *testing.T) {
 		t.Fatal("fallback carried nothing")
 	}
 }
+
+// batchTransport is a transport with its own receive function and batch
+// send, as a socket-owning transport (direct UDP) has.
+type batchTransport struct {
+	memTransport
+	pkts    chan []byte
+	opened  int
+	stopped int
+	batches int
+}
+
+func (bt *batchTransport) SendBatch(p nodekey.Public, pkts [][]byte) error {
+	bt.mu.Lock()
+	bt.batches++
+	bt.mu.Unlock()
+	for _, pkt := range pkts {
+		if err := bt.Send(p, pkt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (bt *batchTransport) OpenReceive() (conn.ReceiveFunc, func()) {
+	bt.mu.Lock()
+	bt.opened++
+	bt.mu.Unlock()
+	stopped := make(chan struct{})
+	var once sync.Once
+	fn := func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		select {
+		case p := <-bt.pkts:
+			sizes[0] = copy(packets[0], p)
+			eps[0] = Endpoint{Key: bt.self}
+			return 1, nil
+		case <-stopped:
+			return 0, net.ErrClosed
+		}
+	}
+	return fn, func() {
+		once.Do(func() {
+			bt.mu.Lock()
+			bt.stopped++
+			bt.mu.Unlock()
+			close(stopped)
+		})
+	}
+}
+
+func TestBindBatchTransport(t *testing.T) {
+	a, peer := newKey(t).Public(), newKey(t).Public()
+	receiver := NewBind(BindConfig{})
+	rfns, _, err := receiver.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer receiver.Close()
+	bt := &batchTransport{memTransport: *newMem("batch", a), pkts: make(chan []byte, 4)}
+	bt.peers[peer] = receiver
+	plain := newMem("plain", a)
+
+	b := NewBind(BindConfig{})
+	b.SetTransports(bt, plain)
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fns) != 2 || bt.opened != 1 {
+		t.Fatalf("Open gave %d receive funcs and opened the batch transport %d times, want 2 and 1", len(fns), bt.opened)
+	}
+	// The transport's own function delivers its packets.
+	bt.pkts <- []byte("own")
+	pkts, sizes, eps := [][]byte{make([]byte, 16)}, make([]int, 1), make([]conn.Endpoint, 1)
+	if n, err := fns[1](pkts, sizes, eps); err != nil || n != 1 || string(pkts[0][:sizes[0]]) != "own" {
+		t.Fatalf("batch receive: n=%d err=%v %q", n, err, pkts[0][:sizes[0]])
+	}
+	// A batch goes out in one SendBatch call.
+	if err := b.Send([][]byte{[]byte("x"), []byte("y"), []byte("z")}, Endpoint{Key: peer}); err != nil {
+		t.Fatal(err)
+	}
+	if bt.batches != 1 || bt.count() != 3 {
+		t.Fatalf("SendBatch calls %d, packets %d; want 1 and 3", bt.batches, bt.count())
+	}
+	rb := [][]byte{make([]byte, 16), make([]byte, 16), make([]byte, 16), make([]byte, 16)}
+	if n, err := rfns[0](rb, make([]int, 4), make([]conn.Endpoint, 4)); err != nil || n != 3 {
+		t.Fatalf("receiver got n=%d err=%v, want the 3 packets", n, err)
+	}
+	// Close stops the transport's function, blocked or not.
+	done := make(chan error, 1)
+	go func() {
+		_, err := fns[1](pkts, sizes, eps)
+		done <- err
+	}()
+	b.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("after Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("batch receive not stopped by Close")
+	}
+	if bt.stopped != 1 {
+		t.Fatalf("stopped %d times", bt.stopped)
+	}
+	// Reopening opens it again.
+	if fns, _, err := b.Open(0); err != nil || len(fns) != 2 || bt.opened != 2 {
+		t.Fatalf("reopen: %d funcs, opened %d, %v", len(fns), bt.opened, err)
+	}
+	b.Close()
+}

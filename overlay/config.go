@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -42,6 +43,20 @@ type Config struct {
 	// PinnedV4 pins this node's IPv4 address instead of deriving it.
 	PinnedV4 netip.Addr
 
+	// Transport is "auto" (the default: relays at once, direct UDP when ICE
+	// succeeds) or "relay" (relays only).
+	Transport string
+
+	// ListenPort is the UDP port of the direct path; 0 picks one.
+	ListenPort int
+	// ListenAddr is the IPv4 address the direct path binds (zero: all).
+	ListenAddr netip.Addr
+
+	// STUNServers ("host:port") tell the direct path this node's public
+	// address. Nil means the relays' own STUN responders (each relay's
+	// host, port 3478); an empty non-nil slice means none.
+	STUNServers []string
+
 	// TUN, when set, names a kernel TUN device to create (needs
 	// CAP_NET_ADMIN) instead of the userspace adapter.
 	TUN string
@@ -58,6 +73,27 @@ type Config struct {
 	Proxy func(*http.Request) (*url.URL, error)
 
 	Logger *slog.Logger
+}
+
+// Transport modes.
+const (
+	TransportAuto  = "auto"
+	TransportRelay = "relay"
+)
+
+// relaySTUNPort is where a plurenet relay answers STUN (plurenet relay
+// --stun-listen), so a deployment needs no other server.
+const relaySTUNPort = "3478"
+
+// relaySTUN returns the STUN responders of the relays.
+func relaySTUN(relays []string) []string {
+	out := []string{}
+	for _, r := range relays {
+		if u, err := url.Parse(r); err == nil && u.Hostname() != "" {
+			out = append(out, net.JoinHostPort(u.Hostname(), relaySTUNPort))
+		}
+	}
+	return out
 }
 
 // DefaultMTU is the overlay MTU unless configured otherwise.
@@ -96,6 +132,19 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if err := mesh.ValidName(cfg.Name); err != nil {
 		return cfg, err
+	}
+	switch cfg.Transport {
+	case "":
+		cfg.Transport = TransportAuto
+	case TransportAuto, TransportRelay:
+	default:
+		return cfg, fmt.Errorf("transport %q: want %q or %q", cfg.Transport, TransportAuto, TransportRelay)
+	}
+	if cfg.ListenPort < 0 || cfg.ListenPort > 65535 {
+		return cfg, fmt.Errorf("UDP listen port %d: want 0 to 65535", cfg.ListenPort)
+	}
+	if cfg.STUNServers == nil {
+		cfg.STUNServers = relaySTUN(cfg.Relays)
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU

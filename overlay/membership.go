@@ -80,6 +80,14 @@ func (n *Node) handleSealed(l *relayLink, from nodekey.Public, payload []byte) {
 		n.log.Info("rejected mesh message", "relay", l.url, "peer", from.ShortString(), "kind", m.Kind, "err", err)
 		return
 	}
+	if m.Kind == mesh.KindSignal {
+		if n.direct != nil {
+			if err := n.direct.HandleSignal(from, m.Signal); err != nil {
+				n.log.Debug("dropping direct-path signal", "peer", from.ShortString(), "err", err)
+			}
+		}
+		return
+	}
 	switch ev.Kind {
 	case mesh.EventJoined:
 		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name)

@@ -15,6 +15,7 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/transports"
+	"github.com/plures/plurenet/transports/direct"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -36,6 +37,7 @@ type Node struct {
 	bind    *transports.Bind
 	dev     *device.Device
 	links   []*relayLink
+	direct  *direct.Transport // nil with Transport "relay"
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -111,6 +113,14 @@ func (n *Node) setup() error {
 		return err
 	}
 	n.bind = transports.NewBind(transports.BindConfig{Logger: n.log})
+	var ts []transports.Transport
+	if cfg.Transport == TransportAuto {
+		if err := n.startDirect(); err != nil {
+			return err
+		}
+		// Most preferred first: the Bind uses direct whenever it is up.
+		ts = append(ts, n.direct)
+	}
 	n.dev = device.NewDevice(n.adapter.device(), n.bind, wireguardLogger(n.log))
 	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
 		return fmt.Errorf("wireguard: setting key: %w", err)
@@ -121,7 +131,6 @@ func (n *Node) setup() error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	var ts []transports.Transport
 	for i, u := range cfg.Relays {
 		role := "primary"
 		if i > 0 {
@@ -210,6 +219,9 @@ func (n *Node) Close() error {
 		}
 		for _, l := range n.links {
 			l.client.Close()
+		}
+		if n.direct != nil {
+			n.direct.Close()
 		}
 		if n.ctl != nil {
 			n.ctl.Close()

@@ -78,6 +78,9 @@ func testLogger(t *testing.T) *slog.Logger {
 type nodeOpts struct {
 	secret string
 	dir    string
+	// auto turns the direct path on; the relay tests leave it off so that
+	// the path they assert cannot change under them.
+	auto bool
 }
 
 func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
@@ -88,13 +91,22 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 	if o.dir == "" {
 		o.dir = shortTempDir(t)
 	}
+	transport, stun := TransportRelay, []string(nil)
+	if o.auto {
+		// No STUN: on one machine host candidates suffice, and an
+		// unanswered STUN server would only delay gathering.
+		transport, stun = TransportAuto, []string{}
+	}
 	n, err := New(Config{
-		StateDir: o.dir,
-		Topic:    "overlay-test",
-		Secret:   o.secret,
-		Name:     name,
-		Relays:   relays,
-		Logger:   testLogger(t).With("node", name),
+		Transport:   transport,
+		STUNServers: stun,
+		ListenAddr:  netip.MustParseAddr("127.0.0.1"),
+		StateDir:    o.dir,
+		Topic:       "overlay-test",
+		Secret:      o.secret,
+		Name:        name,
+		Relays:      relays,
+		Logger:      testLogger(t).With("node", name),
 	})
 	if err != nil {
 		t.Fatalf("starting node %s: %v", name, err)

@@ -39,10 +39,17 @@ func (n *Node) syncPeers() {
 		if _, ok := want[k]; !ok {
 			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", k.Hex())
 			n.bind.ForgetPeer(k)
+			if n.direct != nil {
+				n.direct.RemovePeer(k)
+			}
 		}
 	}
 	for k, pc := range want {
-		if old, ok := n.configured[k]; ok && old == pc {
+		old, known := n.configured[k]
+		if !known && n.direct != nil {
+			n.direct.AddPeer(k)
+		}
+		if known && old == pc {
 			continue
 		}
 		fmt.Fprintf(&b, "public_key=%s\npreshared_key=%x\nendpoint=%s\nreplace_allowed_ips=true\n",

@@ -17,9 +17,10 @@ type Status struct {
 	PublicKey  string         `json:"publicKey"`
 	IPv4       string         `json:"ipv4"`
 	IPv6       string         `json:"ipv6"`
-	Rendezvous string         `json:"rendezvous"` // first 8 hex characters of the hash the relays see
-	Transport  string         `json:"transport"`  // configured mode: auto, relay
-	Adapter    string         `json:"adapter"`    // "userspace" or "tun:NAME"
+	Rendezvous string         `json:"rendezvous"`    // first 8 hex characters of the hash the relays see
+	Transport  string         `json:"transport"`     // configured mode: auto, relay
+	UDP        string         `json:"udp,omitempty"` // local address of the direct path's socket
+	Adapter    string         `json:"adapter"`       // "userspace" or "tun:NAME"
 	Started    time.Time      `json:"started"`
 	Relays     []RelayStatus  `json:"relays"`
 	Members    []MemberStatus `json:"members"`
@@ -48,6 +49,16 @@ type MemberStatus struct {
 	RxBytes       uint64    `json:"rxBytes"`
 	TxBytes       uint64    `json:"txBytes"`
 	LastSeen      time.Time `json:"lastSeen"` // last membership announcement
+	// Direct is the direct UDP path's state; absent with transport "relay".
+	Direct *DirectStatus `json:"direct,omitempty"`
+}
+
+// DirectStatus describes the direct UDP path to one member.
+type DirectStatus struct {
+	State  string    `json:"state"`            // connecting, direct or lost
+	Remote string    `json:"remote,omitempty"` // the member's address on the path, while direct
+	RTTMs  float64   `json:"rttMs,omitempty"`  // ICE's latest round-trip time
+	Since  time.Time `json:"since,omitzero"`   // when the state last changed
 }
 
 // Status returns a snapshot of the node.
@@ -59,9 +70,12 @@ func (n *Node) Status() Status {
 		IPv4:       v4.String(),
 		IPv6:       v6.String(),
 		Rendezvous: hex.EncodeToString(n.keys.Rendezvous[:4]),
-		Transport:  "relay",
+		Transport:  n.cfg.Transport,
 		Adapter:    n.adapter.String(),
 		Started:    n.started,
+	}
+	if n.direct != nil {
+		st.UDP = n.direct.LocalAddr().String()
 	}
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
@@ -88,6 +102,18 @@ func (n *Node) Status() Status {
 		}
 		p := n.bind.PathTo(m.Key)
 		ms.Path, ms.PathSince = p.Name, p.Since
+		if n.direct != nil {
+			if pi, ok := n.direct.PathInfo(m.Key); ok {
+				ds := &DirectStatus{State: pi.State.String(), Since: pi.Since}
+				if pi.Remote.IsValid() {
+					ds.Remote = pi.Remote.String()
+				}
+				if pi.RTT > 0 {
+					ds.RTTMs = float64(pi.RTT.Microseconds()) / 1000
+				}
+				ms.Direct = ds
+			}
+		}
 		if w, ok := wg[m.Key]; ok {
 			ms.LastHandshake, ms.RxBytes, ms.TxBytes = w.lastHandshake, w.rx, w.tx
 		}

@@ -32,6 +32,8 @@ type upSettings struct {
 	Forward       listValue
 	Expose        listValue
 	TUN           string
+	ListenPort    string
+	STUN          listValue
 	CAFile        string
 	LogLevel      string
 	Open          bool
@@ -66,6 +68,8 @@ func (s *upSettings) table() []setting {
 		{flag: "socks5", env: "PLURENET_SOCKS5", fileKeys: []string{"socks5"}, usage: "serve a SOCKS5 proxy into the mesh on this local address", str: &s.SOCKS5},
 		{flag: "forward", env: "PLURENET_FORWARD", fileKeys: []string{"forward"}, usage: "LOCAL=MEMBER:PORT: forward a local port to a member (repeatable)", list: &s.Forward},
 		{flag: "expose", env: "PLURENET_EXPOSE", fileKeys: []string{"expose"}, usage: "PORT[=HOST:PORT]: let members reach a local service on this node's overlay IP (repeatable)", list: &s.Expose},
+		{flag: "listen-port", env: "PLURENET_LISTEN_PORT", fileKeys: []string{"listenPort"}, usage: "UDP port of the direct path (default: random)", str: &s.ListenPort},
+		{flag: "stun", env: "PLURENET_STUN", fileKeys: []string{"stun"}, usage: "STUN server host:port for the direct path, repeatable (default: each relay's host, port 3478; \"none\" for none)", list: &s.STUN},
 		{flag: "tun", env: "PLURENET_TUN", fileKeys: []string{"tun"}, usage: "use a kernel TUN device with this name (needs CAP_NET_ADMIN)", str: &s.TUN},
 		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},
 		{flag: "log-level", env: "PLURENET_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "debug, info, warn or error", str: &s.LogLevel},

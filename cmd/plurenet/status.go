@@ -48,7 +48,11 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func printStatus(w io.Writer, st overlay.Status, now time.Time) {
-	fmt.Fprintf(w, "%s  %s  %s  key %s  (%s, %s)\n", st.Name, st.IPv4, st.IPv6, st.PublicKey[:8], st.Adapter, st.Transport)
+	fmt.Fprintf(w, "%s  %s  %s  key %s  (%s, transport %s", st.Name, st.IPv4, st.IPv6, st.PublicKey[:8], st.Adapter, st.Transport)
+	if st.UDP != "" {
+		fmt.Fprintf(w, ", udp %s", st.UDP)
+	}
+	fmt.Fprintln(w, ")")
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING: %s\n", warn)
 	}
@@ -72,6 +76,14 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 		path := m.Path
 		if path == "" {
 			path = "-"
+		}
+		if d := m.Direct; d != nil {
+			switch {
+			case path == "direct" && d.Remote != "":
+				path = fmt.Sprintf("direct %s %.2fms", d.Remote, d.RTTMs)
+			case d.State != "direct":
+				path += " (direct: " + d.State + ")"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(m.Name), m.IPv4, m.IPv6, path,
 			ago(now, m.LastHandshake), bytesString(m.RxBytes), bytesString(m.TxBytes))

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 
 	"github.com/plures/plurenet/internal/mesh"
@@ -153,10 +154,9 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 	}
 	switch s.Transport {
 	case "", "auto", "relay":
-		// auto would also try the direct path; until the direct
-		// transport exists it means the relays alone.
+		cfg.Transport = s.Transport
 	case "direct":
-		return cfg, errors.New("--transport direct is not implemented yet; use auto or relay")
+		return cfg, errors.New("--transport direct (no relay at all: static peers and LAN discovery) is not implemented yet; use auto, which goes direct whenever the network allows")
 	default:
 		return cfg, usageErrorf("--transport %q: want auto, relay or direct", s.Transport)
 	}
@@ -169,6 +169,24 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		cfg.Relays = append(cfg.Relays, s.RelayFallback)
 	}
 	cfg.StateDir = pick(s.StateDir, defaultStateDir(getenv))
+	if s.ListenPort != "" {
+		p, err := strconv.ParseUint(s.ListenPort, 10, 16)
+		if err != nil {
+			return cfg, usageErrorf("--listen-port %q: want a UDP port, 0 to 65535", s.ListenPort)
+		}
+		cfg.ListenPort = int(p)
+	}
+	switch {
+	case len(s.STUN) == 1 && s.STUN[0] == "none":
+		cfg.STUNServers = []string{}
+	case len(s.STUN) > 0:
+		for _, hp := range s.STUN {
+			if _, _, err := net.SplitHostPort(hp); err != nil {
+				return cfg, usageErrorf("--stun %q: want host:port", hp)
+			}
+		}
+		cfg.STUNServers = s.STUN
+	}
 	if s.IP != "" {
 		ip, err := netip.ParseAddr(s.IP)
 		if err != nil || !ip.Is4() {

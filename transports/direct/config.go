@@ -1,0 +1,120 @@
+package direct
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/plures/plurenet/internal/nodekey"
+)
+
+// Timing of the path state machine.
+const (
+	// KeepaliveInterval is how often ICE sends a consent check (a STUN
+	// binding request, RFC 7675) on a direct path, whatever WireGuard sends.
+	// Three of them fit in LossTimeout, so one lost probe never fails a
+	// path.
+	KeepaliveInterval = time.Second
+
+	// LossTimeout is how long a direct path may go without any packet from
+	// the peer (WireGuard or STUN) before it is declared lost and the Bind
+	// falls back to a relay. The peer probes every KeepaliveInterval, so
+	// silence this long means the path is gone, not idle.
+	LossTimeout = 3 * time.Second
+
+	// connectTimeout bounds one ICE attempt, gathering included: host
+	// candidates pair in milliseconds and a hole punch in well under a
+	// second; an attempt that has not succeeded in 10 s will not, and is
+	// retried later with backoff.
+	connectTimeout = 10 * time.Second
+
+	// retryMin and retryMax bound the delay before the next ICE attempt
+	// after a failure or a loss: a path that flaps or a peer behind a NAT
+	// that cannot be punched costs a few STUN packets a minute at most.
+	retryMin = 2 * time.Second
+	retryMax = 60 * time.Second
+
+	// offerRetransmitMin/Max pace offers (and requests) sent before an answer
+	// arrives: signals travel over a relay and may be lost.
+	offerRetransmitMin = 500 * time.Millisecond
+	offerRetransmitMax = 2 * time.Second
+
+	// minSessionInterval is the least time between two sessions the
+	// controlling member starts at the request of its peer, so a peer
+	// flooding requests cannot make it churn ICE agents.
+	minSessionInterval = time.Second
+
+	// stunGatherTimeout bounds the wait for a STUN server's answer when
+	// gathering server-reflexive candidates; the offer waits for gathering,
+	// so an unreachable STUN server delays an attempt by this much.
+	stunGatherTimeout = 3 * time.Second
+
+	// tickInterval is how often a peer's state machine looks at its timers.
+	// Reachable checks liveness itself, so this only bounds how late a
+	// state change is noticed for status and retries.
+	tickInterval = 250 * time.Millisecond
+)
+
+// Config configures a Transport. Signal is required; the zero value of
+// everything else is usable.
+type Config struct {
+	// PrivateKey is this node's key. Its public half decides ICE roles (the
+	// lower key controls) and is never sent by this package.
+	PrivateKey nodekey.Private
+
+	// ListenPort is the UDP port of the socket; 0 picks a random one.
+	ListenPort int
+	// ListenAddr is the IPv4 address to bind; the zero value binds every
+	// address. Tests bind 127.0.0.1.
+	ListenAddr netip.Addr
+
+	// STUNServers are "host:port" STUN servers used to learn this node's
+	// public (server-reflexive) address. Without one only host candidates
+	// are gathered, which connects members of one LAN but punches no NAT.
+	STUNServers []string
+
+	// Signal sends a signal message to peer. It must not block for long
+	// (it is called from the peer's state machine); a message it cannot
+	// send may be dropped: signals are retransmitted.
+	Signal func(peer nodekey.Public, msg []byte) error
+
+	// Deliver, if set, receives WireGuard packets read while no Bind has
+	// this transport's ReceiveFunc open (the device is down, or the
+	// transport was added after the Bind opened). Usually Bind.Deliver. The
+	// callee owns pkt. Without it such packets are dropped and counted.
+	Deliver func(from nodekey.Public, pkt []byte)
+
+	Logger *slog.Logger
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Signal == nil {
+		return cfg, errors.New("direct: no Signal func: ICE needs a signaling channel to the peers")
+	}
+	if cfg.PrivateKey.IsZero() {
+		return cfg, errors.New("direct: no private key")
+	}
+	if cfg.ListenPort < 0 || cfg.ListenPort > 65535 {
+		return cfg, fmt.Errorf("direct: listen port %d out of range", cfg.ListenPort)
+	}
+	if cfg.ListenAddr.IsValid() && !cfg.ListenAddr.Unmap().Is4() {
+		return cfg, fmt.Errorf("direct: listen address %s: only IPv4 is supported", cfg.ListenAddr)
+	}
+	for _, s := range cfg.STUNServers {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil || host == "" {
+			return cfg, fmt.Errorf("direct: STUN server %q: want host:port", s)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return cfg, fmt.Errorf("direct: STUN server %q: bad port", s)
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg, nil
+}

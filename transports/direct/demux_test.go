@@ -1,0 +1,75 @@
+package direct
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/pion/stun/v4"
+)
+
+func TestClassify(t *testing.T) {
+	wg := func(typ byte, n int) []byte {
+		b := make([]byte, n)
+		b[0] = typ
+		return b
+	}
+	binding := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.NewUsername("a:b"), stun.Fingerprint).Raw
+	// A STUN header whose type bytes look like a WireGuard type (0x0100,
+	// length 0): WireGuard wins, as documented.
+	stunLike := append([]byte{1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42}, make([]byte, 24)...)
+	// A WireGuard initiation whose sender index happens to equal the magic
+	// cookie is still WireGuard.
+	cookieIndex := wg(1, 148)
+	copy(cookieIndex[4:], []byte{0x21, 0x12, 0xa4, 0x42})
+	badTop := bytes.Clone(binding)
+	badTop[0] |= 0x80
+
+	tests := []struct {
+		name string
+		in   []byte
+		want packetClass
+	}{
+		{"wg initiation", wg(1, 148), classWireGuard},
+		{"wg response", wg(2, 92), classWireGuard},
+		{"wg cookie", wg(3, 64), classWireGuard},
+		{"wg data", wg(4, 32), classWireGuard},
+		{"wg data large", wg(4, 1452), classWireGuard},
+		{"wg sender index = cookie", cookieIndex, classWireGuard},
+		{"wg too short", wg(4, 31), classOther},
+		{"wg type 5", wg(5, 148), classOther},
+		{"wg type 0", wg(0, 148), classOther},
+		{"wg reserved byte set", func() []byte { b := wg(4, 64); b[2] = 1; return b }(), classOther},
+		{"stun binding", binding, classSTUN},
+		{"stun success", stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw, classSTUN},
+		{"stun top bits set", badTop, classOther},
+		{"stun-like header", stunLike, classWireGuard},
+		{"stun short", binding[:19], classOther},
+		{"empty", nil, classOther},
+		{"dns-ish", []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}, classOther},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := classify(tt.in); got != tt.want {
+				t.Fatalf("classify = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzClassify(f *testing.F) {
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Add(append([]byte{4, 0, 0, 0}, make([]byte, 60)...))
+	f.Add([]byte{1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		switch classify(b) {
+		case classWireGuard:
+			if len(b) < wireGuardMinLen || b[0] < 1 || b[0] > 4 || b[1]|b[2]|b[3] != 0 {
+				t.Fatalf("% x classified as WireGuard", b[:min(len(b), 8)])
+			}
+		case classSTUN:
+			if !stun.IsMessage(b) || b[0]&0xC0 != 0 {
+				t.Fatalf("% x classified as STUN", b[:min(len(b), 8)])
+			}
+		}
+	})
+}

@@ -1,0 +1,23 @@
+// Package direct is plurenet's direct UDP path: ICE (pion/ice) punches a
+// hole through NATs between two members, and WireGuard packets then travel
+// peer to peer over one UDP socket per node.
+//
+// The socket carries both kinds of traffic. Each received datagram is
+// classified by its first bytes: WireGuard messages go to the WireGuard
+// device (through the conn.ReceiveFunc the Transport offers the
+// transports.Bind, which reads batches straight into the device's buffers),
+// STUN messages go to ICE, anything else is dropped and counted.
+//
+// ICE needs the two members to exchange credentials and candidates. The
+// Transport encodes them as small versioned messages (see signal.go) and
+// hands them to Config.Signal; the caller carries them (the overlay seals
+// them as mesh.KindSignal and sends them over the relay) and feeds what
+// arrives to HandleSignal. The member with the lower public key controls the
+// ICE session, so both sides agree on roles without a round trip.
+//
+// Per peer the path moves connecting -> direct -> lost -> connecting...:
+// Reachable is true only while the path is direct and a packet arrived from
+// the peer within LossTimeout, so the Bind falls back to a relay within that
+// time when the path dies, and comes back to it when ICE succeeds again. The
+// WireGuard session is never touched.
+package direct

@@ -1,0 +1,381 @@
+package direct
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/transports"
+)
+
+// peerInbox bounds signals waiting for a peer's state machine. A peer sends
+// a few per attempt; excess (a flood, or a stalled machine) is dropped like
+// any lost signal and retransmission recovers.
+const peerInbox = 16
+
+// peer is the direct path to one member: a state machine goroutine that
+// owns the ICE sessions, and the validated path the data plane reads.
+type peer struct {
+	t           *Transport
+	key         nodekey.Public
+	ep          conn.Endpoint // the Bind endpoint, made once so receive does not allocate
+	controlling bool
+	log         *slog.Logger
+
+	inbox  chan signal
+	kick   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	path atomic.Pointer[directPath] // nil unless direct
+
+	mu     sync.Mutex
+	status PathInfo
+
+	// Owned by run.
+	sess       *session
+	state      PathState
+	retryAt    time.Time
+	attempts   int       // failed attempts since the last direct path, for backoff
+	connSince  time.Time // controlled: when it began waiting for an offer
+	reqNext    time.Time // controlled: when to (re)send a request
+	reqGap     time.Duration
+	lastSeen   uint64    // controlled: newest session id offered
+	lastStart  time.Time // controlling: when the current session started
+	pendingNew bool      // controlling: the peer asked for a session; start when allowed
+	pendingMin uint64    // controlling: the new session id must exceed this
+}
+
+// directPath is a validated path: the peer's address on the selected ICE
+// pair and when a packet last came from it.
+type directPath struct {
+	addr     netip.AddrPort
+	udpAddr  *net.UDPAddr
+	lastRecv atomic.Int64 // Transport.now() of the last packet from addr
+}
+
+func newPeer(t *Transport, key nodekey.Public) *peer {
+	ctrl := t.controlling(key)
+	role := "controlled"
+	if ctrl {
+		role = "controlling"
+	}
+	return &peer{
+		t:           t,
+		key:         key,
+		ep:          transports.Endpoint{Key: key},
+		controlling: ctrl,
+		log:         t.log.With("peer", key.ShortString(), "role", role),
+		inbox:       make(chan signal, peerInbox),
+		kick:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
+	}
+}
+
+func (p *peer) start() {
+	ctx, cancel := context.WithCancel(p.t.ctx)
+	p.cancel = cancel
+	go p.run(ctx)
+}
+
+// stop ends the state machine and waits for it (and its ICE agent).
+func (p *peer) stop() {
+	p.cancel()
+	<-p.done
+}
+
+// post queues a received signal; it never blocks.
+func (p *peer) post(s signal) {
+	select {
+	case p.inbox <- s:
+	default:
+		p.log.Debug("direct: signal dropped, inbox full", "type", s.Type)
+	}
+}
+
+// wake asks the state machine to look at its session now.
+func (p *peer) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// livePath returns the direct path if a packet arrived on it within
+// LossTimeout.
+func (p *peer) livePath(now int64) *directPath {
+	dp := p.path.Load()
+	if dp == nil || now-dp.lastRecv.Load() > int64(LossTimeout) {
+		return nil
+	}
+	return dp
+}
+
+// touchGranularity limits stores to the shared timestamp to one per
+// millisecond, so receiving cores do not fight over its cache line.
+const touchGranularity = int64(time.Millisecond)
+
+// touch records that a packet arrived from addr.
+func (p *peer) touch(addr netip.AddrPort, now int64) {
+	dp := p.path.Load()
+	if dp != nil && dp.addr == addr && now-dp.lastRecv.Load() > touchGranularity {
+		dp.lastRecv.Store(now)
+	}
+}
+
+func (p *peer) info() PathInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+func (p *peer) setState(st PathState, remote netip.AddrPort, rtt time.Duration, now time.Time) {
+	p.state = st
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.status.State != st {
+		p.status.Since = now
+	}
+	p.status.State, p.status.Remote, p.status.RTT = st, remote, rtt
+}
+
+func (p *peer) run(ctx context.Context) {
+	defer close(p.done)
+	defer p.endSession()
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
+	p.attempt(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-p.inbox:
+			p.onSignal(s, time.Now())
+		case <-p.kick:
+		case <-tick.C:
+		}
+		p.step(time.Now())
+	}
+}
+
+// attempt begins connecting: the controlling side starts a session, the
+// controlled side asks for one.
+func (p *peer) attempt(now time.Time) {
+	if p.controlling {
+		p.startSession(now, 0)
+		return
+	}
+	p.connSince, p.reqNext, p.reqGap = now, now, offerRetransmitMin
+	p.setState(StateConnecting, netip.AddrPort{}, 0, now)
+}
+
+func (p *peer) startSession(now time.Time, atLeast uint64) {
+	p.endSession()
+	p.pendingNew, p.lastStart = false, now
+	s, err := p.t.newSession(p.t.nextSession(atLeast), true, p.wake)
+	if err != nil {
+		p.log.Warn("direct: starting ICE", "err", err)
+		p.lose(now, "ice agent")
+		return
+	}
+	s.nextSend = now
+	p.sess = s
+	p.setState(StateConnecting, netip.AddrPort{}, 0, now)
+}
+
+// endSession closes the ICE agent and withdraws the direct path.
+func (p *peer) endSession() {
+	if dp := p.path.Swap(nil); dp != nil {
+		p.t.setAddr(netip.AddrPort{}, nil, dp.addr)
+	}
+	if p.sess != nil {
+		p.sess.close()
+		p.sess = nil
+	}
+}
+
+// lose ends the attempt or the path and schedules the next attempt with
+// exponential backoff and jitter.
+func (p *peer) lose(now time.Time, reason string) {
+	if p.state == StateDirect {
+		p.log.Info("direct path lost; falling back", "reason", reason)
+	} else {
+		p.log.Debug("direct: attempt failed", "reason", reason)
+	}
+	p.endSession()
+	p.retryAt = now.Add(retryDelay(p.attempts))
+	p.attempts++
+	p.setState(StateLost, netip.AddrPort{}, 0, now)
+}
+
+// retryDelay is retryMin doubled per failed attempt up to retryMax, with
+// the upper half jittered so peers that failed together retry apart.
+func retryDelay(attempts int) time.Duration {
+	d := retryMax
+	if attempts < 16 {
+		d = min(retryMin<<attempts, retryMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (p *peer) signal(s *signal) {
+	b, err := appendSignal(nil, s)
+	if err != nil {
+		p.log.Warn("direct: encoding signal", "type", s.Type, "err", err)
+		return
+	}
+	if err := p.t.cfg.Signal(p.key, b); err != nil {
+		p.log.Debug("direct: signal not sent", "type", s.Type, "err", err)
+	}
+}
+
+// onSignal applies a signal from the peer.
+func (p *peer) onSignal(s signal, now time.Time) {
+	switch {
+	case p.controlling && s.Type == sigAnswer:
+		ses := p.sess
+		if ses == nil || s.Session != ses.id || ses.answered || p.state != StateConnecting {
+			return // a duplicate, or for a session that is gone
+		}
+		ses.answered = true
+		ses.addRemote(s.Candidates)
+		if _, err := ses.agent.StartDial(s.Ufrag, s.Pwd); err != nil {
+			p.log.Debug("direct: starting checks", "err", err)
+			p.lose(now, "ice dial")
+		}
+	case p.controlling && s.Type == sigRequest:
+		var cur uint64
+		if p.sess != nil {
+			cur = p.sess.id
+		}
+		switch {
+		case s.Session >= cur, s.Session == 0 && p.state == StateDirect:
+			// The peer gave up on our newest session, or has none (it
+			// restarted): start over, rate-limited in step.
+			p.pendingNew = true
+			p.pendingMin = max(p.pendingMin, s.Session)
+		case p.sess != nil && !p.sess.answered:
+			// It has not seen the current offer yet: resend it now.
+			p.sess.nextSend, p.sess.sendGap = now, offerRetransmitMin
+		}
+	case !p.controlling && s.Type == sigOffer:
+		if p.sess != nil && s.Session == p.sess.id {
+			p.sess.answerSent = false // our answer was lost: resend
+			return
+		}
+		if s.Session <= p.lastSeen {
+			return // older than a session we already took
+		}
+		p.lastSeen = s.Session
+		p.endSession()
+		ses, err := p.t.newSession(s.Session, false, p.wake)
+		if err != nil {
+			p.log.Warn("direct: starting ICE", "err", err)
+			p.lose(now, "ice agent")
+			return
+		}
+		p.sess = ses
+		p.setState(StateConnecting, netip.AddrPort{}, 0, now)
+		ses.addRemote(s.Candidates)
+		if _, err := ses.agent.StartAccept(s.Ufrag, s.Pwd); err != nil {
+			p.log.Debug("direct: starting checks", "err", err)
+			p.lose(now, "ice accept")
+		}
+	default:
+		p.log.Debug("direct: ignoring signal for the other role", "type", s.Type)
+	}
+}
+
+// step advances the state machine on timers and pion's progress.
+func (p *peer) step(now time.Time) {
+	if p.pendingNew && now.Sub(p.lastStart) >= minSessionInterval {
+		p.startSession(now, p.pendingMin)
+	}
+	switch p.state {
+	case StateConnecting:
+		p.stepConnecting(now)
+	case StateDirect:
+		ses := p.sess
+		if ses.view().dead() {
+			p.lose(now, "ice failed")
+			return
+		}
+		if p.livePath(p.t.now()) == nil {
+			p.lose(now, "no packet for "+LossTimeout.String())
+			return
+		}
+		remote, rtt, ok := ses.selectedRemote()
+		if ok && remote != p.status.Remote {
+			p.useRemote(remote) // ICE moved to another pair
+		}
+		p.setState(StateDirect, remote, rtt, now)
+	case StateLost:
+		if !now.Before(p.retryAt) {
+			p.attempt(now)
+		}
+	}
+}
+
+func (p *peer) stepConnecting(now time.Time) {
+	ses := p.sess
+	if ses == nil { // controlled, waiting for an offer
+		if now.Sub(p.connSince) > connectTimeout {
+			p.lose(now, "no offer")
+			return
+		}
+		if !now.Before(p.reqNext) {
+			p.signal(&signal{Type: sigRequest, Session: p.lastSeen})
+			p.reqNext = now.Add(p.reqGap)
+			p.reqGap = min(p.reqGap*2, offerRetransmitMax)
+		}
+		return
+	}
+	v := ses.view()
+	if v.dead() || now.Sub(ses.started) > connectTimeout {
+		p.lose(now, "ice attempt timed out")
+		return
+	}
+	if v.gathered {
+		if p.controlling && !ses.answered && !now.Before(ses.nextSend) {
+			p.signal(&signal{Type: sigOffer, Session: ses.id, Ufrag: ses.ufrag, Pwd: ses.pwd, Candidates: ses.candidates()})
+			ses.nextSend = now.Add(ses.sendGap)
+			ses.sendGap = min(ses.sendGap*2, offerRetransmitMax)
+		}
+		if !p.controlling && !ses.answerSent {
+			p.signal(&signal{Type: sigAnswer, Session: ses.id, Ufrag: ses.ufrag, Pwd: ses.pwd, Candidates: ses.candidates()})
+			ses.answerSent = true
+		}
+	}
+	if v.state != ice.ConnectionStateConnected || !v.selected {
+		return
+	}
+	remote, rtt, ok := ses.selectedRemote()
+	if !ok {
+		return
+	}
+	p.useRemote(remote)
+	p.attempts = 0
+	p.setState(StateDirect, remote, rtt, now)
+	p.log.Info("direct path up", "remote", remote.String(), "rtt", rtt, "took", now.Sub(ses.started).Round(time.Millisecond))
+}
+
+// useRemote makes remote the validated path: WireGuard packets from it are
+// attributed to this peer and packets to the peer go to it.
+func (p *peer) useRemote(remote netip.AddrPort) {
+	dp := &directPath{addr: remote, udpAddr: net.UDPAddrFromAddrPort(remote)}
+	dp.lastRecv.Store(p.t.now())
+	var old netip.AddrPort
+	if prev := p.path.Swap(dp); prev != nil {
+		old = prev.addr
+	}
+	p.t.setAddr(remote, p, old)
+}

@@ -1,0 +1,113 @@
+package direct
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestSignalRoundTrip(t *testing.T) {
+	cand := "1234 1 udp 2130706431 10.1.0.2 40000 typ host"
+	long := strings.Repeat("x", maxCandidateLen)
+	many := make([]string, maxCandidates)
+	for i := range many {
+		many[i] = long
+	}
+	tests := []struct {
+		name string
+		s    signal
+	}{
+		{"offer", signal{Type: sigOffer, Session: 42, Ufrag: "abcd", Pwd: "0123456789012345678901", Candidates: []string{cand}}},
+		{"answer no candidates", signal{Type: sigAnswer, Session: 1 << 63, Ufrag: "u", Pwd: "p"}},
+		{"request", signal{Type: sigRequest, Session: 7}},
+		{"request zero", signal{Type: sigRequest}},
+		{"largest", signal{Type: sigOffer, Session: ^uint64(0), Ufrag: strings.Repeat("u", maxUfragLen), Pwd: strings.Repeat("p", maxPwdLen), Candidates: many}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := appendSignal(nil, &tt.s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > MaxSignalSize {
+				t.Fatalf("%d bytes, more than MaxSignalSize %d", len(b), MaxSignalSize)
+			}
+			got, err := parseSignal(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.s) {
+				t.Fatalf("round trip: got %+v, want %+v", got, tt.s)
+			}
+			// Trailing bytes (a later version's fields) are ignored, within
+			// the size bound.
+			if len(b)+3 > MaxSignalSize {
+				return
+			}
+			if got, err := parseSignal(append(b, 1, 2, 3)); err != nil || !reflect.DeepEqual(got, tt.s) {
+				t.Fatalf("with trailing bytes: %+v, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestSignalRejects(t *testing.T) {
+	good, _ := appendSignal(nil, &signal{Type: sigOffer, Session: 1, Ufrag: "u", Pwd: "p", Candidates: []string{"c"}})
+	tests := []struct {
+		name    string
+		in      []byte
+		wantErr error
+	}{
+		{"empty", nil, ErrBadSignal},
+		{"version 2", append([]byte{2}, good[1:]...), ErrSignalVersion},
+		{"short header", good[:5], ErrBadSignal},
+		{"truncated ufrag", good[:signalHeaderLen+1], ErrBadSignal},
+		{"truncated candidate", good[:len(good)-1], ErrBadSignal},
+		{"unknown type", func() []byte { b := append([]byte(nil), good...); b[1] = 9; return b }(), ErrBadSignal},
+		{"offer without ufrag", []byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'p', 0}, ErrBadSignal},
+		{"request with creds", []byte{1, 3, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'u', 1, 'p', 0}, ErrBadSignal},
+		{"control byte", []byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, '\n', 1, 'p', 0}, ErrBadSignal},
+		{"too many candidates", []byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'u', 1, 'p', maxCandidates + 1}, ErrBadSignal},
+		{"too large", make([]byte, MaxSignalSize+1), ErrBadSignal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := parseSignal(tt.in); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+	// The encoder refuses what the decoder would.
+	if _, err := appendSignal(nil, &signal{Type: sigOffer, Ufrag: strings.Repeat("u", maxUfragLen+1), Pwd: "p"}); !errors.Is(err, ErrBadSignal) {
+		t.Fatalf("long ufrag encoded: %v", err)
+	}
+}
+
+func FuzzParseSignal(f *testing.F) {
+	for _, s := range []signal{
+		{Type: sigOffer, Session: 42, Ufrag: "abcd", Pwd: "0123456789012345678901", Candidates: []string{"1 1 udp 2130706431 10.1.0.2 40000 typ host"}},
+		{Type: sigRequest, Session: 9},
+	} {
+		b, _ := appendSignal(nil, &s)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := parseSignal(b)
+		if err != nil {
+			return
+		}
+		// Whatever parses re-encodes to something that parses the same.
+		enc, err := appendSignal(nil, &s)
+		if err != nil {
+			t.Fatalf("parsed signal does not encode: %v", err)
+		}
+		again, err := parseSignal(enc)
+		if err != nil || !reflect.DeepEqual(again, s) {
+			t.Fatalf("re-encoding changed it: %+v vs %+v (%v)", again, s, err)
+		}
+		if len(enc) > MaxSignalSize {
+			t.Fatalf("encoding of %d bytes", len(enc))
+		}
+	})
+}

@@ -1,0 +1,422 @@
+package direct
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/stun/v4"
+	"github.com/pion/transport/v5/stdnet"
+	"golang.org/x/net/ipv4"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/transports"
+)
+
+// Name is the transport's name in status output and Bind path names.
+const Name = "direct"
+
+// socketBuffer is the receive and send buffer asked of the kernel: enough
+// for a few milliseconds of gigabit traffic while the device is busy (the
+// same order wireguard-go asks for). The kernel may grant less.
+const socketBuffer = 7 << 20
+
+// ErrNoDirectPath is returned by Send when the peer has no live direct path.
+var ErrNoDirectPath = errors.New("no direct path to peer")
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("direct transport closed")
+
+// Transport is the direct UDP path to the mesh's members.
+type Transport struct {
+	cfg  Config
+	log  *slog.Logger
+	self nodekey.Public
+
+	udp   *net.UDPConn
+	pc4   *ipv4.PacketConn
+	local netip.AddrPort
+	stun  *stunConn
+	mux   *ice.UniversalUDPMuxDefault
+	inet  *stdnet.Net // interfaces as seen from the namespace New ran in
+	urls  []*stun.URI
+	epoch time.Time // monotonic base for packet timestamps
+
+	// peers and byAddr are copy-on-write maps read on the hot path without
+	// a lock; mu serialises writers.
+	mu      sync.Mutex
+	peers   atomic.Pointer[map[nodekey.Public]*peer]
+	byAddr  atomic.Pointer[map[netip.AddrPort]*peer]
+	lastSes uint64 // newest session id handed out; guarded by mu
+	closed  bool   // guarded by mu
+
+	rd reader
+
+	batchPool sync.Pool // *[]ipv4.Message for SendBatch
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	stats counters
+}
+
+type counters struct {
+	wgIn, stunIn                  atomic.Uint64
+	dropUnknownSrc, dropOther     atomic.Uint64
+	dropNoDeliver, dropBlackholed atomic.Uint64
+	signalsBad                    atomic.Uint64
+	// blackhole makes the readers discard every datagram: a test hook for
+	// a path that dies without the socket noticing.
+	blackhole atomic.Bool
+}
+
+var (
+	_ transports.Transport     = (*Transport)(nil)
+	_ transports.BatchSender   = (*Transport)(nil)
+	_ transports.BatchReceiver = (*Transport)(nil)
+)
+
+// New opens the UDP socket and starts reading it. Peers are added with
+// AddPeer. Call New inside the network namespace the socket belongs to:
+// the interfaces for host candidates are read once, here.
+func New(cfg Config) (*Transport, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	t := &Transport{cfg: cfg, log: cfg.Logger.With("transport", Name), self: cfg.PrivateKey.Public(), epoch: time.Now()}
+	for _, s := range cfg.STUNServers {
+		u, err := stun.ParseURI("stun:" + s)
+		if err != nil {
+			return nil, fmt.Errorf("direct: STUN server %q: %w", s, err)
+		}
+		t.urls = append(t.urls, u)
+	}
+	laddr := &net.UDPAddr{Port: cfg.ListenPort}
+	if cfg.ListenAddr.IsValid() {
+		laddr.IP = cfg.ListenAddr.Unmap().AsSlice()
+	}
+	t.udp, err = net.ListenUDP("udp4", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("direct: listening on UDP %s: %w", laddr, err)
+	}
+	_ = t.udp.SetReadBuffer(socketBuffer) // best effort: the kernel caps it
+	_ = t.udp.SetWriteBuffer(socketBuffer)
+	t.local = t.udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	t.pc4 = ipv4.NewPacketConn(t.udp)
+	if t.inet, err = stdnet.NewNet(); err != nil {
+		t.udp.Close()
+		return nil, fmt.Errorf("direct: listing interfaces: %w", err)
+	}
+	t.stun = newSTUNConn(t.udp)
+	t.mux = ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
+		Logger:  pionLogger{log: t.log}.NewLogger("mux"),
+		UDPConn: t.stun,
+		Net:     t.inet,
+	})
+	empty := map[nodekey.Public]*peer{}
+	t.peers.Store(&empty)
+	noAddrs := map[netip.AddrPort]*peer{}
+	t.byAddr.Store(&noAddrs)
+	t.batchPool.New = func() any { return newMsgs(transportsBatch) }
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.rd.init(t)
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		t.rd.idleLoop()
+	}()
+	t.log.Info("direct path listening", "addr", t.local.String(), "stun", cfg.STUNServers)
+	return t, nil
+}
+
+// Close stops every peer's ICE agent and every goroutine, closes the
+// socket and waits. It is idempotent.
+func (t *Transport) Close() error {
+	t.closeOnce.Do(func() {
+		t.mu.Lock()
+		t.closed = true
+		ps := *t.peers.Load()
+		empty := map[nodekey.Public]*peer{}
+		t.peers.Store(&empty)
+		t.mu.Unlock()
+		t.cancel()
+		for _, p := range ps {
+			p.stop()
+		}
+		t.mux.Close()
+		t.rd.shutdown()
+		t.udp.Close()
+		t.wg.Wait()
+	})
+	return nil
+}
+
+// LocalAddr is the socket's local address.
+func (t *Transport) LocalAddr() netip.AddrPort { return t.local }
+
+// Name returns "direct".
+func (t *Transport) Name() string { return Name }
+
+// AddPeer starts looking for a direct path to peer (a member joined). It
+// is a no-op for a peer already added or for this node's own key.
+func (t *Transport) AddPeer(key nodekey.Public) {
+	if key == t.self {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.peers.Load()
+	if t.closed || old[key] != nil {
+		return
+	}
+	p := newPeer(t, key)
+	next := make(map[nodekey.Public]*peer, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[key] = p
+	t.peers.Store(&next)
+	p.start()
+}
+
+// RemovePeer stops the peer's ICE agent and forgets its path (a member
+// left). It waits for the peer's state machine to end.
+func (t *Transport) RemovePeer(key nodekey.Public) {
+	t.mu.Lock()
+	old := *t.peers.Load()
+	p := old[key]
+	if p != nil {
+		next := make(map[nodekey.Public]*peer, len(old))
+		for k, v := range old {
+			if k != key {
+				next[k] = v
+			}
+		}
+		t.peers.Store(&next)
+	}
+	t.mu.Unlock()
+	if p != nil {
+		p.stop()
+	}
+}
+
+func (t *Transport) peer(key nodekey.Public) *peer { return (*t.peers.Load())[key] }
+
+// HandleSignal takes a signal message the caller received from peer from
+// (authenticated by the caller: the overlay opens it with the mesh key and
+// checks the sender). Messages from unknown peers and malformed messages are
+// dropped with an error; the caller may log it at debug level.
+func (t *Transport) HandleSignal(from nodekey.Public, msg []byte) error {
+	s, err := parseSignal(msg)
+	if err != nil {
+		t.stats.signalsBad.Add(1)
+		return fmt.Errorf("direct: signal from %s: %w", from.ShortString(), err)
+	}
+	p := t.peer(from)
+	if p == nil {
+		return fmt.Errorf("direct: signal from %s: not a peer", from.ShortString())
+	}
+	p.post(s)
+	return nil
+}
+
+// controlling reports whether this node controls ICE with peer: the lower
+// key does, so both sides agree without a round trip.
+func (t *Transport) controlling(peer nodekey.Public) bool {
+	return bytes.Compare(t.self[:], peer[:]) < 0
+}
+
+// nextSession returns a session id greater than every id handed out before
+// and than atLeast (the newest the peer has seen): ids start from the clock
+// so a restarted node's sessions supersede its previous life's.
+func (t *Transport) nextSession(atLeast uint64) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	id := uint64(time.Now().UnixNano())
+	if id <= t.lastSes {
+		id = t.lastSes + 1
+	}
+	if id <= atLeast {
+		id = atLeast + 1
+	}
+	t.lastSes = id
+	return id
+}
+
+// setAddr maps a validated remote address to p (or unmaps it, p == nil),
+// so received WireGuard packets from it are attributed to p.
+func (t *Transport) setAddr(addr netip.AddrPort, p *peer, old netip.AddrPort) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cur := *t.byAddr.Load()
+	next := make(map[netip.AddrPort]*peer, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	if old.IsValid() && next[old] == p {
+		delete(next, old)
+	}
+	if p != nil && addr.IsValid() {
+		next[addr] = p
+	}
+	t.byAddr.Store(&next)
+}
+
+// now is a monotonic timestamp for liveness (nanoseconds since New).
+func (t *Transport) now() int64 { return int64(time.Since(t.epoch)) }
+
+// Reachable reports whether peer has a validated direct path on which a
+// packet arrived within LossTimeout.
+func (t *Transport) Reachable(peer nodekey.Public) bool {
+	p := t.peer(peer)
+	return p != nil && p.livePath(t.now()) != nil
+}
+
+// Send sends one WireGuard packet to peer on its direct path.
+func (t *Transport) Send(peer nodekey.Public, pkt []byte) error {
+	p := t.peer(peer)
+	if p == nil {
+		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
+	}
+	path := p.livePath(t.now())
+	if path == nil {
+		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
+	}
+	if _, err := t.udp.WriteToUDPAddrPort(pkt, path.addr); err != nil {
+		return fmt.Errorf("direct: sending to %s: %w", path.addr, err)
+	}
+	return nil
+}
+
+// transportsBatch is the most messages one sendmmsg carries; the device
+// never passes more than conn.IdealBatchSize.
+const transportsBatch = 128
+
+func newMsgs(n int) *[]ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = make([][]byte, 1)
+	}
+	return &ms
+}
+
+// releaseMsgs drops references to packets so a pooled batch does not
+// keep the device's buffers alive.
+func releaseMsgs(ms []ipv4.Message) {
+	for i := range ms {
+		ms[i].Buffers[0], ms[i].Addr = nil, nil
+	}
+}
+
+// SendBatch sends WireGuard packets to peer on its direct path with as few
+// sendmmsg calls as the kernel allows.
+func (t *Transport) SendBatch(peer nodekey.Public, pkts [][]byte) error {
+	p := t.peer(peer)
+	if p == nil {
+		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
+	}
+	path := p.livePath(t.now())
+	if path == nil {
+		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
+	}
+	mp := t.batchPool.Get().(*[]ipv4.Message)
+	defer t.batchPool.Put(mp)
+	ms := *mp
+	for len(pkts) > 0 {
+		n := min(len(pkts), len(ms))
+		for i := range n {
+			ms[i].Buffers[0] = pkts[i]
+			ms[i].Addr = path.udpAddr
+		}
+		for sent := 0; sent < n; {
+			k, err := t.pc4.WriteBatch(ms[sent:n], 0)
+			if err != nil {
+				releaseMsgs(ms[:n])
+				return fmt.Errorf("direct: sending to %s: %w", path.addr, err)
+			}
+			sent += k
+		}
+		releaseMsgs(ms[:n])
+		pkts = pkts[n:]
+	}
+	return nil
+}
+
+// PathState is where a peer's direct path stands.
+type PathState int
+
+const (
+	// StateConnecting: ICE is gathering, signaling or checking.
+	StateConnecting PathState = iota + 1
+	// StateDirect: a pair is selected and packets arrive on it.
+	StateDirect
+	// StateLost: no direct path; the next ICE attempt waits for backoff.
+	StateLost
+)
+
+func (s PathState) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateDirect:
+		return "direct"
+	case StateLost:
+		return "lost"
+	}
+	return "unknown"
+}
+
+// PathInfo describes a peer's direct path for status output.
+type PathInfo struct {
+	State  PathState
+	Remote netip.AddrPort // the peer's address on the selected pair; zero unless direct
+	RTT    time.Duration  // ICE's latest round-trip time on the selected pair
+	Since  time.Time      // when State last changed
+}
+
+// PathInfo returns the peer's direct path state; ok is false for a peer
+// that was not added.
+func (t *Transport) PathInfo(peer nodekey.Public) (PathInfo, bool) {
+	p := t.peer(peer)
+	if p == nil {
+		return PathInfo{}, false
+	}
+	return p.info(), true
+}
+
+// Stats counts what the transport received and dropped.
+type Stats struct {
+	WireGuardIn     uint64 // WireGuard packets attributed to a peer
+	STUNIn          uint64 // STUN packets passed to ICE
+	DropsUnknownSrc uint64 // WireGuard packets from an address with no validated path
+	DropsOther      uint64 // datagrams that are neither WireGuard nor STUN
+	DropsSTUNQueue  uint64 // STUN packets dropped because ICE did not keep up
+	DropsNoDeliver  uint64 // WireGuard packets read while no Bind was open and no Deliver set
+	DropsBadSignal  uint64 // signal messages that did not parse
+	DropsBlackholed uint64 // test hook
+}
+
+// Stats returns the counters.
+func (t *Transport) Stats() Stats {
+	return Stats{
+		WireGuardIn:     t.stats.wgIn.Load(),
+		STUNIn:          t.stats.stunIn.Load(),
+		DropsUnknownSrc: t.stats.dropUnknownSrc.Load(),
+		DropsOther:      t.stats.dropOther.Load(),
+		DropsSTUNQueue:  t.stun.drops.Load(),
+		DropsNoDeliver:  t.stats.dropNoDeliver.Load(),
+		DropsBadSignal:  t.stats.signalsBad.Load(),
+		DropsBlackholed: t.stats.dropBlackholed.Load(),
+	}
+}

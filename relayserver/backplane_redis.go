@@ -1,0 +1,405 @@
+package relayserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/plures/plurenet/internal/relayproto"
+)
+
+// Presence in Redis: one hash per rendezvous (rvMembersKey), field = the
+// member's 32-byte key, value = the routing instance's 16-byte id followed by
+// the entry's expiry in Redis-clock milliseconds, as decimal. The scripts
+// below are the only writers. They read the clock with TIME inside Redis, so
+// the instances' own clocks never have to agree. A whole hash expires twice
+// the TTL after its last write, so rendezvous whose instances all died leave
+// nothing behind.
+
+// scriptPrelude computes now (ms) on the Redis clock.
+const scriptPrelude = `
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// joinScript: this instance now routes a key (its newest connection is
+// here), whoever held it before. KEYS[1] hash; ARGV: field, instance, ttl ms,
+// channel, join message.
+var joinScript = redis.NewScript(scriptPrelude + `
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. (now + ttl))
+redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+`)
+
+// leaveScript: this instance no longer routes a key. The entry is removed
+// only if it is still ours: after a move to another instance, the old
+// instance's leave must not erase the new route. KEYS[1] hash; ARGV: field,
+// instance, channel, leave message.
+var leaveScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, 16) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+`)
+
+// syncScript refreshes this instance's keys in one rendezvous and returns
+// the live entries of the other instances, deleting expired ones. A key
+// another live instance holds is left to it (that is the newer route); a
+// key that was missing or expired is taken and announced. KEYS[1] hash;
+// ARGV: instance, ttl ms, channel, join message prefix (the key is
+// appended), then the local keys. Returns field, instance, field, instance...
+var syncScript = redis.NewScript(scriptPrelude + `
+local me = ARGV[1]
+local ttl = tonumber(ARGV[2])
+for i = 5, #ARGV do
+  local f = ARGV[i]
+  local v = redis.call('HGET', KEYS[1], f)
+  local mine = v and string.sub(v, 1, 16) == me
+  local exp = v and tonumber(string.sub(v, 17))
+  if (not v) or mine or (not exp) or exp <= now then
+    redis.call('HSET', KEYS[1], f, me .. (now + ttl))
+    if not mine then redis.call('PUBLISH', ARGV[3], ARGV[4] .. f) end
+  end
+end
+if #ARGV >= 5 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local f, v = all[i], all[i + 1]
+  local exp = tonumber(string.sub(v, 17))
+  if (not exp) or exp <= now then
+    redis.call('HDEL', KEYS[1], f)
+  elseif string.sub(v, 1, 16) ~= me then
+    out[#out + 1] = f
+    out[#out + 1] = string.sub(v, 1, 16)
+  end
+end
+return out
+`)
+
+func (b *backplane) ttlMillis() int64 { return b.cfg.BackplaneTTL.Milliseconds() }
+
+// receive reads our channels (this instance's and those of its rendezvous)
+// until close. go-redis reconnects and resubscribes by itself; while Redis
+// is unreachable this loop retries with backoff, and after an outage asks
+// for a full sync, since pub/sub messages sent meanwhile are lost.
+func (b *backplane) receive() {
+	defer b.wg.Done()
+	_ = b.ps.Subscribe(b.ctx, instChannel(b.id)) // recorded even if Redis is down
+	delay := retryMin
+	down := false
+	for {
+		msg, err := b.ps.ReceiveTimeout(b.ctx, recvPoll)
+		if b.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+				// Quiet, not dead: a ping proves it (or breaks the
+				// connection, which the next receive then redials).
+				_ = b.ps.Ping(b.ctx)
+				continue
+			}
+			down = true
+			b.setUp(false, err)
+			if !sleepCtx(b.ctx, delay/2+rand.N(delay/2+1)) {
+				return
+			}
+			delay = min(2*delay, retryMax)
+			continue
+		}
+		delay = retryMin
+		if down {
+			down = false
+			b.setUp(true, nil)
+			b.needSync.Store(true)
+			b.poke()
+		}
+		if m, ok := msg.(*redis.Message); ok {
+			b.handle([]byte(m.Payload))
+		}
+	}
+}
+
+// publish sends queued frames to Redis in pipelined batches. A batch that
+// fails is dropped and counted: like a lost packet, not retried.
+func (b *backplane) publish() {
+	defer b.wg.Done()
+	batch := make([]pubItem, 0, pubBatch)
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case it := <-b.data:
+			batch = append(batch[:0], it)
+		}
+	fill:
+		for len(batch) < pubBatch {
+			select {
+			case it := <-b.data:
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, redisOpTimeout)
+		pipe := b.rdb.Pipeline()
+		cmds := make([]*redis.IntCmd, len(batch))
+		for i, it := range batch {
+			cmds[i] = pipe.Publish(ctx, it.channel, it.msg)
+		}
+		_, err := pipe.Exec(ctx)
+		cancel()
+		for i, it := range batch {
+			b.dataBytes.Add(-int64(len(it.msg)))
+			if cmds[i].Err() != nil {
+				b.m.drops[bpDropRedisError].Inc()
+			} else {
+				b.m.published[it.kind].Inc()
+			}
+			batch[i] = pubItem{}
+		}
+		if err != nil {
+			b.setUp(false, err)
+		} else {
+			b.setUp(true, nil)
+		}
+	}
+}
+
+// control owns presence in Redis and the rendezvous subscriptions: it runs
+// queued joins and leaves, subscribes to the channels of the rendezvous that
+// have members here (and leaves the others), and every BackplaneRefresh syncs
+// every such rendezvous.
+func (b *backplane) control() {
+	defer b.wg.Done()
+	tick := time.NewTicker(b.cfg.BackplaneRefresh)
+	defer tick.Stop()
+	subscribed := make(map[relayproto.Rendezvous]bool)
+	ops := make([]ctrlOp, 0, ctrlBatch)
+	for {
+		full := false
+		select {
+		case <-b.ctx.Done():
+			return
+		case op := <-b.ctrl:
+			ops = append(ops[:0], op)
+		fill:
+			for len(ops) < ctrlBatch {
+				select {
+				case op := <-b.ctrl:
+					ops = append(ops, op)
+				default:
+					break fill
+				}
+			}
+			b.runOps(ops)
+			clear(ops)
+		case <-b.wake:
+		case <-tick.C:
+			full = true
+		}
+		if b.needSync.Swap(false) {
+			full = true
+		}
+		fresh := b.resubscribe(subscribed)
+		if full {
+			b.sync(nil)
+		} else if len(fresh) > 0 {
+			b.sync(fresh)
+		}
+	}
+}
+
+// runOps sends joins and leaves in one pipeline and answers flushes.
+func (b *backplane) runOps(ops []ctrlOp) {
+	ctx, cancel := context.WithTimeout(b.ctx, redisOpTimeout)
+	defer cancel()
+	pipe := b.rdb.Pipeline()
+	n := 0
+	me := string(b.id[:])
+	for _, op := range ops {
+		if op.flush != nil {
+			continue
+		}
+		n++
+		key := rvMembersKey(op.rv)
+		if op.join {
+			msg := appendBPKey(nil, bpJoin, b.id, op.rv, op.key)
+			joinScript.Eval(ctx, pipe, []string{key}, op.key[:], me, b.ttlMillis(), rvChannel(op.rv), msg)
+			b.m.ops[bpOpJoin].Inc()
+		} else {
+			msg := appendBPKey(nil, bpLeave, b.id, op.rv, op.key)
+			leaveScript.Eval(ctx, pipe, []string{key}, op.key[:], me, rvChannel(op.rv), msg)
+			b.m.ops[bpOpLeave].Inc()
+		}
+	}
+	if n > 0 {
+		b.execScripts(ctx, pipe)
+	}
+	for _, op := range ops {
+		if op.flush != nil {
+			close(op.flush)
+		}
+	}
+}
+
+// execScripts runs a pipeline of scripts. They go as EVAL, not EVALSHA:
+// a few hundred bytes more per call, but nothing to reload when Redis
+// restarts with an empty script cache, and Redis caches the compiled
+// script by its hash anyway.
+func (b *backplane) execScripts(ctx context.Context, pipe redis.Pipeliner) []redis.Cmder {
+	cmds, err := pipe.Exec(ctx)
+	failed := 0
+	for _, c := range cmds {
+		if c.Err() != nil {
+			failed++
+		}
+	}
+	b.m.opErrors.Add(float64(failed))
+	if err != nil {
+		b.setUp(false, err)
+		if b.ctx.Err() == nil {
+			b.log.Debug("relay: backplane: presence update failed", "err", err)
+		}
+	} else {
+		b.setUp(true, nil)
+	}
+	return cmds
+}
+
+// resubscribe makes the subscriptions match the rendezvous with members here
+// and returns those newly subscribed, which need a sync to learn who is
+// already there. It subscribes before that sync so no join in between is
+// missed.
+func (b *backplane) resubscribe(subscribed map[relayproto.Rendezvous]bool) []relayproto.Rendezvous {
+	local := b.rooms.localKeys()
+	var add []string
+	var fresh []relayproto.Rendezvous
+	for rv := range local {
+		if !subscribed[rv] {
+			subscribed[rv] = true
+			fresh = append(fresh, rv)
+			add = append(add, rvChannel(rv))
+		}
+	}
+	var drop []string
+	for rv := range subscribed {
+		if _, ok := local[rv]; !ok {
+			delete(subscribed, rv)
+			drop = append(drop, rvChannel(rv))
+		}
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, redisOpTimeout)
+	defer cancel()
+	// Errors need no handling here: go-redis records the channels either
+	// way and subscribes again when it reconnects; the receiver then asks
+	// for a full sync.
+	if len(add) > 0 {
+		_ = b.ps.Subscribe(ctx, add...)
+	}
+	if len(drop) > 0 {
+		_ = b.ps.Unsubscribe(ctx, drop...)
+	}
+	return fresh
+}
+
+// sync refreshes this instance's entries and reloads the remote views of the
+// given rendezvous, or of all with members here when only is nil.
+func (b *backplane) sync(only []relayproto.Rendezvous) {
+	local := b.rooms.localKeys()
+	rvs := only
+	if rvs == nil {
+		rvs = make([]relayproto.Rendezvous, 0, len(local))
+		for rv := range local {
+			rvs = append(rvs, rv)
+		}
+	}
+	me := string(b.id[:])
+	for start := 0; start < len(rvs); start += syncBatch {
+		chunk := rvs[start:min(start+syncBatch, len(rvs))]
+		ctx, cancel := context.WithTimeout(b.ctx, redisOpTimeout)
+		seq := b.rooms.seq.Load()
+		pipe := b.rdb.Pipeline()
+		for _, rv := range chunk {
+			keys := local[rv]
+			args := make([]any, 0, 4+len(keys))
+			args = append(args, me, b.ttlMillis(), rvChannel(rv), appendBPHeader(nil, bpJoin, b.id, rv))
+			for _, k := range keys {
+				args = append(args, k[:])
+			}
+			syncScript.Eval(ctx, pipe, []string{rvMembersKey(rv)}, args...)
+			b.m.ops[bpOpSync].Inc()
+		}
+		cmds := b.execScripts(ctx, pipe)
+		cancel()
+		for i, c := range cmds {
+			if i >= len(chunk) || c.Err() != nil {
+				continue
+			}
+			view, err := parseSyncReply(c.(*redis.Cmd).Val())
+			if err != nil {
+				b.m.drops[bpDropBadMessage].Inc()
+				b.log.Debug("relay: backplane: bad sync reply", "err", err)
+				continue
+			}
+			b.rooms.setRemote(chunk[i], view, seq)
+		}
+		if b.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// parseSyncReply checks syncScript's answer: pairs of a 32-byte key and a
+// 16-byte instance id, at most maxRemoteMembers of them.
+func parseSyncReply(v any) (map[relayproto.Key]instanceID, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("sync reply is %T, want a list", v)
+	}
+	if len(list)%2 != 0 {
+		return nil, errors.New("sync reply has an odd length")
+	}
+	if len(list)/2 > maxRemoteMembers {
+		return nil, fmt.Errorf("sync reply lists %d members, over %d", len(list)/2, maxRemoteMembers)
+	}
+	view := make(map[relayproto.Key]instanceID, len(list)/2)
+	for i := 0; i < len(list); i += 2 {
+		f, ok1 := list[i].(string)
+		inst, ok2 := list[i+1].(string)
+		if !ok1 || !ok2 || len(f) != relayproto.KeySize || len(inst) != len(instanceID{}) {
+			return nil, errors.New("sync reply entry " + strconv.Itoa(i/2) + " is malformed")
+		}
+		var k relayproto.Key
+		var id instanceID
+		copy(k[:], f)
+		copy(id[:], inst)
+		view[k] = id
+	}
+	return view, nil
+}
+
+// sleepCtx sleeps for d unless ctx ends first, and reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

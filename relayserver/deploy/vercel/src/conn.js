@@ -1,0 +1,232 @@
+// One client connection: handshake, frame handling, send queue, drain and
+// close. The Relay (relay.js) owns the rooms; a Conn only asks it to join,
+// leave and route.
+
+import crypto from 'node:crypto';
+import * as p from './proto.js';
+
+// A close reason travels in a WebSocket close frame, which holds 123 bytes.
+const MAX_CLOSE_REASON = 123;
+// rateNoticeInterval spaces the non-fatal ErrRateLimited frames: one a
+// second tells the client it is over its rate without adding to the flood.
+const RATE_NOTICE_INTERVAL_MS = 1000;
+
+// Push results.
+export const PUSHED = 0;
+export const FULL = 1;
+export const SHUT = 2;
+
+function cutReason(msg) {
+  let b = Buffer.from(msg, 'utf8');
+  if (b.length <= MAX_CLOSE_REASON) return msg;
+  let end = MAX_CLOSE_REASON;
+  while (end > 0 && (b[end] & 0xc0) === 0x80) end--;
+  return b.subarray(0, end).toString('utf8');
+}
+
+export class Conn {
+  constructor(relay, ws, src) {
+    this.relay = relay;
+    this.cfg = relay.cfg;
+    this.ws = ws;
+    this.src = src;
+    this.id = ++relay.nextID;
+    this.established = false;
+    this.closing = false; // no more routing or frames from the client
+    this.drained = false; // at most one Drain per connection
+    this.key = null;
+    this.keyHex = '';
+    this.rv = null;
+    this.rvHex = '';
+    this.room = null; // set by the relay while routable
+    this.pendingFrames = 0; // frames handed to ws and not yet written to the socket
+    this.lastHeard = Date.now();
+    this.lastRateNotice = 0;
+    this.tokens = this.cfg.rateBurstBytes;
+    this.tokensAt = Date.now();
+    this.timers = new Set();
+    this.challenge = crypto.randomBytes(p.CHALLENGE_SIZE);
+
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('pong', () => { this.lastHeard = Date.now(); });
+    ws.on('error', (err) => this.relay.log('debug', 'relay: websocket error', { conn: this.id, err: String(err && err.message) }));
+    ws.on('close', () => this.onClose());
+
+    // No Drain before Welcome: a handshake that does not finish in time is
+    // ended, and an attacker cannot hold half-open connections for long.
+    this.after(this.cfg.handshakeTimeoutMs, () => {
+      if (!this.established) this.fail(p.E.HandshakeSlow, `handshake not finished within ${this.cfg.handshakeTimeoutMs} ms`, 'timeout');
+    });
+    this.push(p.serverHello(relay.keys.publicRaw, this.challenge), true);
+  }
+
+  after(ms, fn) {
+    const t = setTimeout(() => { this.timers.delete(t); fn(); }, ms);
+    this.timers.add(t);
+    return t;
+  }
+
+  // push hands frame to the socket unless the queue is at its caps (then
+  // the newest frame, this one, is dropped). force skips the caps: the
+  // handshake frames and the presence snapshot, queued once per connection.
+  push(frame, force) {
+    if (this.closing && !force) return SHUT;
+    if (this.ws.readyState !== 1) return SHUT;
+    if (!force && (this.pendingFrames >= this.cfg.sendQueueFrames ||
+        this.ws.bufferedAmount + frame.length > this.cfg.sendQueueBytes)) {
+      return FULL;
+    }
+    this.pendingFrames++;
+    this.ws.send(frame, { binary: true }, () => { this.pendingFrames--; });
+    return PUSHED;
+  }
+
+  onMessage(data, isBinary) {
+    if (this.closing) return; // anything after Leave or an error is discarded
+    this.lastHeard = Date.now();
+    if (!isBinary) {
+      this.fail(p.E.BadFrame, 'text message; relay frames are binary', 'bad_frame');
+      return;
+    }
+    const b = data; // binaryType 'nodebuffer': one Buffer per message
+    if (b.length > p.MAX_FRAME) {
+      this.fail(p.E.FrameTooLarge, `frame larger than ${p.MAX_FRAME} bytes`, 'bad_frame');
+      return;
+    }
+    if (!this.established) {
+      this.handshake(b);
+      return;
+    }
+    let f;
+    try {
+      f = p.parseClientFrame(b);
+    } catch (e) {
+      this.fail(e.code || p.E.BadFrame, e.message || String(e));
+      return;
+    }
+    switch (f.type) {
+      case p.T.Leave:
+        this.leave();
+        return;
+      case p.T.Send:
+        if (!this.allow(b.length)) return;
+        this.relay.unicast(this, f.key, p.keyed(p.T.Recv, this.key, f.payload), f.payload.length);
+        return;
+      case p.T.Broadcast:
+        if (!this.allow(b.length)) return;
+        this.relay.broadcast(this, p.keyed(p.T.BroadcastRecv, this.key, f.payload), f.payload.length);
+        return;
+    }
+  }
+
+  handshake(b) {
+    const r = this.relay;
+    let ch;
+    try {
+      ch = p.parseClientHello(b);
+    } catch (e) {
+      this.fail(p.E.BadFrame, e.message, 'bad_frame');
+      return;
+    }
+    if (ch.version !== p.VERSION) {
+      this.fail(p.E.BadVersion, `relay speaks protocol version ${p.VERSION}, client sent ${ch.version}`, 'bad_version');
+      return;
+    }
+    const shared = p.sharedSecret(r.keys.privateKey, ch.key);
+    if (!shared) {
+      this.fail(p.E.AuthFailed, 'client key is a low-order point', 'auth_failed');
+      return;
+    }
+    const want = p.handshakeMAC(shared, r.keys.publicRaw, this.challenge, ch.key, ch.rv);
+    // Constant time, so the comparison leaks nothing about the right MAC.
+    if (!crypto.timingSafeEqual(want, ch.mac)) {
+      this.fail(p.E.AuthFailed, 'handshake MAC does not verify: the client does not hold the key it claims, or answered another challenge', 'auth_failed');
+      return;
+    }
+    this.established = true;
+    this.key = ch.key;
+    this.keyHex = ch.key.toString('hex');
+    this.rv = ch.rv;
+    this.rvHex = ch.rv.toString('hex');
+    if (r.draining) {
+      this.fail(p.E.ServerShutdown, 'relay draining, connect to another instance', 'shutdown');
+      return;
+    }
+    if (!r.join(this)) {
+      this.fail(p.E.TooManyConns, `key already holds ${this.cfg.maxConnsPerKey} connections in this rendezvous`, 'too_many_conns');
+      return;
+    }
+    r.count('handshakes', 'ok');
+    r.log('debug', 'relay: connection established', { conn: this.id, peer: this.keyHex.slice(0, 8) });
+    if (this.cfg.maxConnLifetimeMs > 0) {
+      this.after(this.cfg.maxConnLifetimeMs, () => this.drain(this.cfg.drainGraceMs));
+    }
+  }
+
+  // allow charges n bytes to the token bucket. Over the limit the frame is
+  // dropped, and now and then the client is told.
+  allow(n) {
+    if (this.cfg.rateBytesPerSec <= 0) return true;
+    const now = Date.now();
+    this.tokens = Math.min(this.cfg.rateBurstBytes, this.tokens + (now - this.tokensAt) * this.cfg.rateBytesPerSec / 1000);
+    this.tokensAt = now;
+    if (this.tokens >= n) {
+      this.tokens -= n;
+      return true;
+    }
+    this.relay.drop('rate_limited', 1);
+    if (now - this.lastRateNotice >= RATE_NOTICE_INTERVAL_MS) {
+      this.lastRateNotice = now;
+      this.push(p.errorFrame(p.E.RateLimited, `over ${this.cfg.rateBytesPerSec} bytes/s: frames dropped`), true);
+    }
+    return false;
+  }
+
+  // drain asks the client to reconnect within grace, then closes it.
+  drain(graceMs) {
+    if (this.closing) return;
+    if (!this.established) {
+      this.fail(p.E.ServerShutdown, 'relay draining, connect to another instance');
+      return;
+    }
+    if (this.drained) return; // its first deadline stands
+    this.drained = true;
+    this.push(p.drain(graceMs), true);
+    this.after(graceMs, () => this.fail(p.E.ServerShutdown, 'drain deadline passed'));
+  }
+
+  // leave: the client moved on. Stop routing to this connection at once;
+  // ws writes what is queued before the close frame, so nothing queued is
+  // lost.
+  leave() {
+    if (this.closing) return;
+    this.closing = true;
+    this.relay.leave(this);
+    this.ws.close(1000, 'leave');
+    this.after(this.cfg.writeTimeoutMs, () => this.ws.terminate());
+  }
+
+  // fail ends the connection with a fatal Error frame.
+  fail(code, msg, handshakeResult) {
+    if (this.closing) return;
+    this.closing = true;
+    if (!this.established || handshakeResult) this.relay.count('handshakes', handshakeResult || 'shutdown');
+    this.relay.leave(this);
+    this.relay.log('debug', 'relay: connection failed', { conn: this.id, code, reason: msg });
+    if (this.ws.readyState === 1) {
+      this.ws.send(p.errorFrame(code, msg), { binary: true });
+      this.ws.close(p.closeStatus(code), cutReason(msg));
+    }
+    // A peer that never answers the close must not hold the socket.
+    this.after(this.cfg.writeTimeoutMs, () => this.ws.terminate());
+  }
+
+  onClose() {
+    if (!this.established && !this.closing) this.relay.count('handshakes', 'disconnected');
+    this.closing = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.relay.leave(this);
+    this.relay.untrack(this);
+  }
+}

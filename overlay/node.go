@@ -121,14 +121,6 @@ func (n *Node) setup() error {
 		// Most preferred first: the Bind uses direct whenever it is up.
 		ts = append(ts, n.direct)
 	}
-	n.dev = device.NewDevice(n.adapter.device(), n.bind, wireguardLogger(n.log))
-	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
-		return fmt.Errorf("wireguard: setting key: %w", err)
-	}
-	if err := n.dev.Up(); err != nil {
-		return fmt.Errorf("wireguard: %w", err)
-	}
-
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	for i, u := range cfg.Relays {
@@ -150,13 +142,28 @@ func (n *Node) setup() error {
 		l := &relayLink{role: role, url: u, client: c, present: make(map[nodekey.Public]bool)}
 		n.links = append(n.links, l)
 		ts = append(ts, l)
+	}
+	n.bind.SetTransports(ts...)
+
+	// The device comes up after the transports are set: the Bind gathers
+	// the transports' own receive functions (the direct path's batched
+	// socket reads) when the device opens it.
+	n.dev = device.NewDevice(n.adapter.device(), n.bind, wireguardLogger(n.log))
+	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
+		return fmt.Errorf("wireguard: setting key: %w", err)
+	}
+	if err := n.dev.Up(); err != nil {
+		return fmt.Errorf("wireguard: %w", err)
+	}
+	// Only now may relay messages arrive: a member joining configures the
+	// device.
+	for _, l := range n.links {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
 			n.receive(ctx, l)
 		}()
 	}
-	n.bind.SetTransports(ts...)
 
 	n.ctl, err = startControl(cfg.StateDir, n, n.log)
 	if err != nil {

@@ -422,10 +422,3 @@ func (rs *rooms) localKeys() map[relayproto.Rendezvous][]relayproto.Key {
 	}
 	return out
 }
-
-// hasRoom reports whether anyone here is in rv.
-func (rs *rooms) hasRoom(rv relayproto.Rendezvous) bool {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return rs.byRV[rv] != nil
-}

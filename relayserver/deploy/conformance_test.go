@@ -1,0 +1,451 @@
+package deploy_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/transports/relay"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// scenario is one behaviour of docs/protocol.md, Part 1, checked the same
+// way on every implementation.
+type scenario struct {
+	name string
+	opts options
+	run  func(t *testing.T, tg *target)
+}
+
+var scenarios = []scenario{
+	{name: "http endpoints", run: testHTTP},
+	{name: "handshake", run: testHandshake},
+	{name: "impersonation refused", run: testAuth},
+	{name: "malformed frames refused", run: testBadFrames},
+	{name: "unicast both ways", run: testUnicast},
+	{name: "broadcast", run: testBroadcast},
+	{name: "presence", run: testPresence},
+	{name: "oversized frames refused", run: testOversized},
+	{name: "connections per key", run: testTooManyConns},
+	{name: "leave flushes and closes", run: testLeaveFlushes},
+	{name: "drain on SIGTERM", opts: options{drainGrace: 3 * time.Second}, run: testDrainOnStop},
+	{name: "connection lifetime", opts: options{lifetime: time.Second, drainGrace: time.Second}, run: testLifetime},
+	{name: "make-before-break at lifetime", opts: options{lifetime: 2 * time.Second, drainGrace: 2 * time.Second}, run: testLifetimeSwitch},
+}
+
+// TestConformance runs every scenario against every implementation, each
+// on a fresh relay instance.
+func TestConformance(t *testing.T) {
+	for _, im := range impls {
+		t.Run(im.name, func(t *testing.T) {
+			for _, sc := range scenarios {
+				t.Run(sc.name, func(t *testing.T) {
+					sc.run(t, im.start(t, sc.opts))
+				})
+			}
+		})
+	}
+}
+
+func testHTTP(t *testing.T, tg *target) {
+	if code, body := get(t, tg.base+"/healthz"); code != http.StatusOK || body != "ok" {
+		t.Errorf("GET /healthz = %d %q, want 200 ok", code, body)
+	}
+	if code, _ := get(t, tg.base+relayproto.Path); code != http.StatusUpgradeRequired {
+		t.Errorf("GET %s without Upgrade = %d, want 426", relayproto.Path, code)
+	}
+	if code := dialStatus(t, tg.url, nil); code != http.StatusBadRequest {
+		t.Errorf("upgrade without the subprotocol = %d, want 400", code)
+	}
+	if code := dialStatus(t, tg.url, []string{"plurenet-relay.v0"}); code != http.StatusBadRequest {
+		t.Errorf("upgrade offering another version only = %d, want 400", code)
+	}
+	if code := dialStatus(t, tg.url, []string{"plurenet-relay.v0", relayproto.Subprotocol}); code != http.StatusSwitchingProtocols {
+		t.Errorf("upgrade offering v0 and v1 = %d, want 101", code)
+	}
+}
+
+func testHandshake(t *testing.T, tg *target) {
+	rv := rendezvous(1)
+	a := dialRaw(t, tg)
+	b := dialRaw(t, tg)
+	if a.sh.Challenge == b.sh.Challenge {
+		t.Fatal("two connections got the same challenge; it must be fresh per connection")
+	}
+	if a.sh.ServerKey != b.sh.ServerKey || a.sh.ServerKey.IsZero() {
+		t.Fatalf("relay keys %v and %v: want one non-zero key per instance", a.sh.ServerKey, b.sh.ServerKey)
+	}
+	ka, kb := newKey(t), newKey(t)
+	w := a.join(ka, rv)
+	if w.MaxPayload != relayproto.MaxPayload || w.LifetimeSecs != 0 {
+		t.Errorf("Welcome = %+v, want MaxPayload %d and no lifetime", w, relayproto.MaxPayload)
+	}
+	b.join(kb, rv)
+	// The joiner learns who is there; the others learn of the joiner.
+	b.expect(relayproto.TypePeerPresent, ka.Public())
+	a.expect(relayproto.TypePeerPresent, kb.Public())
+}
+
+func testAuth(t *testing.T, tg *target) {
+	rv := rendezvous(2)
+	victim, attacker := newKey(t), newKey(t)
+	cases := []struct {
+		name  string
+		hello func(r *raw) relayproto.ClientHello
+	}{
+		{"MAC keyed by another key", func(r *raw) relayproto.ClientHello {
+			return r.hello(victim, attacker, rv)
+		}},
+		{"low-order client key", func(r *raw) relayproto.ClientHello {
+			return relayproto.ClientHello{Version: relayproto.Version, Rendezvous: rv, MAC: [32]byte{1, 2, 3}}
+		}},
+		{"hello moved to another rendezvous", func(r *raw) relayproto.ClientHello {
+			h := r.hello(victim, victim, rv)
+			h.Rendezvous = rendezvous(3)
+			return h
+		}},
+		{"hello replayed from another connection", func(r *raw) relayproto.ClientHello {
+			other := dialRaw(t, tg)
+			return other.hello(victim, victim, rv)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := dialRaw(t, tg)
+			h := tc.hello(r)
+			r.write(h.Append(nil))
+			r.expectFatal(relayproto.ErrAuthFailed, websocket.StatusPolicyViolation)
+		})
+	}
+}
+
+func testBadFrames(t *testing.T, tg *target) {
+	rv := rendezvous(4)
+	key := newKey(t)
+	before := []struct {
+		name   string
+		frame  func(r *raw) []byte
+		code   relayproto.ErrorCode
+		status websocket.StatusCode
+	}{
+		{"Send before the handshake", func(r *raw) []byte { return relayproto.AppendSend(nil, key.Public(), []byte("x")) },
+			relayproto.ErrBadFrame, websocket.StatusProtocolError},
+		{"short ClientHello", func(r *raw) []byte { h := r.hello(key, key, rv); return h.Append(nil)[:97] },
+			relayproto.ErrBadFrame, websocket.StatusProtocolError},
+		{"ClientHello version 2", func(r *raw) []byte { h := r.hello(key, key, rv); h.Version = 2; return h.Append(nil) },
+			relayproto.ErrBadVersion, websocket.StatusProtocolError},
+	}
+	for _, tc := range before {
+		t.Run(tc.name, func(t *testing.T) {
+			r := dialRaw(t, tg)
+			r.write(tc.frame(r))
+			r.expectFatal(tc.code, tc.status)
+		})
+	}
+	after := []struct {
+		name string
+		typ  websocket.MessageType
+		b    []byte
+	}{
+		{"text message", websocket.MessageText, []byte("hello")},
+		{"Recv from a client", websocket.MessageBinary, relayproto.AppendRecv(nil, key.Public(), []byte("x"))},
+		{"PeerPresent from a client", websocket.MessageBinary, relayproto.AppendPeerPresent(nil, key.Public())},
+		{"unknown type", websocket.MessageBinary, []byte{0x7f, 1, 2}},
+		{"Send without a whole key", websocket.MessageBinary, []byte{byte(relayproto.TypeSend), 1, 2, 3}},
+		{"Leave with a body", websocket.MessageBinary, []byte{byte(relayproto.TypeLeave), 0}},
+		{"empty message", websocket.MessageBinary, []byte{}},
+	}
+	for _, tc := range after {
+		t.Run(tc.name, func(t *testing.T) {
+			r := connect(t, tg, newKey(t), rv)
+			r.writeType(tc.typ, tc.b)
+			r.expectFatal(relayproto.ErrBadFrame, websocket.StatusProtocolError)
+		})
+	}
+}
+
+func testUnicast(t *testing.T, tg *target) {
+	rv := rendezvous(5)
+	ka, kb := newKey(t), newKey(t)
+	a := newClient(t, tg, ka, rv)
+	b := newClient(t, tg, kb, rv)
+	waitKind(t, a, relay.KindPeerPresent, kb.Public())
+	waitKind(t, b, relay.KindPeerPresent, ka.Public())
+	exchange(t, a, b)
+}
+
+// exchange sends one frame each way between a and b, which already see each
+// other present, and checks source, kind and payload.
+func exchange(t *testing.T, a, b *relay.Client) {
+	t.Helper()
+	for _, d := range []struct{ from, to *relay.Client }{{a, b}, {b, a}} {
+		payload := fmt.Sprintf("%s to %s", d.from.PublicKey().ShortString(), d.to.PublicKey().ShortString())
+		if err := d.from.Send(d.to.PublicKey(), []byte(payload)); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		m := recvData(t, d.to)
+		if m.Kind != relay.KindUnicast || m.From != d.from.PublicKey() || string(m.Payload) != payload {
+			t.Fatalf("received %v from %v %q, want unicast from %v %q", m.Kind, m.From.ShortString(), m.Payload, d.from.PublicKey().ShortString(), payload)
+		}
+	}
+}
+
+func testBroadcast(t *testing.T, tg *target) {
+	rv := rendezvous(6)
+	keys := []nodekey.Private{newKey(t), newKey(t), newKey(t)}
+	var cs []*relay.Client
+	for _, k := range keys {
+		cs = append(cs, newClient(t, tg, k, rv))
+	}
+	for i, c := range cs {
+		others := append(append([]nodekey.Private(nil), keys[:i]...), keys[i+1:]...)
+		waitPresent(t, c, others...)
+	}
+	broadcastAll(t, cs)
+}
+
+// broadcastAll has each client broadcast in turn and checks that every other
+// client, and not the sender, receives it.
+func broadcastAll(t *testing.T, cs []*relay.Client) {
+	t.Helper()
+	for i, from := range cs {
+		payload := fmt.Sprintf("broadcast %d", i)
+		if err := from.Broadcast([]byte(payload)); err != nil {
+			t.Fatalf("Broadcast: %v", err)
+		}
+		for j, to := range cs {
+			if i == j {
+				continue
+			}
+			m := recvData(t, to)
+			if m.Kind != relay.KindBroadcast || m.From != from.PublicKey() || string(m.Payload) != payload {
+				t.Fatalf("client %d received %v from %v %q, want broadcast from %v %q (a sender must not get its own)",
+					j, m.Kind, m.From.ShortString(), m.Payload, from.PublicKey().ShortString(), payload)
+			}
+		}
+	}
+}
+
+func testPresence(t *testing.T, tg *target) {
+	rv := rendezvous(7)
+	ka := newKey(t)
+	a := newClient(t, tg, ka, rv)
+	t.Run("polite leave", func(t *testing.T) {
+		kb := newKey(t)
+		b := newClient(t, tg, kb, rv)
+		waitKind(t, a, relay.KindPeerPresent, kb.Public())
+		waitKind(t, b, relay.KindPeerPresent, ka.Public())
+		b.Close() // flushes and sends Leave
+		waitKind(t, a, relay.KindPeerGone, kb.Public())
+	})
+	t.Run("connection dropped", func(t *testing.T) {
+		kc := newKey(t)
+		c := connect(t, tg, kc, rv)
+		waitKind(t, a, relay.KindPeerPresent, kc.Public())
+		c.ws.CloseNow()
+		waitKind(t, a, relay.KindPeerGone, kc.Public())
+	})
+}
+
+func testOversized(t *testing.T, tg *target) {
+	rv := rendezvous(8)
+	cases := []struct {
+		name  string
+		frame func(dst relayproto.Key) []byte
+		// errorFrame: the Error frame is required before the close. A
+		// message far over the limit may be refused by the WebSocket layer
+		// while it reads the header (the Node relay's ws does), with close
+		// 1009 alone.
+		errorFrame bool
+	}{
+		{"Send one byte over MaxFrame", func(dst relayproto.Key) []byte {
+			return relayproto.AppendSend(nil, dst, make([]byte, relayproto.MaxPayload+1))
+		}, true},
+		{"Broadcast payload one byte over MaxPayload", func(relayproto.Key) []byte {
+			return relayproto.AppendBroadcast(nil, make([]byte, relayproto.MaxPayload+1))
+		}, true},
+		{"three times MaxFrame", func(dst relayproto.Key) []byte {
+			return relayproto.AppendSend(nil, dst, make([]byte, 3*relayproto.MaxFrame))
+		}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newKey(t)
+			r := connect(t, tg, k, rv)
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			// The relay may close before it has read the whole message;
+			// the write error is then expected and the close tells.
+			_ = r.ws.Write(ctx, websocket.MessageBinary, tc.frame(k.Public()))
+			if tc.errorFrame {
+				r.expectFatal(relayproto.ErrFrameTooLarge, websocket.StatusMessageTooBig)
+			} else {
+				r.expectClose(websocket.StatusMessageTooBig)
+			}
+		})
+	}
+	// A full-size frame is fine.
+	a, b := newKey(t), newKey(t)
+	ra := connect(t, tg, a, rv)
+	rb := connect(t, tg, b, rv)
+	ra.expect(relayproto.TypePeerPresent, b.Public())
+	payload := make([]byte, relayproto.MaxPayload)
+	payload[len(payload)-1] = 0xab
+	ra.write(relayproto.AppendSend(nil, b.Public(), payload))
+	rb.expect(relayproto.TypePeerPresent, a.Public())
+	f := rb.expect(relayproto.TypeRecv, a.Public())
+	if len(f.Payload) != relayproto.MaxPayload || f.Payload[len(f.Payload)-1] != 0xab {
+		t.Fatalf("full-size payload arrived as %d bytes", len(f.Payload))
+	}
+}
+
+func testTooManyConns(t *testing.T, tg *target) {
+	rv := rendezvous(9)
+	k := newKey(t)
+	const perKey = 4 // the default MaxConnsPerKey of both implementations
+	for range perKey {
+		connect(t, tg, k, rv)
+	}
+	r := dialRaw(t, tg)
+	h := r.hello(k, k, rv)
+	r.write(h.Append(nil))
+	r.expectFatal(relayproto.ErrTooManyConns, websocket.StatusTryAgainLater)
+	// The same key in another rendezvous is another matter.
+	connect(t, tg, k, rendezvous(10))
+}
+
+func testLeaveFlushes(t *testing.T, tg *target) {
+	rv := rendezvous(11)
+	ka, kb := newKey(t), newKey(t)
+	a := connect(t, tg, ka, rv)
+	b := connect(t, tg, kb, rv)
+	a.expect(relayproto.TypePeerPresent, kb.Public())
+	const n = 50
+	for i := range n {
+		a.write(relayproto.AppendSend(nil, kb.Public(), []byte{byte(i)}))
+	}
+	// Frames of one connection are handled in order: once a's frame to
+	// itself is back, all n are queued for b, which has read none yet.
+	a.write(relayproto.AppendSend(nil, ka.Public(), []byte("barrier")))
+	if f := a.expect(relayproto.TypeRecv, ka.Public()); string(f.Payload) != "barrier" {
+		t.Fatalf("got %q, want the barrier", f.Payload)
+	}
+	b.write(relayproto.AppendLeave(nil))
+	b.expect(relayproto.TypePeerPresent, ka.Public())
+	for i := range n {
+		f := b.expect(relayproto.TypeRecv, ka.Public())
+		if len(f.Payload) != 1 || f.Payload[0] != byte(i) {
+			t.Fatalf("frame %d after Leave carried %x", i, f.Payload)
+		}
+	}
+	b.expectClose(websocket.StatusNormalClosure)
+	a.expect(relayproto.TypePeerGone, kb.Public())
+}
+
+func testDrainOnStop(t *testing.T, tg *target) {
+	rv := rendezvous(12)
+	a := connect(t, tg, newKey(t), rv)
+	wait := tg.stop()
+	f := a.expect(relayproto.TypeDrain, relayproto.Key{})
+	if f.Millis != 3000 {
+		t.Errorf("Drain deadline %d ms, want the drain grace, 3000", f.Millis)
+	}
+	if code, _ := get(t, tg.base+"/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz while draining = %d, want 503", code)
+	}
+	if code := dialStatus(t, tg.url, []string{relayproto.Subprotocol}); code != http.StatusServiceUnavailable {
+		t.Errorf("upgrade while draining = %d, want 503", code)
+	}
+	a.write(relayproto.AppendLeave(nil))
+	a.expectClose(websocket.StatusNormalClosure)
+	if err := wait(); err != nil {
+		t.Errorf("relay did not stop cleanly: %v", err)
+	}
+}
+
+func testLifetime(t *testing.T, tg *target) {
+	r := dialRaw(t, tg)
+	w := r.join(newKey(t), rendezvous(13))
+	if w.LifetimeSecs != 1 {
+		t.Errorf("Welcome lifetime %d s, want 1", w.LifetimeSecs)
+	}
+	f := r.expect(relayproto.TypeDrain, relayproto.Key{})
+	if f.Millis != 1000 {
+		t.Errorf("Drain deadline %d ms, want the drain grace, 1000", f.Millis)
+	}
+	// No Leave: at the deadline the relay closes the connection.
+	r.expectFatal(relayproto.ErrServerShutdown, websocket.StatusGoingAway)
+}
+
+// testLifetimeSwitch: clients replace a connection before its lifetime ends
+// (make-before-break), so peers never see them gone and traffic goes on.
+func testLifetimeSwitch(t *testing.T, tg *target) {
+	rv := rendezvous(14)
+	ka, kb := newKey(t), newKey(t)
+	a := newClient(t, tg, ka, rv)
+	b := newClient(t, tg, kb, rv)
+	waitKind(t, a, relay.KindPeerPresent, kb.Public())
+	waitKind(t, b, relay.KindPeerPresent, ka.Public())
+	deadline := time.Now().Add(patience)
+	for a.Status().Reconnects < 1 || b.Status().Reconnects < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("clients did not replace their connections: %+v %+v", a.Status(), b.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, d := range []struct{ from, to *relay.Client }{{a, b}, {b, a}} {
+		payload := "after the switch"
+		if err := d.from.Send(d.to.PublicKey(), []byte(payload)); err != nil {
+			t.Fatalf("Send after the switch: %v", err)
+		}
+		recvMatch(t, d.to, "the frame sent after the switch", func(m relay.Message) bool {
+			if m.Kind == relay.KindPeerGone {
+				t.Fatalf("%v was reported gone during a make-before-break switch", m.From.ShortString())
+			}
+			return m.Kind == relay.KindUnicast && m.From == d.from.PublicKey() && string(m.Payload) == payload
+		})
+	}
+}
+
+// TestBackplane: relay instances sharing one Redis serve one rendezvous,
+// whichever implementation each is: members on different instances see each
+// other, exchange unicast and broadcast frames, and see each other leave.
+func TestBackplane(t *testing.T) {
+	pairs := [][2]impl{
+		{impls[1], impls[1]}, // node + node
+		{impls[0], impls[1]}, // go + node: the two share the Redis design
+		{impls[0], impls[0]}, // go + go, the reference
+	}
+	for _, pair := range pairs {
+		t.Run(pair[0].name+"+"+pair[1].name, func(t *testing.T) {
+			redisURL := startRedis(t)
+			i1 := pair[0].start(t, options{redis: redisURL})
+			i2 := pair[1].start(t, options{redis: redisURL})
+			rv := rendezvous(20)
+			ka, kb, kc := newKey(t), newKey(t), newKey(t)
+			a := newClient(t, i1, ka, rv)
+			b := newClient(t, i2, kb, rv)
+			waitKind(t, a, relay.KindPeerPresent, kb.Public())
+			waitKind(t, b, relay.KindPeerPresent, ka.Public())
+			exchange(t, a, b)
+
+			c := newClient(t, i2, kc, rv)
+			waitPresent(t, a, kc)
+			waitPresent(t, b, kc)
+			waitPresent(t, c, ka, kb)
+			broadcastAll(t, []*relay.Client{a, b, c})
+
+			b.Close()
+			waitKind(t, a, relay.KindPeerGone, kb.Public())
+			waitKind(t, c, relay.KindPeerGone, kb.Public())
+		})
+	}
+}

@@ -1,0 +1,16 @@
+// Package deploy holds what it takes to run the plurenet relay in
+// production, and proves that every relay implementation speaks the same
+// protocol.
+//
+//   - Dockerfile: a static plurenet binary in a distroless image, serving
+//     plain ws:// on 8080 behind a platform's TLS ingress.
+//   - azure/: Bicep and scripts for Azure Container Apps, with an optional
+//     Azure Cache for Redis backplane.
+//   - vercel/: relay protocol v1 in Node.js (for Vercel Functions'
+//     WebSocket support, or any Node host), with the Go relay's Redis
+//     backplane design so Node and Go instances can share one Redis.
+//
+// The package has no Go API. Its tests run one conformance suite
+// (docs/protocol.md, Part 1) against the Go relay in process and the Node
+// relay as a child process, and relays of both kinds sharing a Redis.
+package deploy

@@ -1,0 +1,345 @@
+package deploy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/relayserver"
+)
+
+// patience bounds every wait in these tests; it only keeps a broken test
+// from hanging, nothing is asserted about it.
+const patience = 20 * time.Second
+
+// npmTimeout bounds installing the Node relay's two dependencies.
+const npmTimeout = 5 * time.Minute
+
+// options configure one relay instance under test; zero values are the
+// implementation's defaults.
+type options struct {
+	lifetime   time.Duration // MaxConnLifetime / --max-conn-lifetime
+	drainGrace time.Duration // DrainGrace / --drain-grace
+	redis      string        // backplane URL
+}
+
+// target is one running relay instance.
+type target struct {
+	url  string // ws://127.0.0.1:port/v1/relay
+	base string // http://127.0.0.1:port
+	// stop begins what SIGTERM begins (a drain) and returns a function that
+	// waits for the instance to have stopped and reports how it ended.
+	stop func() (wait func() error)
+}
+
+// impl is a relay implementation.
+type impl struct {
+	name  string
+	start func(t *testing.T, o options) *target
+}
+
+var impls = []impl{
+	{name: "go", start: startGo},
+	{name: "node", start: startNode},
+}
+
+// startGo runs relayserver in process, served by Serve as cmd/plurenet's
+// relay command serves it: cancelling Serve's context is what its SIGTERM
+// handler does.
+func startGo(t *testing.T, o options) *target {
+	t.Helper()
+	srv, err := relayserver.New(relayserver.Config{
+		Logger:          slog.New(slog.DiscardHandler),
+		MaxConnLifetime: o.lifetime,
+		DrainGrace:      o.drainGrace,
+		Backplane:       o.redis,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, "", "") }()
+	var once sync.Once
+	var serveErr error
+	wait := func() error {
+		once.Do(func() { serveErr = <-done })
+		return serveErr
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = wait()
+		srv.Close()
+	})
+	addr := ln.Addr().String()
+	return &target{
+		url:  "ws://" + addr + relayproto.Path,
+		base: "http://" + addr,
+		stop: func() func() error {
+			cancel()
+			return wait
+		},
+	}
+}
+
+// nodeDir is the Node relay's directory, relative to this package.
+const nodeDir = "vercel"
+
+var (
+	npmOnce sync.Once
+	npmErr  error
+	npmOut  []byte
+)
+
+// needNode skips the test when node is not installed, and installs the
+// Node relay's dependencies (npm ci) when they are missing and npm is there.
+func needNode(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed (scripts/deps.sh installs nodejs and npm): skipping the Node relay")
+	}
+	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "ws")); err == nil {
+		if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "ioredis")); err == nil {
+			return
+		}
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		t.Skip("relayserver/deploy/vercel/node_modules is missing and npm is not installed: skipping the Node relay (run npm ci there)")
+	}
+	npmOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), npmTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = nodeDir
+		npmOut, npmErr = cmd.CombinedOutput()
+	})
+	if npmErr != nil {
+		t.Fatalf("npm ci in relayserver/deploy/vercel failed: %v\n%s", npmErr, npmOut)
+	}
+}
+
+// lockedBuffer collects a child's stderr for failure reports.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 { // keep the first MiB: enough to see what went wrong
+		return len(p), nil
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var listenLine = regexp.MustCompile(`listening on http://127\.0\.0\.1:(\d+)/v1/relay`)
+
+// startNode runs the Node relay as a child process on a free port (it
+// binds port 0 and prints the one it got) and waits for /healthz.
+func startNode(t *testing.T, o options) *target {
+	t.Helper()
+	needNode(t)
+	args := []string{"src/server.js", "--host", "127.0.0.1", "--port", "0"}
+	if o.lifetime > 0 {
+		args = append(args, "--max-conn-lifetime", fmt.Sprintf("%dms", o.lifetime.Milliseconds()))
+	}
+	if o.drainGrace > 0 {
+		args = append(args, "--drain-grace", fmt.Sprintf("%dms", o.drainGrace.Milliseconds()))
+	}
+	if o.redis != "" {
+		args = append(args, "--redis", o.redis)
+	}
+	if os.Getenv("RELAY_TEST_LOG") != "" {
+		args = append(args, "--log-level", "debug")
+	}
+	cmd := exec.Command("node", args...)
+	cmd.Dir = nodeDir
+	// The child must not pick up a developer's settings.
+	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=")
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting node: %v", err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	portc := make(chan string, 1)
+	go func() {
+		defer close(exited)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case portc <- m[1]:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		waitErr = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() || os.Getenv("RELAY_TEST_LOG") != "" {
+			t.Logf("node relay stderr:\n%s", stderr.String())
+		}
+	})
+	var port string
+	select {
+	case port = <-portc:
+	case <-exited:
+		t.Fatalf("node relay exited before listening: %v\n%s", waitErr, stderr.String())
+	case <-time.After(patience):
+		t.Fatalf("node relay did not print its port\n%s", stderr.String())
+	}
+	base := "http://127.0.0.1:" + port
+	waitHealthy(t, base)
+	return &target{
+		url:  "ws://127.0.0.1:" + port + relayproto.Path,
+		base: base,
+		stop: func() func() error {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			return func() error {
+				select {
+				case <-exited:
+					return waitErr
+				case <-time.After(patience):
+					return errors.New("node relay did not exit after SIGTERM")
+				}
+			}
+		},
+	}
+}
+
+// waitHealthy polls GET /healthz until it answers 200.
+func waitHealthy(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		code, _ := get(t, base+"/healthz")
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/healthz never answered 200 (last %d)", base, code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// get returns the status and body of a GET, or 0 when the request failed.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// startRedis runs a redis-server child process on a free 127.0.0.1 port
+// without persistence, or skips the test when none is installed.
+func startRedis(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not installed (scripts/deps.sh installs it): skipping the backplane tests")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(patience)
+	for {
+		if redisAnswers(addr) {
+			return "redis://" + addr + "/0"
+		}
+		select {
+		case <-exited:
+			t.Fatalf("redis-server on port %d exited", port)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on port %d does not answer", port)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// redisAnswers sends PING in the inline protocol and expects +PONG.
+func redisAnswers(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}

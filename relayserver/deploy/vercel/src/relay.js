@@ -1,0 +1,405 @@
+// The relay: HTTP endpoints, admission (limits checked before the WebSocket
+// upgrade), rendezvous rooms, routing and presence, drain. The same
+// behaviour as the Go relay (relayserver/), for hosts that run Node.js.
+
+import { WebSocketServer } from 'ws';
+import * as p from './proto.js';
+import { Conn, PUSHED } from './conn.js';
+import { sourceOf, SourceLimits } from './sources.js';
+
+// Defaults, the same as relayserver.Config's zero value; each bounds what
+// one client can cost the relay (docs/protocol.md §1.8).
+export const DEFAULTS = Object.freeze({
+  maxConnsPerKey: 4, // make-before-break twice over
+  maxConns: 50000,
+  sendQueueFrames: 512, // about half a second of a busy tunnel; then drop like a router
+  sendQueueBytes: 4 << 20, // 64 full-size frames
+  rateBytesPerSec: 64 << 20, // 0 or less: unlimited
+  rateBurstBytes: 8 << 20,
+  handshakeTimeoutMs: 10000,
+  pingIntervalMs: 20000, // below the 30-60 s idle cut of load balancers and proxies
+  idleTimeoutMs: 60000, // three pings unanswered
+  writeTimeoutMs: 10000, // a peer that does not take its close in this time is cut
+  maxConnLifetimeMs: 0, // 0: unlimited
+  drainGraceMs: 5000,
+  maxConnsPerIP: 500, // 0 or less: unlimited
+  handshakeRatePerIP: 20, // 0 or less: unlimited
+  handshakeBurstPerIP: 100,
+  trustProxyHeaders: false,
+});
+
+// wsMaxPayload is what ws buffers of one message before refusing it. Twice
+// MAX_FRAME lets the relay answer a message up to that size with the
+// protocol's ErrFrameTooLarge frame; a longer one is refused by ws while it
+// reads the header, with close 1009 but no Error frame. It also bounds the
+// memory one connection can make the relay hold for a message.
+const WS_MAX_PAYLOAD = 2 * p.MAX_FRAME;
+// shutdownSlackMs is added to the drain grace for the closes to finish.
+const SHUTDOWN_SLACK_MS = 5000;
+
+const HANDSHAKE_RESULTS = ['ok', 'bad_frame', 'bad_version', 'auth_failed', 'too_many_conns', 'timeout', 'shutdown',
+  'disconnected', 'refused_full', 'refused_draining', 'refused_ip_conns', 'refused_ip_rate'];
+const DROP_REASONS = ['no_such_peer', 'queue_full', 'rate_limited', 'closed'];
+
+export class Relay {
+  constructor(cfg = {}, { keys, logger } = {}) {
+    this.cfg = { ...DEFAULTS, ...cfg };
+    if (this.cfg.rateBurstBytes < p.MAX_FRAME) this.cfg.rateBurstBytes = p.MAX_FRAME; // never below one frame
+    if (this.cfg.sendQueueBytes < p.MAX_FRAME) throw new Error(`sendQueueBytes ${this.cfg.sendQueueBytes} is below one frame`);
+    if (this.cfg.pingIntervalMs >= this.cfg.idleTimeoutMs) throw new Error('pingIntervalMs must be below idleTimeoutMs');
+    this.keys = keys || p.newKeyPair();
+    this.log = logger || (() => {});
+    this.nextID = 0;
+    this.conns = new Set();
+    this.rooms = new Map(); // rendezvous hex -> Room
+    this.draining = false;
+    this.backplane = null; // set by attachBackplane
+    this.seq = 0; // numbers remote presence events (see setRemote)
+    this.sources = new SourceLimits(this.cfg);
+    this.metrics = { handshakes: {}, drops: {}, frames: { unicast: 0, broadcast: 0 }, bytes: { unicast: 0, broadcast: 0 } };
+    for (const r of HANDSHAKE_RESULTS) this.metrics.handshakes[r] = 0;
+    for (const r of DROP_REASONS) this.metrics.drops[r] = 0;
+
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      // Payloads are encrypted: compression costs CPU and gains nothing.
+      perMessageDeflate: false,
+      maxPayload: WS_MAX_PAYLOAD,
+      handleProtocols: (protocols) => (protocols.has(p.SUBPROTOCOL) ? p.SUBPROTOCOL : false),
+    });
+    const lifetimeSecs = this.cfg.maxConnLifetimeMs > 0 ? Math.max(1, Math.floor(this.cfg.maxConnLifetimeMs / 1000)) : 0;
+    this.welcome = p.welcome(p.MAX_PAYLOAD, this.cfg.rateBytesPerSec > 0 ? Math.min(this.cfg.rateBytesPerSec, 0xffffffff) : 0, lifetimeSecs);
+    // One timer pings every connection and cuts the silent ones.
+    this.pinger = setInterval(() => this.pingAll(), this.cfg.pingIntervalMs);
+    this.pinger.unref();
+    this.gone = null; // resolves when the last connection closes, while draining
+  }
+
+  count(what, label) { this.metrics[what][label] = (this.metrics[what][label] || 0) + 1; }
+  drop(reason, n) { if (n > 0) this.metrics.drops[reason] += n; }
+  forwarded(kind, frames, payloadBytes) {
+    this.metrics.frames[kind] += frames;
+    this.metrics.bytes[kind] += frames * payloadBytes;
+  }
+
+  // attach installs the relay's handlers on an http.Server.
+  attach(server) {
+    server.on('request', (req, res) => this.onRequest(req, res));
+    server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
+    server.headersTimeout = 10000; // slowloris clients that never finish a request
+    server.requestTimeout = 30000;
+    server.keepAliveTimeout = 120000;
+    server.maxHeadersCount = 100;
+  }
+
+  onRequest(req, res) {
+    const path = (req.url || '').split('?')[0];
+    const text = (status, body, headers = {}) => {
+      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', ...headers });
+      res.end(body + '\n');
+    };
+    if (path === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
+      text(this.draining ? 503 : 200, this.draining ? 'draining' : 'ok');
+    } else if (path === '/metrics' && req.method === 'GET') {
+      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(this.metricsText());
+    } else if (path === p.PATH) {
+      text(426, `plurenet relay: this endpoint speaks WebSocket subprotocol ${p.SUBPROTOCOL}`, { Upgrade: 'websocket' });
+    } else {
+      text(404, 'not found');
+    }
+  }
+
+  onUpgrade(req, socket, head) {
+    const refuse = (status, reason, msg, extra = '') => {
+      const body = msg + '\n';
+      socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\n${extra}` +
+        `Connection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    };
+    socket.on('error', () => {}); // a reset during refusal is no concern of ours
+    const path = (req.url || '').split('?')[0];
+    if (path !== p.PATH) return refuse(404, 'Not Found', 'not found');
+    if (String(req.headers.upgrade || '').toLowerCase() !== 'websocket') {
+      return refuse(426, 'Upgrade Required', `plurenet relay: this endpoint speaks WebSocket subprotocol ${p.SUBPROTOCOL}`, 'Upgrade: websocket\r\n');
+    }
+    const offered = String(req.headers['sec-websocket-protocol'] || '').split(',').map((s) => s.trim());
+    if (!offered.includes(p.SUBPROTOCOL)) {
+      return refuse(400, 'Bad Request', `plurenet relay: the client must offer WebSocket subprotocol ${p.SUBPROTOCOL} (another protocol version?)`);
+    }
+    if (this.draining) {
+      this.count('handshakes', 'refused_draining');
+      return refuse(503, 'Service Unavailable', 'plurenet relay: draining, connect to another instance');
+    }
+    const src = sourceOf(req, this.cfg.trustProxyHeaders);
+    if (!src) return refuse(400, 'Bad Request', 'plurenet relay: cannot tell the client address');
+    if (!this.sources.allowHandshake(src, Date.now())) {
+      this.count('handshakes', 'refused_ip_rate');
+      return refuse(429, 'Too Many Requests', 'plurenet relay: too many connection attempts from your address, slow down', 'Retry-After: 1\r\n');
+    }
+    if (this.conns.size >= this.cfg.maxConns) {
+      this.count('handshakes', 'refused_full');
+      return refuse(503, 'Service Unavailable', 'plurenet relay: at its connection limit, try another instance');
+    }
+    if (!this.sources.acquire(src)) {
+      this.count('handshakes', 'refused_ip_conns');
+      return refuse(429, 'Too Many Requests', `plurenet relay: your address already holds ${this.cfg.maxConnsPerIP} connections`);
+    }
+    let admitted = false;
+    // ws answers a malformed upgrade itself (400) without calling back:
+    // release the address slot when that socket closes without a Conn.
+    socket.once('close', () => {
+      if (!admitted) this.sources.release(src);
+    });
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      admitted = true;
+      this.conns.add(new Conn(this, ws, src));
+    });
+  }
+
+  untrack(c) {
+    if (!this.conns.delete(c)) return;
+    this.sources.release(c.src);
+    if (this.conns.size === 0 && this.gone) this.gone();
+  }
+
+  pingAll() {
+    const now = Date.now();
+    for (const c of this.conns) {
+      if (c.closing) continue;
+      if (now - c.lastHeard > this.cfg.idleTimeoutMs) {
+        c.fail(p.E.Idle, `nothing heard for ${this.cfg.idleTimeoutMs} ms`);
+      } else if (c.ws.readyState === 1) {
+        c.ws.ping();
+      }
+    }
+  }
+
+  // Rooms. A room maps each local key to its routable connections, oldest
+  // first (the last one gets the key's frames), and, with a backplane, each
+  // key on another instance to that instance. A key is present when it is
+  // in either; presence frames announce changes of that union.
+
+  room(rvHex, create) {
+    let r = this.rooms.get(rvHex);
+    if (!r && create) {
+      r = { members: new Map(), remote: new Map(), changed: new Map() };
+      this.rooms.set(rvHex, r);
+    }
+    return r;
+  }
+
+  present(r, keyHex) {
+    const m = r.members.get(keyHex);
+    return (m && m.length > 0) || r.remote.has(keyHex);
+  }
+
+  announce(r, frame, skipHex) {
+    for (const [k, conns] of r.members) {
+      if (k !== skipHex) this.counted(conns[conns.length - 1].push(frame, false));
+    }
+  }
+
+  counted(res) {
+    if (res === PUSHED) return true;
+    this.drop(res === 1 ? 'queue_full' : 'closed', 1);
+    return false;
+  }
+
+  // join makes c routable in its rendezvous and queues Welcome and the
+  // presence snapshot on it. It returns false if the key is at its limit.
+  join(c) {
+    const created = !this.rooms.has(c.rvHex);
+    const r = this.room(c.rvHex, true);
+    const conns = r.members.get(c.keyHex) || [];
+    if (conns.length >= this.cfg.maxConnsPerKey) {
+      if (created) this.rooms.delete(c.rvHex);
+      return false;
+    }
+    // The Welcome and snapshot skip the queue caps: queued once per
+    // connection, and a truncated snapshot would hide peers for good.
+    c.push(this.welcome, true);
+    for (const k of r.members.keys()) {
+      if (k !== c.keyHex) c.push(p.keyed(p.T.PeerPresent, Buffer.from(k, 'hex')), true);
+    }
+    for (const k of r.remote.keys()) {
+      if (k !== c.keyHex && !r.members.has(k)) c.push(p.keyed(p.T.PeerPresent, Buffer.from(k, 'hex')), true);
+    }
+    if (conns.length === 0) {
+      if (!this.present(r, c.keyHex)) this.announce(r, p.keyed(p.T.PeerPresent, c.key), c.keyHex);
+      if (this.backplane) this.backplane.localJoin(c.rv, c.key);
+    }
+    r.members.set(c.keyHex, [...conns, c]);
+    c.room = r;
+    if (created && this.backplane) this.backplane.roomsChanged();
+    return true;
+  }
+
+  // leave stops routing to c; its key is announced gone if c was its last
+  // routable connection. Calling it again does nothing.
+  leave(c) {
+    const r = c.room;
+    if (!r) return;
+    c.room = null;
+    const conns = (r.members.get(c.keyHex) || []).filter((x) => x !== c);
+    if (conns.length > 0) {
+      r.members.set(c.keyHex, conns);
+      return;
+    }
+    r.members.delete(c.keyHex);
+    if (this.backplane) this.backplane.localLeave(c.rv, c.key);
+    if (r.members.size === 0) {
+      // The remote view is kept only for rooms with local members.
+      this.rooms.delete(c.rvHex);
+      if (this.backplane) this.backplane.roomsChanged();
+      return;
+    }
+    if (!this.present(r, c.keyHex)) this.announce(r, p.keyed(p.T.PeerGone, c.key), c.keyHex);
+  }
+
+  unicast(c, dst, frame, payloadLen) {
+    const r = c.room;
+    if (!r) return;
+    const dstHex = dst.toString('hex');
+    const conns = r.members.get(dstHex);
+    if (conns && conns.length > 0) {
+      if (this.counted(conns[conns.length - 1].push(frame, false))) this.forwarded('unicast', 1, payloadLen);
+      return;
+    }
+    const inst = r.remote.get(dstHex);
+    if (inst !== undefined && this.backplane) {
+      this.backplane.publishUnicast(inst, c.rv, dst, frame);
+      return;
+    }
+    this.drop('no_such_peer', 1);
+  }
+
+  broadcast(c, frame, payloadLen) {
+    const r = c.room;
+    if (!r) return;
+    let n = 0;
+    for (const [k, conns] of r.members) {
+      if (k !== c.keyHex && this.counted(conns[conns.length - 1].push(frame, false))) n++;
+    }
+    this.forwarded('broadcast', n, payloadLen);
+    if (r.remote.size > 0 && this.backplane) this.backplane.publishBroadcast(c.rv, frame);
+  }
+
+  // Called by the backplane for what other instances send.
+
+  deliverLocal(rvHex, dstHex, frame) {
+    const r = this.rooms.get(rvHex);
+    const conns = r && r.members.get(dstHex);
+    if (!conns || conns.length === 0) return false;
+    if (this.counted(conns[conns.length - 1].push(frame, false))) this.forwarded('unicast', 1, frame.length - 1 - p.KEY_SIZE);
+    return true;
+  }
+
+  broadcastFromRemote(rvHex, srcHex, frame) {
+    const r = this.rooms.get(rvHex);
+    if (!r) return;
+    let n = 0;
+    for (const [k, conns] of r.members) {
+      if (k !== srcHex && this.counted(conns[conns.length - 1].push(frame, false))) n++;
+    }
+    this.forwarded('broadcast', n, frame.length - 1 - p.KEY_SIZE);
+  }
+
+  remoteJoin(rvHex, keyHex, inst, maxRemote) {
+    const r = this.rooms.get(rvHex);
+    if (!r) return;
+    if (!r.remote.has(keyHex) && r.remote.size >= maxRemote) return;
+    this.noteChange(r, keyHex);
+    const was = this.present(r, keyHex);
+    r.remote.set(keyHex, inst);
+    if (!was) this.announce(r, p.keyed(p.T.PeerPresent, Buffer.from(keyHex, 'hex')), keyHex);
+  }
+
+  // remoteLeave: an event from an instance that no longer owns the key
+  // (another took it since) is stale and ignored.
+  remoteLeave(rvHex, keyHex, inst) {
+    const r = this.rooms.get(rvHex);
+    if (!r || r.remote.get(keyHex) !== inst) return;
+    this.noteChange(r, keyHex);
+    r.remote.delete(keyHex);
+    if (!this.present(r, keyHex)) this.announce(r, p.keyed(p.T.PeerGone, Buffer.from(keyHex, 'hex')), keyHex);
+  }
+
+  noteChange(r, keyHex) {
+    r.changed.set(keyHex, ++this.seq);
+  }
+
+  // setRemote replaces a room's remote view with a snapshot read after
+  // remote event number seq. Keys with a later event keep what the event
+  // said: the snapshot is older.
+  setRemote(rvHex, view, seq) {
+    const r = this.rooms.get(rvHex);
+    if (!r) return;
+    const old = r.remote;
+    const next = new Map();
+    for (const [k, inst] of view) if ((r.changed.get(k) || 0) <= seq) next.set(k, inst);
+    for (const [k, inst] of old) if ((r.changed.get(k) || 0) > seq) next.set(k, inst);
+    for (const [k, s] of r.changed) if (s <= seq) r.changed.delete(k);
+    r.remote = next;
+    for (const k of old.keys()) {
+      if (!next.has(k) && !r.members.has(k)) this.announce(r, p.keyed(p.T.PeerGone, Buffer.from(k, 'hex')), k);
+    }
+    for (const k of next.keys()) {
+      if (!old.has(k) && !r.members.has(k)) this.announce(r, p.keyed(p.T.PeerPresent, Buffer.from(k, 'hex')), k);
+    }
+  }
+
+  // localKeys: for every rendezvous with members here, their keys (hex).
+  localKeys() {
+    const out = new Map();
+    for (const [rv, r] of this.rooms) out.set(rv, [...r.members.keys()]);
+    return out;
+  }
+
+  // drain asks every client to reconnect elsewhere: new upgrades and
+  // /healthz answer 503, each connection gets a Drain, and after the grace
+  // (or once all have left) what remains is closed with ErrServerShutdown.
+  async drain() {
+    this.draining = true;
+    const grace = this.cfg.drainGraceMs;
+    for (const c of this.conns) c.drain(grace);
+    await this.waitGone(grace);
+    for (const c of this.conns) c.fail(p.E.ServerShutdown, 'relay shutting down');
+    if (this.backplane) await this.backplane.flush(SHUTDOWN_SLACK_MS);
+    await this.waitGone(SHUTDOWN_SLACK_MS);
+    for (const c of this.conns) c.ws.terminate();
+  }
+
+  waitGone(ms) {
+    if (this.conns.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      const self = this;
+      function done() { clearTimeout(t); self.gone = null; resolve(); }
+      this.gone = done;
+    });
+  }
+
+  close() {
+    clearInterval(this.pinger);
+    for (const c of this.conns) c.ws.terminate();
+  }
+
+  metricsText() {
+    const m = this.metrics;
+    const lines = [
+      '# TYPE plurenet_relay_connections gauge', `plurenet_relay_connections ${this.conns.size}`,
+      '# TYPE plurenet_relay_rendezvous gauge', `plurenet_relay_rendezvous ${this.rooms.size}`,
+      '# TYPE plurenet_relay_frames_forwarded_total counter',
+      ...Object.entries(m.frames).map(([k, v]) => `plurenet_relay_frames_forwarded_total{kind="${k}"} ${v}`),
+      '# TYPE plurenet_relay_bytes_forwarded_total counter',
+      ...Object.entries(m.bytes).map(([k, v]) => `plurenet_relay_bytes_forwarded_total{kind="${k}"} ${v}`),
+      '# TYPE plurenet_relay_drops_total counter',
+      ...Object.entries(m.drops).map(([k, v]) => `plurenet_relay_drops_total{reason="${k}"} ${v}`),
+      '# TYPE plurenet_relay_handshakes_total counter',
+      ...Object.entries(m.handshakes).map(([k, v]) => `plurenet_relay_handshakes_total{result="${k}"} ${v}`),
+    ];
+    if (this.backplane) lines.push(...this.backplane.metricsLines());
+    return lines.join('\n') + '\n';
+  }
+}

@@ -16,7 +16,7 @@ import (
 )
 
 // Config configures a Node. StateDir, a topic and at least one relay are
-// required; everything else has a default.
+// required (no relay in direct mode); everything else has a default.
 type Config struct {
 	// StateDir holds the node key (so the node keeps its IPs across
 	// restarts) and the control socket.
@@ -33,7 +33,8 @@ type Config struct {
 	// Name is this node's name in the mesh (default: the host name).
 	Name string
 
-	// Relays are relay URLs, primary first, then fallback.
+	// Relays are relay URLs, primary first, then fallback. Direct mode
+	// takes none.
 	Relays []string
 
 	// V4Prefix is the mesh's IPv4 prefix (default 100.64.0.0/10). Every
@@ -44,10 +45,14 @@ type Config struct {
 	PinnedV4 netip.Addr
 
 	// Transport is "auto" (the default: relays at once, direct UDP when ICE
-	// succeeds) or "relay" (relays only).
+	// succeeds), "relay" (relays only) or "direct" (no relay at all: static
+	// peers and LAN discovery, see Peers and LAN).
 	Transport string
 
-	// ListenPort is the UDP port of the direct path; 0 picks one.
+	// ListenPort is the UDP port of the direct path; 0 picks one, except
+	// in direct mode, where 0 means DefaultDirectPort if it is free (else a
+	// random port, with a warning): a peer that others dial needs a port
+	// they know.
 	ListenPort int
 	// ListenAddr is the IPv4 address the direct path binds (zero: all).
 	ListenAddr netip.Addr
@@ -56,6 +61,23 @@ type Config struct {
 	// address. Nil means the relays' own STUN responders (each relay's
 	// host, port 3478); an empty non-nil slice means none.
 	STUNServers []string
+
+	// Peers are the static peers of direct mode, each "KEY@HOST:PORT" (KEY
+	// the peer's node public key as "plurenet key public" prints it) or
+	// "HOST:PORT" (the key is learned from the peer's first sealed
+	// announcement). This node announces itself to each; HOST may be a
+	// name, looked up again every announce interval. IPv4 only.
+	Peers []string
+
+	// NoLAN turns LAN discovery off in direct mode (it is on by default):
+	// no multicast announcements, only Peers.
+	NoLAN bool
+	// LANGroup is the multicast group:port of LAN discovery (default
+	// 239.255.77.77:51899). Members must use the same.
+	LANGroup netip.AddrPort
+	// LANInterfaces names the interfaces LAN discovery uses (default:
+	// every interface that is up, multicast-capable and not loopback).
+	LANInterfaces []string
 
 	// TUN, when set, names a kernel TUN device to create (needs
 	// CAP_NET_ADMIN) instead of the userspace adapter.
@@ -77,8 +99,9 @@ type Config struct {
 
 // Transport modes.
 const (
-	TransportAuto  = "auto"
-	TransportRelay = "relay"
+	TransportAuto   = "auto"
+	TransportRelay  = "relay"
+	TransportDirect = "direct"
 )
 
 // relaySTUNPort is where a plurenet relay answers STUN (plurenet relay
@@ -109,8 +132,24 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Topic != "" {
 		cfg.TopicID = mesh.TopicID(cfg.Topic)
 	}
-	if len(cfg.Relays) == 0 {
-		return cfg, errors.New("no relay: give a relay URL (ws://host:port or wss://host); see README \"Run a relay\"")
+	switch cfg.Transport {
+	case "":
+		cfg.Transport = TransportAuto
+	case TransportAuto, TransportRelay, TransportDirect:
+	default:
+		return cfg, fmt.Errorf("transport %q: want %q, %q or %q", cfg.Transport, TransportAuto, TransportRelay, TransportDirect)
+	}
+	if cfg.Transport == TransportDirect {
+		if err := cfg.checkDirectMode(); err != nil {
+			return cfg, err
+		}
+	} else {
+		if len(cfg.Relays) == 0 {
+			return cfg, errors.New("no relay: give a relay URL (ws://host:port or wss://host); see README \"Run a relay\"")
+		}
+		if len(cfg.Peers) > 0 {
+			return cfg, fmt.Errorf("static peers are for transport %q (no relay); with relays, members find each other through them", TransportDirect)
+		}
 	}
 	for _, r := range cfg.Relays {
 		if err := checkRelayURL(r); err != nil {
@@ -132,13 +171,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if err := mesh.ValidName(cfg.Name); err != nil {
 		return cfg, err
-	}
-	switch cfg.Transport {
-	case "":
-		cfg.Transport = TransportAuto
-	case TransportAuto, TransportRelay:
-	default:
-		return cfg, fmt.Errorf("transport %q: want %q or %q", cfg.Transport, TransportAuto, TransportRelay)
 	}
 	if cfg.ListenPort < 0 || cfg.ListenPort > 65535 {
 		return cfg, fmt.Errorf("UDP listen port %d: want 0 to 65535", cfg.ListenPort)

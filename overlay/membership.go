@@ -17,10 +17,11 @@ func (n *Node) selfAnnounce() mesh.Message {
 		Kind: mesh.KindAnnounce,
 		From: n.pub,
 		Announce: mesh.Announce{
-			V4:       v4,
-			V6:       n.v6,
-			PinnedV4: n.cfg.PinnedV4.IsValid(),
-			Name:     n.cfg.Name,
+			V4:         v4,
+			V6:         n.v6,
+			PinnedV4:   n.cfg.PinnedV4.IsValid(),
+			Name:       n.cfg.Name,
+			Candidates: n.selfCandidates(), // direct mode only
 		},
 	}
 }
@@ -47,6 +48,7 @@ func (n *Node) broadcastSealed(m mesh.Message) {
 			n.log.Debug("broadcast not sent", "relay", l.url, "kind", m.Kind, "err", err)
 		}
 	}
+	n.sendDirectMode(b, m.Kind == mesh.KindLeave)
 }
 
 // announceTo sends this node's announcement to one peer through l.

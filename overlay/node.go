@@ -38,6 +38,7 @@ type Node struct {
 	dev     *device.Device
 	links   []*relayLink
 	direct  *direct.Transport // nil with Transport "relay"
+	dm      *directMode       // nil unless Transport is "direct"
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -114,11 +115,18 @@ func (n *Node) setup() error {
 	}
 	n.bind = transports.NewBind(transports.BindConfig{Logger: n.log})
 	var ts []transports.Transport
-	if cfg.Transport == TransportAuto {
+	switch cfg.Transport {
+	case TransportAuto:
 		if err := n.startDirect(); err != nil {
 			return err
 		}
 		// Most preferred first: the Bind uses direct whenever it is up.
+		ts = append(ts, n.direct)
+	case TransportDirect:
+		// No relay at all (directmode.go).
+		if err := n.startDirectMode(); err != nil {
+			return err
+		}
 		ts = append(ts, n.direct)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -164,6 +172,11 @@ func (n *Node) setup() error {
 			n.receive(ctx, l)
 		}()
 	}
+	if n.dm != nil {
+		if err := n.startDirectModeRecv(); err != nil {
+			return err
+		}
+	}
 
 	n.ctl, err = startControl(cfg.StateDir, n, n.log)
 	if err != nil {
@@ -208,7 +221,7 @@ func (n *Node) maintain(ctx context.Context) {
 // idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		if n.members != nil && len(n.links) > 0 {
+		if n.members != nil && (len(n.links) > 0 || n.dm != nil) {
 			n.broadcastSealed(mesh.Message{Kind: mesh.KindLeave, From: n.pub})
 		}
 		if n.cancel != nil {
@@ -227,6 +240,7 @@ func (n *Node) Close() error {
 		for _, l := range n.links {
 			l.client.Close()
 		}
+		n.closeDirectMode()
 		if n.direct != nil {
 			n.direct.Close()
 		}

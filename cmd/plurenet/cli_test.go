@@ -91,7 +91,12 @@ func TestBadInput(t *testing.T) {
 		{"bad ip", with("--ip", "fd00::1"), 2, "--ip"},
 		{"bad listen port", with("--listen-port", "99999"), 2, "--listen-port"},
 		{"bad stun", with("--stun", "stun.example"), 2, "--stun"},
-		{"direct only", with("--transport", "direct"), 1, "not implemented yet"},
+		{"direct with relay", with("--transport", "direct"), 2, "uses no relay"},
+		{"direct with stun", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--stun", "127.0.0.1:3478"}, 2, "no STUN"},
+		{"peer without direct", with("--peer", "192.0.2.1:51898"), 2, "--transport direct"},
+		{"bad peer", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--peer", "nokey@192.0.2.1:5"}, 2, "--peer"},
+		{"peer without port", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--peer", "192.0.2.1"}, 2, "HOST:PORT"},
+		{"bad lan discovery", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--lan-discovery", "maybe"}, 2, "--lan-discovery"},
 		{"ip outside prefix", with("--ip", "10.0.0.1"), 1, "outside the mesh prefix"},
 		{"bad prefix", with("--ipv4-prefix", "100.64.0.0"), 2, "--ipv4-prefix"},
 		{"bad log level", with("--log-level", "loud"), 2, "log level"},
@@ -135,5 +140,49 @@ func TestKeyGenerate(t *testing.T) {
 			t.Fatalf("secret %q: want 43 fresh characters (256 bits)", k)
 		}
 		seen[k] = true
+	}
+}
+
+// TestDirectSettings checks how --peer and --lan-discovery reach the node
+// config from flags, the environment and the config file.
+func TestDirectSettings(t *testing.T) {
+	const key = "hT1kZ2Tl9QpRCHNzIcUeCKkT3YgT3lG7RXjZzx6hwQI="
+	file := writeFile(t, "c.json", `{"syncTransport": "direct", "syncKey": "file-secret-0123456789", "topic": "t",
+		"peers": ["`+key+`@192.0.2.1:51898", "nas.local:51898"], "lanDiscovery": "off"}`)
+	tests := []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		wantPeers []string
+		wantNoLAN bool
+	}{
+		{"file", nil, nil, []string{key + "@192.0.2.1:51898", "nas.local:51898"}, true},
+		{"env list", nil, map[string]string{"PLURENET_PEER": "192.0.2.7:1, 192.0.2.8:2", "PLURENET_LAN_DISCOVERY": "on"}, []string{"192.0.2.7:1", "192.0.2.8:2"}, false},
+		{"flags", []string{"--peer", "192.0.2.9:3", "--peer", key + "@192.0.2.10:4"}, nil, []string{"192.0.2.9:3", key + "@192.0.2.10:4"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s upSettings
+			var configPath string
+			fs := flag.NewFlagSet("up", flag.ContinueOnError)
+			s.registerFlags(fs, &configPath)
+			if err := fs.Parse(append([]string{"--config", file}, tt.args...)); err != nil {
+				t.Fatal(err)
+			}
+			env := func(k string) string { return tt.env[k] }
+			if err := s.resolve(fs, configPath, env); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := s.nodeConfig(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Transport != "direct" || len(cfg.Relays) != 0 || cfg.NoLAN != tt.wantNoLAN {
+				t.Fatalf("transport %q relays %q noLAN %v", cfg.Transport, cfg.Relays, cfg.NoLAN)
+			}
+			if strings.Join(cfg.Peers, "|") != strings.Join(tt.wantPeers, "|") {
+				t.Fatalf("peers = %q, want %q", cfg.Peers, tt.wantPeers)
+			}
+		})
 	}
 }

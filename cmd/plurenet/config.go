@@ -34,6 +34,8 @@ type upSettings struct {
 	TUN           string
 	ListenPort    string
 	STUN          listValue
+	Peers         listValue
+	LANDiscovery  string
 	CAFile        string
 	LogLevel      string
 	Open          bool
@@ -61,14 +63,16 @@ func (s *upSettings) table() []setting {
 		{flag: "name", env: "PLURENET_NAME", fileKeys: []string{"name"}, usage: "this node's name in the mesh (default: host name)", str: &s.Name},
 		{flag: "relay", env: "PLURENET_RELAY", fileKeys: []string{"relay", "syncRelay"}, usage: "primary relay URL (ws:// or wss://)", str: &s.Relay},
 		{flag: "relay-fallback", env: "PLURENET_RELAY_FALLBACK", fileKeys: []string{"relayFallback", "syncRelayFallback"}, usage: "fallback relay URL, used when the primary is unreachable", str: &s.RelayFallback},
-		{flag: "transport", env: "PLURENET_TRANSPORT", fileKeys: []string{"transport", "syncTransport"}, usage: "auto, relay or direct", str: &s.Transport},
+		{flag: "transport", env: "PLURENET_TRANSPORT", fileKeys: []string{"transport", "syncTransport"}, usage: "auto, relay or direct (no relay: static peers and LAN discovery)", str: &s.Transport},
+		{flag: "peer", env: "PLURENET_PEER", fileKeys: []string{"peers", "peer"}, usage: "static peer for --transport direct: KEY@HOST:PORT or HOST:PORT, repeatable", list: &s.Peers},
+		{flag: "lan-discovery", env: "PLURENET_LAN_DISCOVERY", fileKeys: []string{"lanDiscovery"}, usage: "on or off: find members on the LAN by multicast in --transport direct (default on)", str: &s.LANDiscovery},
 		{flag: "state-dir", env: "PLURENET_STATE_DIR", fileKeys: []string{"stateDir"}, usage: "directory for the node key and control socket", str: &s.StateDir},
 		{flag: "ip", env: "PLURENET_IP", fileKeys: []string{"ip"}, usage: "pin this node's IPv4 overlay address", str: &s.IP},
 		{flag: "ipv4-prefix", env: "PLURENET_IPV4_PREFIX", fileKeys: []string{"ipv4Prefix"}, usage: "IPv4 prefix of the mesh (every member must use the same)", str: &s.IPv4Prefix},
 		{flag: "socks5", env: "PLURENET_SOCKS5", fileKeys: []string{"socks5"}, usage: "serve a SOCKS5 proxy into the mesh on this local address", str: &s.SOCKS5},
 		{flag: "forward", env: "PLURENET_FORWARD", fileKeys: []string{"forward"}, usage: "LOCAL=MEMBER:PORT: forward a local port to a member (repeatable)", list: &s.Forward},
 		{flag: "expose", env: "PLURENET_EXPOSE", fileKeys: []string{"expose"}, usage: "PORT[=HOST:PORT]: let members reach a local service on this node's overlay IP (repeatable)", list: &s.Expose},
-		{flag: "listen-port", env: "PLURENET_LISTEN_PORT", fileKeys: []string{"listenPort"}, usage: "UDP port of the direct path (default: random)", str: &s.ListenPort},
+		{flag: "listen-port", env: "PLURENET_LISTEN_PORT", fileKeys: []string{"listenPort"}, usage: "UDP port of the direct path (default: random; 51898 with --transport direct)", str: &s.ListenPort},
 		{flag: "stun", env: "PLURENET_STUN", fileKeys: []string{"stun"}, usage: "STUN server host:port for the direct path, repeatable (default: each relay's host, port 3478; \"none\" for none)", list: &s.STUN},
 		{flag: "tun", env: "PLURENET_TUN", fileKeys: []string{"tun"}, usage: "use a kernel TUN device with this name (needs CAP_NET_ADMIN)", str: &s.TUN},
 		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},

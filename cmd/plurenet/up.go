@@ -153,20 +153,27 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		return cfg, usageErrorf("no topic: give --topic NAME (every member uses the same)")
 	}
 	switch s.Transport {
-	case "", "auto", "relay":
+	case "", "auto", "relay", "direct":
 		cfg.Transport = s.Transport
-	case "direct":
-		return cfg, errors.New("--transport direct (no relay at all: static peers and LAN discovery) is not implemented yet; use auto, which goes direct whenever the network allows")
 	default:
 		return cfg, usageErrorf("--transport %q: want auto, relay or direct", s.Transport)
 	}
 	cfg.TUN = s.TUN
-	if s.Relay == "" {
-		return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\")")
-	}
-	cfg.Relays = []string{s.Relay}
-	if s.RelayFallback != "" {
-		cfg.Relays = append(cfg.Relays, s.RelayFallback)
+	if cfg.Transport == "direct" {
+		if err := s.directConfig(&cfg); err != nil {
+			return cfg, err
+		}
+	} else {
+		if len(s.Peers) > 0 || s.LANDiscovery != "" {
+			return cfg, usageErrorf("--peer and --lan-discovery are for --transport direct (no relay); with a relay, members find each other through it")
+		}
+		if s.Relay == "" {
+			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport direct on a LAN")
+		}
+		cfg.Relays = []string{s.Relay}
+		if s.RelayFallback != "" {
+			cfg.Relays = append(cfg.Relays, s.RelayFallback)
+		}
 	}
 	cfg.StateDir = pick(s.StateDir, defaultStateDir(getenv))
 	if s.ListenPort != "" {
@@ -216,6 +223,30 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		cfg.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return cfg, nil
+}
+
+// directConfig checks the settings of --transport direct.
+func (s *upSettings) directConfig(cfg *overlay.Config) error {
+	if s.Relay != "" || s.RelayFallback != "" {
+		return usageErrorf("--transport direct uses no relay: drop --relay/--relay-fallback, or use --transport auto for relays and direct paths")
+	}
+	if len(s.STUN) > 0 {
+		return usageErrorf("--transport direct uses no STUN server: drop --stun")
+	}
+	for _, p := range s.Peers {
+		if _, err := overlay.ParsePeer(p); err != nil {
+			return usageErrorf("--peer: %v", err)
+		}
+	}
+	cfg.Peers = s.Peers
+	switch s.LANDiscovery {
+	case "", "on":
+	case "off":
+		cfg.NoLAN = true
+	default:
+		return usageErrorf("--lan-discovery %q: want on or off", s.LANDiscovery)
+	}
+	return nil
 }
 
 func (s *upSettings) portSpecs() ([]portfwd.ForwardSpec, []portfwd.ExposeSpec, error) {

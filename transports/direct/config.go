@@ -53,14 +53,22 @@ const (
 	// so an unreachable STUN server delays an attempt by this much.
 	stunGatherTimeout = 3 * time.Second
 
+	// StaticHold is how long a static path (SetStatic) stays usable
+	// without a packet from the peer, counted from the last SetStatic for
+	// its address. The overlay confirms a path every time a sealed
+	// announcement arrives from it (every 15 s) and drops a member silent
+	// for 45 s (mesh.MemberTimeout), so a live member's path never lapses,
+	// and WireGuard may start a handshake before the peer has sent anything.
+	StaticHold = 45 * time.Second
+
 	// tickInterval is how often a peer's state machine looks at its timers.
 	// Reachable checks liveness itself, so this only bounds how late a
 	// state change is noticed for status and retries.
 	tickInterval = 250 * time.Millisecond
 )
 
-// Config configures a Transport. Signal is required; the zero value of
-// everything else is usable.
+// Config configures a Transport. Signal is required unless DisableICE is
+// set; the zero value of everything else is usable.
 type Config struct {
 	// PrivateKey is this node's key. Its public half decides ICE roles (the
 	// lower key controls) and is never sent by this package.
@@ -88,11 +96,25 @@ type Config struct {
 	// callee owns pkt. Without it such packets are dropped and counted.
 	Deliver func(from nodekey.Public, pkt []byte)
 
+	// DisableICE turns ICE off: peers are reached only on static paths
+	// (SetStatic), and no Signal func is needed. The overlay's direct mode,
+	// which has no relay to carry ICE signaling, uses this.
+	DisableICE bool
+
+	// OnMesh, if set, receives the sealed mesh messages (first byte
+	// mesh.SealedHeader, at most mesh.MaxSealed bytes) that arrive on the
+	// socket, with their source address; without it they are dropped. It
+	// is called from one goroutine, in arrival order, with a copy the
+	// callee owns; it may block briefly (messages arriving meanwhile queue,
+	// up to meshQueue). The sender is not authenticated here: the callee
+	// opens the message with the mesh key.
+	OnMesh func(from netip.AddrPort, msg []byte)
+
 	Logger *slog.Logger
 }
 
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.Signal == nil {
+	if cfg.Signal == nil && !cfg.DisableICE {
 		return cfg, errors.New("direct: no Signal func: ICE needs a signaling channel to the peers")
 	}
 	if cfg.PrivateKey.IsZero() {

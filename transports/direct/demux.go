@@ -1,6 +1,10 @@
 package direct
 
-import "github.com/pion/stun/v4"
+import (
+	"github.com/pion/stun/v4"
+
+	"github.com/plures/plurenet/internal/mesh"
+)
 
 // packetClass is what a datagram on the shared socket carries.
 type packetClass int
@@ -9,6 +13,7 @@ const (
 	classOther     packetClass = iota // neither: dropped and counted
 	classWireGuard                    // a WireGuard message: to the device
 	classSTUN                         // a STUN message: to ICE
+	classMesh                         // a sealed mesh message: to Config.OnMesh
 )
 
 func (c packetClass) String() string {
@@ -17,6 +22,8 @@ func (c packetClass) String() string {
 		return "wireguard"
 	case classSTUN:
 		return "stun"
+	case classMesh:
+		return "mesh"
 	}
 	return "other"
 }
@@ -36,12 +43,19 @@ const wireGuardMinLen = 32
 // while a WireGuard handshake whose random sender index equals the magic
 // cookie would be (1 in 2^32) misread as STUN if STUN were tested first.
 // So WireGuard is tested first.
+//
+// A sealed mesh message starts with mesh.SealedHeader (0xF1): not a
+// WireGuard type, and its top two bits are set, which no STUN message's
+// are. Only its size is checked here; the overlay authenticates it.
 func classify(b []byte) packetClass {
 	if len(b) >= wireGuardMinLen && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
 		return classWireGuard
 	}
 	if len(b) >= 20 && b[0]&0xC0 == 0 && stun.IsMessage(b) {
 		return classSTUN
+	}
+	if len(b) >= mesh.MinSealed && len(b) <= mesh.MaxSealed && b[0] == mesh.SealedHeader {
+		return classMesh
 	}
 	return classOther
 }

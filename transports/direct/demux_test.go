@@ -5,7 +5,17 @@ import (
 	"testing"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/plures/plurenet/internal/mesh"
 )
+
+// sealedLike is n bytes that look like a sealed mesh message to classify
+// (which checks only the header byte and the size).
+func sealedLike(n int) []byte {
+	b := make([]byte, n)
+	b[0] = mesh.SealedHeader
+	return b
+}
 
 func TestClassify(t *testing.T) {
 	wg := func(typ byte, n int) []byte {
@@ -46,6 +56,11 @@ func TestClassify(t *testing.T) {
 		{"stun short", binding[:19], classOther},
 		{"empty", nil, classOther},
 		{"dns-ish", []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}, classOther},
+		{"sealed smallest", sealedLike(mesh.MinSealed), classMesh},
+		{"sealed largest", sealedLike(mesh.MaxSealed), classMesh},
+		{"sealed too short", sealedLike(mesh.MinSealed - 1), classOther},
+		{"sealed too long", sealedLike(mesh.MaxSealed + 1), classOther},
+		{"sealed wrong header", func() []byte { b := sealedLike(200); b[0] = 0xF2; return b }(), classOther},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +75,7 @@ func FuzzClassify(f *testing.F) {
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
 	f.Add(append([]byte{4, 0, 0, 0}, make([]byte, 60)...))
 	f.Add([]byte{1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42})
+	f.Add(sealedLike(mesh.MinSealed))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		switch classify(b) {
 		case classWireGuard:
@@ -69,6 +85,10 @@ func FuzzClassify(f *testing.F) {
 		case classSTUN:
 			if !stun.IsMessage(b) || b[0]&0xC0 != 0 {
 				t.Fatalf("% x classified as STUN", b[:min(len(b), 8)])
+			}
+		case classMesh:
+			if len(b) < mesh.MinSealed || len(b) > mesh.MaxSealed || b[0] != mesh.SealedHeader {
+				t.Fatalf("%d bytes starting %x classified as a sealed mesh message", len(b), b[0])
 			}
 		}
 	})

@@ -20,4 +20,11 @@
 // the peer within LossTimeout, so the Bind falls back to a relay within that
 // time when the path dies, and comes back to it when ICE succeeds again. The
 // WireGuard session is never touched.
+//
+// Without a relay (the overlay's direct mode, Config.DisableICE) there is no
+// ICE: each peer's path is a static address given with SetStatic (see
+// static.go), and the socket also carries sealed mesh messages (first byte
+// 0xF1), handed to Config.OnMesh through a bounded, rate-limited queue and
+// sent with SendMesh, so that members announce themselves to each other's
+// direct sockets and learn each other's addresses from them.
 package direct

@@ -36,7 +36,8 @@ type peer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	path atomic.Pointer[directPath] // nil unless direct
+	path   atomic.Pointer[directPath] // ICE's validated path; nil unless direct
+	static atomic.Pointer[directPath] // the static path (SetStatic); nil if none
 
 	mu     sync.Mutex
 	status PathInfo
@@ -56,11 +57,16 @@ type peer struct {
 }
 
 // directPath is a validated path: the peer's address on the selected ICE
-// pair and when a packet last came from it.
+// pair, or its static address, and when a packet last came from it.
 type directPath struct {
 	addr     netip.AddrPort
 	udpAddr  *net.UDPAddr
 	lastRecv atomic.Int64 // Transport.now() of the last packet from addr
+
+	// Static paths only (see static.go).
+	static    bool
+	since     time.Time    // when the address was set
+	confirmed atomic.Int64 // Transport.now() of the last SetStatic for addr
 }
 
 func newPeer(t *Transport, key nodekey.Public) *peer {
@@ -81,7 +87,12 @@ func newPeer(t *Transport, key nodekey.Public) *peer {
 	}
 }
 
+// start runs the peer's ICE state machine; a peer of a transport with
+// DisableICE has none and only static paths.
 func (p *peer) start() {
+	if p.t.cfg.DisableICE {
+		return
+	}
 	ctx, cancel := context.WithCancel(p.t.ctx)
 	p.cancel = cancel
 	go p.run(ctx)
@@ -89,6 +100,9 @@ func (p *peer) start() {
 
 // stop ends the state machine and waits for it (and its ICE agent).
 func (p *peer) stop() {
+	if p.cancel == nil {
+		return // never started
+	}
 	p.cancel()
 	<-p.done
 }
@@ -110,14 +124,25 @@ func (p *peer) wake() {
 	}
 }
 
-// livePath returns the direct path if a packet arrived on it within
-// LossTimeout.
+// livePath returns ICE's path if a packet arrived on it within
+// LossTimeout, else the static path if it is usable (see static.go).
 func (p *peer) livePath(now int64) *directPath {
-	dp := p.path.Load()
-	if dp == nil || now-dp.lastRecv.Load() > int64(LossTimeout) {
-		return nil
+	if dp := p.path.Load(); dp != nil && now-dp.lastRecv.Load() <= int64(LossTimeout) {
+		return dp
 	}
-	return dp
+	if sp := p.static.Load(); sp != nil && sp.usable(now) {
+		return sp
+	}
+	return nil
+}
+
+// usesAddr reports whether addr is one of the peer's current paths.
+func (p *peer) usesAddr(addr netip.AddrPort) bool {
+	if dp := p.path.Load(); dp != nil && dp.addr == addr {
+		return true
+	}
+	sp := p.static.Load()
+	return sp != nil && sp.addr == addr
 }
 
 // touchGranularity limits stores to the shared timestamp to one per
@@ -126,9 +151,10 @@ const touchGranularity = int64(time.Millisecond)
 
 // touch records that a packet arrived from addr.
 func (p *peer) touch(addr netip.AddrPort, now int64) {
-	dp := p.path.Load()
-	if dp != nil && dp.addr == addr && now-dp.lastRecv.Load() > touchGranularity {
-		dp.lastRecv.Store(now)
+	for _, dp := range [2]*directPath{p.path.Load(), p.static.Load()} {
+		if dp != nil && dp.addr == addr && now-dp.lastRecv.Load() > touchGranularity {
+			dp.lastRecv.Store(now)
+		}
 	}
 }
 

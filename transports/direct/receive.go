@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/plures/plurenet/internal/mesh"
 )
 
 // idlePoll is how long the idle reader blocks before checking whether a
@@ -23,10 +25,11 @@ const idlePoll = 250 * time.Millisecond
 // sees ICE traffic and, rarely, WireGuard packets for Config.Deliver.
 const idleBatch = 16
 
-// maxDatagram is the idle reader's buffer size: the largest UDP payload
-// on a 1500-byte-MTU IPv4 link, beyond any WireGuard message the overlay
-// MTU produces.
-const maxDatagram = 1500
+// maxDatagram is the idle reader's buffer size: one byte more than the
+// largest sealed mesh message (mesh.MaxSealed), which is beyond any
+// WireGuard message the overlay MTU produces, so that a larger datagram,
+// truncated by the kernel, is still too large to pass for one.
+const maxDatagram = mesh.MaxSealed + 1
 
 // reader hands the socket to one reader at a time: the device's
 // ReceiveFunc while a Bind has it open, otherwise the idle reader, so ICE
@@ -126,9 +129,10 @@ func addrOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// dispatch handles one datagram: STUN is copied to ICE, WireGuard from a
-// validated path returns its peer (the caller hands the packet to the
-// device), everything else is dropped and counted. Any packet from a
+// dispatch handles one datagram: STUN is copied to ICE, sealed mesh
+// messages to OnMesh, WireGuard from a validated path returns its peer (the
+// caller hands the packet to the device), everything else is dropped and
+// counted. Any packet from a
 // validated path proves the path alive.
 func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 	if t.stats.blackhole.Load() {
@@ -151,6 +155,9 @@ func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 		}
 		t.stats.stunIn.Add(1)
 		t.stun.deliver(b, from)
+		return nil
+	case classMesh:
+		t.deliverMesh(b, from)
 		return nil
 	default:
 		t.stats.dropOther.Add(1)

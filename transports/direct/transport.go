@@ -58,7 +58,8 @@ type Transport struct {
 	lastSes uint64 // newest session id handed out; guarded by mu
 	closed  bool   // guarded by mu
 
-	rd reader
+	rd   reader
+	mesh *meshIn // nil without Config.OnMesh
 
 	batchPool sync.Pool // *[]ipv4.Message for SendBatch
 
@@ -71,7 +72,8 @@ type Transport struct {
 }
 
 type counters struct {
-	wgIn, stunIn                  atomic.Uint64
+	wgIn, stunIn, meshIn          atomic.Uint64
+	dropMeshRate, dropMeshQueue   atomic.Uint64
 	dropUnknownSrc, dropOther     atomic.Uint64
 	dropNoDeliver, dropBlackholed atomic.Uint64
 	signalsBad                    atomic.Uint64
@@ -131,12 +133,13 @@ func New(cfg Config) (*Transport, error) {
 	t.batchPool.New = func() any { return newMsgs(transportsBatch) }
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.rd.init(t)
+	t.startMesh()
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
 		t.rd.idleLoop()
 	}()
-	t.log.Info("direct path listening", "addr", t.local.String(), "stun", cfg.STUNServers)
+	t.log.Info("direct path listening", "addr", t.local.String(), "stun", cfg.STUNServers, "ice", !cfg.DisableICE)
 	return t, nil
 }
 
@@ -169,16 +172,26 @@ func (t *Transport) LocalAddr() netip.AddrPort { return t.local }
 func (t *Transport) Name() string { return Name }
 
 // AddPeer starts looking for a direct path to peer (a member joined). It
-// is a no-op for a peer already added or for this node's own key.
+// is a no-op for a peer already added or for this node's own key. With
+// DisableICE it only registers the peer: it is reached on the static path
+// SetStatic gives it.
 func (t *Transport) AddPeer(key nodekey.Public) {
 	if key == t.self {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !t.closed {
+		t.addPeerLocked(key)
+	}
+}
+
+// addPeerLocked returns the peer, adding and starting it if it is new.
+// t.mu must be held and the transport open.
+func (t *Transport) addPeerLocked(key nodekey.Public) *peer {
 	old := *t.peers.Load()
-	if t.closed || old[key] != nil {
-		return
+	if p := old[key]; p != nil {
+		return p
 	}
 	p := newPeer(t, key)
 	next := make(map[nodekey.Public]*peer, len(old)+1)
@@ -188,10 +201,11 @@ func (t *Transport) AddPeer(key nodekey.Public) {
 	next[key] = p
 	t.peers.Store(&next)
 	p.start()
+	return p
 }
 
-// RemovePeer stops the peer's ICE agent and forgets its path (a member
-// left). It waits for the peer's state machine to end.
+// RemovePeer stops the peer's ICE agent and forgets its paths, static
+// included (a member left). It waits for the peer's state machine to end.
 func (t *Transport) RemovePeer(key nodekey.Public) {
 	t.mu.Lock()
 	old := *t.peers.Load()
@@ -204,6 +218,9 @@ func (t *Transport) RemovePeer(key nodekey.Public) {
 			}
 		}
 		t.peers.Store(&next)
+		if sp := p.static.Swap(nil); sp != nil {
+			t.setAddrLocked(netip.AddrPort{}, nil, sp.addr)
+		}
 	}
 	t.mu.Unlock()
 	if p != nil {
@@ -259,12 +276,19 @@ func (t *Transport) nextSession(atLeast uint64) uint64 {
 func (t *Transport) setAddr(addr netip.AddrPort, p *peer, old netip.AddrPort) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.setAddrLocked(addr, p, old)
+}
+
+// setAddrLocked is setAddr with t.mu held. The old address stays mapped
+// while another of the peer's paths (ICE's or the static one) still uses
+// it; the caller has already swapped the path it replaces.
+func (t *Transport) setAddrLocked(addr netip.AddrPort, p *peer, old netip.AddrPort) {
 	cur := *t.byAddr.Load()
 	next := make(map[netip.AddrPort]*peer, len(cur)+1)
 	for k, v := range cur {
 		next[k] = v
 	}
-	if old.IsValid() && next[old] == p {
+	if q := next[old]; old.IsValid() && q != nil && (q == p || p == nil) && !q.usesAddr(old) {
 		delete(next, old)
 	}
 	if p != nil && addr.IsValid() {
@@ -277,7 +301,7 @@ func (t *Transport) setAddr(addr netip.AddrPort, p *peer, old netip.AddrPort) {
 func (t *Transport) now() int64 { return int64(time.Since(t.epoch)) }
 
 // Reachable reports whether peer has a validated direct path on which a
-// packet arrived within LossTimeout.
+// packet arrived within LossTimeout, or a usable static path.
 func (t *Transport) Reachable(peer nodekey.Public) bool {
 	p := t.peer(peer)
 	return p != nil && p.livePath(t.now()) != nil
@@ -380,7 +404,8 @@ func (s PathState) String() string {
 // PathInfo describes a peer's direct path for status output.
 type PathInfo struct {
 	State  PathState
-	Remote netip.AddrPort // the peer's address on the selected pair; zero unless direct
+	Remote netip.AddrPort // the peer's address on the selected pair or static path; zero unless direct
+	Static bool           // the path is a static one (SetStatic), not ICE's
 	RTT    time.Duration  // ICE's latest round-trip time on the selected pair
 	Since  time.Time      // when State last changed
 }
@@ -392,7 +417,17 @@ func (t *Transport) PathInfo(peer nodekey.Public) (PathInfo, bool) {
 	if p == nil {
 		return PathInfo{}, false
 	}
-	return p.info(), true
+	pi := p.info()
+	if pi.State == StateDirect {
+		return pi, true
+	}
+	if si, ok := p.staticInfo(t.now()); ok && (si.State == StateDirect || pi.State == 0) {
+		return si, true
+	}
+	if pi.State == 0 { // no ICE and no static path
+		pi.State = StateLost
+	}
+	return pi, true
 }
 
 // Stats counts what the transport received and dropped.
@@ -400,10 +435,13 @@ type Stats struct {
 	WireGuardIn     uint64 // WireGuard packets attributed to a peer
 	STUNIn          uint64 // STUN packets passed to ICE
 	DropsUnknownSrc uint64 // WireGuard packets from an address with no validated path
-	DropsOther      uint64 // datagrams that are neither WireGuard nor STUN
+	DropsOther      uint64 // datagrams that are neither WireGuard, STUN nor (with OnMesh) sealed mesh messages
 	DropsSTUNQueue  uint64 // STUN packets dropped because ICE did not keep up
 	DropsNoDeliver  uint64 // WireGuard packets read while no Bind was open and no Deliver set
 	DropsBadSignal  uint64 // signal messages that did not parse
+	MeshIn          uint64 // sealed mesh messages queued for OnMesh
+	DropsMeshRate   uint64 // sealed mesh messages over meshRate
+	DropsMeshQueue  uint64 // sealed mesh messages dropped because OnMesh did not keep up
 	DropsBlackholed uint64 // test hook
 }
 
@@ -417,6 +455,9 @@ func (t *Transport) Stats() Stats {
 		DropsSTUNQueue:  t.stun.drops.Load(),
 		DropsNoDeliver:  t.stats.dropNoDeliver.Load(),
 		DropsBadSignal:  t.stats.signalsBad.Load(),
+		MeshIn:          t.stats.meshIn.Load(),
+		DropsMeshRate:   t.stats.dropMeshRate.Load(),
+		DropsMeshQueue:  t.stats.dropMeshQueue.Load(),
 		DropsBlackholed: t.stats.dropBlackholed.Load(),
 	}
 }

@@ -1,0 +1,96 @@
+package direct
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/plures/plurenet/internal/nodekey"
+)
+
+// Static paths. Without a relay there is nobody to carry ICE signaling, and
+// on a LAN or towards a forwarded port nothing needs punching: the overlay
+// knows a member's address (configured, or the source of the member's
+// sealed announcement) and says so with SetStatic. A static path is used
+// whenever ICE has no live path of its own.
+//
+// Liveness differs from ICE's on purpose. An ICE path is probed every
+// KeepaliveInterval and dropped after LossTimeout of silence, because a
+// relay is there to fall back to. A static path is the only path, and
+// WireGuard must be able to send its first handshake before the peer has
+// sent anything: so it is usable while packets arrive (LossTimeout) or
+// within StaticHold of the last SetStatic for its address, which the
+// overlay repeats on every authenticated announcement.
+
+// SetStatic makes addr the static path to peer, adding the peer (as AddPeer
+// would) if it is new. Calling it again with the same address confirms the
+// path (see StaticHold); with another address it moves the peer there
+// (roaming): WireGuard packets from the old address are no longer
+// attributed to the peer. addr must be an IPv4 unicast address with a port.
+func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if !validRemote(addr) {
+		return fmt.Errorf("direct: static path to %s: %s is not an IPv4 unicast address with a port", key.ShortString(), addr)
+	}
+	if key == t.self {
+		return fmt.Errorf("direct: static path to %s: that is this node's own key", key.ShortString())
+	}
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	p := t.addPeerLocked(key)
+	cur := p.static.Load()
+	if cur != nil && cur.addr == addr {
+		cur.confirmed.Store(now)
+		return nil
+	}
+	sp := &directPath{addr: addr, udpAddr: net.UDPAddrFromAddrPort(addr), static: true, since: time.Now()}
+	sp.confirmed.Store(now)
+	// Nothing arrived on the new address yet.
+	sp.lastRecv.Store(now - int64(LossTimeout) - 1)
+	p.static.Store(sp)
+	var old netip.AddrPort
+	if cur != nil {
+		old = cur.addr
+		p.log.Info("direct: peer moved", "from", old.String(), "to", addr.String())
+	} else {
+		p.log.Debug("direct: static path", "remote", addr.String())
+	}
+	t.setAddrLocked(addr, p, old)
+	return nil
+}
+
+// StaticAddr returns the peer's static address and whether the path is
+// usable now (see StaticHold). ok is false when the peer has none.
+func (t *Transport) StaticAddr(peer nodekey.Public) (addr netip.AddrPort, usable, ok bool) {
+	p := t.peer(peer)
+	if p == nil {
+		return netip.AddrPort{}, false, false
+	}
+	sp := p.static.Load()
+	if sp == nil {
+		return netip.AddrPort{}, false, false
+	}
+	return sp.addr, sp.usable(t.now()), true
+}
+
+// usable reports whether a static path may carry packets at now.
+func (dp *directPath) usable(now int64) bool {
+	return now-dp.lastRecv.Load() <= int64(LossTimeout) || now-dp.confirmed.Load() <= int64(StaticHold)
+}
+
+// staticInfo describes a peer's static path for PathInfo.
+func (p *peer) staticInfo(now int64) (PathInfo, bool) {
+	sp := p.static.Load()
+	if sp == nil {
+		return PathInfo{}, false
+	}
+	if !sp.usable(now) {
+		return PathInfo{State: StateLost, Static: true, Since: sp.since}, true
+	}
+	return PathInfo{State: StateDirect, Remote: sp.addr, Static: true, Since: sp.since}, true
+}

@@ -226,25 +226,41 @@ func (s *Stack) dialTCP(ctx context.Context, ip netip.Addr, port uint16) (net.Co
 	return gonet.NewTCPConn(&wq, ep), nil
 }
 
-// Listen accepts TCP connections on address: "ip:port" for one of the node's
-// addresses, or ":port" for any of them (both IP versions on "tcp"). Port 0
-// picks a free port; read it from the listener's Addr.
-func (s *Stack) Listen(network, address string) (net.Listener, error) {
-	opErr := func(err error) error {
+// listenError wraps errors of Listen and ListenPacket as the net package
+// does.
+func listenError(network, address string) func(error) error {
+	return func(err error) error {
 		return &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("netstack: %s: %w", address, err)}
 	}
-	f, err := parseNetwork(network, "tcp")
+}
+
+// parseListen checks a listen network ("tcp"/"udp" family given by want)
+// and address, and says which protocol to bind and whether IPv6-only.
+func parseListen(network, address, want string) (ip netip.Addr, port uint16, proto tcpip.NetworkProtocolNumber, v6only bool, err error) {
+	f, err := parseNetwork(network, want)
 	if err != nil {
-		return nil, opErr(err)
+		return ip, 0, 0, false, err
 	}
-	ip, port, err := parseAddr(address, true)
+	ip, port, err = parseAddr(address, true)
 	if err == nil {
 		err = checkFamily(f, ip)
 	}
 	if err != nil {
+		return ip, 0, 0, false, err
+	}
+	proto, v6only = bindProto(f, ip)
+	return ip, port, proto, v6only, nil
+}
+
+// Listen accepts TCP connections on address: "ip:port" for one of the node's
+// addresses, or ":port" for any of them (both IP versions on "tcp"). Port 0
+// picks a free port; read it from the listener's Addr.
+func (s *Stack) Listen(network, address string) (net.Listener, error) {
+	opErr := listenError(network, address)
+	ip, port, proto, v6only, err := parseListen(network, address, "tcp")
+	if err != nil {
 		return nil, opErr(err)
 	}
-	proto, v6only := bindProto(f, ip)
 
 	var wq waiter.Queue
 	s.mu.RLock()
@@ -307,21 +323,11 @@ func (s *Stack) isClosed() bool {
 // ListenPacket opens a UDP socket on address ("ip:port" or ":port"; both IP
 // versions on "udp" with no address).
 func (s *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
-	opErr := func(err error) error {
-		return &net.OpError{Op: "listen", Net: network, Err: fmt.Errorf("netstack: %s: %w", address, err)}
-	}
-	f, err := parseNetwork(network, "udp")
+	opErr := listenError(network, address)
+	ip, port, proto, v6only, err := parseListen(network, address, "udp")
 	if err != nil {
 		return nil, opErr(err)
 	}
-	ip, port, err := parseAddr(address, true)
-	if err == nil {
-		err = checkFamily(f, ip)
-	}
-	if err != nil {
-		return nil, opErr(err)
-	}
-	proto, v6only := bindProto(f, ip)
 	local := fullAddr(ip, port)
 	c, err := s.udpEndpoint(proto, v6only, &local, nil)
 	if err != nil {

@@ -294,11 +294,51 @@ func (n *Node) notifyChangedLocked() {
 }
 
 // wireguardLogger sends wireguard-go's logs to slog: its verbose lines are
-// per-packet detail (debug), its errors are worth a warning.
+// per-packet detail (debug); its errors are worth a warning, but it logs one
+// per failed packet, so a dead path would flood the log: each distinct
+// format is logged at most once per wgErrorEvery, with a count of what was
+// suppressed.
 func wireguardLogger(log *slog.Logger) *device.Logger {
 	log = log.With("component", "wireguard")
+	var mu sync.Mutex
+	type seen struct {
+		last       time.Time
+		suppressed int
+	}
+	byFormat := make(map[string]*seen)
 	return &device.Logger{
 		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
-		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...)) },
+		Errorf: func(format string, args ...any) {
+			now := time.Now()
+			mu.Lock()
+			s := byFormat[format]
+			if s == nil {
+				if len(byFormat) >= wgErrorFormats {
+					clear(byFormat)
+				}
+				s = &seen{}
+				byFormat[format] = s
+			}
+			if now.Sub(s.last) < wgErrorEvery {
+				s.suppressed++
+				mu.Unlock()
+				return
+			}
+			suppressed := s.suppressed
+			s.last, s.suppressed = now, 0
+			mu.Unlock()
+			if suppressed > 0 {
+				log.Warn(fmt.Sprintf(format, args...), "suppressed", suppressed)
+			} else {
+				log.Warn(fmt.Sprintf(format, args...))
+			}
+		},
 	}
 }
+
+// Bounds of wireguardLogger's rate limit: wireguard-go has a few dozen
+// error formats, so the map stays small.
+const (
+	wgErrorEvery   = 5 * time.Second
+	wgErrorFormats = 64
+)

@@ -59,6 +59,13 @@ const inboundQueue = 4096
 // ErrNoPath is returned by Send when no transport can reach the peer.
 var ErrNoPath = errors.New("no path to peer")
 
+// ErrCongested marks a transport's send error that means "the path is up
+// but dropped this packet" (a full queue, a rate limit). The Bind counts the
+// drop and reports success, as a UDP socket does when its queue overflows:
+// moving the packet to another transport would reorder the flow, and an
+// error would make wireguard-go log every dropped packet.
+var ErrCongested = errors.New("path congested, packet dropped")
+
 // BindConfig configures a Bind. The zero value is usable.
 type BindConfig struct {
 	Logger *slog.Logger
@@ -80,6 +87,8 @@ type Bind struct {
 	dropsFull  atomic.Uint64
 	dropsNoRcv atomic.Uint64
 	dropsNoPth atomic.Uint64
+
+	dropsCongested atomic.Uint64
 }
 
 type inbound struct {
@@ -231,11 +240,21 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			lastErr = bs.SendBatch(e.Key, bufs)
 		} else {
 			for _, p := range bufs {
-				if err := t.Send(e.Key, p); err != nil {
+				err := t.Send(e.Key, p)
+				if errors.Is(err, ErrCongested) {
+					b.dropsCongested.Add(1)
+					continue
+				}
+				if err != nil {
 					lastErr = err
 					break
 				}
 			}
+		}
+		if errors.Is(lastErr, ErrCongested) {
+			// A batch sender dropped some of the batch: the path is up.
+			b.dropsCongested.Add(1)
+			lastErr = nil
 		}
 		if lastErr == nil {
 			b.notePath(e.Key, t.Name())
@@ -295,6 +314,7 @@ type BindStats struct {
 	DropsQueueFull uint64 // the device did not read fast enough
 	DropsClosed    uint64 // delivered while the Bind was closed
 	DropsNoPath    uint64 // no transport could send
+	DropsCongested uint64 // the chosen transport dropped packets (full queue, rate limit)
 }
 
 // Stats returns the drop counters.
@@ -303,5 +323,6 @@ func (b *Bind) Stats() BindStats {
 		DropsQueueFull: b.dropsFull.Load(),
 		DropsClosed:    b.dropsNoRcv.Load(),
 		DropsNoPath:    b.dropsNoPth.Load(),
+		DropsCongested: b.dropsCongested.Load(),
 	}
 }

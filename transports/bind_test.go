@@ -383,3 +383,28 @@ func TestBindBatchTransport(t *testing.T) {
 	}
 	b.Close()
 }
+
+// A congested path drops the packet but stays the path: the Bind reports
+// success (as a UDP socket with a full queue does) instead of reordering the
+// flow onto the next transport.
+func TestBindCongestedIsADropNotAFailover(t *testing.T) {
+	a, b := newKey(t).Public(), newKey(t).Public()
+	sender, receiver := NewBind(BindConfig{}), NewBind(BindConfig{})
+	if _, _, err := receiver.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer receiver.Close()
+	p, f := newMem("primary", a), newMem("fallback", a)
+	p.peers[b], f.peers[b] = receiver, receiver
+	p.failErr = fmt.Errorf("queue full (%w)", ErrCongested)
+	sender.SetTransports(p, f)
+	if err := sender.Send([][]byte{[]byte("one"), []byte("two")}, Endpoint{Key: b}); err != nil {
+		t.Fatalf("Send on a congested path: %v", err)
+	}
+	if got := sender.PathTo(b).Name; got != "primary" {
+		t.Fatalf("path = %q, want primary", got)
+	}
+	if st := sender.Stats(); st.DropsCongested != 2 || st.DropsNoPath != 0 || f.count() != 0 {
+		t.Fatalf("stats %+v, fallback sent %d; want 2 congestion drops and nothing on the fallback", st, f.count())
+	}
+}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/transports"
 )
 
 // Timers of the connection manager.
@@ -66,10 +67,10 @@ var (
 	ErrNotConnected = errors.New("relay: not connected")
 	// ErrQueueFull: the connection's send queue is full; the frame was
 	// dropped.
-	ErrQueueFull = errors.New("relay: send queue full")
+	ErrQueueFull = fmt.Errorf("relay: send queue full (%w)", transports.ErrCongested)
 	// ErrRateLimited: sending now would exceed the rate the relay accepts
 	// from this connection by more than maxPaceDelay; the frame was dropped.
-	ErrRateLimited = errors.New("relay: over the relay's rate limit")
+	ErrRateLimited = fmt.Errorf("relay: over the relay's rate limit (%w)", transports.ErrCongested)
 	// ErrTooLarge: the payload exceeds what the relay forwards.
 	ErrTooLarge = errors.New("relay: payload too large")
 	// ErrClosed: the client was closed.

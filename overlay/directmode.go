@@ -183,13 +183,14 @@ func (n *Node) startDirectMode() error {
 	}
 	n.dm = dm
 	cfg := direct.Config{
-		PrivateKey: n.priv,
-		ListenPort: n.cfg.ListenPort,
-		ListenAddr: n.cfg.ListenAddr,
-		DisableICE: true,
-		OnMesh:     func(from netip.AddrPort, msg []byte) { n.handleDirectSealed(from, msg, false) },
-		Deliver:    n.bind.Deliver,
-		Logger:     n.log,
+		PrivateKey:      n.priv,
+		ListenPort:      n.cfg.ListenPort,
+		ListenAddr:      n.cfg.ListenAddr,
+		DisableICE:      true,
+		ExcludePrefixes: n.meshPrefixes(),
+		OnMesh:          func(from netip.AddrPort, msg []byte) { n.handleDirectSealed(from, msg, false) },
+		Deliver:         n.bind.Deliver,
+		Logger:          n.log,
 	}
 	if cfg.ListenPort == 0 {
 		cfg.ListenPort = DefaultDirectPort

@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
@@ -13,19 +14,26 @@ import (
 // sealed mesh messages over the relays.
 func (n *Node) startDirect() error {
 	d, err := direct.New(direct.Config{
-		PrivateKey:  n.priv,
-		ListenPort:  n.cfg.ListenPort,
-		ListenAddr:  n.cfg.ListenAddr,
-		STUNServers: n.cfg.STUNServers,
-		Signal:      n.sendSignal,
-		Deliver:     n.bind.Deliver,
-		Logger:      n.log,
+		PrivateKey:      n.priv,
+		ListenPort:      n.cfg.ListenPort,
+		ListenAddr:      n.cfg.ListenAddr,
+		STUNServers:     n.cfg.STUNServers,
+		ExcludePrefixes: n.meshPrefixes(),
+		Signal:          n.sendSignal,
+		Deliver:         n.bind.Deliver,
+		Logger:          n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("direct path: %w", err)
 	}
 	n.direct = d
 	return nil
+}
+
+// meshPrefixes are the overlay's own prefixes. The direct path must never
+// run over them: with a kernel TUN they are local interface addresses.
+func (n *Node) meshPrefixes() []netip.Prefix {
+	return []netip.Prefix{n.cfg.V4Prefix, mesh.ULAPrefix(n.cfg.TopicID)}
 }
 
 // errNoRelayToPeer is returned when no relay connection reaches a peer.

@@ -80,6 +80,13 @@ type Config struct {
 	// address. Tests bind 127.0.0.1.
 	ListenAddr netip.Addr
 
+	// ExcludePrefixes are addresses that must never carry the direct path:
+	// the mesh's own overlay prefixes. With a kernel TUN the node's overlay
+	// address is a local interface address, and a "direct" path to a
+	// peer's overlay address would send WireGuard into its own tunnel.
+	// Such candidates are neither offered nor accepted.
+	ExcludePrefixes []netip.Prefix
+
 	// STUNServers are "host:port" STUN servers used to learn this node's
 	// public (server-reflexive) address. Without one only host candidates
 	// are gathered, which connects members of one LAN but punches no NAT.

@@ -14,6 +14,7 @@ import (
 // credentials. A retry or a restart makes a new session rather than
 // restarting the agent, so nothing from a failed attempt lingers.
 type session struct {
+	t           *Transport
 	id          uint64
 	controlling bool
 	agent       *ice.Agent
@@ -33,6 +34,21 @@ type session struct {
 	answerSent bool          // controlled: the answer for the latest offer went out
 	nextSend   time.Time     // controlling: when to (re)send the offer
 	sendGap    time.Duration // controlling: current retransmit interval
+}
+
+// excluded reports whether a candidate address lies in an excluded prefix.
+func (t *Transport) excluded(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range t.cfg.ExcludePrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // newSession creates an agent and starts gathering; kick is called (without
@@ -59,7 +75,7 @@ func (t *Transport) newSession(id uint64, controlling bool, kick func()) (*sessi
 	if err != nil {
 		return nil, fmt.Errorf("direct: ICE agent: %w", err)
 	}
-	s := &session{id: id, controlling: controlling, agent: agent, started: time.Now(), sendGap: offerRetransmitMin}
+	s := &session{t: t, id: id, controlling: controlling, agent: agent, started: time.Now(), sendGap: offerRetransmitMin}
 	fail := func(err error) (*session, error) {
 		agent.Close()
 		return nil, fmt.Errorf("direct: ICE agent: %w", err)
@@ -71,6 +87,8 @@ func (t *Transport) newSession(id uint64, controlling bool, kick func()) (*sessi
 		s.mu.Lock()
 		if c == nil {
 			s.gathered = true
+		} else if t.excluded(c.Address()) {
+			// An overlay address (a kernel TUN's): never a path.
 		} else if m := c.Marshal(); len(m) <= maxCandidateLen {
 			if c.Type() == ice.CandidateTypeServerReflexive {
 				s.srflx = append(s.srflx, m)
@@ -164,7 +182,7 @@ func (s *session) addRemote(cands []string) (added int) {
 		default:
 			continue
 		}
-		if a, err := netip.ParseAddr(c.Address()); err != nil || !a.Is4() {
+		if a, err := netip.ParseAddr(c.Address()); err != nil || !a.Is4() || s.t.excluded(c.Address()) {
 			continue
 		}
 		if s.agent.AddRemoteCandidate(c) == nil {

@@ -36,6 +36,9 @@ func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
 	if key == t.self {
 		return fmt.Errorf("direct: static path to %s: that is this node's own key", key.ShortString())
 	}
+	if t.excluded(addr.Addr().String()) {
+		return fmt.Errorf("direct: static path to %s: %s is inside the mesh's own prefixes", key.ShortString(), addr)
+	}
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,0 +1,108 @@
+// Command labbench is "make bench": it measures plurenet beside its
+// baselines in one run and prints one table of ratios.
+//
+// Without privileges it measures on loopback: the relay forwarding between
+// two clients against a plain TCP pipe (the Go benchmarks of
+// transports/relay), TCP between two userspace nodes through an in-process
+// relay, and the time from starting two nodes to their first TCP byte.
+//
+// As root it also builds a network lab (internal/netlab): hosts a and b
+// and a relay host on one bridge, and measures TCP throughput (iperf3) and
+// ping RTT from a to b over (a) the bare veths, (b) wireguard-go with
+// static peers, (c) plurenet with kernel TUN devices, (d) plurenet's
+// userspace adapter through --forward and --expose, (e) plurenet forced
+// onto the relay, with the peak RSS of every process involved. Ratios
+// compare rows of the same run; the absolute numbers say more about the
+// machine than about plurenet.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	repo := flag.String("repo", ".", "the plurenet repository (for go test -bench)")
+	plurenet := flag.String("plurenet", "bin/plurenet", "plurenet binary for the lab rows")
+	wg := flag.String("wireguard-go", "", "wireguard-go binary for lab row (b)")
+	benchtime := flag.Duration("benchtime", 2*time.Second, "go test -benchtime of the relay benchmarks")
+	duration := flag.Duration("duration", 5*time.Second, "length of each throughput measurement")
+	pings := flag.Int("pings", 20, "pings per RTT measurement")
+	noLab := flag.Bool("no-lab", false, "measure the loopback rows only")
+	flag.Parse()
+	if *duration < time.Second || *pings < 1 || *benchtime <= 0 {
+		fmt.Fprintln(os.Stderr, "labbench: -duration must be at least 1s, -pings at least 1, -benchtime positive")
+		return 2
+	}
+	ctx := context.Background()
+	var t table
+	t.footer = append(t.footer, "")
+	failed := false
+
+	fmt.Fprintln(os.Stderr, "labbench: relay Go benchmarks (go test -bench ./transports/relay)...")
+	pipe, relay := relayGoBenchmarks(ctx, *repo, *benchtime)
+	t.pipe = t.add(pipe)
+	t.add(relay)
+	fmt.Fprintln(os.Stderr, "labbench: two userspace nodes on loopback...")
+	setup, tput := overlayLoopback(ctx, *duration)
+	t.add(tput)
+	t.add(setup)
+
+	switch {
+	case *noLab:
+		t.footer = append(t.footer, "lab rows (a)-(e): skipped (-no-lab)")
+	case os.Geteuid() != 0:
+		t.footer = append(t.footer, "lab rows (a)-(e): need root (network namespaces, TUN devices): run make bench as root")
+	default:
+		if _, err := os.Stat(*plurenet); err != nil {
+			fmt.Fprintf(os.Stderr, "labbench: -plurenet: %v\n", err)
+			return 2
+		}
+		fmt.Fprintln(os.Stderr, "labbench: network lab rows (a)-(e)...")
+		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings})
+		for _, r := range rows {
+			switch {
+			case strings.HasPrefix(r.label, "(a)"):
+				t.veth = r
+			case strings.HasPrefix(r.label, "(b)"):
+				t.wg = r
+			}
+			t.add(r)
+		}
+		switch {
+		case out.Skipped != "":
+			t.footer = append(t.footer, "lab rows (a)-(e): skipped: "+out.Skipped)
+		case out.Fatal != "":
+			t.footer = append(t.footer, "lab rows: the lab failed: "+out.Fatal)
+			failed = true
+		}
+	}
+
+	fmt.Printf("plurenet bench: one run, %s, %s/%s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Println("ratios divide a row's throughput by a baseline measured in this run (/PIPE: loopback rows; /VETH, /WG-GO: lab rows)")
+	fmt.Println()
+	if err := t.write(os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "labbench: %v\n", err)
+		return 1
+	}
+	for _, r := range t.rows {
+		if r.err != nil {
+			failed = true
+			fmt.Fprintf(os.Stderr, "labbench: %s %s: %v\n", r.section, r.label, r.err)
+		}
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}

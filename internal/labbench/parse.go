@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// parseIperf3 reads the JSON report of an iperf3 client (iperf3 -J) and
+// returns the throughput the receiver saw, in bits per second.
+func parseIperf3(out []byte) (float64, error) {
+	var res struct {
+		End struct {
+			SumReceived struct {
+				Bytes         int64   `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return 0, fmt.Errorf("iperf3 report: %w", err)
+	}
+	if res.Error != "" {
+		return 0, fmt.Errorf("iperf3: %s", res.Error)
+	}
+	if res.End.SumReceived.Bytes <= 0 || res.End.SumReceived.BitsPerSecond <= 0 {
+		return 0, errors.New("iperf3: the receiver got nothing")
+	}
+	return res.End.SumReceived.BitsPerSecond, nil
+}
+
+// parsePingAvg finds the average round-trip time in ping's summary line
+// ("rtt min/avg/max/mdev = 0.041/0.057/0.093/0.012 ms").
+func parsePingAvg(out string) (time.Duration, error) {
+	for line := range strings.Lines(out) {
+		_, stats, ok := strings.Cut(line, "min/avg/max")
+		if !ok {
+			continue
+		}
+		_, rest, ok := strings.Cut(stats, "= ")
+		if !ok {
+			break
+		}
+		// "0.041/0.057/0.093/0.012 ms", maybe followed by ", pipe 2"
+		// when replies overlapped.
+		words := strings.Fields(rest)
+		if len(words) < 2 || strings.TrimSuffix(words[1], ",") != "ms" {
+			break
+		}
+		fields := strings.Split(words[0], "/")
+		if len(fields) < 2 {
+			break
+		}
+		ms, err := strconv.ParseFloat(fields[1], 64)
+		if err != nil || ms < 0 {
+			break
+		}
+		return time.Duration(ms * float64(time.Millisecond)), nil
+	}
+	return 0, fmt.Errorf("ping: no rtt summary in its output: %q", out)
+}
+
+// goBenchResult is one line of "go test -bench" output.
+type goBenchResult struct {
+	Name     string
+	NsPerOp  float64
+	MBPerSec float64 // 10^6 bytes per second, as the testing package counts
+}
+
+// parseGoBench reads "go test -bench" output and returns its benchmark
+// lines by name, without the -GOMAXPROCS suffix.
+func parseGoBench(out string) (map[string]goBenchResult, error) {
+	res := make(map[string]goBenchResult)
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		r := goBenchResult{Name: f[0]}
+		if i := strings.LastIndexByte(r.Name, '-'); i > 0 {
+			if _, err := strconv.Atoi(r.Name[i+1:]); err == nil {
+				r.Name = r.Name[:i]
+			}
+		}
+		for i := 2; i+1 < len(f); i++ {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			switch f[i+1] {
+			case "ns/op":
+				r.NsPerOp = v
+			case "MB/s":
+				r.MBPerSec = v
+			}
+		}
+		if r.NsPerOp == 0 {
+			return nil, fmt.Errorf("go bench line without ns/op: %q", sc.Text())
+		}
+		res[r.Name] = r
+	}
+	return res, sc.Err()
+}
+
+// peakRSS returns a process's peak resident set size (VmHWM in
+// /proc/PID/status) in bytes.
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS of %d: %w", pid, err)
+	}
+	return parseVmHWM(string(b))
+}
+
+func parseVmHWM(status string) (int64, error) {
+	for line := range strings.Lines(status) {
+		v, ok := strings.CutPrefix(line, "VmHWM:")
+		if !ok {
+			continue
+		}
+		v, unit, _ := strings.Cut(strings.TrimSpace(v), " ")
+		kb, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || strings.TrimSpace(unit) != "kB" {
+			return 0, fmt.Errorf("VmHWM line %q", strings.TrimSpace(line))
+		}
+		return kb << 10, nil
+	}
+	return 0, errors.New("no VmHWM line in /proc/PID/status")
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseIperf3(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    float64
+		wantErr string
+	}{
+		{"ok", `{"end":{"sum_received":{"bytes":1250000,"bits_per_second":2e9}}}`, 2e9, ""},
+		{"error report", `{"error":"unable to connect to server: Connection refused"}`, 0, "unable to connect"},
+		{"nothing received", `{"end":{"sum_received":{"bytes":0,"bits_per_second":0}}}`, 0, "got nothing"},
+		{"not JSON", `iperf3: error`, 0, "iperf3 report"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseIperf3([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParsePingAvg(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"iputils", "--- 10.0.0.2 ping statistics ---\n20 packets transmitted, 20 received, 0% packet loss, time 3800ms\nrtt min/avg/max/mdev = 0.041/0.057/0.093/0.012 ms\n", 57 * time.Microsecond, true},
+		{"overlapping replies", "rtt min/avg/max/mdev = 0.288/19.485/282.971/62.694 ms, pipe 2\n", 19485 * time.Microsecond, true},
+		{"busybox", "round-trip min/avg/max = 0.101/1.500/2.000 ms\n", 1500 * time.Microsecond, true},
+		{"all lost", "20 packets transmitted, 0 received, 100% packet loss\n", 0, false},
+		{"seconds unit", "rtt min/avg/max/mdev = 1/2/3/4 s\n", 0, false},
+		{"garbage numbers", "rtt min/avg/max/mdev = a/b/c/d ms\n", 0, false},
+		{"negative", "rtt min/avg/max/mdev = 1/-2/3/4 ms\n", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parsePingAvg(tt.in)
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if tt.ok && (got-tt.want > time.Microsecond || tt.want-got > time.Microsecond) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseGoBench(t *testing.T) {
+	out := `goos: linux
+goarch: amd64
+pkg: github.com/plures/plurenet/transports/relay
+cpu: AMD EPYC
+BenchmarkRelayThroughput-2   	  500000	      4000 ns/op	 350.00 MB/s	     120 B/op	       2 allocs/op
+BenchmarkTCPPipe-2           	 5000000	       350 ns/op	4000.00 MB/s	       0 B/op	       0 allocs/op
+BenchmarkNoBytes             	     100	   1000000 ns/op
+PASS
+ok  	github.com/plures/plurenet/transports/relay	9.1s
+`
+	got, err := parseGoBench(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]goBenchResult{
+		"BenchmarkRelayThroughput": {Name: "BenchmarkRelayThroughput", NsPerOp: 4000, MBPerSec: 350},
+		"BenchmarkTCPPipe":         {Name: "BenchmarkTCPPipe", NsPerOp: 350, MBPerSec: 4000},
+		"BenchmarkNoBytes":         {Name: "BenchmarkNoBytes", NsPerOp: 1e6},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d results %+v, want %d", len(got), got, len(want))
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: got %+v, want %+v", k, got[k], w)
+		}
+	}
+	if _, err := parseGoBench("BenchmarkBroken-2 10 fast ns/op\n"); err == nil {
+		t.Error("a benchmark line without a number of ns/op parsed")
+	}
+}
+
+func TestParseVmHWM(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"ok", "Name:\tplurenet\nVmPeak:\t 1234 kB\nVmHWM:\t   20480 kB\nVmRSS:\t 100 kB\n", 20480 << 10, true},
+		{"missing", "Name:\tplurenet\n", 0, false},
+		{"bad unit", "VmHWM:\t 20 MB\n", 0, false},
+		{"bad number", "VmHWM:\t many kB\n", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseVmHWM(tt.in)
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Fatalf("got %d, %v; want %d, ok=%v", got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestTableRatios(t *testing.T) {
+	var tb table
+	tb.pipe = tb.add(&row{section: sectionLoopback, label: "pipe", bps: 8e9})
+	tb.add(&row{section: sectionLoopback, label: "relay", bps: 2e9})
+	tb.veth = tb.add(&row{section: sectionLab, label: "(a) veth", bps: 10e9, rtt: 50 * time.Microsecond})
+	tb.wg = tb.add(&row{section: sectionLab, label: "(b) wg", bps: 2e9, rss: []procRSS{{"wg-a", 10 << 20}, {"wg-b", 12 << 20}}})
+	tb.add(&row{section: sectionLab, label: "(c) plurenet", bps: 1e9, rtt: 1500 * time.Microsecond})
+	tb.add(&row{section: sectionLab, label: "(d) broken", err: errNoWireguardGo})
+	tb.footer = []string{"a footer line"}
+	var b strings.Builder
+	if err := tb.write(&b); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	wantFields := map[string][]string{
+		"loopback relay":   {"2.00 Gbit/s", "0.25"},
+		"lab (a) veth":     {"10.00 Gbit/s", "1.00", "5.00", "0.050 ms"},
+		"lab (b) wg":       {"0.20", "1.00", "wg-a 10.0, wg-b 12.0 MiB"},
+		"lab (c) plurenet": {"1.00 Gbit/s", "0.10", "0.50", "1.500 ms"},
+		"lab (d) broken":   {"FAILED", "no wireguard-go"},
+		"loopback pipe":    {"8.00 Gbit/s", "1.00"},
+		"a footer line":    nil,
+		"ROW":              {"THROUGHPUT", "/PIPE", "/VETH", "/WG-GO", "RTT AVG", "PEAK RSS"},
+	}
+	for prefix, fields := range wantFields {
+		found := false
+		for _, l := range lines {
+			if !strings.HasPrefix(l, prefix) {
+				continue
+			}
+			found = true
+			for _, f := range fields {
+				if !strings.Contains(l, f) {
+					t.Errorf("line %q lacks %q", l, f)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no line starts with %q in:\n%s", prefix, b.String())
+		}
+	}
+}
+
+func TestCondense(t *testing.T) {
+	in := "time=1 level=INFO msg=up\n" +
+		"time=2 level=WARN msg=\"queue full\"\n" +
+		"time=3 level=WARN msg=\"queue full\"\n" +
+		"time=4 level=WARN msg=\"queue full\"\n" +
+		"plain\nplain\n" +
+		"time=5 level=INFO msg=down\n"
+	want := "time=1 level=INFO msg=up\n" +
+		"time=2 level=WARN msg=\"queue full\"\n" +
+		"    [the line above 2 more times]\n" +
+		"plain\n" +
+		"    [the line above 1 more times]\n" +
+		"time=5 level=INFO msg=down"
+	if got := condense(in); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}

@@ -186,3 +186,16 @@ func TestDirectSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestDemo runs "plurenet demo" as the README tells a newcomer to.
+func TestDemo(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run([]string{"demo"}, &out, &errs); code != 0 {
+		t.Fatalf("demo exit %d\nstdout: %s\nstderr: %s", code, out.String(), errs.String())
+	}
+	for _, want := range []string{"carried by relay:primary", "went direct", "demo ok"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

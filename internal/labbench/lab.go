@@ -52,7 +52,9 @@ type labConfig struct {
 }
 
 // bench is one lab: hosts a and b and a relay host, all on the lab's
-// internet (one bridge), so every path below crosses the same veths.
+// internet (one bridge), so every path of rows (a)-(e) crosses the same
+// veths. Rows (f)-(h) use a second bench whose a and b sit behind NAT
+// routers.
 type bench struct {
 	t        *labT
 	cfg      labConfig
@@ -61,7 +63,7 @@ type bench struct {
 	stateDir string
 }
 
-// labRows measures rows (a) to (e) in a fresh lab. The outcome says whether
+// labRows measures rows (a) to (h) in a fresh lab. The outcome says whether
 // the lab could run at all.
 func labRows(cfg labConfig) ([]*row, labOutcome) {
 	var rows []*row
@@ -82,6 +84,12 @@ func labRows(cfg labConfig) ([]*row, labOutcome) {
 		rows = append(rows, b.plurenetTUN("auto"))
 		rows = append(rows, b.plurenetUserspace())
 		rows = append(rows, b.plurenetTUN("relay"))
+		// Rows (f)-(h): another pair of hosts, each behind its own home
+		// NAT router, and the same relay host.
+		ra := lab.NATRouter("ra", netlab.RouterConfig{})
+		rb := lab.NATRouter("rb", netlab.RouterConfig{})
+		nat := &bench{t: t, cfg: cfg, a: lab.Host("na", ra), b: lab.Host("nb", rb), relay: b.relay, stateDir: dir}
+		rows = append(rows, nat.natRows(rb)...)
 	})
 	return rows, out
 }
@@ -328,7 +336,7 @@ func (b *bench) waitPeer(from *node, to string) (overlay.MemberStatus, error) {
 // plurenetTUN is row (c) (transport auto: labelled with the path it took)
 // or row (e) (transport relay): kernel TUN nodes on a and b.
 func (b *bench) plurenetTUN(transport string) *row {
-	r := &row{section: sectionLab, label: "(c) plurenet kernel TUN, auto"}
+	r := &row{section: sectionLab, label: "(c) plurenet kernel TUN, auto, no NAT"}
 	if transport == "relay" {
 		r.label = "(e) plurenet kernel TUN, --transport relay"
 	}
@@ -372,9 +380,9 @@ func (b *bench) plurenetTUN(transport string) *row {
 		r.note = "path " + m.Path
 		if transport == "auto" {
 			if strings.HasPrefix(m.Path, "direct") {
-				r.label = "(c) plurenet kernel TUN, auto (direct)"
+				r.label += " (direct)"
 			} else {
-				r.label = "(c) plurenet kernel TUN, auto (relay)"
+				r.label += " (" + m.Path + ")"
 			}
 		}
 	}

@@ -9,9 +9,15 @@
 // As root it also builds a network lab (internal/netlab): hosts a and b
 // and a relay host on one bridge, and measures TCP throughput (iperf3) and
 // ping RTT from a to b over (a) the bare veths, (b) wireguard-go with
-// static peers, (c) plurenet with kernel TUN devices, (d) plurenet's
-// userspace adapter through --forward and --expose, (e) plurenet forced
-// onto the relay, with the peak RSS of every process involved. Ratios
+// static peers, (c) plurenet with kernel TUN devices (auto: the hosts share
+// a bridge, so the path is direct without NAT), (d) plurenet's userspace
+// adapter through --forward and --expose, (e) plurenet forced onto the
+// relay, with the peak RSS of every process involved. Then two more hosts,
+// each behind its own home NAT router: (f) plurenet kernel TUN on the path
+// auto finds (direct, hole punched through both NATs), (g) the time from
+// starting both nodes until status shows the direct path, (h) the time
+// from blocking UDP at one router until a continuous ping gets replies
+// again through the relay. Ratios
 // compare rows of the same run; the absolute numbers say more about the
 // machine than about plurenet.
 package main
@@ -59,15 +65,15 @@ func run() int {
 
 	switch {
 	case *noLab:
-		t.footer = append(t.footer, "lab rows (a)-(e): skipped (-no-lab)")
+		t.footer = append(t.footer, "lab rows (a)-(h): skipped (-no-lab)")
 	case os.Geteuid() != 0:
-		t.footer = append(t.footer, "lab rows (a)-(e): need root (network namespaces, TUN devices): run make bench as root")
+		t.footer = append(t.footer, "lab rows (a)-(h): need root (network namespaces, TUN devices): run make bench as root")
 	default:
 		if _, err := os.Stat(*plurenet); err != nil {
 			fmt.Fprintf(os.Stderr, "labbench: -plurenet: %v\n", err)
 			return 2
 		}
-		fmt.Fprintln(os.Stderr, "labbench: network lab rows (a)-(e)...")
+		fmt.Fprintln(os.Stderr, "labbench: network lab rows (a)-(h)...")
 		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings})
 		for _, r := range rows {
 			switch {
@@ -80,7 +86,7 @@ func run() int {
 		}
 		switch {
 		case out.Skipped != "":
-			t.footer = append(t.footer, "lab rows (a)-(e): skipped: "+out.Skipped)
+			t.footer = append(t.footer, "lab rows (a)-(h): skipped: "+out.Skipped)
 		case out.Fatal != "":
 			t.footer = append(t.footer, "lab rows: the lab failed: "+out.Fatal)
 			failed = true

@@ -134,3 +134,65 @@ func parseVmHWM(status string) (int64, error) {
 	}
 	return 0, errors.New("no VmHWM line in /proc/PID/status")
 }
+
+// pingReply is one echo reply of "ping -D": when it arrived (wall clock)
+// and its round-trip time, so that when its request left is at minus rtt.
+type pingReply struct {
+	at  time.Time
+	rtt time.Duration
+}
+
+// sent is when the reply's echo request left, to within ping's rounding.
+func (r pingReply) sent() time.Time { return r.at.Add(-r.rtt) }
+
+// parsePingReplies reads the reply lines of "ping -D" output
+// ("[1718000000.123456] 64 bytes from 10.0.0.2: icmp_seq=5 ttl=64
+// time=0.512 ms") in order. Other lines (the header, errors, "no answer
+// yet", the summary) are skipped, as is a half-written last line.
+func parsePingReplies(out string) []pingReply {
+	var replies []pingReply
+	for line := range strings.Lines(out) {
+		if !strings.HasSuffix(line, "\n") {
+			break // ping is still writing it
+		}
+		stamp, rest, ok := strings.Cut(strings.TrimPrefix(line, "["), "] ")
+		if !ok || !strings.HasPrefix(line, "[") || !strings.Contains(rest, " bytes from ") {
+			continue
+		}
+		_, rtt, ok := strings.Cut(rest, " time=")
+		if !ok {
+			continue
+		}
+		at, err := parseUnixMicro(stamp)
+		if err != nil {
+			continue
+		}
+		rttFields := strings.Fields(rtt)
+		if len(rttFields) != 2 || rttFields[1] != "ms" {
+			continue
+		}
+		ms, err := strconv.ParseFloat(rttFields[0], 64)
+		if err != nil || ms < 0 {
+			continue
+		}
+		replies = append(replies, pingReply{at: at, rtt: time.Duration(ms * float64(time.Millisecond))})
+	}
+	return replies
+}
+
+// parseUnixMicro parses "SECONDS.MICROSECONDS", ping -D's time stamp.
+func parseUnixMicro(s string) (time.Time, error) {
+	secs, frac, ok := strings.Cut(s, ".")
+	if !ok || len(frac) == 0 || len(frac) > 9 {
+		return time.Time{}, fmt.Errorf("time stamp %q: want SECONDS.FRACTION", s)
+	}
+	sec, err := strconv.ParseInt(secs, 10, 64)
+	if err != nil || sec < 0 {
+		return time.Time{}, fmt.Errorf("time stamp %q: seconds", s)
+	}
+	ns, err := strconv.ParseInt(frac+strings.Repeat("0", 9-len(frac)), 10, 64)
+	if err != nil || ns < 0 {
+		return time.Time{}, fmt.Errorf("time stamp %q: fraction", s)
+	}
+	return time.Unix(sec, ns), nil
+}

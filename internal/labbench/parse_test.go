@@ -177,3 +177,39 @@ func TestCondense(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestParsePingReplies(t *testing.T) {
+	at := func(sec, us int64) time.Time { return time.Unix(sec, us*1000) }
+	tests := []struct {
+		name string
+		in   string
+		want []pingReply
+	}{
+		{"iputils -D", "PING 10.0.0.2 (10.0.0.2) 56(84) bytes of data.\n" +
+			"[1795607105.022291] 64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.026 ms\n" +
+			"[1795607105.125178] 64 bytes from 10.0.0.2: icmp_seq=2 ttl=64 time=12.5 ms\n",
+			[]pingReply{{at(1795607105, 22291), 26 * time.Microsecond}, {at(1795607105, 125178), 12500 * time.Microsecond}}},
+		{"errors and summary skipped", "[1795607105.022291] From 10.0.0.1 icmp_seq=1 Destination Host Unreachable\n" +
+			"[1795607105.122291] no answer yet for icmp_seq=2\n" +
+			"[1795607106.000001] 64 bytes from 10.0.0.2: icmp_seq=3 ttl=64 time=1.0 ms\n" +
+			"rtt min/avg/max/mdev = 1/1/1/0 ms\n",
+			[]pingReply{{at(1795607106, 1), time.Millisecond}}},
+		{"half-written last line", "[1795607105.022291] 64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.0", nil},
+		{"no -D stamp", "64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.026 ms\n", nil},
+		{"bad stamp", "[17956x7105.02] 64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=0.026 ms\n", nil},
+		{"bad rtt", "[1795607105.022291] 64 bytes from 10.0.0.2: icmp_seq=1 ttl=64 time=-1 ms\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := parsePingReplies(tt.in)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d replies %+v, want %d", len(got), got, len(tt.want))
+			}
+			for i := range got {
+				if !got[i].at.Equal(tt.want[i].at) || got[i].rtt != tt.want[i].rtt {
+					t.Errorf("reply %d: got %v rtt %v, want %v rtt %v", i, got[i].at, got[i].rtt, tt.want[i].at, tt.want[i].rtt)
+				}
+			}
+		})
+	}
+}

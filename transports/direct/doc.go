@@ -8,6 +8,13 @@
 // transports.Bind, which reads batches straight into the device's buffers),
 // STUN messages go to ICE, anything else is dropped and counted.
 //
+// On Linux the socket uses UDP segmentation offload both ways, as
+// wireguard-go's own socket does (see offload_linux.go): a batch of
+// same-size WireGuard packets leaves in one segmented message (UDP_SEGMENT,
+// the packets gathered in place), and runs the kernel coalesced on receive
+// (UDP_GRO) are split into the device's buffers before classification, so
+// a STUN or mesh datagram inside a run is still diverted.
+//
 // ICE needs the two members to exchange credentials and candidates. The
 // Transport encodes them as small versioned messages (see signal.go) and
 // hands them to Config.Signal; the caller carries them (the overlay seals

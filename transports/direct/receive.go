@@ -1,6 +1,7 @@
 package direct
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -11,8 +12,6 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.zx2c4.com/wireguard/conn"
-
-	"github.com/plures/plurenet/internal/mesh"
 )
 
 // idlePoll is how long the idle reader blocks before checking whether a
@@ -21,15 +20,14 @@ import (
 // only while no device reads (the device is down).
 const idlePoll = 250 * time.Millisecond
 
-// idleBatch is how many datagrams the idle reader takes per recvmmsg; it
-// sees ICE traffic and, rarely, WireGuard packets for Config.Deliver.
-const idleBatch = 16
+// idleBatch is how many messages the idle reader takes per recvmmsg; it
+// sees ICE traffic and, rarely, WireGuard packets for Config.Deliver. With
+// GRO a message may be a coalesced run of datagrams, so few are needed.
+const idleBatch = 4
 
-// maxDatagram is the idle reader's buffer size: one byte more than the
-// largest sealed mesh message (mesh.MaxSealed), which is beyond any
-// WireGuard message the overlay MTU produces, so that a larger datagram,
-// truncated by the kernel, is still too large to pass for one.
-const maxDatagram = mesh.MaxSealed + 1
+// recvBufSize is the idle reader's buffer size: the largest UDP payload,
+// so that no datagram and no coalesced run is truncated.
+const recvBufSize = 1<<16 - 1
 
 // reader hands the socket to one reader at a time: the device's
 // ReceiveFunc while a Bind has it open, otherwise the idle reader, so ICE
@@ -66,25 +64,29 @@ func (r *reader) shutdown() {
 // idleLoop reads the socket while no generation is open.
 func (r *reader) idleLoop() {
 	t := r.t
-	ms := *newMsgs(idleBatch)
+	ms := newRecvMsgs(idleBatch)
 	bufs := make([][]byte, idleBatch)
 	for i := range bufs {
-		bufs[i] = make([]byte, maxDatagram)
+		bufs[i] = make([]byte, recvBufSize)
 	}
-	sizes := make([]int, idleBatch)
 	for {
 		r.mu.Lock()
 		for r.gen != nil && !r.closing {
 			r.cond.Wait()
 		}
-		closing := r.closing
-		r.mu.Unlock()
-		if closing {
+		if r.closing {
+			r.mu.Unlock()
 			return
 		}
 		// A deadline (never a cleared one) so that an opening generation
-		// takes the socket over within idlePoll; see recvGen.receive.
-		if err := t.udp.SetReadDeadline(time.Now().Add(idlePoll)); err != nil {
+		// takes the socket over within idlePoll; see recvGen.receive. It
+		// is set under r.mu, so the past deadline OpenReceive sets after
+		// storing the generation comes later and ends this read at once
+		// (unless the new generation's receive clears it first: then this
+		// read ends with the next datagram, handled here, as before).
+		err := t.udp.SetReadDeadline(time.Now().Add(idlePoll))
+		r.mu.Unlock()
+		if err != nil {
 			return // closed
 		}
 		for i := range ms {
@@ -104,21 +106,56 @@ func (r *reader) idleLoop() {
 		}
 		now := t.now()
 		for i := range n {
-			sizes[i] = ms[i].N
+			seg, ok := t.segmentSize(&ms[i])
+			if !ok {
+				continue
+			}
 			from := addrOf(ms[i].Addr)
-			p := t.dispatch(bufs[i][:ms[i].N], from, now)
-			if p == nil {
-				continue
+			msg := bufs[i][:ms[i].N]
+			for off := 0; off < len(msg); off += seg {
+				d := msg[off:min(off+seg, len(msg))]
+				p := t.dispatch(d, from, now)
+				if p == nil {
+					continue
+				}
+				if t.cfg.Deliver == nil {
+					t.stats.dropNoDeliver.Add(1)
+					continue
+				}
+				t.cfg.Deliver(p.key, bytes.Clone(d))
 			}
-			if t.cfg.Deliver == nil {
-				t.stats.dropNoDeliver.Add(1)
-				continue
-			}
-			pkt := make([]byte, ms[i].N)
-			copy(pkt, bufs[i])
-			t.cfg.Deliver(p.key, pkt)
 		}
 	}
+}
+
+// newRecvMsgs returns n messages with one buffer slot each and a control
+// buffer for GRO's segment size.
+func newRecvMsgs(n int) []ipv4.Message {
+	ms := make([]ipv4.Message, n)
+	for i := range ms {
+		ms[i].Buffers = make([][]byte, 1)
+		if oobSize > 0 {
+			ms[i].OOB = make([]byte, oobSize)
+		}
+	}
+	return ms
+}
+
+// segmentSize returns the size of the datagrams a received message holds
+// (the last one may be shorter): GRO's segment size for a coalesced run,
+// else the whole message. ok is false for a message to drop: empty, or
+// truncated (then its datagrams cannot be told apart).
+func (t *Transport) segmentSize(m *ipv4.Message) (seg int, ok bool) {
+	if m.N == 0 || m.Flags&recvTruncated != 0 {
+		t.stats.dropOther.Add(1)
+		return 0, false
+	}
+	if t.gro {
+		if s := groSegmentSize(m.OOB[:m.NN]); s > 0 {
+			return s, true
+		}
+	}
+	return m.N, true
 }
 
 func addrOf(a net.Addr) netip.AddrPort {
@@ -166,12 +203,12 @@ func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 }
 
 // OpenReceive implements transports.BatchReceiver: the returned function
-// reads batches from the socket (recvmmsg) straight into the device's
-// buffers, diverts STUN packets to ICE, and marks every packet that is not
-// WireGuard from a validated path as size 0, which the device skips.
-// stop makes it return net.ErrClosed promptly.
+// reads batches from the socket (recvmmsg) into the device's buffers,
+// splits coalesced runs (GRO), diverts STUN packets to ICE and sealed mesh
+// messages to OnMesh, and returns only the WireGuard packets from
+// validated paths. stop makes it return net.ErrClosed promptly.
 func (t *Transport) OpenReceive() (conn.ReceiveFunc, func()) {
-	g := &recvGen{msgs: *newMsgs(transportsBatch)}
+	g := &recvGen{msgs: newRecvMsgs(transportsBatch)}
 	r := &t.rd
 	r.mu.Lock()
 	r.gen = g
@@ -205,10 +242,24 @@ func (t *Transport) OpenReceive() (conn.ReceiveFunc, func()) {
 // past deadline: so either the check sees closed, or the deadline stop
 // sets comes after the clear and interrupts the read. Deadlines left by the
 // idle reader merely cause one spurious timeout.
+//
+// With GRO one message may hold up to gsoMaxSegments datagrams, so only as
+// many messages are read as the batch can hold once split: into its last
+// slots, from where each WireGuard datagram is copied forward to the next
+// free slot at the front (wireguard-go's own socket does the same). The
+// slot of a message not yet split is never written: a run too long for
+// the rest of the batch (possible only when the device passes fewer than
+// gsoMaxSegments buffers) loses its excess, counted.
 func (t *Transport) receive(g *recvGen, packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-	ms := g.msgs[:min(len(packets), len(g.msgs))]
+	k := len(packets)
+	if t.gro {
+		k = max(1, len(packets)/gsoMaxSegments)
+	}
+	k = min(k, len(g.msgs))
+	readAt := len(packets) - k
+	ms := g.msgs[:k]
 	for i := range ms {
-		ms[i].Buffers[0] = packets[i]
+		ms[i].Buffers[0] = packets[readAt+i]
 	}
 	for {
 		if g.closed.Load() {
@@ -231,15 +282,33 @@ func (t *Transport) receive(g *recvGen, packets [][]byte, sizes []int, eps []con
 			return 0, err
 		}
 		now := t.now()
+		out := 0
 		for i := range n {
-			p := t.dispatch(packets[i][:ms[i].N], addrOf(ms[i].Addr), now)
-			if p == nil {
-				sizes[i] = 0
+			seg, ok := t.segmentSize(&ms[i])
+			if !ok {
 				continue
 			}
-			sizes[i] = ms[i].N
-			eps[i] = p.ep
+			from := addrOf(ms[i].Addr)
+			msg := packets[readAt+i][:ms[i].N]
+			for off := 0; off < len(msg); off += seg {
+				d := msg[off:min(off+seg, len(msg))]
+				p := t.dispatch(d, from, now)
+				if p == nil {
+					continue
+				}
+				// Slots after readAt+i hold messages not split yet; slot
+				// readAt+i itself is this message's, and d never
+				// overlaps what is copied there (off >= len(d), or d is
+				// already in place).
+				if out > readAt+i || len(packets[out]) < len(d) {
+					t.stats.dropBatchFull.Add(1)
+					continue
+				}
+				sizes[out] = copy(packets[out], d)
+				eps[out] = p.ep
+				out++
+			}
 		}
-		return n, nil
+		return out, nil
 	}
 }

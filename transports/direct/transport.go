@@ -61,7 +61,9 @@ type Transport struct {
 	rd   reader
 	mesh *meshIn // nil without Config.OnMesh
 
-	batchPool sync.Pool // *[]ipv4.Message for SendBatch
+	batchPool sync.Pool   // *sendBatch for SendBatch
+	gso       atomic.Bool // UDP segmentation offload on send (see offload_linux.go)
+	gro       bool        // the socket coalesces received datagrams (UDP_GRO)
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -76,6 +78,7 @@ type counters struct {
 	dropMeshRate, dropMeshQueue   atomic.Uint64
 	dropUnknownSrc, dropOther     atomic.Uint64
 	dropNoDeliver, dropBlackholed atomic.Uint64
+	dropBatchFull                 atomic.Uint64
 	signalsBad                    atomic.Uint64
 	// blackhole makes the readers discard every datagram: a test hook for
 	// a path that dies without the socket noticing.
@@ -116,6 +119,9 @@ func New(cfg Config) (*Transport, error) {
 	_ = t.udp.SetWriteBuffer(socketBuffer)
 	t.local = t.udp.LocalAddr().(*net.UDPAddr).AddrPort()
 	t.pc4 = ipv4.NewPacketConn(t.udp)
+	gso, gro := enableOffload(t.udp)
+	t.gso.Store(gso)
+	t.gro = gro
 	if t.inet, err = stdnet.NewNet(); err != nil {
 		t.udp.Close()
 		return nil, fmt.Errorf("direct: listing interfaces: %w", err)
@@ -130,7 +136,7 @@ func New(cfg Config) (*Transport, error) {
 	t.peers.Store(&empty)
 	noAddrs := map[netip.AddrPort]*peer{}
 	t.byAddr.Store(&noAddrs)
-	t.batchPool.New = func() any { return newMsgs(transportsBatch) }
+	t.batchPool.New = func() any { return newSendBatch() }
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.rd.init(t)
 	t.startMesh()
@@ -139,7 +145,7 @@ func New(cfg Config) (*Transport, error) {
 		defer t.wg.Done()
 		t.rd.idleLoop()
 	}()
-	t.log.Info("direct path listening", "addr", t.local.String(), "stun", cfg.STUNServers, "ice", !cfg.DisableICE)
+	t.log.Info("direct path listening", "addr", t.local.String(), "stun", cfg.STUNServers, "ice", !cfg.DisableICE, "gso", gso, "gro", gro)
 	return t, nil
 }
 
@@ -323,60 +329,6 @@ func (t *Transport) Send(peer nodekey.Public, pkt []byte) error {
 	return nil
 }
 
-// transportsBatch is the most messages one sendmmsg carries; the device
-// never passes more than conn.IdealBatchSize.
-const transportsBatch = 128
-
-func newMsgs(n int) *[]ipv4.Message {
-	ms := make([]ipv4.Message, n)
-	for i := range ms {
-		ms[i].Buffers = make([][]byte, 1)
-	}
-	return &ms
-}
-
-// releaseMsgs drops references to packets so a pooled batch does not
-// keep the device's buffers alive.
-func releaseMsgs(ms []ipv4.Message) {
-	for i := range ms {
-		ms[i].Buffers[0], ms[i].Addr = nil, nil
-	}
-}
-
-// SendBatch sends WireGuard packets to peer on its direct path with as few
-// sendmmsg calls as the kernel allows.
-func (t *Transport) SendBatch(peer nodekey.Public, pkts [][]byte) error {
-	p := t.peer(peer)
-	if p == nil {
-		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
-	}
-	path := p.livePath(t.now())
-	if path == nil {
-		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
-	}
-	mp := t.batchPool.Get().(*[]ipv4.Message)
-	defer t.batchPool.Put(mp)
-	ms := *mp
-	for len(pkts) > 0 {
-		n := min(len(pkts), len(ms))
-		for i := range n {
-			ms[i].Buffers[0] = pkts[i]
-			ms[i].Addr = path.udpAddr
-		}
-		for sent := 0; sent < n; {
-			k, err := t.pc4.WriteBatch(ms[sent:n], 0)
-			if err != nil {
-				releaseMsgs(ms[:n])
-				return fmt.Errorf("direct: sending to %s: %w", path.addr, err)
-			}
-			sent += k
-		}
-		releaseMsgs(ms[:n])
-		pkts = pkts[n:]
-	}
-	return nil
-}
-
 // PathState is where a peer's direct path stands.
 type PathState int
 
@@ -435,13 +387,14 @@ type Stats struct {
 	WireGuardIn     uint64 // WireGuard packets attributed to a peer
 	STUNIn          uint64 // STUN packets passed to ICE
 	DropsUnknownSrc uint64 // WireGuard packets from an address with no validated path
-	DropsOther      uint64 // datagrams that are neither WireGuard, STUN nor (with OnMesh) sealed mesh messages
+	DropsOther      uint64 // datagrams that are neither WireGuard, STUN nor (with OnMesh) sealed mesh messages, or arrived truncated
 	DropsSTUNQueue  uint64 // STUN packets dropped because ICE did not keep up
 	DropsNoDeliver  uint64 // WireGuard packets read while no Bind was open and no Deliver set
 	DropsBadSignal  uint64 // signal messages that did not parse
 	MeshIn          uint64 // sealed mesh messages queued for OnMesh
 	DropsMeshRate   uint64 // sealed mesh messages over meshRate
 	DropsMeshQueue  uint64 // sealed mesh messages dropped because OnMesh did not keep up
+	DropsBatchFull  uint64 // coalesced WireGuard datagrams that did not fit the device's batch
 	DropsBlackholed uint64 // test hook
 }
 
@@ -458,6 +411,7 @@ func (t *Transport) Stats() Stats {
 		MeshIn:          t.stats.meshIn.Load(),
 		DropsMeshRate:   t.stats.dropMeshRate.Load(),
 		DropsMeshQueue:  t.stats.dropMeshQueue.Load(),
+		DropsBatchFull:  t.stats.dropBatchFull.Load(),
 		DropsBlackholed: t.stats.dropBlackholed.Load(),
 	}
 }

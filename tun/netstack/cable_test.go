@@ -4,9 +4,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"testing"
 
+	"github.com/plures/plurenet/internal/cable"
 	"go.uber.org/goleak"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -46,42 +46,5 @@ func newPair(tb testing.TB) (a, b *Stack) {
 	return a, b
 }
 
-// connect runs a "cable": one goroutine per direction copying every batch
-// that one stack's Read returns into the other's Write, as the WireGuard
-// device would after encrypting and decrypting. It stops when the stacks
-// close; cleanup closes them and waits.
-func connect(tb testing.TB, a, b tun.Device) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go pump(&wg, a, b)
-	go pump(&wg, b, a)
-	tb.Cleanup(func() {
-		a.Close()
-		b.Close()
-		wg.Wait()
-	})
-}
-
-func pump(wg *sync.WaitGroup, src, dst tun.Device) {
-	defer wg.Done()
-	bufs := make([][]byte, src.BatchSize())
-	pkts := make([][]byte, src.BatchSize())
-	sizes := make([]int, src.BatchSize())
-	for i := range bufs {
-		bufs[i] = make([]byte, 65535)
-	}
-	for {
-		n, err := src.Read(bufs, sizes, 0)
-		if err != nil {
-			return
-		}
-		for i := range n {
-			pkts[i] = bufs[i][:sizes[i]]
-		}
-		if _, err := dst.Write(pkts[:n], 0); err != nil {
-			// The far side closed: keep draining until our side closes
-			// too, so its Read does not matter.
-			continue
-		}
-	}
-}
+// connect joins two devices back to back (see cable.Connect).
+func connect(tb testing.TB, a, b tun.Device) { cable.Connect(tb, a, b) }

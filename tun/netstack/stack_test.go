@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plures/plurenet/internal/echotest"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -29,34 +30,8 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// echoServer accepts connections on ln and echoes each until EOF, then
-// half-closes. It stops when ln closes; cleanup waits for it.
-func echoServer(t *testing.T, ln net.Listener) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				if cw, ok := c.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-}
+// echoServer echoes every connection on ln (see echotest.Serve).
+func echoServer(t *testing.T, ln net.Listener) { echotest.Serve(t, ln) }
 
 func roundTrip(t *testing.T, c net.Conn, msg []byte) {
 	t.Helper()

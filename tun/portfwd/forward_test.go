@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plures/plurenet/internal/cable"
+	"github.com/plures/plurenet/internal/echotest"
 	"github.com/plures/plurenet/tun/netstack"
 	"go.uber.org/goleak"
 )
@@ -29,30 +31,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // echoServer echoes every connection on ln until EOF, then half-closes, so
 // a client sees its own bytes followed by EOF only if half-close propagated
 // through the forward both ways.
-func echoServer(t *testing.T, ln net.Listener) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.(interface{ CloseWrite() error }).CloseWrite()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-}
+func echoServer(t *testing.T, ln net.Listener) { echotest.Serve(t, ln) }
 
 // runForward runs Forward until the test ends and checks it returns nil on
 // cancellation.
@@ -207,38 +186,6 @@ func TestForwardCancelClosesConnections(t *testing.T) {
 	}
 }
 
-// cable joins two stacks as the WireGuard device would.
-func cable(t *testing.T, a, b *netstack.Stack) {
-	var wg sync.WaitGroup
-	pump := func(src, dst *netstack.Stack) {
-		defer wg.Done()
-		bufs := make([][]byte, src.BatchSize())
-		pkts := make([][]byte, src.BatchSize())
-		sizes := make([]int, src.BatchSize())
-		for i := range bufs {
-			bufs[i] = make([]byte, 65535)
-		}
-		for {
-			n, err := src.Read(bufs, sizes, 0)
-			if err != nil {
-				return
-			}
-			for i := range n {
-				pkts[i] = bufs[i][:sizes[i]]
-			}
-			dst.Write(pkts[:n], 0)
-		}
-	}
-	wg.Add(2)
-	go pump(a, b)
-	go pump(b, a)
-	t.Cleanup(func() {
-		a.Close()
-		b.Close()
-		wg.Wait()
-	})
-}
-
 func newOverlay(t *testing.T) (a, b *netstack.Stack) {
 	var err error
 	a, err = netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("fd00::1")}, Logger: quiet()})
@@ -250,7 +197,7 @@ func newOverlay(t *testing.T) (a, b *netstack.Stack) {
 		a.Close()
 		t.Fatal(err)
 	}
-	cable(t, a, b)
+	cable.Connect(t, a, b)
 	return a, b
 }
 

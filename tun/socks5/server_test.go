@@ -15,11 +15,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/plures/plurenet/internal/echotest"
 	"go.uber.org/goleak"
 	"golang.org/x/net/proxy"
 )
@@ -40,27 +40,7 @@ func echoServer(t *testing.T, network, addr string) netip.AddrPort {
 	if err != nil {
 		t.Skipf("cannot listen on %s %s: %v", network, addr, err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
+	echotest.Serve(t, ln)
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 

@@ -1,9 +1,7 @@
 package overlay
 
 import (
-	"context"
 	"io"
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -16,26 +14,7 @@ func TestAutoGoesDirect(t *testing.T) {
 	r := startRelay(t, "")
 	a := startNode(t, "alpha", []string{r.URL}, nodeOpts{auto: true})
 	b := startNode(t, "beta", []string{r.URL}, nodeOpts{auto: true})
-	ln, err := b.Listen("tcp", ":7300")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ip := waitMember(t, a, "beta")
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	c, err := a.Dial(ctx, "tcp", netip.AddrPortFrom(ip, 7300).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c.SetDeadline(time.Now().Add(testTimeout))
-	s.SetDeadline(time.Now().Add(testTimeout))
+	c, s := tcpPair(t, a, b, 7300)
 	echo := func() string {
 		t.Helper()
 		if _, err := c.Write([]byte("x")); err != nil {

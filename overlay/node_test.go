@@ -126,6 +126,34 @@ func shortTempDir(t *testing.T) string {
 	return d
 }
 
+// tcpPair opens one overlay TCP connection from a to the member named
+// "beta" (node b) on port, and returns both ends with test-long deadlines.
+// They close when the test ends.
+func tcpPair(t *testing.T, a, b *Node, port int) (c, s net.Conn) {
+	t.Helper()
+	ln, err := b.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ip := waitMember(t, a, b.cfg.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	c, err = a.Dial(ctx, "tcp", netip.AddrPortFrom(ip, uint16(port)).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c.SetDeadline(time.Now().Add(testTimeout))
+	s.SetDeadline(time.Now().Add(testTimeout))
+	return c, s
+}
+
 func waitMember(t *testing.T, n *Node, name string) netip.Addr {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -382,26 +410,7 @@ func TestRelayRestartKeepsConnection(t *testing.T) {
 	r := startRelay(t, "")
 	a := startNode(t, "alpha", []string{r.URL}, nodeOpts{})
 	b := startNode(t, "beta", []string{r.URL}, nodeOpts{})
-	ln, err := b.Listen("tcp", ":7100")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ip := waitMember(t, a, "beta")
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	c, err := a.Dial(ctx, "tcp", netip.AddrPortFrom(ip, 7100).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c.SetDeadline(time.Now().Add(testTimeout))
-	s.SetDeadline(time.Now().Add(testTimeout))
+	c, s := tcpPair(t, a, b, 7100)
 	roundTrip := func(msg string) {
 		t.Helper()
 		if _, err := io.WriteString(c, msg); err != nil {
@@ -459,26 +468,7 @@ func TestPrimaryRelayLossFallsBack(t *testing.T) {
 	relays := []string{primary.URL, fallback.URL}
 	a := startNode(t, "alpha", relays, nodeOpts{})
 	b := startNode(t, "beta", relays, nodeOpts{})
-	ln, err := b.Listen("tcp", ":7200")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ip := waitMember(t, a, "beta")
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	c, err := a.Dial(ctx, "tcp", netip.AddrPortFrom(ip, 7200).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c.SetDeadline(time.Now().Add(testTimeout))
-	s.SetDeadline(time.Now().Add(testTimeout))
+	c, s := tcpPair(t, a, b, 7200)
 
 	const chunk = 1 << 20
 	data := make([]byte, 8*chunk)

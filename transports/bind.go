@@ -81,8 +81,10 @@ type Bind struct {
 	paths      map[nodekey.Public]*pathState
 	open       bool
 	closed     chan struct{} // closed by Close; replaced by Open
-	recv       chan inbound
-	stops      []func() // of the BatchReceivers' functions, while open
+	// inbox is the open Bind's queue of delivered packets, nil while
+	// closed. Deliver reads it without the mutex: it runs per packet.
+	inbox atomic.Pointer[chan inbound]
+	stops []func() // of the BatchReceivers' functions, while open
 
 	dropsFull  atomic.Uint64
 	dropsNoRcv atomic.Uint64
@@ -136,8 +138,9 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	b.open = true
 	b.closed = make(chan struct{})
-	b.recv = make(chan inbound, inboundQueue)
-	fns := []conn.ReceiveFunc{b.makeReceive(b.recv, b.closed)}
+	recv := make(chan inbound, inboundQueue)
+	b.inbox.Store(&recv)
+	fns := []conn.ReceiveFunc{b.makeReceive(recv, b.closed)}
 	b.stops = nil
 	for _, t := range b.transports {
 		r, ok := t.(BatchReceiver)
@@ -157,6 +160,7 @@ func (b *Bind) Close() error {
 	defer b.mu.Unlock()
 	if b.open {
 		b.open = false
+		b.inbox.Store(nil)
 		close(b.closed)
 		for _, stop := range b.stops {
 			stop()
@@ -195,15 +199,13 @@ func (b *Bind) makeReceive(recv chan inbound, closed chan struct{}) conn.Receive
 // Bind takes ownership of pkt. It never blocks: when the device is not
 // reading fast enough the packet is dropped and counted.
 func (b *Bind) Deliver(from nodekey.Public, pkt []byte) {
-	b.mu.Lock()
-	recv, open := b.recv, b.open
-	b.mu.Unlock()
-	if !open {
+	recv := b.inbox.Load()
+	if recv == nil {
 		b.dropsNoRcv.Add(1)
 		return
 	}
 	select {
-	case recv <- inbound{from: from, pkt: pkt}:
+	case *recv <- inbound{from: from, pkt: pkt}:
 	default:
 		b.dropsFull.Add(1)
 	}

@@ -124,7 +124,7 @@ func (b *bench) iperf(dst netip.Addr, port int) (float64, error) {
 	defer cancel()
 	out, err := b.a.Run(ctx, "iperf3", "-c", dst.String(), "-p", fmt.Sprint(port),
 		"-t", secs, "-O", "1", "-J", "--connect-timeout", "10000").Output()
-	if bps, perr := parseIperf3(out); perr == nil {
+	if bps, perr := netlab.ParseIperf3(out); perr == nil {
 		return bps, nil
 	} else if err == nil {
 		err = perr

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,30 +9,6 @@ import (
 	"strings"
 	"time"
 )
-
-// parseIperf3 reads the JSON report of an iperf3 client (iperf3 -J) and
-// returns the throughput the receiver saw, in bits per second.
-func parseIperf3(out []byte) (float64, error) {
-	var res struct {
-		End struct {
-			SumReceived struct {
-				Bytes         int64   `json:"bytes"`
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return 0, fmt.Errorf("iperf3 report: %w", err)
-	}
-	if res.Error != "" {
-		return 0, fmt.Errorf("iperf3: %s", res.Error)
-	}
-	if res.End.SumReceived.Bytes <= 0 || res.End.SumReceived.BitsPerSecond <= 0 {
-		return 0, errors.New("iperf3: the receiver got nothing")
-	}
-	return res.End.SumReceived.BitsPerSecond, nil
-}
 
 // parsePingAvg finds the average round-trip time in ping's summary line
 // ("rtt min/avg/max/mdev = 0.041/0.057/0.093/0.012 ms").

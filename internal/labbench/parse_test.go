@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plures/plurenet/internal/netlab"
 )
 
 func TestParseIperf3(t *testing.T) {
@@ -20,7 +22,7 @@ func TestParseIperf3(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseIperf3([]byte(tt.in))
+			got, err := netlab.ParseIperf3([]byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)

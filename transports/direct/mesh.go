@@ -79,10 +79,14 @@ func (t *Transport) deliverMesh(b []byte, from netip.AddrPort) {
 		return
 	}
 	pk := meshPacket{from: from, b: append([]byte(nil), b...)}
+	// Counted before it is queued: the consumer may hand it to OnMesh
+	// before this goroutine runs again, and the count must never lag what
+	// OnMesh has seen.
+	t.stats.meshIn.Add(1)
 	select {
 	case m.queue <- pk:
-		t.stats.meshIn.Add(1)
 	default:
+		t.stats.meshIn.Add(^uint64(0)) // not queued after all
 		t.stats.dropMeshQueue.Add(1)
 	}
 }

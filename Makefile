@@ -23,10 +23,13 @@ deps:
 	./scripts/deps.sh
 
 # -race on everything; the lab tests skip themselves when not root. The
-# timeout is below CI's 90 minutes with room to spare.
+# timeout is below CI's 90 minutes with room to spare. Packages run one at a
+# time (-p 1): on a 2-core machine the lab's real processes and the race
+# detector otherwise starve each other, and a 64 MiB overlay transfer
+# stalled once that way (an open bug: see docs/operations.md).
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -race -timeout 30m -count=1 $(PKGS)
+	$(GO) test -race -p 1 -timeout 30m -count=1 $(PKGS)
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)

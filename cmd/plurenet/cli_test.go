@@ -193,7 +193,9 @@ func TestDemo(t *testing.T) {
 	if code := run([]string{"demo"}, &out, &errs); code != 0 {
 		t.Fatalf("demo exit %d\nstdout: %s\nstderr: %s", code, out.String(), errs.String())
 	}
-	for _, want := range []string{"carried by relay:primary", "went direct", "demo ok"} {
+	// Whether the first exchange beats ICE to it is a race; the demo
+	// must end on the direct path either way.
+	for _, want := range []string{"went direct", "demo ok", "the path is now direct"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}

@@ -10,7 +10,7 @@ command -v iperf3 >/dev/null    || need+=(iperf3)
 command -v ping >/dev/null      || need+=(iputils-ping)
 command -v curl >/dev/null      || need+=(curl)
 command -v redis-server >/dev/null || need+=(redis-server)
-# The Node.js relay (relayserver/deploy/vercel) and its conformance test.
+# The Node.js relay (deploy/vercel) and its conformance test.
 command -v node >/dev/null || need+=(nodejs npm)
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -16,8 +16,8 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/overlay"
-	"github.com/plures/plurenet/tun/portfwd"
-	"github.com/plures/plurenet/tun/socks5"
+	"github.com/plures/plurenet/proxy/portfwd"
+	"github.com/plures/plurenet/proxy/socks5"
 )
 
 func init() {

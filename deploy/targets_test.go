@@ -125,7 +125,7 @@ func needNode(t *testing.T) {
 		}
 	}
 	if _, err := exec.LookPath("npm"); err != nil {
-		t.Skip("relayserver/deploy/vercel/node_modules is missing and npm is not installed: skipping the Node relay (run npm ci there)")
+		t.Skip("deploy/vercel/node_modules is missing and npm is not installed: skipping the Node relay (run npm ci there)")
 	}
 	npmOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), npmTimeout)
@@ -135,7 +135,7 @@ func needNode(t *testing.T) {
 		npmOut, npmErr = cmd.CombinedOutput()
 	})
 	if npmErr != nil {
-		t.Fatalf("npm ci in relayserver/deploy/vercel failed: %v\n%s", npmErr, npmOut)
+		t.Fatalf("npm ci in deploy/vercel failed: %v\n%s", npmErr, npmOut)
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/plures/plurenet/tun/portfwd"
+	"github.com/plures/plurenet/proxy/portfwd"
 )
 
 const (

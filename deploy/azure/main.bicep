@@ -14,7 +14,7 @@ param location string = resourceGroup().location
 @maxLength(20)
 param name string = 'plurenet-relay'
 
-@description('Relay container image, built from relayserver/deploy/Dockerfile and pushed to a registry the app can pull from anonymously (e.g. ghcr.io/OWNER/plurenet-relay:TAG).')
+@description('Relay container image, built from deploy/Dockerfile and pushed to a registry the app can pull from anonymously (e.g. ghcr.io/OWNER/plurenet-relay:TAG).')
 param image string
 
 @description('Replicas always running. 1 keeps the relay warm: a scaled-to-zero relay would drop every mesh that depends on it.')

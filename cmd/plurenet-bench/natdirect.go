@@ -64,7 +64,7 @@ func (b *bench) natRows(routerB *netlab.Router) []*row {
 		ps.finish(f)
 		if f.err == nil && (g.err != nil || h.err != nil) {
 			for _, np := range ps {
-				fmt.Fprintf(os.Stderr, "labbench: NAT rows failed; last output of %s:\n%s\n", np.name, lastLines(condense(np.p.Output()), failLogLines))
+				fmt.Fprintf(os.Stderr, "plurenet-bench: NAT rows failed; last output of %s:\n%s\n", np.name, lastLines(condense(np.p.Output()), failLogLines))
 			}
 		}
 	}()

@@ -205,7 +205,7 @@ func (ps procs) finish(r *row) {
 	if r.err != nil {
 		// The table has one line per row; the logs say why.
 		for _, np := range ps {
-			fmt.Fprintf(os.Stderr, "labbench: %s failed; last output of %s:\n%s\n", r.label, np.name, lastLines(condense(np.p.Output()), failLogLines))
+			fmt.Fprintf(os.Stderr, "plurenet-bench: %s failed; last output of %s:\n%s\n", r.label, np.name, lastLines(condense(np.p.Output()), failLogLines))
 		}
 	}
 }

@@ -3,7 +3,7 @@
 #
 #   ./deploy.sh IMAGE [RESOURCE_GROUP] [LOCATION]
 #
-# IMAGE is the relay image (built from relayserver/deploy/Dockerfile, pushed
+# IMAGE is the relay image (built from deploy/Dockerfile, pushed
 # to a registry the app can pull anonymously). Environment:
 #   ENABLE_REDIS=true   add an Azure Cache for Redis backplane (then
 #   MAX_REPLICAS=N      more than one replica makes sense)

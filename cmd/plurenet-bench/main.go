@@ -1,4 +1,4 @@
-// Command labbench is "make bench": it measures plurenet beside its
+// Command plurenet-bench is "make bench": it measures plurenet beside its
 // baselines in one run and prints one table of ratios.
 //
 // Without privileges it measures on loopback: the relay forwarding between
@@ -46,7 +46,7 @@ func run() int {
 	noLab := flag.Bool("no-lab", false, "measure the loopback rows only")
 	flag.Parse()
 	if *duration < time.Second || *pings < 1 || *benchtime <= 0 {
-		fmt.Fprintln(os.Stderr, "labbench: -duration must be at least 1s, -pings at least 1, -benchtime positive")
+		fmt.Fprintln(os.Stderr, "plurenet-bench: -duration must be at least 1s, -pings at least 1, -benchtime positive")
 		return 2
 	}
 	ctx := context.Background()
@@ -54,11 +54,11 @@ func run() int {
 	t.footer = append(t.footer, "")
 	failed := false
 
-	fmt.Fprintln(os.Stderr, "labbench: relay Go benchmarks (go test -bench ./transports/relay)...")
+	fmt.Fprintln(os.Stderr, "plurenet-bench: relay Go benchmarks (go test -bench ./transports/relay)...")
 	pipe, relay := relayGoBenchmarks(ctx, *repo, *benchtime)
 	t.pipe = t.add(pipe)
 	t.add(relay)
-	fmt.Fprintln(os.Stderr, "labbench: two userspace nodes on loopback...")
+	fmt.Fprintln(os.Stderr, "plurenet-bench: two userspace nodes on loopback...")
 	setup, tput := overlayLoopback(ctx, *duration)
 	t.add(tput)
 	t.add(setup)
@@ -70,10 +70,10 @@ func run() int {
 		t.footer = append(t.footer, "lab rows (a)-(h): need root (network namespaces, TUN devices): run make bench as root")
 	default:
 		if _, err := os.Stat(*plurenet); err != nil {
-			fmt.Fprintf(os.Stderr, "labbench: -plurenet: %v\n", err)
+			fmt.Fprintf(os.Stderr, "plurenet-bench: -plurenet: %v\n", err)
 			return 2
 		}
-		fmt.Fprintln(os.Stderr, "labbench: network lab rows (a)-(h)...")
+		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(h)...")
 		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings})
 		for _, r := range rows {
 			switch {
@@ -98,13 +98,13 @@ func run() int {
 	fmt.Println("ratios divide a row's throughput by a baseline measured in this run (/PIPE: loopback rows; /VETH, /WG-GO: lab rows)")
 	fmt.Println()
 	if err := t.write(os.Stdout); err != nil {
-		fmt.Fprintf(os.Stderr, "labbench: %v\n", err)
+		fmt.Fprintf(os.Stderr, "plurenet-bench: %v\n", err)
 		return 1
 	}
 	for _, r := range t.rows {
 		if r.err != nil {
 			failed = true
-			fmt.Fprintf(os.Stderr, "labbench: %s %s: %v\n", r.section, r.label, r.err)
+			fmt.Fprintf(os.Stderr, "plurenet-bench: %s %s: %v\n", r.section, r.label, r.err)
 		}
 	}
 	if failed {

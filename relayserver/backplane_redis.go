@@ -30,10 +30,23 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
 // joinScript: this instance now routes a key (its newest connection is
-// here), whoever held it before. KEYS[1] hash; ARGV: field, instance, ttl ms,
-// channel, join message.
+// here), whoever held it before, unless the key is new to the rendezvous and
+// the rendezvous already holds the member cap: Redis is where the cap holds
+// across instances, each of which admitted the key on its own view. Entries
+// of dead instances are swept before a refusal, so they never hold places.
+// KEYS[1] hash; ARGV: field, instance, ttl ms, channel, join message, member
+// cap. Returns 1, or 0 when refused (nothing written, nothing published).
 var joinScript = redis.NewScript(scriptPrelude + `
 local ttl = tonumber(ARGV[3])
+local cap = tonumber(ARGV[6])
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local exp = tonumber(string.sub(all[i + 1], 17))
+    if (not exp) or exp <= now then redis.call('HDEL', KEYS[1], all[i]) end
+  end
+  if redis.call('HLEN', KEYS[1]) >= cap then return 0 end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. (now + ttl))
 redis.call('PEXPIRE', KEYS[1], 2 * ttl)
 redis.call('PUBLISH', ARGV[4], ARGV[5])
@@ -55,38 +68,51 @@ return 0
 `)
 
 // syncScript refreshes this instance's keys in one rendezvous and returns
-// the live entries of the other instances, deleting expired ones. A key
-// another live instance holds is left to it (that is the newer route); a
-// key that was missing or expired is taken and announced. KEYS[1] hash;
-// ARGV: instance, ttl ms, channel, join message prefix (the key is
-// appended), then the local keys. Returns field, instance, field, instance...
+// the live entries of the other instances, deleting expired ones first. A
+// key another live instance holds is left to it (that is the newer route); a
+// key that was missing or expired is taken and announced, unless that would
+// put the rendezvous over the member cap: such keys are refused and
+// returned, and the instance evicts them. KEYS[1] hash; ARGV: instance, ttl
+// ms, channel, join message prefix (the key is appended), member cap, then
+// the local keys. Returns {{field, instance, field, instance...}, {refused
+// field...}}.
 var syncScript = redis.NewScript(scriptPrelude + `
 local me = ARGV[1]
 local ttl = tonumber(ARGV[2])
-for i = 5, #ARGV do
+local cap = tonumber(ARGV[5])
+local all = redis.call('HGETALL', KEYS[1])
+local live = 0
+for i = 1, #all, 2 do
+  local exp = tonumber(string.sub(all[i + 1], 17))
+  if (not exp) or exp <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    live = live + 1
+  end
+end
+local refused = {}
+for i = 6, #ARGV do
   local f = ARGV[i]
   local v = redis.call('HGET', KEYS[1], f)
   local mine = v and string.sub(v, 1, 16) == me
-  local exp = v and tonumber(string.sub(v, 17))
-  if (not v) or mine or (not exp) or exp <= now then
+  if (not v) and live >= cap then
+    refused[#refused + 1] = f
+  elseif (not v) or mine then
+    if not v then live = live + 1 end
     redis.call('HSET', KEYS[1], f, me .. (now + ttl))
     if not mine then redis.call('PUBLISH', ARGV[3], ARGV[4] .. f) end
   end
 end
-if #ARGV >= 5 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
-local all = redis.call('HGETALL', KEYS[1])
+if #ARGV >= 6 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
+all = redis.call('HGETALL', KEYS[1])
 local out = {}
 for i = 1, #all, 2 do
-  local f, v = all[i], all[i + 1]
-  local exp = tonumber(string.sub(v, 17))
-  if (not exp) or exp <= now then
-    redis.call('HDEL', KEYS[1], f)
-  elseif string.sub(v, 1, 16) ~= me then
-    out[#out + 1] = f
-    out[#out + 1] = string.sub(v, 1, 16)
+  if string.sub(all[i + 1], 1, 16) ~= me then
+    out[#out + 1] = all[i]
+    out[#out + 1] = string.sub(all[i + 1], 1, 16)
   end
 end
-return out
+return {out, refused}
 `)
 
 func (b *backplane) ttlMillis() int64 { return b.cfg.BackplaneTTL.Milliseconds() }
@@ -230,7 +256,8 @@ func (b *backplane) runOps(ops []ctrlOp) {
 	pipe := b.rdb.Pipeline()
 	n := 0
 	me := string(b.id[:])
-	for _, op := range ops {
+	joins := make(map[int]*redis.Cmd) // by index in ops
+	for i, op := range ops {
 		if op.flush != nil {
 			continue
 		}
@@ -238,7 +265,7 @@ func (b *backplane) runOps(ops []ctrlOp) {
 		key := rvMembersKey(op.rv)
 		if op.join {
 			msg := appendBPKey(nil, bpJoin, b.id, op.rv, op.key)
-			joinScript.Eval(ctx, pipe, []string{key}, op.key[:], me, b.ttlMillis(), rvChannel(op.rv), msg)
+			joins[i] = joinScript.Eval(ctx, pipe, []string{key}, op.key[:], me, b.ttlMillis(), rvChannel(op.rv), msg, b.cfg.MaxMembersPerRendezvous)
 			b.m.ops[bpOpJoin].Inc()
 		} else {
 			msg := appendBPKey(nil, bpLeave, b.id, op.rv, op.key)
@@ -248,6 +275,11 @@ func (b *backplane) runOps(ops []ctrlOp) {
 	}
 	if n > 0 {
 		b.execScripts(ctx, pipe)
+	}
+	for i, cmd := range joins {
+		if v, err := cmd.Int(); err == nil && v == 0 {
+			b.refused(ops[i].rv, ops[i].key)
+		}
 	}
 	for _, op := range ops {
 		if op.flush != nil {
@@ -285,7 +317,7 @@ func (b *backplane) execScripts(ctx context.Context, pipe redis.Pipeliner) []red
 // already there. It subscribes before that sync so no join in between is
 // missed.
 func (b *backplane) resubscribe(subscribed map[relayproto.Rendezvous]bool) []relayproto.Rendezvous {
-	local := b.rooms.localKeys()
+	local := b.rooms.localRendezvous()
 	var add []string
 	var fresh []relayproto.Rendezvous
 	for rv := range local {
@@ -335,8 +367,8 @@ func (b *backplane) sync(only []relayproto.Rendezvous) {
 		pipe := b.rdb.Pipeline()
 		for _, rv := range chunk {
 			keys := local[rv]
-			args := make([]any, 0, 4+len(keys))
-			args = append(args, me, b.ttlMillis(), rvChannel(rv), appendBPHeader(nil, bpJoin, b.id, rv))
+			args := make([]any, 0, 5+len(keys))
+			args = append(args, me, b.ttlMillis(), rvChannel(rv), appendBPHeader(nil, bpJoin, b.id, rv), b.cfg.MaxMembersPerRendezvous)
 			for _, k := range keys {
 				args = append(args, k[:])
 			}
@@ -349,13 +381,16 @@ func (b *backplane) sync(only []relayproto.Rendezvous) {
 			if i >= len(chunk) || c.Err() != nil {
 				continue
 			}
-			view, err := parseSyncReply(c.(*redis.Cmd).Val())
+			view, refused, err := parseSyncReply(c.(*redis.Cmd).Val())
 			if err != nil {
 				b.m.drops[bpDropBadMessage].Inc()
 				b.log.Debug("relay: backplane: bad sync reply", "err", err)
 				continue
 			}
 			b.rooms.setRemote(chunk[i], view, seq)
+			for _, k := range refused {
+				b.refused(chunk[i], k)
+			}
 		}
 		if b.ctx.Err() != nil {
 			return
@@ -363,33 +398,65 @@ func (b *backplane) sync(only []relayproto.Rendezvous) {
 	}
 }
 
-// parseSyncReply checks syncScript's answer: pairs of a 32-byte key and a
-// 16-byte instance id, at most maxRemoteMembers of them.
-func parseSyncReply(v any) (map[relayproto.Key]instanceID, error) {
-	list, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("sync reply is %T, want a list", v)
+// refused evicts key's local connections in rv: Redis found the rendezvous
+// at its member cap across instances.
+func (b *backplane) refused(rv relayproto.Rendezvous, key relayproto.Key) {
+	if n := b.rooms.evict(rv, key); n > 0 {
+		b.m.evicted.Add(float64(n))
+		b.log.Debug("relay: backplane: rendezvous full across instances, member evicted", "peer", key.ShortString(), "conns", n)
+	}
+}
+
+// parseSyncReply checks syncScript's answer: a list of pairs of a 32-byte
+// key and a 16-byte instance id, at most maxRemoteMembers of them, and a
+// list of the refused local keys.
+func parseSyncReply(v any) (map[relayproto.Key]instanceID, []relayproto.Key, error) {
+	both, ok := v.([]any)
+	if !ok || len(both) != 2 {
+		return nil, nil, fmt.Errorf("sync reply is %T, want a list of two lists", v)
+	}
+	list, ok1 := both[0].([]any)
+	refusedList, ok2 := both[1].([]any)
+	if !ok1 || !ok2 {
+		return nil, nil, fmt.Errorf("sync reply holds %T and %T, want two lists", both[0], both[1])
 	}
 	if len(list)%2 != 0 {
-		return nil, errors.New("sync reply has an odd length")
+		return nil, nil, errors.New("sync reply has an odd length")
 	}
-	if len(list)/2 > maxRemoteMembers {
-		return nil, fmt.Errorf("sync reply lists %d members, over %d", len(list)/2, maxRemoteMembers)
+	if len(list)/2 > maxRemoteMembers || len(refusedList) > maxRemoteMembers {
+		return nil, nil, fmt.Errorf("sync reply lists %d members and %d refused, over %d", len(list)/2, len(refusedList), maxRemoteMembers)
 	}
 	view := make(map[relayproto.Key]instanceID, len(list)/2)
 	for i := 0; i < len(list); i += 2 {
-		f, ok1 := list[i].(string)
+		k, ok1 := replyKey(list[i])
 		inst, ok2 := list[i+1].(string)
-		if !ok1 || !ok2 || len(f) != relayproto.KeySize || len(inst) != len(instanceID{}) {
-			return nil, errors.New("sync reply entry " + strconv.Itoa(i/2) + " is malformed")
+		if !ok1 || !ok2 || len(inst) != len(instanceID{}) {
+			return nil, nil, errors.New("sync reply entry " + strconv.Itoa(i/2) + " is malformed")
 		}
-		var k relayproto.Key
 		var id instanceID
-		copy(k[:], f)
 		copy(id[:], inst)
 		view[k] = id
 	}
-	return view, nil
+	refused := make([]relayproto.Key, 0, len(refusedList))
+	for i, f := range refusedList {
+		k, ok := replyKey(f)
+		if !ok {
+			return nil, nil, errors.New("sync reply refused entry " + strconv.Itoa(i) + " is malformed")
+		}
+		refused = append(refused, k)
+	}
+	return view, refused, nil
+}
+
+// replyKey checks one key of a sync reply.
+func replyKey(v any) (relayproto.Key, bool) {
+	var k relayproto.Key
+	f, ok := v.(string)
+	if !ok || len(f) != relayproto.KeySize {
+		return k, false
+	}
+	copy(k[:], f)
+	return k, true
 }
 
 // sleepCtx sleeps for d unless ctx ends first, and reports whether it slept.

@@ -1,7 +1,7 @@
 // Package relayserver is the plurenet relay: an HTTP handler that speaks relay
 // protocol v1 (docs/protocol.md, Part 1) over WebSocket, matches clients by
-// rendezvous hash and forwards their opaque frames, plus /healthz and
-// Prometheus /metrics.
+// rendezvous hash and forwards their opaque frames, plus /healthz; its
+// Prometheus metrics are served apart (ServeMetrics), never to clients.
 //
 // A relay keeps only live connections, and learns nothing of a mesh but its
 // members' keys and addresses, its rendezvous hash, and frame sizes and
@@ -81,7 +81,7 @@ func New(cfg Config) (*Server, error) {
 	w := cfg.welcome()
 	s.welcome = w.Append(nil)
 	s.metrics = newMetrics(s)
-	rs := newRooms(cfg.MaxConnsPerKey, s.countPush)
+	rs := newRooms(cfg.MaxConnsPerKey, cfg.MaxMembersPerRendezvous, s.countPush)
 	s.router = rs
 	if cfg.Backplane != "" {
 		bp, err := newBackplane(cfg, rs, s.metrics.reg, s.metrics.forwarded, s.metrics.drop)
@@ -108,14 +108,15 @@ type Stats struct {
 
 // Stats returns the current counts.
 func (s *Server) Stats() Stats {
-	s.mu.Lock()
-	st := Stats{Connections: len(s.conns)}
-	for c := range s.conns {
+	// The instance-wide lock is held only to copy the connection list:
+	// joins and leaves must not wait for a pass over every queue.
+	conns := s.snapshot()
+	st := Stats{Connections: len(conns)}
+	for _, c := range conns {
 		f, b := c.q.len()
 		st.QueuedFrames += f
 		st.QueuedBytes += b
 	}
-	s.mu.Unlock()
 	st.Rendezvous = s.router.rendezvousCount()
 	st.PeakQueueBytes = s.peakQ.Load()
 	return st
@@ -130,8 +131,11 @@ func (s *Server) notePeak(n int) {
 	}
 }
 
-// Handler serves the relay endpoint at relayproto.Path, GET /healthz (503
-// while draining, so a load balancer stops sending clients) and GET /metrics.
+// Handler serves the relay endpoint at relayproto.Path and GET /healthz (503
+// while draining, so a load balancer stops sending clients). It does not
+// serve /metrics: they tell anyone who can reach the relay how many clients
+// it has and how they behave, so they go on a listener of their own
+// (MetricsHandler, ServeMetrics) that the operator chooses.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(relayproto.Path, s.serveRelay)
@@ -144,7 +148,6 @@ func (s *Server) Handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", s.metrics.handler())
 	return mux
 }
 
@@ -176,9 +179,9 @@ func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "plurenet relay: too many connection attempts from your address, slow down", http.StatusTooManyRequests)
 		return
 	}
-	if !s.sources.acquire(src) {
+	if why := s.sources.acquire(src); why != "" {
 		s.metrics.handshake(hsRefusedIPConns)
-		http.Error(w, fmt.Sprintf("plurenet relay: your address already holds %d connections", s.cfg.MaxConnsPerIP), http.StatusTooManyRequests)
+		http.Error(w, "plurenet relay: "+why, http.StatusTooManyRequests)
 		return
 	}
 	defer s.sources.release(src)
@@ -236,6 +239,12 @@ func (s *Server) untrack(c *conn) {
 	}
 }
 
+func (s *Server) connCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 func (s *Server) snapshot() []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -261,7 +270,7 @@ func (s *Server) Drain(ctx context.Context) error {
 	defer deadline.Stop()
 	var err error
 wait:
-	for s.Stats().Connections > 0 {
+	for s.connCount() > 0 {
 		select {
 		case <-s.gone:
 		case <-deadline.C:

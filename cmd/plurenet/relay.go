@@ -5,8 +5,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/plures/plurenet/internal/relayproto"
@@ -31,6 +34,10 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	backplane := fs.String("backplane", getenv("PLURENET_RELAY_BACKPLANE"), "Redis `URL` (redis://HOST:6379/0, rediss:// for TLS; env PLURENET_RELAY_BACKPLANE) shared by several relay instances; empty for a single instance")
 	trustProxy := fs.Bool("trust-proxy-headers", false, "take the client address from the last X-Forwarded-For entry (only behind a proxy that always sets it)")
 	perIP := fs.Int("max-conns-per-ip", relayserver.DefaultMaxConnsPerIP, "connections one client address (IPv4, or IPv6 /64) may hold; 0 means unlimited")
+	per56 := fs.Int("max-conns-per-56", relayserver.DefaultNet56Factor*relayserver.DefaultMaxConnsPerIP, "connections all the addresses of one IPv6 /56 (a home's usual delegation) may hold; 0 means unlimited")
+	per48 := fs.Int("max-conns-per-48", relayserver.DefaultNet48Factor*relayserver.DefaultMaxConnsPerIP, "connections all the addresses of one IPv6 /48 (a site) may hold; 0 means unlimited")
+	maxMembers := fs.Int("max-members", relayserver.DefaultMaxMembersPerRendezvous, "member keys one rendezvous may hold (across instances with --backplane); a new key beyond it is refused")
+	metricsListen := fs.String("metrics-listen", getenv("PLURENET_RELAY_METRICS_LISTEN"), "`address` for GET /metrics (Prometheus; env PLURENET_RELAY_METRICS_LISTEN), e.g. 127.0.0.1:9090 or a private address; empty (the default) serves no metrics. Never on --listen: clients would read them")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -57,10 +64,20 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErrorf("--drain-grace must be positive")
 	case *perIP < 0:
 		return usageErrorf("--max-conns-per-ip must not be negative")
+	case *per56 < 0 || *per48 < 0:
+		return usageErrorf("--max-conns-per-56 and --max-conns-per-48 must not be negative")
+	case *maxMembers < 1:
+		return usageErrorf("--max-members must be at least 1")
+	case *metricsListen != "" && *metricsListen == *listen && !strings.HasSuffix(*listen, ":0"):
+		return usageErrorf("--metrics-listen must differ from --listen: clients must not read the metrics")
 	}
-	perIPCfg := *perIP
-	if perIPCfg == 0 {
-		perIPCfg = -1 // unlimited in relayserver.Config
+	// 0 means unlimited on the command line, a negative value in
+	// relayserver.Config (whose zero is "the default").
+	unlimited := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
 	}
 	if *certFile != "" {
 		// Load once here for a clear error; Serve loads them again.
@@ -81,9 +98,12 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		MaxConnLifetime: *lifetime,
 		DrainGrace:      *grace,
 
-		Backplane:         *backplane,
-		TrustProxyHeaders: *trustProxy,
-		MaxConnsPerIP:     perIPCfg,
+		Backplane:               *backplane,
+		TrustProxyHeaders:       *trustProxy,
+		MaxConnsPerIP:           unlimited(*perIP),
+		MaxConnsPer56:           unlimited(*per56),
+		MaxConnsPer48:           unlimited(*per48),
+		MaxMembersPerRendezvous: *maxMembers,
 	})
 	if err != nil {
 		return err
@@ -93,6 +113,15 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", *listen, err)
+	}
+	// Before the listening line, which tells scripts the relay is ready.
+	if *metricsListen != "" {
+		stop, err := serveMetrics(ctx, srv, *metricsListen, stdout, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stop()
 	}
 	scheme := "ws"
 	if *certFile != "" {
@@ -126,4 +155,29 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log.Info("relay: stopped")
 	return nil
+}
+
+// serveMetrics listens on addr and serves the relay's metrics there until
+// ctx ends or the returned stop is called (which waits for it).
+func serveMetrics(ctx context.Context, srv *relayserver.Server, addr string, stdout io.Writer, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen %q: %w", addr, err)
+	}
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && ap.Addr().IsUnspecified() {
+		log.Warn("relay: metrics listen on every interface: let only your monitoring reach that port", "addr", ln.Addr().String())
+	}
+	fmt.Fprintf(stdout, "plurenet relay metrics on http://%s/metrics\n", ln.Addr())
+	mctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.ServeMetrics(mctx, ln); err != nil {
+			log.Error("relay: metrics listener stopped", "err", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}, nil
 }

@@ -38,12 +38,19 @@ type options struct {
 	lifetime   time.Duration // MaxConnLifetime / --max-conn-lifetime
 	drainGrace time.Duration // DrainGrace / --drain-grace
 	redis      string        // backplane URL
+	maxMembers int           // MaxMembersPerRendezvous / --max-members
+	rate       int           // RateBytesPerSec / --rate
+	rateBurst  int           // RateBurstBytes / --rate-burst
+	perIP      int           // MaxConnsPerIP / --max-conns-per-ip
+	trustProxy bool          // TrustProxyHeaders / --trust-proxy-headers
+	metrics    bool          // serve metrics on a listener of their own
 }
 
 // target is one running relay instance.
 type target struct {
-	url  string // ws://127.0.0.1:port/v1/relay
-	base string // http://127.0.0.1:port
+	url     string // ws://127.0.0.1:port/v1/relay
+	base    string // http://127.0.0.1:port
+	metrics string // http://127.0.0.1:otherport, with options.metrics
 	// stop begins what SIGTERM begins (a drain) and returns a function that
 	// waits for the instance to have stopped and reports how it ended.
 	stop func() (wait func() error)
@@ -66,10 +73,15 @@ var impls = []impl{
 func startGo(t *testing.T, o options) *target {
 	t.Helper()
 	srv, err := relayserver.New(relayserver.Config{
-		Logger:          slog.New(slog.DiscardHandler),
-		MaxConnLifetime: o.lifetime,
-		DrainGrace:      o.drainGrace,
-		Backplane:       o.redis,
+		Logger:                  slog.New(slog.DiscardHandler),
+		MaxConnLifetime:         o.lifetime,
+		DrainGrace:              o.drainGrace,
+		Backplane:               o.redis,
+		MaxMembersPerRendezvous: o.maxMembers,
+		RateBytesPerSec:         o.rate,
+		RateBurstBytes:          o.rateBurst,
+		MaxConnsPerIP:           o.perIP,
+		TrustProxyHeaders:       o.trustProxy,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +93,22 @@ func startGo(t *testing.T, o options) *target {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, "", "") }()
+	metricsURL := ""
+	if o.metrics {
+		mln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metricsURL = "http://" + mln.Addr().String()
+		mdone := make(chan error, 1)
+		go func() { mdone <- srv.ServeMetrics(ctx, mln) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-mdone; err != nil {
+				t.Errorf("metrics listener: %v", err)
+			}
+		})
+	}
 	var once sync.Once
 	var serveErr error
 	wait := func() error {
@@ -94,8 +122,9 @@ func startGo(t *testing.T, o options) *target {
 	})
 	addr := ln.Addr().String()
 	return &target{
-		url:  "ws://" + addr + relayproto.Path,
-		base: "http://" + addr,
+		url:     "ws://" + addr + relayproto.Path,
+		base:    "http://" + addr,
+		metrics: metricsURL,
 		stop: func() func() error {
 			cancel()
 			return wait
@@ -160,7 +189,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var listenLine = regexp.MustCompile(`listening on http://127\.0\.0\.1:(\d+)/v1/relay`)
+var (
+	listenLine  = regexp.MustCompile(`listening on http://127\.0\.0\.1:(\d+)/v1/relay`)
+	metricsLine = regexp.MustCompile(`metrics on http://127\.0\.0\.1:(\d+)/metrics`)
+)
 
 // startNode runs the Node relay as a child process on a free port (it
 // binds port 0 and prints the one it got) and waits for /healthz.
@@ -177,13 +209,27 @@ func startNode(t *testing.T, o options) *target {
 	if o.redis != "" {
 		args = append(args, "--redis", o.redis)
 	}
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"--max-members", o.maxMembers}, {"--rate", o.rate}, {"--rate-burst", o.rateBurst}, {"--max-conns-per-ip", o.perIP}} {
+		if f.v != 0 {
+			args = append(args, f.flag, strconv.Itoa(f.v))
+		}
+	}
+	if o.trustProxy {
+		args = append(args, "--trust-proxy-headers")
+	}
+	if o.metrics {
+		args = append(args, "--metrics-listen", "127.0.0.1:0")
+	}
 	if os.Getenv("RELAY_TEST_LOG") != "" {
 		args = append(args, "--log-level", "debug")
 	}
 	cmd := exec.Command("node", args...)
 	cmd.Dir = nodeDir
 	// The child must not pick up a developer's settings.
-	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=")
+	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=", "PLURENET_RELAY_METRICS_LISTEN=")
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -196,6 +242,7 @@ func startNode(t *testing.T, o options) *target {
 	exited := make(chan struct{})
 	var waitErr error
 	portc := make(chan string, 1)
+	metricsc := make(chan string, 1)
 	go func() {
 		defer close(exited)
 		sc := bufio.NewScanner(stdout)
@@ -203,6 +250,12 @@ func startNode(t *testing.T, o options) *target {
 			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case portc <- m[1]:
+				default:
+				}
+			}
+			if m := metricsLine.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case metricsc <- m[1]:
 				default:
 				}
 			}
@@ -231,9 +284,21 @@ func startNode(t *testing.T, o options) *target {
 	}
 	base := "http://127.0.0.1:" + port
 	waitHealthy(t, base)
+	metricsURL := ""
+	if o.metrics {
+		select {
+		case mport := <-metricsc:
+			metricsURL = "http://127.0.0.1:" + mport
+		case <-exited:
+			t.Fatalf("node relay exited before serving metrics: %v\n%s", waitErr, stderr.String())
+		case <-time.After(patience):
+			t.Fatalf("node relay did not print its metrics port\n%s", stderr.String())
+		}
+	}
 	return &target{
-		url:  "ws://127.0.0.1:" + port + relayproto.Path,
-		base: base,
+		url:     "ws://127.0.0.1:" + port + relayproto.Path,
+		base:    base,
+		metrics: metricsURL,
 		stop: func() func() error {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			return func() error {

@@ -50,8 +50,10 @@ const SYNC_BATCH = 256;
 const REDIS_OP_TIMEOUT_MS = 5000;
 const RETRY_MAX_MS = 5000;
 
-// The scripts are the Go relay's (relayserver/backplane_redis.go); they must
-// stay identical for Go and Node instances to share a Redis.
+// The scripts are the Go relay's (relayserver/backplane_redis.go), comments
+// there; they must stay identical for Go and Node instances to share a
+// Redis. JOIN refuses (returns 0) a key new to a rendezvous at the member
+// cap; SYNC returns {{field, instance...}, {refused field...}}.
 const PRELUDE = `
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -59,6 +61,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `;
 const JOIN_LUA = PRELUDE + `
 local ttl = tonumber(ARGV[3])
+local cap = tonumber(ARGV[6])
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local exp = tonumber(string.sub(all[i + 1], 17))
+    if (not exp) or exp <= now then redis.call('HDEL', KEYS[1], all[i]) end
+  end
+  if redis.call('HLEN', KEYS[1]) >= cap then return 0 end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. (now + ttl))
 redis.call('PEXPIRE', KEYS[1], 2 * ttl)
 redis.call('PUBLISH', ARGV[4], ARGV[5])
@@ -76,30 +87,40 @@ return 0
 const SYNC_LUA = PRELUDE + `
 local me = ARGV[1]
 local ttl = tonumber(ARGV[2])
-for i = 5, #ARGV do
+local cap = tonumber(ARGV[5])
+local all = redis.call('HGETALL', KEYS[1])
+local live = 0
+for i = 1, #all, 2 do
+  local exp = tonumber(string.sub(all[i + 1], 17))
+  if (not exp) or exp <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    live = live + 1
+  end
+end
+local refused = {}
+for i = 6, #ARGV do
   local f = ARGV[i]
   local v = redis.call('HGET', KEYS[1], f)
   local mine = v and string.sub(v, 1, 16) == me
-  local exp = v and tonumber(string.sub(v, 17))
-  if (not v) or mine or (not exp) or exp <= now then
+  if (not v) and live >= cap then
+    refused[#refused + 1] = f
+  elseif (not v) or mine then
+    if not v then live = live + 1 end
     redis.call('HSET', KEYS[1], f, me .. (now + ttl))
     if not mine then redis.call('PUBLISH', ARGV[3], ARGV[4] .. f) end
   end
 end
-if #ARGV >= 5 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
-local all = redis.call('HGETALL', KEYS[1])
+if #ARGV >= 6 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
+all = redis.call('HGETALL', KEYS[1])
 local out = {}
 for i = 1, #all, 2 do
-  local f, v = all[i], all[i + 1]
-  local exp = tonumber(string.sub(v, 17))
-  if (not exp) or exp <= now then
-    redis.call('HDEL', KEYS[1], f)
-  elseif string.sub(v, 1, 16) ~= me then
-    out[#out + 1] = f
-    out[#out + 1] = string.sub(v, 1, 16)
+  if string.sub(all[i + 1], 1, 16) ~= me then
+    out[#out + 1] = all[i]
+    out[#out + 1] = string.sub(all[i + 1], 1, 16)
   end
 end
-return out
+return {out, refused}
 `;
 
 function header(type, origin, rv) {
@@ -199,6 +220,7 @@ export class Backplane {
       drops: { queue_full: 0, redis_error: 0, no_such_peer: 0, bad_message: 0, presence_queue_full: 0 },
       ops: { join: 0, leave: 0, sync: 0 },
       opErrors: 0,
+      evicted: 0,
     };
     this.wakeResolve = null;
     this.tick = setInterval(() => { this.tickDue = true; this.poke(); }, this.cfg.refreshMs);
@@ -328,22 +350,38 @@ export class Backplane {
 
   async runOps(ops) {
     const pl = this.cmd.pipeline();
-    let n = 0;
+    const sent = []; // the operation behind each pipeline reply
     const ttl = this.cfg.ttlMs;
+    const cap = this.relay.cfg.maxMembersPerRendezvous;
     for (const op of ops) {
       if (op.flush) continue;
-      n++;
+      sent.push(op);
       const rvHex = op.rv.toString('hex');
       if (op.join) {
-        pl.plurenetJoin(membersKey(rvHex), op.key, this.id, ttl, rvChannel(rvHex), Buffer.concat([header(BP_JOIN, this.id, op.rv), op.key]));
+        pl.plurenetJoin(membersKey(rvHex), op.key, this.id, ttl, rvChannel(rvHex), Buffer.concat([header(BP_JOIN, this.id, op.rv), op.key]), cap);
         this.m.ops.join++;
       } else {
         pl.plurenetLeave(membersKey(rvHex), op.key, this.id, rvChannel(rvHex), Buffer.concat([header(BP_LEAVE, this.id, op.rv), op.key]));
         this.m.ops.leave++;
       }
     }
-    if (n > 0) await this.exec(pl);
+    if (sent.length > 0) {
+      const res = await this.exec(pl);
+      res.forEach(([err, reply], i) => {
+        if (!err && i < sent.length && sent[i].join && Number(reply) === 0) this.refused(sent[i].rv.toString('hex'), sent[i].key.toString('hex'));
+      });
+    }
     for (const op of ops) if (op.flush) op.flush();
+  }
+
+  // refused evicts a key's local connections: Redis found its rendezvous
+  // at the member cap across instances.
+  refused(rvHex, keyHex) {
+    const n = this.relay.evict(rvHex, keyHex);
+    if (n > 0) {
+      this.m.evicted += n;
+      this.log('debug', 'relay: backplane: rendezvous full across instances, member evicted', { peer: keyHex.slice(0, 8), conns: n });
+    }
   }
 
   async exec(pl) {
@@ -398,18 +436,19 @@ export class Backplane {
       for (const rvHex of chunk) {
         const rv = Buffer.from(rvHex, 'hex');
         const keys = (local.get(rvHex) || []).map((k) => Buffer.from(k, 'hex'));
-        pl.plurenetSyncBuffer(membersKey(rvHex), this.id, this.cfg.ttlMs, rvChannel(rvHex), header(BP_JOIN, this.id, rv), ...keys);
+        pl.plurenetSyncBuffer(membersKey(rvHex), this.id, this.cfg.ttlMs, rvChannel(rvHex), header(BP_JOIN, this.id, rv), this.relay.cfg.maxMembersPerRendezvous, ...keys);
         this.m.ops.sync++;
       }
       const res = await this.exec(pl);
       res.forEach(([err, reply], j) => {
         if (err || j >= chunk.length) return;
-        const view = parseSyncReply(reply);
-        if (!view) {
+        const parsed = parseSyncReply(reply);
+        if (!parsed) {
           this.m.drops.bad_message++;
           return;
         }
-        this.relay.setRemote(chunk[j], view, seq);
+        this.relay.setRemote(chunk[j], parsed.view, seq);
+        for (const k of parsed.refused) this.refused(chunk[j], k);
       });
       if (this.closed) return;
     }
@@ -428,6 +467,8 @@ export class Backplane {
       ...Object.entries(m.ops).map(([k, v]) => `plurenet_relay_backplane_presence_ops_total{op="${k}"} ${v}`),
       '# TYPE plurenet_relay_backplane_presence_errors_total counter',
       `plurenet_relay_backplane_presence_errors_total ${m.opErrors}`,
+      '# TYPE plurenet_relay_backplane_evicted_total counter',
+      `plurenet_relay_backplane_evicted_total ${m.evicted}`,
       '# TYPE plurenet_relay_backplane_up gauge',
       `plurenet_relay_backplane_up ${this.up ? 1 : 0}`,
     ];
@@ -446,19 +487,28 @@ export class Backplane {
   }
 }
 
-// parseSyncReply checks the sync script's answer: pairs of a 32-byte key and
-// a 16-byte instance id, at most MAX_REMOTE_MEMBERS of them. It returns a
-// Map of key hex -> instance hex, or null when malformed.
-function parseSyncReply(v) {
-  if (!Array.isArray(v) || v.length % 2 !== 0 || v.length / 2 > MAX_REMOTE_MEMBERS) return null;
+// parseSyncReply checks the sync script's answer: a list of pairs of a
+// 32-byte key and a 16-byte instance id, at most MAX_REMOTE_MEMBERS of them,
+// and a list of refused local keys. It returns {view: Map of key hex ->
+// instance hex, refused: [key hex]}, or null when malformed.
+export function parseSyncReply(v) {
+  if (!Array.isArray(v) || v.length !== 2) return null;
+  const [pairs, refusedList] = v;
+  if (!Array.isArray(pairs) || !Array.isArray(refusedList)) return null;
+  if (pairs.length % 2 !== 0 || pairs.length / 2 > MAX_REMOTE_MEMBERS || refusedList.length > MAX_REMOTE_MEMBERS) return null;
   const view = new Map();
-  for (let i = 0; i < v.length; i += 2) {
-    const f = v[i];
-    const inst = v[i + 1];
+  for (let i = 0; i < pairs.length; i += 2) {
+    const f = pairs[i];
+    const inst = pairs[i + 1];
     if (!Buffer.isBuffer(f) || !Buffer.isBuffer(inst) || f.length !== p.KEY_SIZE || inst.length !== INSTANCE_SIZE) return null;
     view.set(f.toString('hex'), inst.toString('hex'));
   }
-  return view;
+  const refused = [];
+  for (const f of refusedList) {
+    if (!Buffer.isBuffer(f) || f.length !== p.KEY_SIZE) return null;
+    refused.push(f.toString('hex'));
+  }
+  return { view, refused };
 }
 
 function withTimeout(promise) {

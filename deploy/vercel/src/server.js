@@ -2,9 +2,10 @@
 //
 //   node src/server.js [--host H] [--port N] [--redis URL] [--max-conn-lifetime 4m] ...
 //
-// It serves the relay WebSocket at /v1/relay, GET /healthz and GET /metrics,
-// drains on SIGTERM/SIGINT, and exports the http.Server as its default export
-// (the shape Vercel's Node.js runtime picks up; see README.md).
+// It serves the relay WebSocket at /v1/relay and GET /healthz, GET /metrics
+// only on --metrics-listen (never where clients connect), drains on
+// SIGTERM/SIGINT, and exports the http.Server as its default export (the
+// shape Vercel's Node.js runtime picks up; see README.md).
 
 import http from 'node:http';
 import { Relay, DEFAULTS } from './relay.js';
@@ -43,7 +44,13 @@ const USAGE = `usage: node src/server.js [flags]
   --max-conns-per-key N     connections one key may hold in one rendezvous (default 4)
   --max-conns N             connections this instance accepts (default 50000)
   --max-conns-per-ip N      per client address, 0 = unlimited (default 500)
+  --max-conns-per-56 N      per IPv6 /56, 0 = unlimited (default twice --max-conns-per-ip)
+  --max-conns-per-48 N      per IPv6 /48, 0 = unlimited (default four times --max-conns-per-ip)
+  --max-members N           member keys per rendezvous (default 1024)
   --rate N                  bytes/s accepted per connection, 0 = unlimited (default 64 MiB/s)
+  --rate-burst N            burst of --rate in bytes, at least one frame (default 8 MiB)
+  --metrics-listen H:P      serve GET /metrics (Prometheus) on this address only (env
+                            PLURENET_RELAY_METRICS_LISTEN; default none)
   --trust-proxy-headers     client address from the last X-Forwarded-For entry (default on Vercel)
   --log-level L             debug, info, warn or error (default info)`;
 
@@ -52,6 +59,7 @@ export function parseArgs(argv, env) {
     host: env.HOST || '',
     port: env.PORT ? parseInt10(env.PORT, 'PORT', 0) : 8080,
     redis: env.PLURENET_RELAY_BACKPLANE || '',
+    metricsListen: env.PLURENET_RELAY_METRICS_LISTEN || '',
     logLevel: env.PLURENET_RELAY_LOG_LEVEL || 'info',
     cfg: {},
   };
@@ -75,7 +83,12 @@ export function parseArgs(argv, env) {
       case '--max-conns-per-key': o.cfg.maxConnsPerKey = parseInt10(val(), flag, 1); break;
       case '--max-conns': o.cfg.maxConns = parseInt10(val(), flag, 1); break;
       case '--max-conns-per-ip': o.cfg.maxConnsPerIP = parseInt10(val(), flag, 0); break;
+      case '--max-conns-per-56': o.cfg.maxConnsPer56 = parseInt10(val(), flag, 0); break;
+      case '--max-conns-per-48': o.cfg.maxConnsPer48 = parseInt10(val(), flag, 0); break;
+      case '--max-members': o.cfg.maxMembersPerRendezvous = parseInt10(val(), flag, 1); break;
       case '--rate': o.cfg.rateBytesPerSec = parseInt10(val(), flag, 0); break;
+      case '--rate-burst': o.cfg.rateBurstBytes = parseInt10(val(), flag, 1); break;
+      case '--metrics-listen': o.metricsListen = val(); break;
       case '--trust-proxy-headers': o.cfg.trustProxyHeaders = true; break;
       case '--log-level': o.logLevel = val(); break;
       case '-h': case '--help': throw Object.assign(new Error(USAGE), { usage: true });
@@ -87,6 +100,11 @@ export function parseArgs(argv, env) {
   if (o.cfg.maxConnLifetimeMs > 0 && o.cfg.maxConnLifetimeMs < 1000) throw new Error('--max-conn-lifetime under a second: clients could not plan for it');
   if (o.cfg.drainGraceMs !== undefined && (o.cfg.drainGraceMs <= 0 || o.cfg.drainGraceMs > 0xffffffff)) throw new Error('--drain-grace must be positive and fit the Drain frame');
   if (o.redis && !/^rediss?:\/\//.test(o.redis)) throw new Error('--redis must be a redis:// or rediss:// URL');
+  if (o.metricsListen) {
+    const m = /^(.*):(\d+)$/.exec(o.metricsListen);
+    if (!m || Number(m[2]) > 65535) throw new Error(`--metrics-listen: "${o.metricsListen}" is not HOST:PORT`);
+    o.metrics = { host: m[1].replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
+  }
   return o;
 }
 
@@ -115,6 +133,20 @@ server.on('error', (err) => {
   log('error', 'relay: listen failed', { err: err.message });
   process.exit(1);
 });
+let metricsServer = null;
+if (opts.metrics) {
+  metricsServer = http.createServer();
+  relay.attachMetrics(metricsServer);
+  metricsServer.on('error', (err) => {
+    log('error', 'relay: metrics listen failed', { err: err.message });
+    process.exit(1);
+  });
+  metricsServer.listen(opts.metrics.port, opts.metrics.host || undefined, () => {
+    const a = metricsServer.address();
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    process.stdout.write(`plurenet relay (node) metrics on http://${host}:${a.port}/metrics\n`);
+  });
+}
 server.listen(opts.port, opts.host || undefined, () => {
   const a = server.address();
   const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
@@ -133,6 +165,10 @@ async function stop(signal) {
   await relay.drain();
   if (relay.backplane) await relay.backplane.close();
   relay.close();
+  if (metricsServer) {
+    metricsServer.close();
+    metricsServer.closeAllConnections();
+  }
   server.close(() => {
     log('info', 'relay: stopped');
     process.exit(0);

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 )
@@ -23,13 +22,7 @@ func (s *Server) MetricsHandler() http.Handler {
 // server down. It is the `plurenet relay --metrics-listen` listener: put ln
 // on loopback or a private network, not beside the public relay.
 func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.MetricsHandler(),
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleConnTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	hs := s.newHTTPServer(s.MetricsHandler())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

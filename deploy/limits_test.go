@@ -48,6 +48,40 @@ func testMembersCap(t *testing.T, tg *target) {
 	connect(t, tg, fourth, rendezvous(31))
 }
 
+// testSnapshotOrder: a joiner's snapshot is written whole before any later
+// presence change, however it is queued (the Node relay streams it 64
+// frames at a time), so a PeerGone never overtakes its PeerPresent.
+func testSnapshotOrder(t *testing.T, tg *target) {
+	const members = 90 // over the Node relay's window of 64; under the handshake burst of 100
+	rv := rendezvous(34)
+	var first *raw
+	for i := range members {
+		r := connect(t, tg, newKey(t), rv) // reads nothing
+		if i == 0 {
+			first = r
+		}
+	}
+	joiner := dialRaw(t, tg)
+	joiner.join(newKey(t), rv)
+	// The joiner is in: its snapshot is queued. Now a member leaves.
+	first.write(relayproto.AppendLeave(nil))
+	present := map[relayproto.Key]bool{}
+	for {
+		f := joiner.next()
+		if f.Type == relayproto.TypePeerPresent {
+			present[f.Key] = true
+			continue
+		}
+		if f.Type != relayproto.TypePeerGone {
+			t.Fatalf("joiner got %v", f.Type)
+		}
+		if !present[f.Key] || len(present) != members {
+			t.Fatalf("PeerGone %v after %d of %d snapshot frames (present before: %v)", f.Key.ShortString(), len(present), members, present[f.Key])
+		}
+		return
+	}
+}
+
 // testBroadcastCharged runs with rate 1000 and burst 100,000 bytes: a 4000-
 // byte broadcast to 10 members is charged 10 × (4033 + 64) = 40,970 bytes,
 // so two pass from a full bucket and the rest wait for it to refill. When it

@@ -101,7 +101,7 @@ func (s *Server) PublicKey() nodekey.Public { return s.pub }
 type Stats struct {
 	Connections    int   // open WebSocket connections, handshaking or not
 	Rendezvous     int   // rendezvous with at least one member
-	QueuedFrames   int   // frames in all send queues, being written included
+	QueuedFrames   int   // entries in all send queues, being written included (a presence snapshot is one)
 	QueuedBytes    int   // bytes of those frames
 	PeakQueueBytes int64 // the most bytes any one send queue has held
 }

@@ -491,7 +491,7 @@ export class Backplane {
 // 32-byte key and a 16-byte instance id, at most MAX_REMOTE_MEMBERS of them,
 // and a list of refused local keys. It returns {view: Map of key hex ->
 // instance hex, refused: [key hex]}, or null when malformed.
-export function parseSyncReply(v) {
+function parseSyncReply(v) {
   if (!Array.isArray(v) || v.length !== 2) return null;
   const [pairs, refusedList] = v;
   if (!Array.isArray(pairs) || !Array.isArray(refusedList)) return null;

@@ -122,7 +122,8 @@ export class Conn {
   pump() {
     if (this.ws.readyState !== 1) return;
     const sn = this.snap;
-    while (sn && this.pendingFrames < SNAPSHOT_WINDOW && sn.i < sn.keys.length) {
+    const window = Math.min(SNAPSHOT_WINDOW, this.cfg.sendQueueFrames);
+    while (sn && this.pendingFrames < window && sn.i < sn.keys.length) {
       const k = sn.keys[sn.i++];
       if (k !== sn.skip) this.send(p.keyed(p.T.PeerPresent, Buffer.from(k, 'hex')));
     }
@@ -284,7 +285,9 @@ export class Conn {
   fail(code, msg, handshakeResult) {
     if (this.closing) return;
     this.closing = true;
-    this.snap = null; // what waits is discarded, as after any fatal error
+    // What waits is discarded, as after any fatal error.
+    if (this.backlog) this.relay.drop('closed', this.backlog.length);
+    this.snap = null;
     this.backlog = null;
     this.backlogBytes = 0;
     if (!this.established || handshakeResult) this.relay.count('handshakes', handshakeResult || 'shutdown');

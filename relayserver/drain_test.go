@@ -31,7 +31,7 @@ import (
 // then Leave the old one) loses nothing sent to it meanwhile.
 func TestLeaveSwitchIsLossless(t *testing.T) {
 	const n = 3000
-	r := newRelay(t, relayserver.Config{SendQueueFrames: 2 * n, SendQueueBytes: 8 << 20, RateBytesPerSec: -1})
+	r := newRelay(t, relayserver.Config{SendQueueFrames: 2 * n, SendQueueBytes: 8 << 20, RateBytesPerSec: relayserver.Unlimited})
 	rv := rendezvous(1)
 	a := connect(t, r, newKey(t), rv)
 	bKey := newKey(t)

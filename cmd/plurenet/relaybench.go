@@ -157,8 +157,8 @@ func benchInProcess(ctx context.Context, p benchParams, inproc bool, stdout io.W
 		Logger: slog.New(slog.DiscardHandler),
 		// Every member comes from 127.0.0.1: the per-address limits
 		// would refuse them. MaxConns is raised to the run's size.
-		MaxConnsPerIP:      -1,
-		HandshakeRatePerIP: -1,
+		MaxConnsPerIP:      relayserver.Unlimited,
+		HandshakeRatePerIP: relayserver.Unlimited,
 		MaxConns:           max(p.Members, relayserver.DefaultMaxConns),
 	})
 	if err != nil {

@@ -119,7 +119,9 @@ func TestEDNSAndClass(t *testing.T) {
 		rcode int
 	}{
 		{"EDNS version 1 gets BADVERS", func(m *dns.Msg) { m.SetEdns0(1232, false); m.IsEdns0().SetVersion(1) }, dns.RcodeBadVers},
-		{"CHAOS class is refused", func(m *dns.Msg) { m.Question[0] = dns.Question{Name: "version.bind.", Qtype: dns.TypeTXT, Qclass: dns.ClassCHAOS} }, dns.RcodeRefused},
+		{"CHAOS class is refused", func(m *dns.Msg) {
+			m.Question[0] = dns.Question{Name: "version.bind.", Qtype: dns.TypeTXT, Qclass: dns.ClassCHAOS}
+		}, dns.RcodeRefused},
 		{"NOTIFY is not implemented", func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify }, dns.RcodeNotImplemented},
 		{"UPDATE is not implemented", func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }, dns.RcodeNotImplemented},
 		{"two questions are a format error", func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }, dns.RcodeFormatError},

@@ -142,7 +142,7 @@ func (f *File) block(t *names.Table, nl string) ([]byte, error) {
 			// The table only makes host names; checking again keeps a
 			// bug there from writing arbitrary lines into a root-owned
 			// file.
-			if !hostName(n) {
+			if !names.IsHostName(n) {
 				return nil, fmt.Errorf("hosts file %s: refusing to write name %q", f.path, n)
 			}
 		}
@@ -229,21 +229,6 @@ func eol(content []byte) string {
 		return "\r\n"
 	}
 	return "\n"
-}
-
-// hostName reports whether s is a lower-case DNS name of host labels.
-func hostName(s string) bool {
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			if c := l[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return s != ""
 }
 
 // edit reads the file, applies change, and writes the result atomically

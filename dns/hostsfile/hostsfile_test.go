@@ -367,20 +367,3 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 }
-
-func TestHostName(t *testing.T) {
-	for s, want := range map[string]bool{
-		"laptop.home.plurenet": true,
-		"a-b.c":                true,
-		"":                     false,
-		"a..b":                 false,
-		"-a.b":                 false,
-		"a b":                  false,
-		"a\n1.2.3.4 evil":      false,
-		"A.b":                  false,
-	} {
-		if got := hostName(s); got != want {
-			t.Errorf("hostName(%q) = %v, want %v", s, got, want)
-		}
-	}
-}

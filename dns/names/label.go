@@ -81,3 +81,19 @@ func isHostLabel(s string) bool {
 	}
 	return true
 }
+
+// IsHostName reports whether s is a lower-case DNS name of host labels
+// (without the final dot), as every name a Table gives is. Writers of
+// names into files (the hosts file) check it again, so that no bug can
+// put a newline or a space where a name belongs.
+func IsHostName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !isHostLabel(l) {
+			return false
+		}
+	}
+	return true
+}

@@ -63,3 +63,22 @@ func TestKeyLabel(t *testing.T) {
 		})
 	}
 }
+
+func TestIsHostName(t *testing.T) {
+	for s, want := range map[string]bool{
+		"laptop.home.plurenet": true,
+		"a-b.c":                true,
+		"x":                    true,
+		"":                     false,
+		"a..b":                 false,
+		"a.":                   false,
+		"-a.b":                 false,
+		"a b":                  false,
+		"a\n1.2.3.4 evil":      false,
+		"A.b":                  false,
+	} {
+		if got := IsHostName(s); got != want {
+			t.Errorf("IsHostName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -40,6 +40,7 @@ type snapshot struct {
 type answerer struct {
 	suffix string
 	v4, v6 netip.Prefix // overlay prefixes; invalid: no reverse answers
+	zones  []string     // their reverse zones, for the SOA of negative answers
 	ttl    uint32
 }
 
@@ -136,7 +137,7 @@ func (a *answerer) reverse(resp *dns.Msg, q dns.Question, name string, snap snap
 		resp.Rcode = dns.RcodeRefused
 		return
 	}
-	zone := reverseZone(name, mesh)
+	zone := a.reverseZone(name)
 	full := p.Bits() == p.Addr().BitLen()
 	switch {
 	case !exact:
@@ -161,17 +162,16 @@ func (a *answerer) reverse(resp *dns.Msg, q dns.Question, name string, snap snap
 	resp.Ns = append(resp.Ns, a.soa(zone, snap))
 }
 
-// reverseZone returns the reverse zone (names.ReverseZones of mesh) that
-// name, a reverse name inside mesh, lies in: its last labels, as many as
-// the zone has octets or nibbles, and the two of in-addr.arpa / ip6.arpa.
-func reverseZone(name string, mesh netip.Prefix) string {
-	step := 8
-	if mesh.Addr().Is6() {
-		step = 4
+// reverseZone returns the reverse zone (of names.ReverseZones, kept in
+// a.zones) that name, a reverse name inside an overlay prefix, lies in.
+func (a *answerer) reverseZone(name string) string {
+	for _, z := range a.zones {
+		if name == z || strings.HasSuffix(name, "."+z) {
+			return z
+		}
 	}
-	keep := (mesh.Bits()+step-1)/step + 2
-	labels := strings.Split(name, ".")
-	return strings.Join(labels[len(labels)-keep:], ".")
+	// Unreachable for a name inside the prefixes: the zones cover them.
+	return name
 }
 
 func (a *answerer) soa(zone string, snap snapshot) dns.RR {

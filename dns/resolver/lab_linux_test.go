@@ -27,18 +27,6 @@ func TestLabGlibcResolves(t *testing.T) {
 	member := lab.Host("member", lab.Internet())
 	outsider := lab.Host("outsider", lab.Internet())
 
-	s, err := New(context.Background(), Config{
-		Suffix: testSuffix, V4Prefix: testV4Prefix, ULA: testULA,
-		Allow:  []netip.Prefix{netip.PrefixFrom(member.Addr(), 32)},
-		Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Update(testTable(t, defaultMembers()...)); err != nil {
-		t.Fatal(err)
-	}
 	var pc net.PacketConn
 	var l net.Listener
 	addr := netip.AddrPortFrom(server.Addr(), 53).String()
@@ -51,12 +39,8 @@ func TestLabGlibcResolves(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ServePacketConn(pc); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ServeListener(l); err != nil {
-		t.Fatal(err)
-	}
+	// Only the member's address stands for the overlay.
+	s := start(t, Config{Allow: []netip.Prefix{netip.PrefixFrom(member.Addr(), 32)}}, pc, l)
 	for _, h := range []*netlab.Host{member, outsider} {
 		// `ip netns exec` mounts /etc/netns/NS/resolv.conf over
 		// /etc/resolv.conf for the programs it runs.

@@ -59,9 +59,26 @@ type served struct {
 	udp, tcp string
 }
 
-// serve starts a server with cfg (Suffix, prefixes and logger filled in
-// when empty) on fresh 127.0.0.1 sockets, with the default members.
+// serve starts a server (see start) on fresh 127.0.0.1 sockets.
 func serve(tb testing.TB, cfg Config) served {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		pc.Close()
+		tb.Fatal(err)
+	}
+	s := start(tb, cfg, pc, l)
+	return served{s: s, udp: pc.LocalAddr().String(), tcp: l.Addr().String()}
+}
+
+// start runs a server with cfg (Suffix, prefixes and logger filled in
+// when empty) and the default members on pc and l; the test's cleanup
+// closes it.
+func start(tb testing.TB, cfg Config, pc net.PacketConn, l net.Listener) *Server {
 	tb.Helper()
 	if cfg.Suffix == "" {
 		cfg.Suffix = testSuffix
@@ -74,27 +91,22 @@ func serve(tb testing.TB, cfg Config) served {
 	}
 	s, err := New(context.Background(), cfg)
 	if err != nil {
+		pc.Close()
+		l.Close()
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { s.Close() })
 	if err := s.Update(testTable(tb, defaultMembers()...)); err != nil {
 		tb.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
 	if err := s.ServePacketConn(pc); err != nil {
-		tb.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+		l.Close()
 		tb.Fatal(err)
 	}
 	if err := s.ServeListener(l); err != nil {
 		tb.Fatal(err)
 	}
-	return served{s: s, udp: pc.LocalAddr().String(), tcp: l.Addr().String()}
+	return s
 }
 
 // query sends one question over network ("udp" or "tcp") and returns the

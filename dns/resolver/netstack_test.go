@@ -33,32 +33,16 @@ func TestUserspaceAdapter(t *testing.T) {
 	}
 	cable.Connect(t, node, peer)
 
-	s, err := New(context.Background(), Config{
-		Suffix: testSuffix, V4Prefix: testV4Prefix, ULA: testULA,
-		Allow:  append([]netip.Prefix{testV4Prefix, testULA}, loopback...),
-		Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Update(testTable(t, defaultMembers()...)); err != nil {
-		t.Fatal(err)
-	}
 	pc, err := node.ListenPacket("udp", ":53")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ServePacketConn(pc); err != nil {
-		t.Fatal(err)
-	}
 	l, err := node.Listen("tcp", ":53")
 	if err != nil {
+		pc.Close()
 		t.Fatal(err)
 	}
-	if err := s.ServeListener(l); err != nil {
-		t.Fatal(err)
-	}
+	s := start(t, Config{Allow: append([]netip.Prefix{testV4Prefix, testULA}, loopback...)}, pc, l)
 
 	ask := func(network, server string) *dns.Msg {
 		t.Helper()

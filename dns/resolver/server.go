@@ -141,6 +141,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			suffix: cfg.Suffix,
 			v4:     cfg.V4Prefix,
 			v6:     cfg.ULA,
+			zones:  append(names.ReverseZones(cfg.V4Prefix), names.ReverseZones(cfg.ULA)...),
 			ttl:    uint32(cfg.TTL / time.Second),
 		},
 		adm:     newAdmission(cfg.Allow, cfg.Rate, cfg.Burst, cfg.MaxSources),

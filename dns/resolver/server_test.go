@@ -66,6 +66,8 @@ func TestAnswers(t *testing.T) {
 			answer: []string{"2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.a.9.8.7.6.5.4.3.2.1.d.f.ip6.arpa. 5 IN PTR nas.home.plurenet."}},
 		{name: "PTR of an address no member has", qname: "9.0.64.100.in-addr.arpa.", qtype: dns.TypePTR, rcode: dns.RcodeNameError,
 			ns: []string{"64.100.in-addr.arpa. 5 IN SOA home.plurenet. hostmaster.home.plurenet. 2 3600 600 86400 5"}},
+		{name: "PTR of a v6 address no member has", qname: "9.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.a.9.8.7.6.5.4.3.2.1.d.f.ip6.arpa.", qtype: dns.TypePTR, rcode: dns.RcodeNameError,
+			ns: []string{"a.9.8.7.6.5.4.3.2.1.d.f.ip6.arpa. 5 IN SOA home.plurenet. hostmaster.home.plurenet. 2 3600 600 86400 5"}},
 		{name: "A on a reverse name is NODATA", qname: "1.0.64.100.in-addr.arpa.", qtype: dns.TypeA, rcode: dns.RcodeSuccess, answer: nil},
 		{name: "reverse name above members is NODATA", qname: "64.100.in-addr.arpa.", qtype: dns.TypePTR, rcode: dns.RcodeSuccess, answer: nil},
 		{name: "reverse name above no member", qname: "65.100.in-addr.arpa.", qtype: dns.TypePTR, rcode: dns.RcodeNameError},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,7 +85,7 @@ type Stats struct {
 	Answered      uint64 // NOERROR, with records or without (NODATA)
 	NXDomain      uint64 // no member of that name or address
 	Refused       uint64 // outside the suffix and the reverse zones
-	Other         uint64 // any other error code (FORMERR, BADVERS, NOTIMP)
+	Other         uint64 // another error code the server chose (BADVERS, FORMERR); messages the library rejects itself are not counted
 	DroppedSource uint64 // from a source outside Allow: no answer
 	DroppedRate   uint64 // over the source's rate: no answer
 	DroppedBusy   uint64 // TCP connections closed because all slots were taken
@@ -227,14 +228,16 @@ func (s *Server) Update(t *names.Table) error {
 func (s *Server) Suffix() string { return s.cfg.Suffix }
 
 // ServePacketConn answers DNS over UDP on pc until the server stops. The
-// server owns pc from then on and closes it, also when ServePacketConn
-// fails.
+// server closes pc when it stops, or at once when ServePacketConn fails.
+// Closing pc earlier stops serving it alone: that is how the owner retires
+// a socket whose address went away (the IPv4 collision rule moved it).
 func (s *Server) ServePacketConn(pc net.PacketConn) error {
 	return s.start(&dns.Server{PacketConn: pc}, "udp", pc.LocalAddr(), pc.Close)
 }
 
 // ServeListener answers DNS over TCP on l until the server stops. The
-// server owns l from then on and closes it, also when ServeListener fails.
+// server closes l when it stops, or at once when ServeListener fails;
+// closing l earlier stops serving it alone.
 func (s *Server) ServeListener(l net.Listener) error {
 	return s.start(&dns.Server{Listener: &listener{Listener: l, s: s}}, "tcp", l.Addr(), l.Close)
 }
@@ -270,6 +273,23 @@ func (s *Server) start(srv *dns.Server, network string, addr net.Addr, closeSock
 			// The library closes the socket when serving ends, not
 			// when it fails to start.
 			closeSock()
+		}
+		s.mu.Lock()
+		s.servers = slices.DeleteFunc(s.servers, func(x *running) bool { return x == r })
+		stopped := s.stopped
+		s.mu.Unlock()
+		select {
+		case <-r.started:
+			// The owner closing its socket is how one socket is retired
+			// (its address went away); anything else is worth a warning.
+			if err != nil && !stopped {
+				lvl := slog.LevelWarn
+				if errors.Is(err, net.ErrClosed) {
+					lvl = slog.LevelDebug
+				}
+				s.log.Log(context.Background(), lvl, "stopped serving", "net", network, "addr", addr, "err", err)
+			}
+		default:
 		}
 		errc <- err
 	}()

@@ -384,3 +384,32 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRetireSocket: closing one socket the server was given stops serving
+// it alone, as the node does when its IPv4 moves.
+func TestRetireSocket(t *testing.T) {
+	srv := serve(t, Config{})
+	extra, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.s.ServePacketConn(extra); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := query(t, "udp", extra.LocalAddr().String(), "laptop.home.plurenet.", dns.TypeA, 0); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("extra socket: %v %v", r, err)
+	}
+	serving := func() int {
+		srv.s.mu.Lock()
+		defer srv.s.mu.Unlock()
+		return len(srv.s.servers)
+	}
+	if n := serving(); n != 3 {
+		t.Fatalf("%d sockets served, want 3", n)
+	}
+	extra.Close()
+	eventually(t, "the closed socket is no longer served", func() bool { return serving() == 2 })
+	if r, err := query(t, "udp", srv.udp, "laptop.home.plurenet.", dns.TypeA, 0); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("the other socket after one was retired: %v %v", r, err)
+	}
+}

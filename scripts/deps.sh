@@ -10,6 +10,8 @@ command -v iperf3 >/dev/null    || need+=(iperf3)
 command -v ping >/dev/null      || need+=(iputils-ping)
 command -v curl >/dev/null      || need+=(curl)
 command -v redis-server >/dev/null || need+=(redis-server)
+# A private D-Bus for the fake systemd-resolved of dns/resolved's tests.
+command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
 # The Node.js relay (deploy/vercel) and its conformance test.
 command -v node >/dev/null || need+=(nodejs npm)
 

@@ -39,6 +39,7 @@ var scenarios = []scenario{
 	{name: "drain on SIGTERM", opts: options{drainGrace: 3 * time.Second}, run: testDrainOnStop},
 	{name: "connection lifetime", opts: options{lifetime: time.Second, drainGrace: time.Second}, run: testLifetime},
 	{name: "make-before-break at lifetime", opts: options{lifetime: 2 * time.Second, drainGrace: 2 * time.Second}, run: testLifetimeSwitch},
+	{name: "stalled reader cut", opts: options{writeTimeout: stallWriteTimeout}, run: testWriteStall},
 }
 
 // TestConformance runs every scenario against every implementation, each

@@ -35,9 +35,10 @@ const npmTimeout = 5 * time.Minute
 // options configure one relay instance under test; zero values are the
 // implementation's defaults.
 type options struct {
-	lifetime   time.Duration // MaxConnLifetime / --max-conn-lifetime
-	drainGrace time.Duration // DrainGrace / --drain-grace
-	redis      string        // backplane URL
+	lifetime     time.Duration // MaxConnLifetime / --max-conn-lifetime
+	drainGrace   time.Duration // DrainGrace / --drain-grace
+	writeTimeout time.Duration // WriteTimeout / --write-timeout
+	redis        string        // backplane URL
 }
 
 // target is one running relay instance.
@@ -69,6 +70,7 @@ func startGo(t *testing.T, o options) *target {
 		Logger:          slog.New(slog.DiscardHandler),
 		MaxConnLifetime: o.lifetime,
 		DrainGrace:      o.drainGrace,
+		WriteTimeout:    o.writeTimeout,
 		Backplane:       o.redis,
 	})
 	if err != nil {
@@ -174,6 +176,9 @@ func startNode(t *testing.T, o options) *target {
 	if o.drainGrace > 0 {
 		args = append(args, "--drain-grace", fmt.Sprintf("%dms", o.drainGrace.Milliseconds()))
 	}
+	if o.writeTimeout > 0 {
+		args = append(args, "--write-timeout", fmt.Sprintf("%dms", o.writeTimeout.Milliseconds()))
+	}
 	if o.redis != "" {
 		args = append(args, "--redis", o.redis)
 	}
@@ -183,7 +188,7 @@ func startNode(t *testing.T, o options) *target {
 	cmd := exec.Command("node", args...)
 	cmd.Dir = nodeDir
 	// The child must not pick up a developer's settings.
-	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=")
+	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=", "PLURENET_RELAY_SINGLE_INSTANCE=")
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()

@@ -293,6 +293,14 @@ func get(t *testing.T, url string) (int, string) {
 // without persistence, or skips the test when none is installed.
 func startRedis(t *testing.T) string {
 	t.Helper()
+	return startRedisAuth(t, "")
+}
+
+// startRedisAuth is startRedis with a password (none when empty). The URL
+// it returns carries the password percent-encoded the way the Azure template
+// encodes an access key (uriComponent).
+func startRedisAuth(t *testing.T, password string) string {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server is not installed (scripts/deps.sh installs it): skipping the backplane tests")
 	}
@@ -302,8 +310,14 @@ func startRedis(t *testing.T) string {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--loglevel", "warning")
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--loglevel", "warning"}
+	userinfo := ""
+	if password != "" {
+		args = append(args, "--requirepass", password)
+		userinfo = ":" + uriComponent(password) + "@"
+	}
+	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting redis-server: %v", err)
 	}
@@ -320,7 +334,7 @@ func startRedis(t *testing.T) string {
 	deadline := time.Now().Add(patience)
 	for {
 		if redisAnswers(addr) {
-			return "redis://" + addr + "/0"
+			return "redis://" + userinfo + addr + "/0"
 		}
 		select {
 		case <-exited:
@@ -334,7 +348,8 @@ func startRedis(t *testing.T) string {
 	}
 }
 
-// redisAnswers sends PING in the inline protocol and expects +PONG.
+// redisAnswers sends PING in the inline protocol and expects +PONG, or the
+// refusal of a server that wants a password first: either way it is up.
 func redisAnswers(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -346,5 +361,5 @@ func redisAnswers(addr string) bool {
 		return false
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
 }

@@ -7,8 +7,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-
-	"github.com/plures/plurenet/transports/relay"
 )
 
 // accessKey looks like an Azure Managed Redis access key: base64, so it may
@@ -27,12 +25,7 @@ func TestBackplanePassword(t *testing.T) {
 	}
 	i1 := impls[0].start(t, options{redis: redisURL})
 	i2 := impls[1].start(t, options{redis: redisURL})
-	rv := rendezvous(21)
-	ka, kb := newKey(t), newKey(t)
-	a := newClient(t, i1, ka, rv)
-	b := newClient(t, i2, kb, rv)
-	waitKind(t, a, relay.KindPeerPresent, kb.Public())
-	waitKind(t, b, relay.KindPeerPresent, ka.Public())
+	a, b := meet(t, i1, i2, newKey(t), newKey(t), rendezvous(21))
 	exchange(t, a, b)
 }
 

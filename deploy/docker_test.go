@@ -1,17 +1,11 @@
 package deploy_test
 
 import (
-	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testcert"
 )
 
 // dockerBuildTimeout bounds building the image (it downloads the base
@@ -98,45 +93,12 @@ func entrypoint(t *testing.T) []string {
 	return ep
 }
 
-// selfSigned writes cert.pem and key.pem for 127.0.0.1 into dir and returns
-// a pool that trusts the certificate.
-func selfSigned(t *testing.T, dir string) *x509.CertPool {
+// selfSigned puts cert.pem and key.pem for 127.0.0.1 in a new directory and
+// returns it with a pool that trusts the certificate.
+func selfSigned(t *testing.T) (dir string, roots *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "plurenet relay test"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("cert.pem", "CERTIFICATE", der)
-	write("key.pem", "PRIVATE KEY", kder)
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return pool
+	certFile, _, roots := testcert.SelfSigned(t)
+	return filepath.Dir(certFile), roots
 }
 
 // expectWSS opens a WebSocket to url trusting roots and checks that a relay
@@ -190,8 +152,7 @@ func TestReadmeDockerRunServesWSS(t *testing.T) {
 	if mount == "" {
 		t.Fatalf("the README's docker run mounts %q; want HOSTDIR:/tls:ro", run.volumes)
 	}
-	tlsDir := t.TempDir()
-	roots := selfSigned(t, tlsDir)
+	tlsDir, roots := selfSigned(t)
 	args := append([]string(nil), ep[1:]...)
 	for _, a := range run.args {
 		args = append(args, strings.Replace(a, mount+"/", tlsDir+"/", 1))
@@ -205,43 +166,11 @@ func TestReadmeDockerRunServesWSS(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/plurenet: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, args...)
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	url, c := startChild(t, "plurenet relay", exec.Command(bin, args...), listeningWSS)
+	if url == "" {
+		t.Fatalf("plurenet %q exited: %v\n%s", args, c.err, c.stderr.String())
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	urlc := make(chan string, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := listeningWSS.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case urlc <- m[1]:
-				default:
-				}
-			}
-		}
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-	})
-	select {
-	case url := <-urlc:
-		expectWSS(t, url, roots)
-	case <-done:
-		t.Fatalf("plurenet %q exited:\n%s", args, stderr.String())
-	case <-time.After(patience):
-		t.Fatalf("plurenet %q did not say it serves wss://\n%s", args, stderr.String())
-	}
+	expectWSS(t, url, roots)
 }
 
 func containsPrefix(list []string, prefix string) bool {
@@ -274,8 +203,7 @@ func TestDockerImage(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
 
 	run := readmeDockerRun(t)
-	tlsDir := t.TempDir()
-	roots := selfSigned(t, tlsDir)
+	tlsDir, roots := selfSigned(t)
 	// The image runs as uid 65532: the key must be readable by it.
 	for _, f := range []string{"cert.pem", "key.pem"} {
 		if err := os.Chmod(filepath.Join(tlsDir, f), 0o644); err != nil {

@@ -189,50 +189,9 @@ func startNode(t *testing.T, o options) *target {
 	cmd.Dir = nodeDir
 	// The child must not pick up a developer's settings.
 	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=", "PLURENET_RELAY_SINGLE_INSTANCE=")
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting node: %v", err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	portc := make(chan string, 1)
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case portc <- m[1]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		waitErr = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() || os.Getenv("RELAY_TEST_LOG") != "" {
-			t.Logf("node relay stderr:\n%s", stderr.String())
-		}
-	})
-	var port string
-	select {
-	case port = <-portc:
-	case <-exited:
-		t.Fatalf("node relay exited before listening: %v\n%s", waitErr, stderr.String())
-	case <-time.After(patience):
-		t.Fatalf("node relay did not print its port\n%s", stderr.String())
+	port, c := startChild(t, "node relay", cmd, listenLine)
+	if port == "" {
+		t.Fatalf("node relay exited before listening: %v\n%s", c.err, c.stderr.String())
 	}
 	base := "http://127.0.0.1:" + port
 	waitHealthy(t, base)
@@ -243,8 +202,8 @@ func startNode(t *testing.T, o options) *target {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			return func() error {
 				select {
-				case <-exited:
-					return waitErr
+				case <-c.done:
+					return c.err
 				case <-time.After(patience):
 					return errors.New("node relay did not exit after SIGTERM")
 				}

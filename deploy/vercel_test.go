@@ -1,17 +1,14 @@
 package deploy_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/plures/plurenet/internal/relayproto"
 )
@@ -69,69 +66,36 @@ func TestVercelProject(t *testing.T) {
 }
 
 // startVercelLike runs src/server.js the way Vercel's runtime does: VERCEL
-// set, the port from PORT. It returns the output of a process that exited
-// (with its error), or the base URL of one that listens.
-func startVercelLike(t *testing.T, env ...string) (base string, exited []byte, err error) {
+// set, the port from PORT. It returns the address of a relay that listens,
+// or "" and the process of one that exited.
+func startVercelLike(t *testing.T, env ...string) (string, *child) {
 	t.Helper()
 	needNode(t)
 	cmd := exec.Command("node", "src/server.js")
 	cmd.Dir = nodeDir
 	cmd.Env = append(os.Environ(), append([]string{"VERCEL=1", "PORT=0", "HOST=127.0.0.1",
 		"PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=", "PLURENET_RELAY_SINGLE_INSTANCE="}, env...)...)
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdout, perr := cmd.StdoutPipe()
-	if perr != nil {
-		t.Fatal(perr)
+	port, c := startChild(t, "node relay (VERCEL=1)", cmd, listenLine)
+	if port == "" {
+		return "", c
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting node: %v", err)
-	}
-	portc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case portc <- m[1]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		done <- cmd.Wait()
-	}()
-	select {
-	case port := <-portc:
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-done
-		})
-		return "127.0.0.1:" + port, nil, nil
-	case err := <-done:
-		return "", []byte(stderr.String()), err
-	case <-time.After(patience):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("node relay neither listened nor exited\n%s", stderr.String())
-	}
-	return "", nil, nil
+	return "127.0.0.1:" + port, c
 }
 
 // TestVercelRefusesWithoutBackplane: on Vercel, instances share nothing, so
 // the relay will not start without a backplane unless told it may.
 func TestVercelRefusesWithoutBackplane(t *testing.T) {
-	base, out, err := startVercelLike(t)
+	base, c := startVercelLike(t)
 	if base != "" {
 		t.Fatal("the relay started on Vercel with no backplane and no PLURENET_RELAY_SINGLE_INSTANCE")
 	}
+	out := c.stderr.String()
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
-		t.Fatalf("exit %v, want status 2\n%s", err, out)
+	if !errors.As(c.err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("exit %v, want status 2\n%s", c.err, out)
 	}
 	for _, want := range []string{"PLURENET_RELAY_BACKPLANE", "PLURENET_RELAY_SINGLE_INSTANCE"} {
-		if !strings.Contains(string(out), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("the refusal does not name %s:\n%s", want, out)
 		}
 	}
@@ -140,9 +104,9 @@ func TestVercelRefusesWithoutBackplane(t *testing.T) {
 // TestVercelSingleInstance: told it runs alone, the relay starts on Vercel,
 // warns, and announces the Vercel connection lifetime in Welcome.
 func TestVercelSingleInstance(t *testing.T) {
-	base, out, err := startVercelLike(t, "PLURENET_RELAY_SINGLE_INSTANCE=1")
+	base, c := startVercelLike(t, "PLURENET_RELAY_SINGLE_INSTANCE=1")
 	if base == "" {
-		t.Fatalf("the relay did not start with PLURENET_RELAY_SINGLE_INSTANCE=1: %v\n%s", err, out)
+		t.Fatalf("the relay did not start with PLURENET_RELAY_SINGLE_INSTANCE=1: %v\n%s", c.err, c.stderr.String())
 	}
 	tg := &target{url: "ws://" + base + relayproto.Path, base: "http://" + base}
 	r := dialRaw(t, tg)

@@ -29,6 +29,7 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	lifetime := fs.Duration("max-conn-lifetime", 0, "drain each connection at this age, e.g. 30m (0: never)")
 	grace := fs.Duration("drain-grace", relayserver.DefaultDrainGrace, "time a drained client gets to reconnect elsewhere")
 	backplane := fs.String("backplane", getenv("PLURENET_RELAY_BACKPLANE"), "Redis `URL` (redis://HOST:6379/0, rediss:// for TLS; env PLURENET_RELAY_BACKPLANE) shared by several relay instances; empty for a single instance")
+	backplaneFile := fs.String("backplane-file", getenv("PLURENET_RELAY_BACKPLANE_FILE"), "`file` holding the backplane URL on one line (mode 0600; env PLURENET_RELAY_BACKPLANE_FILE): keeps its password out of the process list")
 	trustProxy := fs.Bool("trust-proxy-headers", false, "take the client address from the last X-Forwarded-For entry (only behind a proxy that always sets it)")
 	perIP := fs.Int("max-conns-per-ip", relayserver.DefaultMaxConnsPerIP, "connections one client address (IPv4, or IPv6 /64) may hold; 0 means unlimited")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
@@ -38,6 +39,9 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 
 	log, err := newLogger(os.Stderr, *level)
 	if err != nil {
+		return err
+	}
+	if *backplane, err = backplaneURL(fs, *backplane, *backplaneFile, log); err != nil {
 		return err
 	}
 	switch {

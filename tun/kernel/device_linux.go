@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"time"
@@ -25,6 +26,8 @@ type Device struct {
 	index int
 	nl    *netlink.Handle // bound to the namespace the device lives in
 	log   *slog.Logger
+
+	filter destFilter // what the mesh may deliver: see filter.go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -66,6 +69,7 @@ func Create(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("creating TUN device %s: %w", cfg.Name, err)
 	}
 	d := &Device{name: cfg.Name, nl: nl, log: cfg.Logger}
+	d.filter.set(cfg.Addrs)
 	d.tun = &nsTUN{Device: t, dev: d}
 	if err := d.configure(cfg); err != nil {
 		_ = d.Close()
@@ -130,6 +134,9 @@ func (d *Device) addAddr(link netlink.Link, p netip.Prefix) error {
 // collision rule can move a node's address at run time). New addresses are
 // added before old ones go, so the mesh prefix routes stay in place.
 func (d *Device) SetAddrs(addrs []netip.Prefix) error {
+	// The filter moves first: an old address may now be another member's,
+	// and from now on it is not ours to deliver to.
+	d.filter.set(addrs)
 	link, err := d.nl.LinkByIndex(d.index)
 	if err != nil {
 		return fmt.Errorf("interface %s: %w", d.name, err)
@@ -231,6 +238,48 @@ func (t *nsTUN) MTU() (int, error) {
 	}
 	return link.Attrs().MTU, nil
 }
+
+// Write delivers packets from the mesh to the kernel: only those addressed
+// to the device's own addresses (filter.go). The others are counted and
+// dropped; bufs is reordered so that the delivered ones come first.
+func (t *nsTUN) Write(bufs [][]byte, offset int) (int, error) {
+	kept := t.dev.filter.filter(bufs, offset)
+	if dropped := len(bufs) - kept; dropped > 0 {
+		t.dev.noteDropped(dropped, bufs[kept][offset:])
+	}
+	if kept == 0 {
+		return 0, nil
+	}
+	return t.Device.Write(bufs[:kept], offset)
+}
+
+// noteDropped counts packets the filter dropped and logs when the count
+// reaches a power of two: the first one at once, then ever more rarely, so
+// a member that floods cannot flood the log.
+func (d *Device) noteDropped(n int, sample []byte) {
+	total := d.filter.dropped.Add(uint64(n))
+	if bits.Len64(total-uint64(n)) == bits.Len64(total) {
+		return
+	}
+	src, dst := packetAddrs(sample)
+	d.log.Warn("dropped packets from the mesh not addressed to this node (a member sends to the host's other addresses or through it)",
+		"iface", d.name, "dropped", total, "src", src, "dst", dst)
+}
+
+// packetAddrs returns an IP packet's source and destination for a log line.
+func packetAddrs(pkt []byte) (src, dst netip.Addr) {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
+	}
+	return netip.Addr{}, netip.Addr{}
+}
+
+// Dropped is the number of packets from the mesh the device refused
+// because they were not addressed to its own addresses.
+func (d *Device) Dropped() uint64 { return d.filter.dropped.Load() }
 
 // Name is the interface name.
 func (d *Device) Name() string { return d.name }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"math/bits"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -93,6 +94,7 @@ func (d *Device) configure(cfg Config) error {
 			return fmt.Errorf("setting MTU %d: %w", cfg.MTU, err)
 		}
 	}
+	d.promoteSecondaries()
 	// Up before addresses: IPv4 adds prefix routes only for addresses of a
 	// running interface.
 	if err := d.nl.LinkSetUp(link); err != nil {
@@ -133,6 +135,12 @@ func (d *Device) addAddr(link netlink.Link, p netip.Prefix) error {
 // SetAddrs replaces the device's addresses with addrs (the mesh's IPv4
 // collision rule can move a node's address at run time). New addresses are
 // added before old ones go, so the mesh prefix routes stay in place.
+//
+// The new IPv4 shares the old one's subnet (the mesh prefix), so the kernel
+// adds it as a secondary address, and deleting the primary deletes its
+// secondaries with it unless promote_secondaries is on (configure turns it
+// on where /proc/sys allows). Whatever the kernel took along is added
+// again at the end.
 func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 	// The filter moves first: an old address may now be another member's,
 	// and from now on it is not ours to deliver to.
@@ -148,24 +156,65 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 			return fmt.Errorf("interface %s: %w", d.name, err)
 		}
 	}
-	have, err := d.nl.AddrList(link, netlink.FAMILY_ALL)
+	have, err := d.addrs(link)
 	if err != nil {
-		return fmt.Errorf("interface %s: listing addresses: %w", d.name, err)
+		return err
 	}
-	for _, a := range have {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+	for p, a := range have {
+		if !want[p] {
+			if err := d.nl.AddrDel(link, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("interface %s: removing address %s: %w", d.name, p, err)
+			}
+		}
+	}
+	if have, err = d.addrs(link); err != nil {
+		return err
+	}
+	for _, p := range addrs {
+		if have[p] != nil {
 			continue
 		}
-		ones, _ := a.Mask.Size()
-		if p := netip.PrefixFrom(ip.Unmap(), ones); !want[p] {
-			if err := d.nl.AddrDel(link, &a); err != nil {
-				return fmt.Errorf("interface %s: removing address %s: %w", d.name, p, err)
+		if err := d.addAddr(link, p); err != nil {
+			return fmt.Errorf("interface %s: %w", d.name, err)
+		}
+		if p.Bits() != p.Addr().BitLen() {
+			if err := d.ensureRoute(p.Masked()); err != nil {
+				return fmt.Errorf("interface %s: %w", d.name, err)
 			}
 		}
 	}
 	d.waitLocal(addrs)
 	return nil
+}
+
+// addrs lists the device's addresses, link-local ones left out.
+func (d *Device) addrs(link netlink.Link) (map[netip.Prefix]*netlink.Addr, error) {
+	list, err := d.nl.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: listing addresses: %w", d.name, err)
+	}
+	out := make(map[netip.Prefix]*netlink.Addr, len(list))
+	for i := range list {
+		ip, ok := netip.AddrFromSlice(list[i].IP)
+		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		ones, _ := list[i].Mask.Size()
+		out[netip.PrefixFrom(ip.Unmap(), ones)] = &list[i]
+	}
+	return out, nil
+}
+
+// promoteSecondaries asks the kernel to keep an interface's secondary IPv4
+// addresses when its primary one is deleted (see SetAddrs). /proc/sys/net
+// belongs to the network namespace of the calling thread, which is the
+// device's in Create. Failure (a read-only /proc/sys in a container) only
+// costs a moment without the mesh route when the address moves.
+func (d *Device) promoteSecondaries() {
+	path := "/proc/sys/net/ipv4/conf/" + d.name + "/promote_secondaries"
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		d.log.Debug("cannot turn on promote_secondaries; an IPv4 move re-adds the address instead", "iface", d.name, "err", err)
+	}
 }
 
 // Bounds of waitLocal. The kernel installs an IPv6 address's local route

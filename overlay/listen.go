@@ -28,7 +28,7 @@ type overlayListener struct {
 	done  chan struct{} // closed by Close
 
 	mu      sync.Mutex
-	port    int                            // fixed once the first socket is bound (":0" picks one)
+	port    int                           // fixed once the first socket is bound (":0" picks one)
 	socks   map[netip.Addr]*overlaySocket // current sockets by address
 	closed  bool
 	wg      sync.WaitGroup // the accept goroutines

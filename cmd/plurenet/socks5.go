@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 
+	"github.com/plures/plurenet/overlay"
 	"github.com/plures/plurenet/proxy/socks5"
 )
 
@@ -52,6 +56,18 @@ func (s *upSettings) listenSOCKS5() (net.Listener, *socks5.Credentials, error) {
 		}
 	}
 	return ln, creds, nil
+}
+
+// newSOCKS5Server is the proxy of --socks5: it reaches members, by name or
+// overlay address, and nothing else, with either adapter.
+func newSOCKS5Server(node *overlay.Node, creds *socks5.Credentials, log *slog.Logger) *socks5.Server {
+	return socks5.New(socks5.Config{
+		Dial:        node.Dial,
+		Resolve:     func(_ context.Context, host string) (netip.Addr, error) { return node.Resolve(host) },
+		Allow:       node.MeshPrefixes(),
+		Credentials: creds,
+		Logger:      log,
+	})
 }
 
 // socks5Credentials reads USER:PASSWORD from --socks5-auth-file or

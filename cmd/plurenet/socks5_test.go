@@ -1,9 +1,21 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+
+	"github.com/plures/plurenet/internal/echotest"
+	"github.com/plures/plurenet/overlay"
+	"github.com/plures/plurenet/proxy/socks5"
+	"github.com/plures/plurenet/relayserver"
 )
 
 // TestSOCKS5Listen: --socks5 on loopback needs nothing more; any other
@@ -72,4 +84,119 @@ func TestSOCKS5Listen(t *testing.T) {
 			c.Close()
 		})
 	}
+}
+
+// TestSOCKS5UserspaceOnlyMesh: with the userspace adapter, the proxy of
+// "plurenet up --socks5" (newSOCKS5Server) reaches a member by name, and
+// answers "not allowed by ruleset" for this host's loopback and the LAN;
+// with credentials it serves only clients that give them.
+func TestSOCKS5UserspaceOnlyMesh(t *testing.T) {
+	relayURL := startTestRelay(t)
+	mk := func(name string) *overlay.Node {
+		n, err := overlay.New(overlay.Config{
+			StateDir:  privateDir(t),
+			Topic:     "socks5-test",
+			Secret:    "socks5 test secret 0123456789",
+			Name:      name,
+			Relays:    []string{relayURL},
+			Transport: overlay.TransportRelay,
+			Logger:    quietLogger(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	a, b := mk("alpha"), mk("beta")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := a.WaitMember(ctx, "beta"); err != nil {
+		t.Fatal(err)
+	}
+	bl, err := b.Listen("tcp", ":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echotest.Serve(t, bl)
+	// A service on this host's loopback: what the proxy must not reach.
+	hostLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echotest.Serve(t, hostLn)
+
+	creds := &socks5.Credentials{Username: "u", Password: "a-long-socks-password"}
+	for _, withCreds := range []bool{false, true} {
+		t.Run(fmt.Sprintf("credentials=%v", withCreds), func(t *testing.T) {
+			var c *socks5.Credentials
+			var auth *proxy.Auth
+			if withCreds {
+				c, auth = creds, &proxy.Auth{User: creds.Username, Password: creds.Password}
+			}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sctx, stop := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- newSOCKS5Server(a, c, quietLogger()).Serve(sctx, ln) }()
+			t.Cleanup(func() { stop(); <-done })
+
+			d, err := proxy.SOCKS5("tcp", ln.Addr().String(), auth, proxy.Direct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, err := d.(proxy.ContextDialer).DialContext(ctx, "tcp", "beta:9000")
+			if err != nil {
+				t.Fatalf("member by name through SOCKS5: %v", err)
+			}
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := conn.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, 4)
+			if _, err := io.ReadFull(conn, got); err != nil || string(got) != "ping" {
+				t.Fatalf("echo through SOCKS5: %q, %v", got, err)
+			}
+			conn.Close()
+			for _, target := range []string{hostLn.Addr().String(), "localhost:22", "10.1.2.3:80", "169.254.169.254:80"} {
+				if c, err := d.Dial("tcp", target); err == nil {
+					c.Close()
+					t.Errorf("%s through SOCKS5: connected, want refused", target)
+				} else if !strings.Contains(err.Error(), "not allowed by ruleset") {
+					t.Errorf("%s through SOCKS5: %v, want not allowed by ruleset", target, err)
+				}
+			}
+			if withCreds {
+				nd, _ := proxy.SOCKS5("tcp", ln.Addr().String(), nil, proxy.Direct)
+				if c, err := nd.Dial("tcp", "beta:9000"); err == nil {
+					c.Close()
+					t.Error("a client without credentials was served")
+				}
+			}
+		})
+	}
+}
+
+// startTestRelay runs an in-process relay on loopback until the test ends.
+func startTestRelay(t *testing.T) string {
+	t.Helper()
+	srv, err := relayserver.New(relayserver.Config{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); hs.Serve(ln) }()
+	t.Cleanup(func() {
+		hs.Close()
+		srv.Close()
+		<-done
+	})
+	return "ws://" + ln.Addr().String()
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/overlay"
 	"github.com/plures/plurenet/proxy/portfwd"
-	"github.com/plures/plurenet/proxy/socks5"
 )
 
 func init() {
@@ -83,13 +82,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		}()
 	}
 	if socksLn != nil {
-		srv := socks5.New(socks5.Config{
-			Dial:        node.Dial,
-			Resolve:     func(_ context.Context, host string) (netip.Addr, error) { return node.Resolve(host) },
-			Allow:       node.MeshPrefixes(),
-			Credentials: socksCreds,
-			Logger:      log,
-		})
+		srv := newSOCKS5Server(node, socksCreds, log)
 		auth := "no authentication: every user of this host may use it"
 		if socksCreds != nil {
 			auth = "username and password required"

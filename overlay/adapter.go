@@ -121,19 +121,19 @@ func (k *kernelAdapter) listen(network, address string) (net.Listener, error) {
 	default:
 		return nil, fmt.Errorf("listen %s %s: want tcp, tcp4 or tcp6", network, address)
 	}
-	ip, port, err := splitListenAddr(address)
+	ip, port, err := netstack.ParseAddr(address, true)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", address, err)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if ip.IsValid() {
+	if ip.IsValid() && !ip.IsUnspecified() {
 		if err := k.checkOverlayLocked(ip, address); err != nil {
 			return nil, err
 		}
 		return k.listenConf.Listen(context.Background(), network, address)
 	}
-	l, err := newOverlayListener(network, port, []netip.Addr{k.v4, k.v6}, func(l *overlayListener) {
+	l, err := newOverlayListener(network, int(port), []netip.Addr{k.v4, k.v6}, func(l *overlayListener) {
 		k.mu.Lock()
 		delete(k.listeners, l)
 		k.mu.Unlock()
@@ -149,13 +149,13 @@ func (k *kernelAdapter) listen(network, address string) (net.Listener, error) {
 // ":port": one UDP socket cannot cover several addresses without also
 // covering the host's other networks.
 func (k *kernelAdapter) listenPacket(network, address string) (net.PacketConn, error) {
-	ip, _, err := splitListenAddr(address)
+	ip, _, err := netstack.ParseAddr(address, true)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", address, err)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !ip.IsValid() {
+	if !ip.IsValid() || ip.IsUnspecified() {
 		return nil, fmt.Errorf("listen %s %s: with a kernel TUN, give the overlay address to bind (%s or %s): a socket on every address would also listen on the host's other networks", network, address, k.v4, k.v6)
 	}
 	if err := k.checkOverlayLocked(ip, address); err != nil {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 )
 
@@ -209,28 +208,4 @@ func (l *overlayListener) Addr() net.Addr {
 		return &net.TCPAddr{Port: l.port}
 	}
 	return best
-}
-
-// splitListenAddr parses "host:port" for Listen: host empty or unspecified
-// means "this node's overlay addresses", reported as an invalid ip.
-func splitListenAddr(address string) (ip netip.Addr, port int, err error) {
-	host, p, err := net.SplitHostPort(address)
-	if err != nil {
-		return netip.Addr{}, 0, err
-	}
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil {
-		return netip.Addr{}, 0, fmt.Errorf("bad port %q", p)
-	}
-	if host == "" {
-		return netip.Addr{}, int(n), nil
-	}
-	ip, err = netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}, 0, fmt.Errorf("host %q: want an overlay IP address or nothing (\":%d\")", host, n)
-	}
-	if ip.IsUnspecified() {
-		return netip.Addr{}, int(n), nil
-	}
-	return ip.Unmap(), int(n), nil
 }

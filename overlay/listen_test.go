@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -145,25 +146,63 @@ func TestOverlayListenerNoFamily(t *testing.T) {
 	}
 }
 
-func TestSplitListenAddr(t *testing.T) {
-	for _, c := range []struct {
-		in      string
-		ip      netip.Addr
-		port    int
-		wantErr bool
-	}{
-		{":8080", netip.Addr{}, 8080, false},
-		{"0.0.0.0:80", netip.Addr{}, 80, false},
-		{"[::]:80", netip.Addr{}, 80, false},
-		{"100.64.0.1:80", netip.MustParseAddr("100.64.0.1"), 80, false},
-		{"[::ffff:100.64.0.1]:80", netip.MustParseAddr("100.64.0.1"), 80, false},
-		{"alpha:80", netip.Addr{}, 0, true},
-		{":http", netip.Addr{}, 0, true},
-		{"80", netip.Addr{}, 0, true},
+// TestKernelAdapterListenAddresses: with a kernel TUN, Listen binds only
+// this node's overlay addresses: ":port" and an unspecified host mean all
+// of them (and follow them), one of them means that one, and any other
+// address is refused, as is a UDP socket on every address. (Loopback
+// addresses stand in for the overlay ones; no TUN is needed for this.)
+func TestKernelAdapterListenAddresses(t *testing.T) {
+	has6(t)
+	k := &kernelAdapter{v4: loA, v6: lo6, listeners: make(map[*overlayListener]bool)}
+	for _, addr := range []string{":0", "0.0.0.0:0", "[::]:0"} {
+		ln, err := k.listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("listen %q: %v", addr, err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		mustDial(t, loA, port)
+		mustDial(t, lo6, port)
+		refused(t, loB, port)
+		k.mu.Lock()
+		registered := k.listeners[ln.(*overlayListener)]
+		k.mu.Unlock()
+		if !registered {
+			t.Fatalf("listen %q: the listener would not follow an address move", addr)
+		}
+		ln.Close()
+		k.mu.Lock()
+		left := len(k.listeners)
+		k.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("Close left %d listeners registered", left)
+		}
+	}
+	ln, err := k.listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen on the overlay IPv4 itself: %v", err)
+	}
+	ln.Close()
+	pc, err := k.listenPacket("udp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("UDP on the overlay IPv6 itself: %v", err)
+	}
+	pc.Close()
+	for _, c := range []struct{ network, addr, errHas string }{
+		{"tcp", "127.0.0.3:80", "not an overlay address"},
+		{"tcp", "alpha:80", "alpha"},
+		{"udp", ":80", "want tcp"},
 	} {
-		ip, port, err := splitListenAddr(c.in)
-		if (err != nil) != c.wantErr || ip != c.ip || port != c.port {
-			t.Errorf("splitListenAddr(%q) = %v, %d, %v", c.in, ip, port, err)
+		if ln, err := k.listen(c.network, c.addr); err == nil || !strings.Contains(err.Error(), c.errHas) {
+			if ln != nil {
+				ln.Close()
+			}
+			t.Errorf("listen %s %q = %v, want an error mentioning %q", c.network, c.addr, err, c.errHas)
+		}
+	}
+	for _, addr := range []string{":0", "0.0.0.0:0", "127.0.0.3:0"} {
+		if pc, err := k.listenPacket("udp", addr); err == nil {
+			pc.Close()
+			t.Errorf("listenPacket %q on a kernel adapter succeeded, want refused", addr)
 		}
 	}
 }

@@ -103,30 +103,31 @@ func CheckDir(path string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case st.Mode()&fs.ModeSymlink != 0:
+	if st.Mode()&fs.ModeSymlink != 0 {
 		return symlinkError(path)
-	case !st.IsDir():
-		return fmt.Errorf("%s: not a directory", path)
 	}
-	if err := checkOwner(path, st); err != nil {
-		return err
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("directory %s: %w: permissions %04o let other users in; run: chmod 700 %s", path, ErrInsecure, perm, path)
-	}
-	return nil
+	return checkPrivate(path, st, true)
 }
 
-func checkFile(path string, st fs.FileInfo) error {
-	if !st.Mode().IsRegular() {
+func checkFile(path string, st fs.FileInfo) error { return checkPrivate(path, st, false) }
+
+// checkPrivate checks that st (of path) is a regular file, or a directory
+// if dir, owned by us and closed to group and others.
+func checkPrivate(path string, st fs.FileInfo, dir bool) error {
+	what, fix := "", "chmod 600"
+	switch {
+	case dir && !st.IsDir():
+		return fmt.Errorf("%s: not a directory", path)
+	case dir:
+		what, fix = "directory ", "chmod 700"
+	case !st.Mode().IsRegular():
 		return fmt.Errorf("%s: not a regular file", path)
 	}
 	if err := checkOwner(path, st); err != nil {
 		return err
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("%s: %w: permissions %04o are too open (other users may have read it); run: chmod 600 %s", path, ErrInsecure, perm, path)
+		return fmt.Errorf("%s%s: %w: permissions %04o are too open (other users may read or change it); run: %s %s", what, path, ErrInsecure, perm, fix, path)
 	}
 	return nil
 }

@@ -75,11 +75,7 @@ func TestOnlyTheMesh(t *testing.T) {
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {
-			c := dialServer(t, addr)
-			if _, err := c.Write(append([]byte{5, 1, methodNoAuth}, tt.req...)); err != nil {
-				t.Fatal(err)
-			}
-			got, _ := io.ReadAll(c)
+			got := sendAll(t, addr, append([]byte{5, 1, methodNoAuth}, tt.req...))
 			want := append([]byte{5, methodNoAuth}, appendReply(nil, repNotAllowed, netip.AddrPort{})...)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("server sent % x, want % x (not allowed by ruleset)", got, want)
@@ -177,16 +173,7 @@ func TestUserPass(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := dialServer(t, addr)
-			if _, err := c.Write(tt.send); err != nil {
-				t.Fatal(err)
-			}
-			c.(*net.TCPConn).CloseWrite()
-			got, err := io.ReadAll(c)
-			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("read: %v", err)
-			}
-			if !bytes.Equal(got, tt.want) {
+			if got := sendAll(t, addr, tt.send); !bytes.Equal(got, tt.want) {
 				t.Fatalf("server sent % x, want % x", got, tt.want)
 			}
 		})
@@ -200,15 +187,26 @@ func userPass(user, pass string) []byte {
 	return append(b, pass...)
 }
 
-func dialServer(t *testing.T, addr string) net.Conn {
+// sendAll sends b to the server at addr and half-closes, so that truncated
+// input reads as EOF rather than a stall until the handshake deadline, and
+// returns everything the server sends before it closes.
+func sendAll(t *testing.T, addr string, b []byte) []byte {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	defer c.Close()
 	c.SetDeadline(time.Now().Add(testTimeout))
-	return c
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read: %v", err)
+	}
+	return got
 }
 
 func echoOnce(t *testing.T, c net.Conn) {

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -197,23 +196,7 @@ func TestServerRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(testTimeout))
-			if _, err := c.Write(tt.send); err != nil {
-				t.Fatal(err)
-			}
-			// Truncated input: half-close so the server sees EOF, not a
-			// stall until its handshake deadline.
-			c.(*net.TCPConn).CloseWrite()
-			got, err := io.ReadAll(c)
-			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("read: %v", err)
-			}
-			if !bytes.Equal(got, tt.want) {
+			if got := sendAll(t, addr, tt.send); !bytes.Equal(got, tt.want) {
 				t.Fatalf("server sent % x, want % x", got, tt.want)
 			}
 		})

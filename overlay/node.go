@@ -89,7 +89,7 @@ func (n *Node) setup() error {
 		n.log.Info("created node key", "dir", cfg.StateDir, "key", n.pub.ShortString())
 	}
 	if cfg.Secret == "" {
-		n.log.Warn("NO MESH SECRET: anyone who knows the topic can join this mesh and reach this node; set --key (see \"plurenet key generate\")")
+		n.log.Warn("NO MESH SECRET: anyone who knows the topic can join this mesh and reach this node; give a secret with --key-file or PLURENET_KEY (see \"plurenet key generate\")")
 	}
 	n.keys = mesh.DeriveKeys(cfg.TopicID, []byte(cfg.Secret))
 	ula := mesh.ULAPrefix(cfg.TopicID)

@@ -25,6 +25,9 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if run.cfg.Backplane, err = backplaneURL(run.cfg.Backplane, run.backplaneFile, run.backplaneFromFlag, log); err != nil {
+		return err
+	}
 	if run.certFile != "" {
 		// Load once here for a clear error; Serve loads them again.
 		if _, err := tls.LoadX509KeyPair(run.certFile, run.keyFile); err != nil {

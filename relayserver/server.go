@@ -199,10 +199,12 @@ func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
 	c.run()
 }
 
+// offersSubprotocol reports whether the client offers v2, or v1: an old
+// client is let in to be told, in an Error frame, to upgrade (conn.go).
 func offersSubprotocol(r *http.Request) bool {
 	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for p := range strings.SplitSeq(h, ",") {
-			if strings.TrimSpace(p) == relayproto.Subprotocol {
+			if p := strings.TrimSpace(p); p == relayproto.Subprotocol || p == relayproto.SubprotocolV1 {
 				return true
 			}
 		}

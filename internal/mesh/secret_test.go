@@ -103,7 +103,6 @@ func TestStretchSecret(t *testing.T) {
 	}
 }
 
-
 // BenchmarkStretchSecret measures the Argon2id cost a node pays once at
 // start and an attacker pays per guess (docs/protocol.md §3.2).
 func BenchmarkStretchSecret(b *testing.B) {

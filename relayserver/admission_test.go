@@ -33,8 +33,16 @@ func TestRendezvousAloneDoesNotAdmit(t *testing.T) {
 		hello func(sh relayproto.ServerHello) relayproto.ClientHello
 	}{
 		{"the rendezvous with an admission key of its own", func(sh relayproto.ServerHello) relayproto.ClientHello {
+			// Both proofs honest for what it sends: only the check that
+			// the rendezvous is the admission key's hash stops it.
 			ch := answer(t, sh, attacker, attacker, rendezvous(99))
 			ch.Rendezvous = mesh.Rendezvous()
+			tr := relayproto.Transcript{ServerKey: sh.ServerKey, Challenge: sh.Challenge, ClientKey: attacker.Public(), Admission: ch.Admission, Rendezvous: ch.Rendezvous}
+			shared, err := attacker.SharedSecret(sh.ServerKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch.MAC, ch.Signature = tr.MAC(shared), tr.Sign(rendezvous(99))
 			return ch
 		}},
 		{"the observed admission key and a signature recorded on another connection", func(sh relayproto.ServerHello) relayproto.ClientHello {

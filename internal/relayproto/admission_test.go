@@ -47,11 +47,16 @@ func TestVerifyRefuses(t *testing.T) {
 	}{
 		{"version 1", func(t *testing.T) ClientHello { ch := honest(t); ch.Version = 1; return ch }, ErrBadVersion},
 		{"knows the rendezvous: own admission key, mesh's rendezvous", func(t *testing.T) ClientHello {
+			// Both proofs honest for what it sends: only the check that
+			// the rendezvous is the admission key's hash stops it.
 			ch, err := NewClientHello(sh, attacker, admissionKey(7))
 			if err != nil {
 				t.Fatal(err)
 			}
 			ch.Rendezvous = v.admission.Rendezvous()
+			tr := Transcript{ServerKey: sh.ServerKey, Challenge: sh.Challenge, ClientKey: attacker.Public(), Admission: ch.Admission, Rendezvous: ch.Rendezvous}
+			shared, _ := attacker.SharedSecret(sh.ServerKey)
+			ch.MAC, ch.Signature = tr.MAC(shared), tr.Sign(admissionKey(7))
 			return ch
 		}, ErrAuthFailed},
 		{"knows the rendezvous and admission public key, signs with another key", func(t *testing.T) ClientHello {

@@ -203,8 +203,8 @@ func (c *conn) handshake() bool {
 		// An old client: it reads this Error in place of ServerHello and
 		// shows its message (v1 clients report an Error frame received
 		// during the handshake).
+		s.metrics.handshake(hsBadVersion) // before the client can see the close
 		c.fail(relayproto.ErrBadVersion, errV1Client)
-		s.metrics.handshake(hsBadVersion)
 		return false
 	}
 	hello := relayproto.ServerHello{Version: relayproto.Version, ServerKey: s.pub}

@@ -23,113 +23,73 @@ func admissionKey(b byte) AdmissionKey {
 func TestVerifyRefuses(t *testing.T) {
 	v := loadVectorKeys(t)
 	sh := v.serverHello()
-	honest := func(t *testing.T) ClientHello {
-		ch, err := NewClientHello(sh, v.client, v.admission)
+	attacker, err := nodekey.NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherRelay, err := nodekey.NewPrivate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// hello answers s as key admitted by adm, as an honest client would.
+	hello := func(s ServerHello, key nodekey.Private, adm AdmissionKey) ClientHello {
+		ch, err := NewClientHello(s, key, adm)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ch
 	}
-	attacker, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
+	// reMAC recomputes ch's MAC for sh as key: whatever else it fakes, an
+	// attacker proves its own node key honestly.
+	reMAC := func(ch *ClientHello, key nodekey.Private) Transcript {
+		tr := Transcript{ServerKey: sh.ServerKey, Challenge: sh.Challenge, ClientKey: key.Public(), Admission: ch.Admission, Rendezvous: ch.Rendezvous}
+		shared, err := key.SharedSecret(sh.ServerKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch.MAC = tr.MAC(shared)
+		return tr
 	}
-	otherChallenge := sh
+	otherChallenge, forOtherRelay := sh, sh
 	otherChallenge.Challenge[0] ^= 1
-	otherRelay, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
+	forOtherRelay.ServerKey = otherRelay.Public()
+	own := admissionKey(7) // an admission key of the attacker's making
 	cases := []struct {
 		name  string
-		hello func(t *testing.T) ClientHello
+		spoil func(ch *ClientHello) // applied to the attacker's honest hello for the mesh
 		code  ErrorCode
 	}{
-		{"version 1", func(t *testing.T) ClientHello { ch := honest(t); ch.Version = 1; return ch }, ErrBadVersion},
-		{"knows the rendezvous: own admission key, mesh's rendezvous", func(t *testing.T) ClientHello {
+		{"version 1", func(ch *ClientHello) { ch.Version = 1 }, ErrBadVersion},
+		{"knows the rendezvous: own admission key, mesh's rendezvous", func(ch *ClientHello) {
 			// Both proofs honest for what it sends: only the check that
 			// the rendezvous is the admission key's hash stops it.
-			ch, err := NewClientHello(sh, attacker, admissionKey(7))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ch.Rendezvous = v.admission.Rendezvous()
-			tr := Transcript{ServerKey: sh.ServerKey, Challenge: sh.Challenge, ClientKey: attacker.Public(), Admission: ch.Admission, Rendezvous: ch.Rendezvous}
-			shared, _ := attacker.SharedSecret(sh.ServerKey)
-			ch.MAC, ch.Signature = tr.MAC(shared), tr.Sign(admissionKey(7))
-			return ch
+			ch.Admission = own.Public()
+			tr := reMAC(ch, attacker)
+			ch.Signature = tr.Sign(own)
 		}, ErrAuthFailed},
-		{"knows the rendezvous and admission public key, signs with another key", func(t *testing.T) ClientHello {
-			ch, err := NewClientHello(sh, attacker, v.admission)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tr := Transcript{ServerKey: sh.ServerKey, Challenge: sh.Challenge, ClientKey: attacker.Public(), Admission: v.admission.Public(), Rendezvous: v.admission.Rendezvous()}
-			ch.Signature = tr.Sign(admissionKey(7))
-			return ch
+		{"knows the rendezvous and admission public key, signs with another key", func(ch *ClientHello) {
+			tr := reMAC(ch, attacker)
+			ch.Signature = tr.Sign(own)
 		}, ErrAuthFailed},
-		{"knows the rendezvous and admission public key, no signature", func(t *testing.T) ClientHello {
-			ch, err := NewClientHello(sh, attacker, v.admission)
-			if err != nil {
-				t.Fatal(err)
-			}
+		{"knows the rendezvous and admission public key, no signature", func(ch *ClientHello) {
 			ch.Signature = [SignatureSize]byte{}
-			return ch
 		}, ErrAuthFailed},
-		{"signature replayed from another challenge", func(t *testing.T) ClientHello {
-			old, err := NewClientHello(otherChallenge, attacker, v.admission)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ch, err := NewClientHello(sh, attacker, admissionKey(7))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The attacker's own MAC for this connection, the member's
-			// signature recorded on another one.
-			ch.Admission, ch.Rendezvous, ch.Signature = old.Admission, old.Rendezvous, old.Signature
-			tr := Transcript{ServerKey: sh.ServerKey, Challenge: sh.Challenge, ClientKey: attacker.Public(), Admission: ch.Admission, Rendezvous: ch.Rendezvous}
-			shared, _ := attacker.SharedSecret(sh.ServerKey)
-			ch.MAC = tr.MAC(shared)
-			return ch
+		{"signature made for another challenge", func(ch *ClientHello) {
+			ch.Signature = hello(otherChallenge, attacker, v.admission).Signature
 		}, ErrAuthFailed},
-		{"signature made for another relay", func(t *testing.T) ClientHello {
-			forOther := sh
-			forOther.ServerKey = otherRelay.Public()
-			old, err := NewClientHello(forOther, v.client, v.admission)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ch := honest(t)
-			ch.Signature = old.Signature
-			return ch
+		{"signature made for another relay", func(ch *ClientHello) {
+			ch.Signature = hello(forOtherRelay, attacker, v.admission).Signature
 		}, ErrAuthFailed},
-		{"signature moved to another node key", func(t *testing.T) ClientHello {
-			member := honest(t)
-			ch, err := NewClientHello(sh, attacker, v.admission)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ch.Signature = member.Signature
-			return ch
+		{"a member's signature moved to another node key", func(ch *ClientHello) {
+			ch.Signature = hello(sh, v.client, v.admission).Signature
 		}, ErrAuthFailed},
-		{"MAC keyed by another node key", func(t *testing.T) ClientHello {
-			ch, err := NewClientHello(sh, attacker, v.admission)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ch.ClientKey = v.client.Public()
-			return ch
-		}, ErrAuthFailed},
-		{"low-order client key", func(t *testing.T) ClientHello {
-			ch := honest(t)
-			ch.ClientKey = Key{}
-			return ch
-		}, ErrAuthFailed},
+		{"MAC keyed by another node key", func(ch *ClientHello) { ch.ClientKey = v.client.Public() }, ErrAuthFailed},
+		{"low-order client key", func(ch *ClientHello) { ch.ClientKey = Key{} }, ErrAuthFailed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ch := tc.hello(t)
+			ch := hello(sh, attacker, v.admission)
+			tc.spoil(&ch)
 			// Through the wire format, as the relay sees it.
 			back, err := ParseClientHello(ch.Append(nil))
 			if err != nil {
@@ -143,7 +103,7 @@ func TestVerifyRefuses(t *testing.T) {
 		})
 	}
 	t.Run("honest hello passes", func(t *testing.T) {
-		ch := honest(t)
+		ch := hello(sh, v.client, v.admission)
 		if err := ch.Verify(v.server, sh); err != nil {
 			t.Fatal(err)
 		}
@@ -151,10 +111,7 @@ func TestVerifyRefuses(t *testing.T) {
 	t.Run("own mesh passes", func(t *testing.T) {
 		// Anyone may make a mesh of their own: a fresh admission key with
 		// its own rendezvous is admitted, to that rendezvous only.
-		ch, err := NewClientHello(sh, attacker, admissionKey(7))
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch := hello(sh, attacker, own)
 		if err := ch.Verify(v.server, sh); err != nil || ch.Rendezvous == v.admission.Rendezvous() {
 			t.Fatalf("Verify = %v, rendezvous %x", err, ch.Rendezvous)
 		}

@@ -42,6 +42,7 @@ var scenarios = []scenario{
 	{name: "drain on SIGTERM", opts: options{drainGrace: 3 * time.Second}, run: testDrainOnStop},
 	{name: "connection lifetime", opts: options{lifetime: time.Second, drainGrace: time.Second}, run: testLifetime},
 	{name: "make-before-break at lifetime", opts: options{lifetime: 2 * time.Second, drainGrace: 2 * time.Second}, run: testLifetimeSwitch},
+	{name: "stalled reader cut", opts: options{writeTimeout: stallWriteTimeout}, run: testWriteStall},
 }
 
 // TestConformance runs every scenario against every implementation, each
@@ -297,13 +298,19 @@ func testBadFrames(t *testing.T, tg *target) {
 }
 
 func testUnicast(t *testing.T, tg *target) {
-	rv := rendezvous(5)
-	ka, kb := newKey(t), newKey(t)
-	a := newClient(t, tg, ka, rv)
-	b := newClient(t, tg, kb, rv)
+	a, b := meet(t, tg, tg, newKey(t), newKey(t), rendezvous(5))
+	exchange(t, a, b)
+}
+
+// meet connects a client with key ka to ta and one with kb to tb, in
+// rendezvous rv, and waits until each sees the other present.
+func meet(t *testing.T, ta, tb *target, ka, kb nodekey.Private, rv relayproto.AdmissionKey) (a, b *relay.Client) {
+	t.Helper()
+	a = newClient(t, ta, ka, rv)
+	b = newClient(t, tb, kb, rv)
 	waitKind(t, a, relay.KindPeerPresent, kb.Public())
 	waitKind(t, b, relay.KindPeerPresent, ka.Public())
-	exchange(t, a, b)
+	return a, b
 }
 
 // exchange sends one frame each way between a and b, which already see each
@@ -555,10 +562,7 @@ func TestBackplane(t *testing.T) {
 			i2 := pair[1].start(t, options{redis: redisURL})
 			rv := rendezvous(20)
 			ka, kb, kc := newKey(t), newKey(t), newKey(t)
-			a := newClient(t, i1, ka, rv)
-			b := newClient(t, i2, kb, rv)
-			waitKind(t, a, relay.KindPeerPresent, kb.Public())
-			waitKind(t, b, relay.KindPeerPresent, ka.Public())
+			a, b := meet(t, i1, i2, ka, kb, rv)
 			exchange(t, a, b)
 
 			c := newClient(t, i2, kc, rv)

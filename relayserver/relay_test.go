@@ -295,6 +295,10 @@ func TestConfigRejected(t *testing.T) {
 		{MaxConns: -1},
 		{SendQueueBytes: 100},
 		{WriteTimeout: -1},
+		// Unlimited is the one spelling of "no limit".
+		{RateBytesPerSec: -2},
+		{MaxConnsPerIP: -100},
+		{HandshakeRatePerIP: -0.5},
 	}
 	for i, cfg := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/plures/plurenet/overlay"
 	"github.com/plures/plurenet/proxy/portfwd"
 	"github.com/plures/plurenet/proxy/socks5"
+	"github.com/plures/plurenet/transports/relay"
 )
 
 func init() {
@@ -173,9 +174,15 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		if s.Relay == "" {
 			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport direct on a LAN")
 		}
-		cfg.Relays = []string{s.Relay}
-		if s.RelayFallback != "" {
-			cfg.Relays = append(cfg.Relays, s.RelayFallback)
+		for _, r := range []struct{ flag, url string }{{"--relay", s.Relay}, {"--relay-fallback", s.RelayFallback}} {
+			if r.url == "" {
+				continue
+			}
+			u, err := relay.ParseURL(r.url)
+			if err != nil {
+				return cfg, usageErrorf("%s: %v", r.flag, err)
+			}
+			cfg.Relays = append(cfg.Relays, u.String())
 		}
 	}
 	cfg.StateDir = pick(s.StateDir, defaultStateDir(getenv))

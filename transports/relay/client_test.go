@@ -195,7 +195,7 @@ func TestNewConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"empty URL", Config{PrivateKey: key}, "URL is empty"},
-		{"http scheme", Config{URL: "http://relay.example/v1/relay", PrivateKey: key}, `"http://relay.example/v1/relay": scheme must be ws or wss`},
+		{"http scheme", Config{URL: "http://relay.example/v1/relay", PrivateKey: key}, `write "ws://relay.example/v1/relay"`},
 		{"no scheme", Config{URL: "relay.example:443", PrivateKey: key}, "relay.example:443"},
 		{"no host", Config{URL: "wss:///v1/relay", PrivateKey: key}, "has no host"},
 		{"user info", Config{URL: "wss://u:p@relay.example", PrivateKey: key}, "user info"},
@@ -215,21 +215,6 @@ func TestNewConfigErrors(t *testing.T) {
 				t.Fatalf("error %q does not contain %q", err, tt.want)
 			}
 		})
-	}
-}
-
-func TestNormalizeURL(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"ws://127.0.0.1:8080", "ws://127.0.0.1:8080" + relayproto.Path},
-		{"wss://relay.example/", "wss://relay.example" + relayproto.Path},
-		{"wss://relay.example/custom/path", "wss://relay.example/custom/path"},
-		{"wss://relay.example?x=1#frag", "wss://relay.example" + relayproto.Path + "?x=1"},
-	}
-	for _, tt := range tests {
-		got, err := normalizeURL(tt.in)
-		if err != nil || got != tt.want {
-			t.Errorf("normalizeURL(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-		}
 	}
 }
 

@@ -19,7 +19,7 @@ export const DEFAULTS = Object.freeze({
   handshakeTimeoutMs: 10000,
   pingIntervalMs: 20000, // below the 30-60 s idle cut of load balancers and proxies
   idleTimeoutMs: 60000, // three pings unanswered
-  writeTimeoutMs: 10000, // a peer that does not take its close in this time is cut
+  writeTimeoutMs: 10000, // a frame (or a close) not written in this time cuts the connection
   maxConnLifetimeMs: 0, // 0: unlimited
   drainGraceMs: 5000,
   maxConnsPerIP: 500, // 0 or less: unlimited

@@ -7,7 +7,7 @@
 //     with a mounted certificate.
 //   - azure/: Bicep and scripts for Azure Container Apps, with an optional
 //     Azure Managed Redis backplane.
-//   - vercel/: relay protocol v1 in Node.js (for Vercel Functions'
+//   - vercel/: relay protocol v2 in Node.js (for Vercel Functions'
 //     WebSocket support, or any Node host), with the Go relay's Redis
 //     backplane design so Node and Go instances can share one Redis.
 //

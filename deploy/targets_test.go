@@ -322,3 +322,18 @@ func redisAnswers(addr string) bool {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
 }
+
+// TestNodeUnit runs the Node relay's own tests (deploy/vercel/test), which
+// check its handshake against the test vectors of docs/protocol.md §1.11.
+func TestNodeUnit(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed (scripts/deps.sh installs nodejs and npm): skipping the Node relay's tests")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "--test", "test/")
+	cmd.Dir = nodeDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
+}

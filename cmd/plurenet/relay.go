@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	register(command{name: "relay", summary: "run a relay server (WebSocket, protocol v1)", run: runRelay})
+	register(command{name: "relay", summary: "run a relay server (WebSocket, protocol v2)", run: runRelay})
 }
 
 func runRelay(ctx context.Context, args []string, stdout io.Writer) error {

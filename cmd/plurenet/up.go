@@ -154,6 +154,9 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 	case s.Key != "" && len(s.Key) < minSecretLen:
 		return cfg, usageErrorf("the mesh secret is %d characters: use at least %d (\"plurenet key generate\" makes a strong one)", len(s.Key), minSecretLen)
 	}
+	if _, _, err := mesh.ClassifySecret(s.Key); err != nil {
+		return cfg, usageErrorf("--key: %v", err)
+	}
 	switch {
 	case s.Topic != "" && s.TopicHex != "":
 		return cfg, usageErrorf("give --topic or --topic-hex, not both")

@@ -29,7 +29,7 @@ func assertMessage(t testing.TB, got, want Message) {
 	}
 }
 
-func testKeys() Keys { return DeriveKeys(TopicID("seal-test"), []byte("s3cret")) }
+func testKeys() Keys { return DeriveKeys(TopicID("seal-test"), Stretched{1}) }
 
 func TestSealOpenRoundTrip(t *testing.T) {
 	keys := testKeys()
@@ -170,8 +170,8 @@ func TestOpenRejects(t *testing.T) {
 		{"WireGuard handshake", wireGuardInit, keys.Seal, ErrNotSealed},
 		{"header byte changed", flip(0), keys.Seal, ErrNotSealed},
 		{"too large", append(slices.Clone(good), make([]byte, MaxSealed)...), keys.Seal, ErrTooLarge},
-		{"wrong key", good, DeriveKeys(TopicID("seal-test"), []byte("other")).Seal, ErrNotForThisMesh},
-		{"open mesh key", good, DeriveKeys(TopicID("seal-test"), nil).Seal, ErrNotForThisMesh},
+		{"wrong key", good, DeriveKeys(TopicID("seal-test"), Stretched{2}).Seal, ErrNotForThisMesh},
+		{"another topic's key", good, DeriveKeys(TopicID("seal-test 2"), Stretched{1}).Seal, ErrNotForThisMesh},
 		{"nonce altered", flip(5), keys.Seal, ErrNotForThisMesh},
 		{"ciphertext altered", flip(1 + NonceSize + 3), keys.Seal, ErrNotForThisMesh},
 		{"tag altered", flip(len(good) - 1), keys.Seal, ErrNotForThisMesh},
@@ -220,7 +220,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add(unhex(f, vecLeave))
 	f.Add([]byte{SealedHeader})
 	f.Add([]byte{1, 0, 0, 0})
-	keys := DeriveKeys(TopicID(vecTopicName), []byte(vecSecret))
+	keys := vecMeshKeys(f)
 	var nonce [NonceSize]byte
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, err := Open(keys.Seal, b); err == nil {

@@ -54,6 +54,13 @@ export class Conn {
     ws.on('error', (err) => this.relay.log('debug', 'relay: websocket error', { conn: this.id, err: String(err && err.message) }));
     ws.on('close', () => this.onClose());
 
+    if (ws.protocol === p.SUBPROTOCOL_V1) {
+      // An old client: it reads this Error in place of ServerHello and
+      // shows its message (v1 clients report an Error frame received
+      // during the handshake).
+      this.fail(p.E.BadVersion, p.V1_CLIENT_MESSAGE, 'bad_version');
+      return;
+    }
     // No Drain before Welcome: a handshake that does not finish in time is
     // ended, and an attacker cannot hold half-open connections for long.
     this.after(this.cfg.handshakeTimeoutMs, () => {
@@ -161,19 +168,9 @@ export class Conn {
       this.fail(p.E.BadFrame, e.message, 'bad_frame');
       return;
     }
-    if (ch.version !== p.VERSION) {
-      this.fail(p.E.BadVersion, `relay speaks protocol version ${p.VERSION}, client sent ${ch.version}`, 'bad_version');
-      return;
-    }
-    const shared = p.sharedSecret(r.keys.privateKey, ch.key);
-    if (!shared) {
-      this.fail(p.E.AuthFailed, 'client key is a low-order point', 'auth_failed');
-      return;
-    }
-    const want = p.handshakeMAC(shared, r.keys.publicRaw, this.challenge, ch.key, ch.rv);
-    // Constant time, so the comparison leaks nothing about the right MAC.
-    if (!crypto.timingSafeEqual(want, ch.mac)) {
-      this.fail(p.E.AuthFailed, 'handshake MAC does not verify: the client does not hold the key it claims, or answered another challenge', 'auth_failed');
+    const refusal = p.verifyClientHello(r.keys, this.challenge, ch);
+    if (refusal) {
+      this.fail(refusal.code, refusal.message, refusal.result);
       return;
     }
     this.established = true;

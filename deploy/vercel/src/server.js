@@ -1,4 +1,4 @@
-// plurenet relay (protocol v1) as a Node.js HTTP server:
+// plurenet relay (protocol v2) as a Node.js HTTP server:
 //
 //   node src/server.js [--host H] [--port N] [--redis URL] [--max-conn-lifetime 4m] ...
 //

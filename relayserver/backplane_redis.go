@@ -11,83 +11,25 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/plures/plurenet/deploy/vercel/backplanelua"
 	"github.com/plures/plurenet/internal/relayproto"
 )
 
 // Presence in Redis: one hash per rendezvous (rvMembersKey), field = the
 // member's 32-byte key, value = the routing instance's 16-byte id followed by
-// the entry's expiry in Redis-clock milliseconds, as decimal. The scripts
-// below are the only writers. They read the clock with TIME inside Redis, so
-// the instances' own clocks never have to agree. A whole hash expires twice
-// the TTL after its last write, so rendezvous whose instances all died leave
-// nothing behind.
-
-// scriptPrelude computes now (ms) on the Redis clock.
-const scriptPrelude = `
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`
-
-// joinScript: this instance now routes a key (its newest connection is
-// here), whoever held it before. KEYS[1] hash; ARGV: field, instance, ttl ms,
-// channel, join message.
-var joinScript = redis.NewScript(scriptPrelude + `
-local ttl = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. (now + ttl))
-redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-`)
-
-// leaveScript: this instance no longer routes a key. The entry is removed
-// only if it is still ours: after a move to another instance, the old
-// instance's leave must not erase the new route. KEYS[1] hash; ARGV: field,
-// instance, channel, leave message.
-var leaveScript = redis.NewScript(`
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.sub(v, 1, 16) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-`)
-
-// syncScript refreshes this instance's keys in one rendezvous and returns
-// the live entries of the other instances, deleting expired ones. A key
-// another live instance holds is left to it (that is the newer route); a
-// key that was missing or expired is taken and announced. KEYS[1] hash;
-// ARGV: instance, ttl ms, channel, join message prefix (the key is
-// appended), then the local keys. Returns field, instance, field, instance...
-var syncScript = redis.NewScript(scriptPrelude + `
-local me = ARGV[1]
-local ttl = tonumber(ARGV[2])
-for i = 5, #ARGV do
-  local f = ARGV[i]
-  local v = redis.call('HGET', KEYS[1], f)
-  local mine = v and string.sub(v, 1, 16) == me
-  local exp = v and tonumber(string.sub(v, 17))
-  if (not v) or mine or (not exp) or exp <= now then
-    redis.call('HSET', KEYS[1], f, me .. (now + ttl))
-    if not mine then redis.call('PUBLISH', ARGV[3], ARGV[4] .. f) end
-  end
-end
-if #ARGV >= 5 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
-local all = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #all, 2 do
-  local f, v = all[i], all[i + 1]
-  local exp = tonumber(string.sub(v, 17))
-  if (not exp) or exp <= now then
-    redis.call('HDEL', KEYS[1], f)
-  elseif string.sub(v, 1, 16) ~= me then
-    out[#out + 1] = f
-    out[#out + 1] = string.sub(v, 1, 16)
-  end
-end
-return out
-`)
+// the entry's expiry in Redis-clock milliseconds, as decimal. Three Lua
+// scripts are the only writers (join, leave, sync: their files say what each
+// does). They read the clock with TIME inside Redis, so the instances' own
+// clocks never have to agree. A whole hash expires twice the TTL after its
+// last write, so rendezvous whose instances all died leave nothing behind.
+//
+// The scripts live in deploy/vercel/backplanelua, shared with the Node
+// relay, so that Go and Node instances on one Redis run the same ones.
+var (
+	joinScript  = redis.NewScript(backplanelua.Join)
+	leaveScript = redis.NewScript(backplanelua.Leave)
+	syncScript  = redis.NewScript(backplanelua.Sync)
+)
 
 func (b *backplane) ttlMillis() int64 { return b.cfg.BackplaneTTL.Milliseconds() }
 

@@ -78,6 +78,13 @@ const (
 	DefaultBackplaneQueueBytes  = 32 << 20
 )
 
+// Unlimited switches off a limit that has one (RateBytesPerSec,
+// MaxConnsPerIP, HandshakeRatePerIP). Zero cannot say it: in Config, zero
+// means "the default", so that the zero Config is a safe relay. The
+// "plurenet relay" command spells it "unlimited" (or 0, as it always has)
+// and passes this value.
+const Unlimited = -1
+
 // Config configures a Server. The zero value is a working relay with the
 // defaults above and a fresh relay key.
 type Config struct {
@@ -99,7 +106,7 @@ type Config struct {
 	SendQueueBytes  int
 	// RateBytesPerSec is the sustained rate of frame bytes accepted from one
 	// connection, RateBurstBytes its burst (raised to at least MaxFrame).
-	// A negative RateBytesPerSec disables the limit.
+	// Unlimited disables the limit.
 	RateBytesPerSec int
 	RateBurstBytes  int
 
@@ -116,13 +123,13 @@ type Config struct {
 
 	// MaxConnsPerIP limits WebSocket connections from one source address
 	// (an IPv6 /64 counts as one address: a host usually holds a whole
-	// /64); beyond it the upgrade is refused with HTTP 429. Negative
+	// /64); beyond it the upgrade is refused with HTTP 429. Unlimited
 	// disables the limit.
 	MaxConnsPerIP int
 	// HandshakeRatePerIP and HandshakeBurstPerIP limit connection attempts
 	// from one source address (per second, and burst); beyond them the
 	// upgrade is refused with HTTP 429 before any key work is done.
-	// Negative HandshakeRatePerIP disables the limit.
+	// Unlimited HandshakeRatePerIP disables the limit.
 	HandshakeRatePerIP  float64
 	HandshakeBurstPerIP int
 	// TrustProxyHeaders takes the client address from the last entry of
@@ -188,6 +195,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.RateBurstBytes < relayproto.MaxFrame {
 		// A burst below one frame would refuse every full-size frame.
 		cfg.RateBurstBytes = relayproto.MaxFrame
+	}
+	// One spelling of "no limit": a negative value other than Unlimited is
+	// more likely a bug (a subtraction gone wrong) than a wish.
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"RateBytesPerSec", float64(cfg.RateBytesPerSec)},
+		{"MaxConnsPerIP", float64(cfg.MaxConnsPerIP)},
+		{"HandshakeRatePerIP", cfg.HandshakeRatePerIP},
+	} {
+		if f.v < 0 && f.v != Unlimited {
+			return cfg, fmt.Errorf("relayserver: config: %s is %v: use a positive value, 0 for the default, or Unlimited", f.name, f.v)
+		}
 	}
 	for _, f := range []struct {
 		name string

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/plures/plurenet/internal/relayproto"
 	"github.com/plures/plurenet/relayserver"
+	"github.com/plures/plurenet/transports/relay"
 )
 
 // Bounds of relay-bench: it is a load generator, so every knob is capped.
@@ -63,12 +63,9 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	p := benchParams{URL: *relayURL, Members: *members, Pairs: *pairs, Duration: *duration, Size: *size, Window: *window}
 	if p.URL != "" {
-		u, err := url.Parse(p.URL)
-		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			return usageErrorf("--relay %q is not a ws:// or wss:// URL", p.URL)
-		}
-		if u.Path == "" || u.Path == "/" {
-			u.Path = relayproto.Path
+		u, err := relay.ParseURL(p.URL)
+		if err != nil {
+			return usageErrorf("--relay: %v", err)
 		}
 		p.URL = u.String()
 	}
@@ -160,8 +157,8 @@ func benchInProcess(ctx context.Context, p benchParams, inproc bool, stdout io.W
 		Logger: slog.New(slog.DiscardHandler),
 		// Every member comes from 127.0.0.1: the per-address limits
 		// would refuse them. MaxConns is raised to the run's size.
-		MaxConnsPerIP:      -1,
-		HandshakeRatePerIP: -1,
+		MaxConnsPerIP:      relayserver.Unlimited,
+		HandshakeRatePerIP: relayserver.Unlimited,
 		MaxConns:           max(p.Members, relayserver.DefaultMaxConns),
 	})
 	if err != nil {

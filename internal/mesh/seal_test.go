@@ -31,7 +31,7 @@ func assertMessage(t testing.TB, got, want Message) {
 	}
 }
 
-func testKeys() Keys { return DeriveKeys(TopicID("seal-test"), []byte("s3cret")) }
+func testKeys() Keys { return DeriveKeys(TopicID("seal-test"), Stretched{1}) }
 
 func TestSealOpenRoundTrip(t *testing.T) {
 	keys := testKeys()
@@ -178,7 +178,7 @@ func TestOpenRejects(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	otherMesh := DeriveKeys(TopicID("seal-test-2"), []byte("s3cret"))
+	otherMesh := DeriveKeys(TopicID("seal-test-2"), Stretched{1})
 	otherMesh.Seal = keys.Seal // same seal key, other rendezvous: the signature binds the mesh
 	otherMeshMsg, err := Seal(otherMesh, vecKey(t), vecAnnounceMessage(t), time.Unix(1e9, 0))
 	if err != nil {
@@ -202,8 +202,8 @@ func TestOpenRejects(t *testing.T) {
 		{"WireGuard handshake", wireGuardInit, keys.Seal, ErrNotSealed},
 		{"header byte changed", flip(0), keys.Seal, ErrNotSealed},
 		{"too large", append(slices.Clone(good), make([]byte, MaxSealed)...), keys.Seal, ErrTooLarge},
-		{"wrong key", good, DeriveKeys(TopicID("seal-test"), []byte("other")).Seal, ErrNotForThisMesh},
-		{"open mesh key", good, DeriveKeys(TopicID("seal-test"), nil).Seal, ErrNotForThisMesh},
+		{"wrong key", good, DeriveKeys(TopicID("seal-test"), Stretched{2}).Seal, ErrNotForThisMesh},
+		{"another topic's key", good, DeriveKeys(TopicID("seal-test 2"), Stretched{1}).Seal, ErrNotForThisMesh},
 		{"nonce altered", flip(5), keys.Seal, ErrNotForThisMesh},
 		{"ciphertext altered", flip(1 + NonceSize + 3), keys.Seal, ErrNotForThisMesh},
 		{"tag altered", flip(len(good) - 1), keys.Seal, ErrNotForThisMesh},
@@ -284,7 +284,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add(unhex(f, vecLeave))
 	f.Add([]byte{SealedHeader})
 	f.Add([]byte{1, 0, 0, 0})
-	keys := DeriveKeys(TopicID(vecTopicName), []byte(vecSecret))
+	keys := vecMeshKeys(f)
 	self := vecKey(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, err := Open(keys, b); err == nil && m.From == self.Public() {

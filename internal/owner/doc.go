@@ -9,5 +9,5 @@
 // by binding its node key to a grant from an invite, and revocations and
 // policies travel inside the mesh like announcements. Everything here is
 // pure (no network, no files) so it is table-tested and fuzzed;
-// docs/protocol.md Part 3 is the specification and holds the test vectors.
+// docs/protocol.md Part 4 is the specification and holds the test vectors.
 package owner

@@ -26,7 +26,7 @@ const MaxRules = 64
 // without a policy allows everything (as an open mesh does); with one,
 // everything not allowed is denied.
 //
-// The file format (docs/protocol.md 3.5):
+// The file format (docs/protocol.md 4.5):
 //
 //	{"allow":[{"from":"tag:dev","to":"tag:server","ports":["tcp/22","tcp/5432"]}]}
 //

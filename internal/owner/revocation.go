@@ -9,7 +9,7 @@ import (
 
 // Revocation list limits, so that a list fits MaxDocumentBody: 160 grants
 // and 32 keys is 3,588 bytes with the counts. A personal mesh that needs
-// more rotates its secret and re-invites (docs/protocol.md 3.4).
+// more rotates its secret and re-invites (docs/protocol.md 4.4).
 const (
 	MaxRevokedGrants = 160
 	MaxRevokedKeys   = 32

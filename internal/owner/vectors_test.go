@@ -8,7 +8,7 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 )
 
-// Test vectors of docs/protocol.md 3.6. Ed25519 signatures are
+// Test vectors of docs/protocol.md 4.7. Ed25519 signatures are
 // deterministic (RFC 8032), so every byte is fixed by the inputs.
 const (
 	vecOwnerPub    = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"

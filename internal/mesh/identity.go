@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/ownerfs"
 )
 
 // KeyFile is the name of the node's private key inside its state directory.
@@ -21,7 +21,8 @@ const maxKeyFile = 1024
 
 // LoadOrCreateKey returns the node key kept in stateDir/node.key, creating
 // the directory (0700) and a fresh key (0600) if there is none; created says
-// which. Keeping the key keeps the node's addresses, which derive from it,
+// which. On Windows an access list that lets only the user, SYSTEM and
+// Administrators in stands for those modes (see internal/ownerfs). Keeping the key keeps the node's addresses, which derive from it,
 // stable across restarts.
 //
 // Like ssh with its private keys, it refuses a key file that group or others
@@ -33,7 +34,7 @@ func LoadOrCreateKey(stateDir string) (nodekey.Private, bool, error) {
 	if stateDir == "" {
 		return nodekey.Private{}, false, errors.New("node key: state directory not set")
 	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+	if err := ownerfs.MkdirAll(stateDir); err != nil {
 		return nodekey.Private{}, false, fmt.Errorf("node key: creating state directory: %w", err)
 	}
 	path := filepath.Join(stateDir, KeyFile)
@@ -76,9 +77,8 @@ func loadKey(path string) (nodekey.Private, error) {
 	if !st.Mode().IsRegular() {
 		return nodekey.Private{}, fmt.Errorf("node key %s: not a regular file", path)
 	}
-	// Windows reports synthetic permission bits; its ACLs are not checked.
-	if perm := st.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-		return nodekey.Private{}, fmt.Errorf("node key %s: permissions %04o are too open (others may have read the key); run: chmod 600 %s", path, perm, path)
+	if err := ownerfs.Check(f); err != nil {
+		return nodekey.Private{}, fmt.Errorf("node key %s: %w", path, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
@@ -103,7 +103,7 @@ func writeKey(path string, k nodekey.Private) (won bool, err error) {
 		return false, fmt.Errorf("node key %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name()) // harmless after a link or rename
-	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
+	if err := ownerfs.RestrictFile(tmp); err != nil {
 		tmp.Close()
 		return false, fmt.Errorf("node key %s: %w", path, err)
 	}

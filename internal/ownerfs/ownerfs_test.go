@@ -1,0 +1,48 @@
+package ownerfs
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// What MkdirAll and RestrictFile make, Check accepts: the state dir (with
+// missing parents), and a file restricted inside it.
+func TestMadePrivateIsAccepted(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "parent", "state")
+	if err := MkdirAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := MkdirAll(dir); err != nil {
+		t.Fatalf("MkdirAll of an existing dir: %v", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := Check(d); err != nil {
+		t.Fatalf("Check(new state dir): %v", err)
+	}
+	f, err := os.Create(filepath.Join(dir, "key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := RestrictFile(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(f); err != nil {
+		t.Fatalf("Check(restricted file): %v", err)
+	}
+}
+
+func TestMkdirAllRefusesAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := MkdirAll(path); err == nil {
+		t.Fatal("MkdirAll over a regular file succeeded")
+	}
+}

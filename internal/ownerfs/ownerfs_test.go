@@ -3,8 +3,32 @@ package ownerfs
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
+
+// wantCheck opens path and fails t unless Check accepts it (want == "") or
+// refuses it with an error that contains want and every string of more.
+func wantCheck(t *testing.T, path, want string, more ...string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	err = Check(f)
+	if want == "" {
+		if err != nil {
+			t.Fatalf("Check: %v, want accepted", err)
+		}
+		return
+	}
+	for _, w := range append([]string{want}, more...) {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Fatalf("Check(%s): %v, want an error saying %q", path, err, w)
+		}
+	}
+}
 
 // What MkdirAll and RestrictFile make, Check accepts: the state dir (with
 // missing parents), and a file restricted inside it.

@@ -6,9 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/ownerfs"
 	"github.com/plures/plurenet/internal/secretfile"
 )
 
@@ -21,7 +21,8 @@ const maxKeyFile = 1024
 
 // LoadOrCreateKey returns the node key kept in stateDir/node.key, creating
 // the directory (0700) and a fresh key (0600) if there is none; created says
-// which. Keeping the key keeps the node's addresses, which derive from it,
+// which. On Windows an access list that lets only the user, SYSTEM and
+// Administrators in stands for those modes (see internal/ownerfs). Keeping the key keeps the node's addresses, which derive from it,
 // stable across restarts.
 //
 // Like ssh with its private keys, it refuses a state directory or key file
@@ -35,7 +36,7 @@ func LoadOrCreateKey(stateDir string) (nodekey.Private, bool, error) {
 	if stateDir == "" {
 		return nodekey.Private{}, false, errors.New("node key: state directory not set")
 	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+	if err := ownerfs.MkdirAll(stateDir); err != nil {
 		return nodekey.Private{}, false, fmt.Errorf("node key: creating state directory: %w", err)
 	}
 	// MkdirAll leaves an existing directory as it is: check it.
@@ -90,7 +91,7 @@ func writeKey(path string, k nodekey.Private) (won bool, err error) {
 		return false, fmt.Errorf("node key %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name()) // harmless after a link or rename
-	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
+	if err := ownerfs.RestrictFile(tmp); err != nil {
 		tmp.Close()
 		return false, fmt.Errorf("node key %s: %w", path, err)
 	}

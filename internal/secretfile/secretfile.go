@@ -20,9 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"syscall"
 )
 
 // ErrInsecure marks a refusal: the file or directory exists but others may
@@ -32,27 +30,16 @@ var ErrInsecure = errors.New("not private to this user")
 // Read returns the contents of the regular file at path, at most limit
 // bytes (more is an error: a wrong path to a large file must fail fast).
 // The file must be owned by the effective user, give group and others no
-// access (0600 or stricter), and not be a symbolic link: the file is opened
-// with O_NOFOLLOW and checked on the open descriptor, so what is checked is
-// what is read. A missing file gives an error matching fs.ErrNotExist.
+// access (0600 or stricter; on Windows, an access list that admits only
+// the user, SYSTEM and Administrators), and not be a symbolic link: the
+// file is checked on the open descriptor, so what is checked is what is
+// read. A missing file gives an error matching fs.ErrNotExist.
 func Read(path string, limit int) ([]byte, error) {
-	// O_NONBLOCK keeps a FIFO at path from blocking the open; the
-	// descriptor is then refused as not a regular file.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := openPrivate(path)
 	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, symlinkError(path)
-		}
-		return nil, err // *fs.PathError naming path; keeps fs.ErrNotExist
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if err := checkFile(path, st); err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading: %w", path, err)
@@ -85,63 +72,11 @@ func ReadLine(path string, limit int) (string, error) {
 // CheckFile checks the file at path as Read would, without reading it: for
 // a file read by other means that turned out to hold a secret (a config
 // file with the mesh secret in it).
-func CheckFile(path string) error {
-	st, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if st.Mode()&fs.ModeSymlink != 0 {
-		return symlinkError(path)
-	}
-	return checkFile(path, st)
-}
+func CheckFile(path string) error { return checkPath(path, false) }
 
 // CheckDir checks that path is a directory (not a symbolic link to one)
 // owned by the effective user with no access for group and others (0700).
-func CheckDir(path string) error {
-	st, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if st.Mode()&fs.ModeSymlink != 0 {
-		return symlinkError(path)
-	}
-	return checkPrivate(path, st, true)
-}
-
-func checkFile(path string, st fs.FileInfo) error { return checkPrivate(path, st, false) }
-
-// checkPrivate checks that st (of path) is a regular file, or a directory
-// if dir, owned by us and closed to group and others.
-func checkPrivate(path string, st fs.FileInfo, dir bool) error {
-	what, fix := "", "chmod 600"
-	switch {
-	case dir && !st.IsDir():
-		return fmt.Errorf("%s: not a directory", path)
-	case dir:
-		what, fix = "directory ", "chmod 700"
-	case !st.Mode().IsRegular():
-		return fmt.Errorf("%s: not a regular file", path)
-	}
-	if err := checkOwner(path, st); err != nil {
-		return err
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("%s%s: %w: permissions %04o are too open (other users may read or change it); run: %s %s", what, path, ErrInsecure, perm, fix, path)
-	}
-	return nil
-}
-
-func checkOwner(path string, st fs.FileInfo) error {
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("%s: cannot tell its owner on this system", path)
-	}
-	if uid := os.Geteuid(); int(sys.Uid) != uid {
-		return fmt.Errorf("%s: %w: owned by uid %d, not by this user (uid %d); run: chown %d %s (or use a file of your own)", path, ErrInsecure, sys.Uid, uid, uid, path)
-	}
-	return nil
-}
+func CheckDir(path string) error { return checkPath(path, true) }
 
 func symlinkError(path string) error {
 	hint := "give the path of the file itself"

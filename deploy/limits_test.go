@@ -3,10 +3,10 @@ package deploy_test
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
@@ -173,26 +173,14 @@ func dialFrom(t *testing.T, tg *target, addr string) int {
 // waitMembersInRedis waits until rv's presence hash in Redis holds n keys.
 func waitMembersInRedis(t *testing.T, redisURL string, rv relayproto.Rendezvous, n int64) {
 	t.Helper()
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
 	key := "plurenet:relay:v1:members:" + hex.EncodeToString(rv[:])
-	deadline := time.Now().Add(patience)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
+	waitRedis(t, redisURL, func(ctx context.Context, rdb *redis.Client) error {
 		got, err := rdb.HLen(ctx, key).Result()
-		cancel()
-		if err == nil && got == n {
-			return
+		if err != nil || got != n {
+			return fmt.Errorf("the rendezvous has %d members in Redis (err %v), want %d", got, err, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Redis holds %d members of the rendezvous (err %v), want %d", got, err, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestBackplaneMemberCap: the member cap holds across instances of either
@@ -211,11 +199,8 @@ func TestBackplaneMemberCap(t *testing.T) {
 			i2 := pair[1].start(t, o)
 			rv := rendezvous(33)
 			ka, kb := newKey(t), newKey(t)
-			a := newClient(t, i1, ka, rv)
-			b := newClient(t, i1, kb, rv)
-			waitPresent(t, a, kb)
-			waitPresent(t, b, ka)
-			waitMembersInRedis(t, redisURL, rv, 2)
+			meet(t, i1, i1, ka, kb, rv)
+			waitMembersInRedis(t, redisURL, rv.Rendezvous(), 2)
 			// i2 has no one in rv: it admits the key on its empty view,
 			// and Redis refuses it.
 			late := dialRaw(t, i2)

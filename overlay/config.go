@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/transports/relay"
 )
 
 // Config configures a Node. StateDir, a topic and at least one relay are
@@ -27,7 +28,9 @@ type Config struct {
 	TopicID [32]byte
 
 	// Secret is the mesh secret. Empty makes an open mesh that anyone who
-	// knows the topic can join: the node warns loudly.
+	// knows the topic can join: the node warns loudly. A generated secret
+	// (mesh.GenerateSecret) is used as it is; any other is stretched with
+	// Argon2id once in New, which takes a few hundred milliseconds.
 	Secret string
 
 	// Name is this node's name in the mesh (default: the host name).
@@ -108,11 +111,12 @@ const (
 // --stun-listen), so a deployment needs no other server.
 const relaySTUNPort = "3478"
 
-// relaySTUN returns the STUN responders of the relays.
+// relaySTUN returns the STUN responders of the relays, whose URLs
+// withDefaults has checked.
 func relaySTUN(relays []string) []string {
 	out := []string{}
 	for _, r := range relays {
-		if u, err := url.Parse(r); err == nil && u.Hostname() != "" {
+		if u, err := relay.ParseURL(r); err == nil {
 			out = append(out, net.JoinHostPort(u.Hostname(), relaySTUNPort))
 		}
 	}
@@ -151,11 +155,17 @@ func (cfg Config) withDefaults() (Config, error) {
 			return cfg, fmt.Errorf("static peers are for transport %q (no relay); with relays, members find each other through them", TransportDirect)
 		}
 	}
+	// Normalized here so that status shows the URL the client dials. A
+	// copy: the caller's slice is not ours to rewrite.
+	var relays []string
 	for _, r := range cfg.Relays {
-		if err := checkRelayURL(r); err != nil {
+		u, err := relay.ParseURL(r)
+		if err != nil {
 			return cfg, err
 		}
+		relays = append(relays, u.String())
 	}
+	cfg.Relays = relays
 	if !cfg.V4Prefix.IsValid() {
 		cfg.V4Prefix = mesh.DefaultV4Prefix
 	}
@@ -188,20 +198,6 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.Default()
 	}
 	return cfg, nil
-}
-
-func checkRelayURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("relay URL %q: %v", s, err)
-	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return fmt.Errorf("relay URL %q: scheme must be ws:// or wss://", s)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("relay URL %q: no host", s)
-	}
-	return nil
 }
 
 // sanitizeName turns a host name into a valid member name.

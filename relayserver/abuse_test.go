@@ -66,7 +66,7 @@ func TestHandshakeRatePerIP(t *testing.T) {
 }
 
 func TestPerIPLimitsDisabled(t *testing.T) {
-	r := newRelay(t, relayserver.Config{MaxConnsPerIP: -1, HandshakeRatePerIP: -1, HandshakeBurstPerIP: 1})
+	r := newRelay(t, relayserver.Config{MaxConnsPerIP: relayserver.Unlimited, HandshakeRatePerIP: relayserver.Unlimited, HandshakeBurstPerIP: 1})
 	for i := range 10 {
 		if got := dialStatus(t, r, nil); got != http.StatusSwitchingProtocols {
 			t.Fatalf("attempt %d: HTTP %d with the limits off", i, got)
@@ -117,7 +117,7 @@ func TestTrustProxyHeaders(t *testing.T) {
 	})
 }
 
-// One rendezvous per connection is structural in protocol v1: the
+// One rendezvous per connection is structural in the protocol: the
 // rendezvous is fixed by the ClientHello, and a second ClientHello (or any
 // frame naming another rendezvous) does not exist after the handshake. A
 // client that tries is cut off.

@@ -24,10 +24,11 @@ func TestBackplaneMemberCap(t *testing.T) {
 	rv := rendezvous(8)
 	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rds.port)})
 	t.Cleanup(func() { rdb.Close() })
+	rvHash := rv.Rendezvous()
 	inRedis := func() int64 {
 		ctx, cancel := context.WithTimeout(context.Background(), patience)
 		defer cancel()
-		n, err := rdb.HLen(ctx, "plurenet:relay:v1:members:"+hex.EncodeToString(rv[:])).Result()
+		n, err := rdb.HLen(ctx, "plurenet:relay:v1:members:"+hex.EncodeToString(rvHash[:])).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

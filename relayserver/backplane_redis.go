@@ -11,109 +11,25 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/plures/plurenet/deploy/vercel/backplanelua"
 	"github.com/plures/plurenet/internal/relayproto"
 )
 
 // Presence in Redis: one hash per rendezvous (rvMembersKey), field = the
 // member's 32-byte key, value = the routing instance's 16-byte id followed by
-// the entry's expiry in Redis-clock milliseconds, as decimal. The scripts
-// below are the only writers. They read the clock with TIME inside Redis, so
-// the instances' own clocks never have to agree. A whole hash expires twice
-// the TTL after its last write, so rendezvous whose instances all died leave
-// nothing behind.
-
-// scriptPrelude computes now (ms) on the Redis clock.
-const scriptPrelude = `
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`
-
-// joinScript: this instance now routes a key (its newest connection is
-// here), whoever held it before, unless the key is new to the rendezvous and
-// the rendezvous already holds the member cap: Redis is where the cap holds
-// across instances, each of which admitted the key on its own view. Entries
-// of dead instances are swept before a refusal, so they never hold places.
-// KEYS[1] hash; ARGV: field, instance, ttl ms, channel, join message, member
-// cap. Returns 1, or 0 when refused (nothing written, nothing published).
-var joinScript = redis.NewScript(scriptPrelude + `
-local ttl = tonumber(ARGV[3])
-local cap = tonumber(ARGV[6])
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    local exp = tonumber(string.sub(all[i + 1], 17))
-    if (not exp) or exp <= now then redis.call('HDEL', KEYS[1], all[i]) end
-  end
-  if redis.call('HLEN', KEYS[1]) >= cap then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. (now + ttl))
-redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-`)
-
-// leaveScript: this instance no longer routes a key. The entry is removed
-// only if it is still ours: after a move to another instance, the old
-// instance's leave must not erase the new route. KEYS[1] hash; ARGV: field,
-// instance, channel, leave message.
-var leaveScript = redis.NewScript(`
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.sub(v, 1, 16) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-`)
-
-// syncScript refreshes this instance's keys in one rendezvous and returns
-// the live entries of the other instances, deleting expired ones first. A
-// key another live instance holds is left to it (that is the newer route); a
-// key that was missing or expired is taken and announced, unless that would
-// put the rendezvous over the member cap: such keys are refused and
-// returned, and the instance evicts them. KEYS[1] hash; ARGV: instance, ttl
-// ms, channel, join message prefix (the key is appended), member cap, then
-// the local keys. Returns {{field, instance, field, instance...}, {refused
-// field...}}.
-var syncScript = redis.NewScript(scriptPrelude + `
-local me = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local cap = tonumber(ARGV[5])
-local all = redis.call('HGETALL', KEYS[1])
-local live = 0
-for i = 1, #all, 2 do
-  local exp = tonumber(string.sub(all[i + 1], 17))
-  if (not exp) or exp <= now then
-    redis.call('HDEL', KEYS[1], all[i])
-  else
-    live = live + 1
-  end
-end
-local refused = {}
-for i = 6, #ARGV do
-  local f = ARGV[i]
-  local v = redis.call('HGET', KEYS[1], f)
-  local mine = v and string.sub(v, 1, 16) == me
-  if (not v) and live >= cap then
-    refused[#refused + 1] = f
-  elseif (not v) or mine then
-    if not v then live = live + 1 end
-    redis.call('HSET', KEYS[1], f, me .. (now + ttl))
-    if not mine then redis.call('PUBLISH', ARGV[3], ARGV[4] .. f) end
-  end
-end
-if #ARGV >= 6 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
-all = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #all, 2 do
-  if string.sub(all[i + 1], 1, 16) ~= me then
-    out[#out + 1] = all[i]
-    out[#out + 1] = string.sub(all[i + 1], 1, 16)
-  end
-end
-return {out, refused}
-`)
+// the entry's expiry in Redis-clock milliseconds, as decimal. Three Lua
+// scripts are the only writers (join, leave, sync: their files say what each
+// does). They read the clock with TIME inside Redis, so the instances' own
+// clocks never have to agree. A whole hash expires twice the TTL after its
+// last write, so rendezvous whose instances all died leave nothing behind.
+//
+// The scripts live in deploy/vercel/backplanelua, shared with the Node
+// relay, so that Go and Node instances on one Redis run the same ones.
+var (
+	joinScript  = redis.NewScript(backplanelua.Join)
+	leaveScript = redis.NewScript(backplanelua.Leave)
+	syncScript  = redis.NewScript(backplanelua.Sync)
+)
 
 func (b *backplane) ttlMillis() int64 { return b.cfg.BackplaneTTL.Milliseconds() }
 

@@ -103,7 +103,7 @@ func BenchmarkForward(b *testing.B) {
 	})
 
 	b.Run("relay", func(b *testing.B) {
-		r := newRelay(b, relayserver.Config{RateBytesPerSec: -1})
+		r := newRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited})
 		tx := connect(b, r, newKey(b), rendezvous(1))
 		rx := connect(b, r, newKey(b), rendezvous(1))
 		tx.expect(relayproto.TypePeerPresent, rx.key)

@@ -92,6 +92,13 @@ const (
 	DefaultBackplaneQueueBytes  = 32 << 20
 )
 
+// Unlimited switches off a limit that has one (RateBytesPerSec,
+// MaxConnsPerIP, HandshakeRatePerIP and their /56 and /48 counterparts). Zero cannot say it: in Config, zero
+// means "the default", so that the zero Config is a safe relay. The
+// "plurenet relay" command spells it "unlimited" (or 0, as it always has)
+// and passes this value.
+const Unlimited = -1
+
 // Config configures a Server. The zero value is a working relay with the
 // defaults above and a fresh relay key.
 type Config struct {
@@ -118,7 +125,7 @@ type Config struct {
 	SendQueueBytes  int
 	// RateBytesPerSec is the sustained rate of frame bytes accepted from one
 	// connection, RateBurstBytes its burst (raised to at least MaxFrame).
-	// A negative RateBytesPerSec disables the limit.
+	// Unlimited disables the limit.
 	RateBytesPerSec int
 	RateBurstBytes  int
 
@@ -135,19 +142,19 @@ type Config struct {
 
 	// MaxConnsPerIP limits WebSocket connections from one source address
 	// (an IPv6 /64 counts as one address: a host usually holds a whole
-	// /64); beyond it the upgrade is refused with HTTP 429. Negative
+	// /64); beyond it the upgrade is refused with HTTP 429. Unlimited
 	// disables the limit.
 	MaxConnsPerIP int
 	// HandshakeRatePerIP and HandshakeBurstPerIP limit connection attempts
 	// from one source address (per second, and burst); beyond them the
 	// upgrade is refused with HTTP 429 before any key work is done.
-	// Negative HandshakeRatePerIP disables the limit.
+	// Unlimited HandshakeRatePerIP disables the limit.
 	HandshakeRatePerIP  float64
 	HandshakeBurstPerIP int
 	// The same limits for all the addresses of an IPv6 /56 and of a /48,
 	// checked besides the /64's. Zero means the per-address value times
 	// DefaultNet56Factor or DefaultNet48Factor (so they follow it, and are
-	// off when it is off); negative disables.
+	// off when it is off); Unlimited disables.
 	MaxConnsPer56, MaxConnsPer48             int
 	HandshakeRatePer56, HandshakeRatePer48   float64
 	HandshakeBurstPer56, HandshakeBurstPer48 int
@@ -205,13 +212,21 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.HandshakeRatePerIP = DefaultHandshakeRatePerIP
 	}
 	def(&cfg.HandshakeBurstPerIP, DefaultHandshakeBurstPerIP)
-	def(&cfg.MaxConnsPer56, DefaultNet56Factor*cfg.MaxConnsPerIP)
-	def(&cfg.MaxConnsPer48, DefaultNet48Factor*cfg.MaxConnsPerIP)
+	// A prefix limit left at zero follows the per-address one, Unlimited
+	// included (which a factor would turn into another negative number).
+	scaled := func(v float64, factor int) float64 {
+		if v == Unlimited {
+			return Unlimited
+		}
+		return v * float64(factor)
+	}
+	def(&cfg.MaxConnsPer56, int(scaled(float64(cfg.MaxConnsPerIP), DefaultNet56Factor)))
+	def(&cfg.MaxConnsPer48, int(scaled(float64(cfg.MaxConnsPerIP), DefaultNet48Factor)))
 	if cfg.HandshakeRatePer56 == 0 {
-		cfg.HandshakeRatePer56 = DefaultNet56Factor * cfg.HandshakeRatePerIP
+		cfg.HandshakeRatePer56 = scaled(cfg.HandshakeRatePerIP, DefaultNet56Factor)
 	}
 	if cfg.HandshakeRatePer48 == 0 {
-		cfg.HandshakeRatePer48 = DefaultNet48Factor * cfg.HandshakeRatePerIP
+		cfg.HandshakeRatePer48 = scaled(cfg.HandshakeRatePerIP, DefaultNet48Factor)
 	}
 	def(&cfg.HandshakeBurstPer56, DefaultNet56Factor*cfg.HandshakeBurstPerIP)
 	def(&cfg.HandshakeBurstPer48, DefaultNet48Factor*cfg.HandshakeBurstPerIP)
@@ -225,6 +240,24 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.RateBurstBytes < relayproto.MaxFrame {
 		// A burst below one frame would refuse every full-size frame.
 		cfg.RateBurstBytes = relayproto.MaxFrame
+	}
+	// One spelling of "no limit": a negative value other than Unlimited is
+	// more likely a bug (a subtraction gone wrong) than a wish.
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"RateBytesPerSec", float64(cfg.RateBytesPerSec)},
+		{"MaxConnsPerIP", float64(cfg.MaxConnsPerIP)},
+		{"HandshakeRatePerIP", cfg.HandshakeRatePerIP},
+		{"MaxConnsPer56", float64(cfg.MaxConnsPer56)},
+		{"MaxConnsPer48", float64(cfg.MaxConnsPer48)},
+		{"HandshakeRatePer56", cfg.HandshakeRatePer56},
+		{"HandshakeRatePer48", cfg.HandshakeRatePer48},
+	} {
+		if f.v < 0 && f.v != Unlimited {
+			return cfg, fmt.Errorf("relayserver: config: %s is %v: use a positive value, 0 for the default, or Unlimited", f.name, f.v)
+		}
 	}
 	for _, f := range []struct {
 		name string

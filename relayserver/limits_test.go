@@ -26,7 +26,7 @@ func TestSlowReaderBounded(t *testing.T) {
 	r := newRelay(t, relayserver.Config{
 		SendQueueFrames: capFrames,
 		SendQueueBytes:  capBytes,
-		RateBytesPerSec: -1,
+		RateBytesPerSec: relayserver.Unlimited,
 		WriteTimeout:    time.Minute, // keep the stuck reader connected for the test
 	})
 	rv := rendezvous(1)

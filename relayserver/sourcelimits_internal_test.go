@@ -64,6 +64,35 @@ func TestHandshakeTableBounded(t *testing.T) {
 	}
 }
 
+// Prefix limits left at zero follow the per-address ones, Unlimited
+// included: a factor times Unlimited is not a limit (and not Unlimited).
+func TestPrefixLimitsFollowPerAddress(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		in               Config
+		conns56, conns48 int
+		rate56, rate48   float64
+	}{
+		{"defaults", Config{}, DefaultNet56Factor * DefaultMaxConnsPerIP, DefaultNet48Factor * DefaultMaxConnsPerIP,
+			DefaultNet56Factor * DefaultHandshakeRatePerIP, DefaultNet48Factor * DefaultHandshakeRatePerIP},
+		{"scaled", Config{MaxConnsPerIP: 10, HandshakeRatePerIP: 1}, 10 * DefaultNet56Factor, 10 * DefaultNet48Factor, DefaultNet56Factor, DefaultNet48Factor},
+		{"unlimited", Config{MaxConnsPerIP: Unlimited, HandshakeRatePerIP: Unlimited}, Unlimited, Unlimited, Unlimited, Unlimited},
+		{"own values", Config{MaxConnsPerIP: Unlimited, MaxConnsPer56: 7, MaxConnsPer48: Unlimited}, 7, Unlimited,
+			DefaultNet56Factor * DefaultHandshakeRatePerIP, DefaultNet48Factor * DefaultHandshakeRatePerIP},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := c.in.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MaxConnsPer56 != c.conns56 || cfg.MaxConnsPer48 != c.conns48 || cfg.HandshakeRatePer56 != c.rate56 || cfg.HandshakeRatePer48 != c.rate48 {
+				t.Fatalf("conns %d %d, rates %v %v; want %d %d, %v %v", cfg.MaxConnsPer56, cfg.MaxConnsPer48, cfg.HandshakeRatePer56, cfg.HandshakeRatePer48,
+					c.conns56, c.conns48, c.rate56, c.rate48)
+			}
+		})
+	}
+}
+
 // An IPv6 client holds a whole delegation: its /56 and /48 are limited
 // besides its /64, so hopping between /64s does not multiply its share.
 // Before the /56 and /48 levels, every /64 below counted on its own and all

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -21,6 +22,7 @@ type upSettings struct {
 	Topic         string
 	TopicHex      string
 	Key           string
+	KeyFile       string
 	Name          string
 	Relay         string
 	RelayFallback string
@@ -29,6 +31,8 @@ type upSettings struct {
 	IP            string
 	IPv4Prefix    string
 	SOCKS5        string
+	SOCKS5Auth    string // path of the credentials file
+	SOCKS5Remote  bool   // --socks5-allow-remote
 	Forward       listValue
 	Expose        listValue
 	TUN           string
@@ -46,6 +50,9 @@ type upSettings struct {
 }
 
 // setting ties one field to its flag, environment variable and file keys.
+// Every value is kept as the text the user gave; each command checks and
+// converts its settings after resolving them, naming where a bad value came
+// from.
 type setting struct {
 	flag     string
 	env      string
@@ -53,13 +60,26 @@ type setting struct {
 	usage    string
 	str      *string    // for single values
 	list     *listValue // for repeatable values
+	// kind says which JSON types the config file may use for a single
+	// value: a string always; kindNumber also a number, kindBool also
+	// true or false (and the flag needs no value).
+	kind settingKind
 }
+
+type settingKind int
+
+const (
+	kindString settingKind = iota
+	kindNumber
+	kindBool
+)
 
 func (s *upSettings) table() []setting {
 	return []setting{
 		{flag: "topic", env: "PLURENET_TOPIC", fileKeys: []string{"topic"}, usage: "mesh topic name (members share it)", str: &s.Topic},
 		{flag: "topic-hex", env: "PLURENET_TOPIC_HEX", fileKeys: []string{"topicHex"}, usage: "mesh topic as 64 hex characters (instead of --topic)", str: &s.TopicHex},
-		{flag: "key", env: "PLURENET_KEY", fileKeys: []string{"key", "syncKey"}, usage: "mesh secret shared by members (see \"plurenet key generate\")", str: &s.Key},
+		{flag: "key", env: "PLURENET_KEY", fileKeys: []string{"key", "syncKey"}, usage: "mesh secret shared by members (see \"plurenet key generate\"); on the command line other local users can read it: prefer --key-file or the environment", str: &s.Key},
+		{flag: "key-file", env: "PLURENET_KEY_FILE", fileKeys: []string{"keyFile"}, usage: "file holding the mesh secret on one line (mode 0600, owned by you)", str: &s.KeyFile},
 		{flag: "name", env: "PLURENET_NAME", fileKeys: []string{"name"}, usage: "this node's name in the mesh (default: host name)", str: &s.Name},
 		{flag: "relay", env: "PLURENET_RELAY", fileKeys: []string{"relay", "syncRelay"}, usage: "primary relay URL (ws:// or wss://)", str: &s.Relay},
 		{flag: "relay-fallback", env: "PLURENET_RELAY_FALLBACK", fileKeys: []string{"relayFallback", "syncRelayFallback"}, usage: "fallback relay URL, used when the primary is unreachable", str: &s.RelayFallback},
@@ -69,7 +89,8 @@ func (s *upSettings) table() []setting {
 		{flag: "state-dir", env: "PLURENET_STATE_DIR", fileKeys: []string{"stateDir"}, usage: "directory for the node key and control socket", str: &s.StateDir},
 		{flag: "ip", env: "PLURENET_IP", fileKeys: []string{"ip"}, usage: "pin this node's IPv4 overlay address", str: &s.IP},
 		{flag: "ipv4-prefix", env: "PLURENET_IPV4_PREFIX", fileKeys: []string{"ipv4Prefix"}, usage: "IPv4 prefix of the mesh (every member must use the same)", str: &s.IPv4Prefix},
-		{flag: "socks5", env: "PLURENET_SOCKS5", fileKeys: []string{"socks5"}, usage: "serve a SOCKS5 proxy into the mesh on this local address", str: &s.SOCKS5},
+		{flag: "socks5", env: "PLURENET_SOCKS5", fileKeys: []string{"socks5"}, usage: "serve a SOCKS5 proxy into the mesh on this loopback address (e.g. 127.0.0.1:1080)", str: &s.SOCKS5},
+		{flag: "socks5-auth-file", env: "PLURENET_SOCKS5_AUTH_FILE", fileKeys: []string{"socks5AuthFile"}, usage: "file holding USER:PASSWORD that SOCKS5 clients must give (mode 0600; or env PLURENET_SOCKS5_AUTH)", str: &s.SOCKS5Auth},
 		{flag: "forward", env: "PLURENET_FORWARD", fileKeys: []string{"forward"}, usage: "LOCAL=MEMBER:PORT: forward a local port to a member (repeatable)", list: &s.Forward},
 		{flag: "expose", env: "PLURENET_EXPOSE", fileKeys: []string{"expose"}, usage: "PORT[=HOST:PORT]: let members reach a local service on this node's overlay IP (repeatable)", list: &s.Expose},
 		{flag: "listen-port", env: "PLURENET_LISTEN_PORT", fileKeys: []string{"listenPort"}, usage: "UDP port of the direct path (default: random; 51898 with --transport direct)", str: &s.ListenPort},
@@ -93,71 +114,141 @@ func (l *listValue) Set(v string) error {
 
 // registerFlags defines one flag per setting on fs, plus --config.
 func (s *upSettings) registerFlags(fs *flag.FlagSet, configPath *string) {
-	fs.StringVar(configPath, "config", "", "JSON config file (env PLURENET_CONFIG)")
+	registerSettings(fs, s.table(), configPath, "PLURENET_CONFIG")
 	fs.BoolVar(&s.Open, "open", false, "run without a mesh secret: anyone who knows the topic can join (not recommended)")
-	for _, st := range s.table() {
+	fs.BoolVar(&s.SOCKS5Remote, "socks5-allow-remote", false, "let --socks5 listen on a non-loopback address; needs --socks5-auth-file")
+}
+
+// resolve fills s from the config file and the environment, leaving alone
+// every setting whose flag was given. getenv is os.Getenv outside tests.
+// Keys of the file that no setting uses are kept in s.unknownKeys: a seed
+// config holds PluresDB's own settings too.
+func (s *upSettings) resolve(fs *flag.FlagSet, configPath string, getenv func(string) string) error {
+	res, err := resolveSettings(fs, s.table(), configPath, "PLURENET_CONFIG", getenv)
+	if err != nil {
+		return err
+	}
+	s.unknownKeys = res.unknownKeys
+	return nil
+}
+
+// registerSettings defines one flag per setting on fs, with the setting's
+// current value as its default, plus --config (whose environment variable
+// is configEnv).
+func registerSettings(fs *flag.FlagSet, table []setting, configPath *string, configEnv string) {
+	fs.StringVar(configPath, "config", "", "JSON config `file` (env "+configEnv+")")
+	for _, st := range table {
 		usage := st.usage + " (env " + st.env + ")"
-		if st.list != nil {
+		switch {
+		case st.list != nil:
 			fs.Var(st.list, st.flag, usage)
-		} else {
+		case st.kind == kindBool:
+			fs.Var((*boolString)(st.str), st.flag, usage)
+		default:
 			fs.StringVar(st.str, st.flag, *st.str, usage)
 		}
 	}
 }
 
-// resolve fills s from the config file and the environment, leaving alone
-// every setting whose flag was given. getenv is os.Getenv outside tests.
-func (s *upSettings) resolve(fs *flag.FlagSet, configPath string, getenv func(string) string) error {
+// boolString is a boolean flag (given alone it means true) that keeps its
+// value as text like every other setting.
+type boolString string
+
+func (b *boolString) String() string   { return string(*b) }
+func (b *boolString) IsBoolFlag() bool { return true }
+
+func (b *boolString) Set(v string) error {
+	if _, err := strconv.ParseBool(v); err != nil {
+		return fmt.Errorf("want true or false")
+	}
+	*b = boolString(v)
+	return nil
+}
+
+// resolved is what resolveSettings learned besides the values.
+type resolved struct {
+	// from names where each setting's value came from, by flag name:
+	// "--rate", "PLURENET_RELAY_RATE" or `"rate" in relay.json`. Settings
+	// left at their default are absent.
+	from map[string]string
+	// configPath is the config file read, if any.
+	configPath string
+	// unknownKeys lists config file keys no setting uses, sorted.
+	unknownKeys []string
+}
+
+// source names where the setting with this flag got its value, for error
+// messages.
+func (r resolved) source(flagName string) string {
+	if f, ok := r.from[flagName]; ok {
+		return f
+	}
+	return "--" + flagName
+}
+
+// resolveSettings fills table's values from the config file (configPath, or
+// the file named by the configEnv variable) and the environment, leaving
+// alone every setting whose flag was given: flags win over the environment,
+// the environment over the file.
+func resolveSettings(fs *flag.FlagSet, table []setting, configPath, configEnv string, getenv func(string) string) (resolved, error) {
+	res := resolved{from: map[string]string{}}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	if configPath == "" {
-		configPath = getenv("PLURENET_CONFIG")
+		configPath = getenv(configEnv)
 	}
+	res.configPath = configPath
 	var file map[string]json.RawMessage
 	if configPath != "" {
 		var err error
 		if file, err = readConfigFile(configPath); err != nil {
-			return err
+			return res, err
+		}
+		if err := checkConfigSecrets(configPath, file); err != nil {
+			return res, err
 		}
 	}
 	known := map[string]bool{}
-	for _, st := range s.table() {
+	for _, st := range table {
 		for _, k := range st.fileKeys {
 			known[k] = true
 		}
 		// Read the file's value even when a flag or the environment wins,
 		// so that a broken file is reported rather than silently ignored.
-		fileVal, fileList, inFile, err := st.fromFile(file, configPath)
+		fileKey, fileVal, fileList, err := st.fromFile(file, configPath)
 		if err != nil {
-			return err
+			return res, err
 		}
 		switch {
 		case given[st.flag]:
+			res.from[st.flag] = "--" + st.flag
 		case getenv(st.env) != "":
 			if st.list != nil {
 				*st.list = splitList(getenv(st.env))
 			} else {
 				*st.str = getenv(st.env)
 			}
-		case inFile && st.list != nil:
+			res.from[st.flag] = st.env
+		case fileKey != "" && st.list != nil:
 			*st.list = fileList
-		case inFile:
+			res.from[st.flag] = fmt.Sprintf("%q in %s", fileKey, configPath)
+		case fileKey != "":
 			*st.str = fileVal
+			res.from[st.flag] = fmt.Sprintf("%q in %s", fileKey, configPath)
 		}
 	}
-	var unknown []string
 	for k := range file {
 		if !known[k] {
-			unknown = append(unknown, k)
+			res.unknownKeys = append(res.unknownKeys, k)
 		}
 	}
-	sort.Strings(unknown)
-	s.unknownKeys = unknown
-	return nil
+	sort.Strings(res.unknownKeys)
+	return res, nil
 }
 
-// fromFile returns the setting's value in the config file, if it is there.
-func (st setting) fromFile(file map[string]json.RawMessage, path string) (val string, list []string, ok bool, err error) {
+// fromFile returns the setting's value in the config file and the key it
+// was found under, or an empty key when it is not there.
+func (st setting) fromFile(file map[string]json.RawMessage, path string) (key, val string, list []string, err error) {
 	for _, k := range st.fileKeys {
 		raw, found := file[k]
 		if !found {
@@ -165,20 +256,32 @@ func (st setting) fromFile(file map[string]json.RawMessage, path string) (val st
 		}
 		if st.list != nil {
 			if json.Unmarshal(raw, &list) == nil {
-				return "", list, true, nil
+				return k, "", list, nil
 			}
 			var one string
 			if json.Unmarshal(raw, &one) != nil {
-				return "", nil, false, fmt.Errorf("config file %s: key %q: want a string or a list of strings", path, k)
+				return "", "", nil, fmt.Errorf("config file %s: key %q: want a string or a list of strings", path, k)
 			}
-			return "", []string{one}, true, nil
+			return k, "", []string{one}, nil
 		}
-		if err := json.Unmarshal(raw, &val); err != nil {
-			return "", nil, false, fmt.Errorf("config file %s: key %q: want a string", path, k)
+		if json.Unmarshal(raw, &val) == nil {
+			return k, val, nil, nil
 		}
-		return val, nil, true, nil
+		var num json.Number
+		var b bool
+		switch {
+		case st.kind == kindNumber && json.Unmarshal(raw, &num) == nil:
+			return k, num.String(), nil, nil
+		case st.kind == kindBool && json.Unmarshal(raw, &b) == nil:
+			return k, strconv.FormatBool(b), nil, nil
+		case st.kind == kindNumber:
+			return "", "", nil, fmt.Errorf("config file %s: key %q: want a number or a string", path, k)
+		case st.kind == kindBool:
+			return "", "", nil, fmt.Errorf("config file %s: key %q: want true or false", path, k)
+		}
+		return "", "", nil, fmt.Errorf("config file %s: key %q: want a string", path, k)
 	}
-	return "", nil, false, nil
+	return "", "", nil, nil
 }
 
 // maxConfigFile bounds what we read: a config is a few hundred bytes, and a

@@ -9,114 +9,47 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
-	"time"
 
 	"github.com/plures/plurenet/internal/relayproto"
 	"github.com/plures/plurenet/relayserver"
 )
 
 func init() {
-	register(command{name: "relay", summary: "run a relay server (WebSocket, protocol v1)", run: runRelay})
+	register(command{name: "relay", summary: "run a relay server (WebSocket, protocol v2)", run: runRelay})
 }
 
 func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("relay")
-	listen := fs.String("listen", pick(getenv("PLURENET_RELAY_LISTEN"), "127.0.0.1:8080"), "`address` to listen on (env PLURENET_RELAY_LISTEN); use :443 with TLS in production")
-	stunListen := fs.String("stun-listen", pick(getenv("PLURENET_RELAY_STUN_LISTEN"), ":3478"), "UDP `address` of the STUN responder members use to learn their public address for direct paths (env PLURENET_RELAY_STUN_LISTEN); --stun-listen= (empty) disables it")
-	certFile := fs.String("tls-cert", getenv("PLURENET_RELAY_TLS_CERT"), "TLS certificate `file` (PEM, env PLURENET_RELAY_TLS_CERT); serves wss:// with --tls-key")
-	keyFile := fs.String("tls-key", getenv("PLURENET_RELAY_TLS_KEY"), "TLS private key `file` (PEM, env PLURENET_RELAY_TLS_KEY)")
-	perKey := fs.Int("max-conns-per-key", relayserver.DefaultMaxConnsPerKey, "connections one key may hold in one rendezvous")
-	maxConns := fs.Int("max-conns", relayserver.DefaultMaxConns, "connections this instance accepts")
-	rate := fs.Int("rate", relayserver.DefaultRateBytesPerSec, "`bytes` per second accepted from one connection; 0 means unlimited")
-	lifetime := fs.Duration("max-conn-lifetime", 0, "drain each connection at this age, e.g. 30m (0: never)")
-	grace := fs.Duration("drain-grace", relayserver.DefaultDrainGrace, "time a drained client gets to reconnect elsewhere")
-	backplane := fs.String("backplane", getenv("PLURENET_RELAY_BACKPLANE"), "Redis `URL` (redis://HOST:6379/0, rediss:// for TLS; env PLURENET_RELAY_BACKPLANE) shared by several relay instances; empty for a single instance")
-	trustProxy := fs.Bool("trust-proxy-headers", false, "take the client address from the last X-Forwarded-For entry (only behind a proxy that always sets it)")
-	perIP := fs.Int("max-conns-per-ip", relayserver.DefaultMaxConnsPerIP, "connections one client address (IPv4, or IPv6 /64) may hold; 0 means unlimited")
-	per56 := fs.Int("max-conns-per-56", relayserver.DefaultNet56Factor*relayserver.DefaultMaxConnsPerIP, "connections all the addresses of one IPv6 /56 (a home's usual delegation) may hold; 0 means unlimited")
-	per48 := fs.Int("max-conns-per-48", relayserver.DefaultNet48Factor*relayserver.DefaultMaxConnsPerIP, "connections all the addresses of one IPv6 /48 (a site) may hold; 0 means unlimited")
-	maxMembers := fs.Int("max-members", relayserver.DefaultMaxMembersPerRendezvous, "member keys one rendezvous may hold (across instances with --backplane); a new key beyond it is refused")
-	metricsListen := fs.String("metrics-listen", getenv("PLURENET_RELAY_METRICS_LISTEN"), "`address` for GET /metrics (Prometheus; env PLURENET_RELAY_METRICS_LISTEN), e.g. 127.0.0.1:9090 or a private address; empty (the default) serves no metrics. Never on --listen: clients would read them")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-
-	log, err := newLogger(os.Stderr, *level)
+	run, err := newRelaySettings().parse(args, getenv)
 	if err != nil {
 		return err
 	}
-	switch {
-	case (*certFile == "") != (*keyFile == ""):
-		return usageErrorf("--tls-cert and --tls-key go together")
-	case *perKey < 1:
-		return usageErrorf("--max-conns-per-key must be at least 1")
-	case *maxConns < 1:
-		return usageErrorf("--max-conns must be at least 1")
-	case *rate < 0:
-		return usageErrorf("--rate must not be negative")
-	case *lifetime < 0:
-		return usageErrorf("--max-conn-lifetime must not be negative")
-	case *lifetime > 0 && *lifetime < time.Second:
-		return usageErrorf("--max-conn-lifetime %v is under a second; clients could not plan for it", *lifetime)
-	case *grace <= 0:
-		return usageErrorf("--drain-grace must be positive")
-	case *perIP < 0:
-		return usageErrorf("--max-conns-per-ip must not be negative")
-	case *per56 < 0 || *per48 < 0:
-		return usageErrorf("--max-conns-per-56 and --max-conns-per-48 must not be negative")
-	case *maxMembers < 1:
-		return usageErrorf("--max-members must be at least 1")
-	case *metricsListen != "" && *metricsListen == *listen && !strings.HasSuffix(*listen, ":0"):
-		return usageErrorf("--metrics-listen must differ from --listen: clients must not read the metrics")
+	log, err := newLogger(os.Stderr, run.logLevel)
+	if err != nil {
+		return err
 	}
-	// 0 means unlimited on the command line, a negative value in
-	// relayserver.Config (whose zero is "the default").
-	unlimited := func(n int) int {
-		if n == 0 {
-			return -1
-		}
-		return n
+	if run.cfg.Backplane, err = backplaneURL(run.cfg.Backplane, run.backplaneFile, run.backplaneFromFlag, log); err != nil {
+		return err
 	}
-	if *certFile != "" {
+	if run.certFile != "" {
 		// Load once here for a clear error; Serve loads them again.
-		if _, err := tls.LoadX509KeyPair(*certFile, *keyFile); err != nil {
+		if _, err := tls.LoadX509KeyPair(run.certFile, run.keyFile); err != nil {
 			return fmt.Errorf("loading TLS certificate: %w", err)
 		}
 	}
-	rateCfg := *rate
-	if rateCfg == 0 {
-		rateCfg = -1 // unlimited in relayserver.Config
-	}
-
-	srv, err := relayserver.New(relayserver.Config{
-		Logger:          log,
-		MaxConnsPerKey:  *perKey,
-		MaxConns:        *maxConns,
-		RateBytesPerSec: rateCfg,
-		MaxConnLifetime: *lifetime,
-		DrainGrace:      *grace,
-
-		Backplane:               *backplane,
-		TrustProxyHeaders:       *trustProxy,
-		MaxConnsPerIP:           unlimited(*perIP),
-		MaxConnsPer56:           unlimited(*per56),
-		MaxConnsPer48:           unlimited(*per48),
-		MaxMembersPerRendezvous: *maxMembers,
-	})
+	run.cfg.Logger = log
+	srv, err := relayserver.New(run.cfg)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", run.listen)
 	if err != nil {
-		return fmt.Errorf("--listen %q: %w", *listen, err)
+		return fmt.Errorf("%s %q: %w", run.listenFrom, run.listen, err)
 	}
 	// Before the listening line, which tells scripts the relay is ready.
-	if *metricsListen != "" {
-		stop, err := serveMetrics(ctx, srv, *metricsListen, stdout, log)
+	if run.metricsListen != "" {
+		stop, err := serveMetrics(ctx, srv, run.metricsListen, run.metricsFrom, stdout, log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -124,15 +57,15 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		defer stop()
 	}
 	scheme := "ws"
-	if *certFile != "" {
+	if run.certFile != "" {
 		scheme = "wss"
 	}
 	fmt.Fprintf(stdout, "plurenet relay listening on %s://%s%s (relay key %s)\n", scheme, ln.Addr(), relayproto.Path, srv.PublicKey())
-	log.Info("relay: serving", "addr", ln.Addr().String(), "tls", *certFile != "", "max_conns_per_key", *perKey, "rate", *rate, "max_conn_lifetime", *lifetime, "backplane", *backplane != "")
-	if *stunListen != "" {
-		pc, err := net.ListenPacket("udp", *stunListen)
+	log.Info("relay: serving", append([]any{"addr", ln.Addr().String()}, run.logAttrs()...)...)
+	if run.stunListen != "" {
+		pc, err := net.ListenPacket("udp", run.stunListen)
 		if err != nil {
-			return fmt.Errorf("--stun-listen %q: %w", *stunListen, err)
+			return fmt.Errorf("%s %q: %w", run.stunFrom, run.stunListen, err)
 		}
 		stunCtx, stopSTUN := context.WithCancel(ctx)
 		stunDone := make(chan struct{})
@@ -150,7 +83,7 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "plurenet relay STUN responder on udp %s\n", pc.LocalAddr())
 		log.Info("relay: STUN responder", "addr", pc.LocalAddr().String())
 	}
-	if err := srv.Serve(ctx, ln, *certFile, *keyFile); err != nil {
+	if err := srv.Serve(ctx, ln, run.certFile, run.keyFile); err != nil {
 		return err
 	}
 	log.Info("relay: stopped")
@@ -159,10 +92,11 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 
 // serveMetrics listens on addr and serves the relay's metrics there until
 // ctx ends or the returned stop is called (which waits for it).
-func serveMetrics(ctx context.Context, srv *relayserver.Server, addr string, stdout io.Writer, log *slog.Logger) (stop func(), err error) {
+// from names where addr came from, for the error of listening on it.
+func serveMetrics(ctx context.Context, srv *relayserver.Server, addr, from string, stdout io.Writer, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-listen %q: %w", addr, err)
+		return nil, fmt.Errorf("%s %q: %w", from, addr, err)
 	}
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && ap.Addr().IsUnspecified() {
 		log.Warn("relay: metrics listen on every interface: let only your monitoring reach that port", "addr", ln.Addr().String())

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"regexp"
@@ -16,16 +17,20 @@ var (
 	metricsLine = regexp.MustCompile(`metrics on http://([0-9.:]+)/metrics`)
 )
 
-// startRelayCmd runs `plurenet relay` with args on free loopback ports and
-// returns its relay and metrics addresses (the latter "" when it printed
-// none) once it listens. The relay stops at test end.
+// quietRelay are the arguments of a test relay on a free loopback port,
+// with no STUN responder and no logs.
+var quietRelay = []string{"--listen", "127.0.0.1:0", "--stun-listen=", "--drain-grace", "100ms", "--log-level", "error"}
+
+// startRelayCmd runs `plurenet relay` with args and returns its relay and
+// metrics addresses (the latter "" when it printed none) once it listens.
+// The relay stops at test end.
 func startRelayCmd(t *testing.T, args ...string) (relayAddr, metricsAddr string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := runRelay(ctx, append([]string{"--listen", "127.0.0.1:0", "--stun-listen=", "--drain-grace", "100ms", "--log-level", "error"}, args...), pw)
+		err := runRelay(ctx, args, pw)
 		pw.CloseWithError(err)
 		done <- err
 	}()
@@ -69,7 +74,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 // listener clients reach, which keeps /healthz for platform probes.
 func TestRelayMetricsNotPublic(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
-		relayAddr, metricsAddr := startRelayCmd(t)
+		relayAddr, metricsAddr := startRelayCmd(t, quietRelay...)
 		if metricsAddr != "" {
 			t.Fatalf("metrics served on %s without --metrics-listen", metricsAddr)
 		}
@@ -81,7 +86,7 @@ func TestRelayMetricsNotPublic(t *testing.T) {
 		}
 	})
 	t.Run("own listener", func(t *testing.T) {
-		relayAddr, metricsAddr := startRelayCmd(t, "--metrics-listen", "127.0.0.1:0")
+		relayAddr, metricsAddr := startRelayCmd(t, append(quietRelay, "--metrics-listen", "127.0.0.1:0")...)
 		if metricsAddr == "" {
 			t.Fatal("no metrics line printed")
 		}
@@ -95,7 +100,7 @@ func TestRelayMetricsNotPublic(t *testing.T) {
 	})
 	t.Run("same address refused", func(t *testing.T) {
 		err := runRelay(context.Background(), []string{"--listen", "127.0.0.1:8080", "--metrics-listen", "127.0.0.1:8080"}, io.Discard)
-		if err == nil || !strings.Contains(err.Error(), "--metrics-listen must differ") {
+		if err == nil || !errors.Is(err, errUsage) || !strings.Contains(err.Error(), `--metrics-listen "127.0.0.1:8080" must differ from --listen`) {
 			t.Fatalf("err = %v", err)
 		}
 	})

@@ -9,16 +9,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/plures/plurenet/internal/relayproto"
 	"github.com/plures/plurenet/relayserver"
+	"github.com/plures/plurenet/transports/relay"
 )
 
 // Bounds of relay-bench: it is a load generator, so every knob is capped.
@@ -63,12 +62,9 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	p := benchParams{URL: *relayURL, Members: *members, Pairs: *pairs, Duration: *duration, Size: *size, Window: *window}
 	if p.URL != "" {
-		u, err := url.Parse(p.URL)
-		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			return usageErrorf("--relay %q is not a ws:// or wss:// URL", p.URL)
-		}
-		if u.Path == "" || u.Path == "/" {
-			u.Path = relayproto.Path
+		u, err := relay.ParseURL(p.URL)
+		if err != nil {
+			return usageErrorf("--relay: %v", err)
 		}
 		p.URL = u.String()
 	}
@@ -86,35 +82,6 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return benchExternal(ctx, p, stdout)
 	}
 	return benchInProcess(ctx, p, *inproc, stdout)
-}
-
-// raiseFDLimit raises RLIMIT_NOFILE's soft limit to need (up to the hard
-// limit, and the hard limit too when we may) and returns the soft limit
-// before and after.
-func raiseFDLimit(need uint64) (before, after uint64, err error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, 0, fmt.Errorf("reading the open-file limit: %w", err)
-	}
-	if rl.Cur >= need {
-		return rl.Cur, rl.Cur, nil
-	}
-	want := rl
-	want.Cur = need
-	if want.Max < need {
-		want.Max = need // works as root; otherwise fall back below
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-		want.Max = rl.Max
-		want.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-			return rl.Cur, 0, fmt.Errorf("raising the open-file limit: %w", err)
-		}
-		if want.Cur < need {
-			return rl.Cur, want.Cur, fmt.Errorf("open-file limit is %d, the run needs %d: raise the hard limit (ulimit -Hn) or use fewer --members", want.Cur, need)
-		}
-	}
-	return rl.Cur, want.Cur, nil
 }
 
 // benchWorker is the members' process: it connects, prints a "connected"
@@ -160,8 +127,8 @@ func benchInProcess(ctx context.Context, p benchParams, inproc bool, stdout io.W
 		Logger: slog.New(slog.DiscardHandler),
 		// Every member comes from 127.0.0.1: the per-address limits
 		// would refuse them. MaxConns is raised to the run's size.
-		MaxConnsPerIP:      -1,
-		HandshakeRatePerIP: -1,
+		MaxConnsPerIP:      relayserver.Unlimited,
+		HandshakeRatePerIP: relayserver.Unlimited,
 		MaxConns:           max(p.Members, relayserver.DefaultMaxConns),
 	})
 	if err != nil {

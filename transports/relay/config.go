@@ -37,16 +37,18 @@ const (
 const maxRecvQueue = 1 << 16
 
 // Config configures a Client. The zero value is not usable on its own: URL,
-// PrivateKey and Rendezvous are required; every other field has a default.
+// PrivateKey and Admission are required; every other field has a default.
 type Config struct {
-	// URL is the relay, ws:// or wss://. An empty path or "/" means
-	// relayproto.Path.
+	// URL is the relay, ws:// or wss://, as ParseURL accepts it. An empty
+	// path or "/" means relayproto.Path.
 	URL string
 	// PrivateKey is this node's key; the relay learns its public half and
 	// checks that we hold the private one.
 	PrivateKey nodekey.Private
-	// Rendezvous names the mesh on the relay.
-	Rendezvous relayproto.Rendezvous
+	// Admission is the mesh's admission key (mesh.Keys.Admission). The
+	// relay admits us to the mesh's rendezvous, its hash, only with a
+	// signature by it.
+	Admission relayproto.AdmissionKey
 	// TLSConfig is used for wss:// relays, e.g. to trust a private CA. Nil
 	// means the system roots.
 	TLSConfig *tls.Config
@@ -70,13 +72,16 @@ type Config struct {
 // withDefaults validates cfg and returns a copy with defaults filled in and
 // the URL normalized.
 func (cfg Config) withDefaults() (Config, error) {
-	u, err := normalizeURL(cfg.URL)
+	u, err := ParseURL(cfg.URL)
 	if err != nil {
-		return cfg, err
+		return cfg, fmt.Errorf("relay: config: %w", err)
 	}
-	cfg.URL = u
+	cfg.URL = u.String()
 	if cfg.PrivateKey.IsZero() {
 		return cfg, errors.New("relay: config: PrivateKey is zero")
+	}
+	if cfg.Admission.IsZero() {
+		return cfg, errors.New("relay: config: Admission is zero")
 	}
 	if cfg.RecvQueue < 0 || cfg.RecvQueue > maxRecvQueue {
 		return cfg, fmt.Errorf("relay: config: RecvQueue %d outside 0..%d", cfg.RecvQueue, maxRecvQueue)
@@ -106,32 +111,4 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.Default()
 	}
 	return cfg, nil
-}
-
-// normalizeURL checks that raw is a ws:// or wss:// URL with a host and fills
-// in relayproto.Path when the path is empty.
-func normalizeURL(raw string) (string, error) {
-	if raw == "" {
-		return "", errors.New("relay: config: URL is empty")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("relay: config: URL %q: %w", raw, err)
-	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return "", fmt.Errorf("relay: config: URL %q: scheme must be ws or wss, not %q", raw, u.Scheme)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return "", fmt.Errorf("relay: config: URL %q has no host", raw)
-	}
-	if u.User != nil {
-		// Credentials in a relay URL would be sent nowhere useful and end up
-		// in logs and status output.
-		return "", fmt.Errorf("relay: config: URL %q must not carry user info", u.Redacted())
-	}
-	if u.Path == "" || u.Path == "/" {
-		u.Path = relayproto.Path
-	}
-	u.Fragment = ""
-	return u.String(), nil
 }

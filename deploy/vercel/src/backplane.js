@@ -1,8 +1,8 @@
 // Redis backplane: several relay instances (Node or Go) serving one
 // rendezvous. It is the Go relay's design (docs/operations.md, "Scaling the
 // relay"; relayserver/backplane*.go) byte for byte: the same channel and key
-// names, the same message layout and the same Lua scripts, so Node and Go
-// instances can share one Redis.
+// names, the same message layout and the same Lua scripts (the very files,
+// ../backplanelua/*.lua), so Node and Go instances can share one Redis.
 //
 //   - Local first: frames between members on this instance never touch Redis.
 //   - Presence: one hash per rendezvous, key -> owning instance id ‖ expiry
@@ -13,6 +13,7 @@
 //     dropped and counted, like a lost packet.
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import Redis from 'ioredis';
 import * as p from './proto.js';
 
@@ -50,78 +51,22 @@ const SYNC_BATCH = 256;
 const REDIS_OP_TIMEOUT_MS = 5000;
 const RETRY_MAX_MS = 5000;
 
-// The scripts are the Go relay's (relayserver/backplane_redis.go), comments
-// there; they must stay identical for Go and Node instances to share a
-// Redis. JOIN refuses (returns 0) a key new to a rendezvous at the member
-// cap; SYNC returns {{field, instance...}, {refused field...}}.
-const PRELUDE = `
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`;
-const JOIN_LUA = PRELUDE + `
-local ttl = tonumber(ARGV[3])
-local cap = tonumber(ARGV[6])
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= cap then
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    local exp = tonumber(string.sub(all[i + 1], 17))
-    if (not exp) or exp <= now then redis.call('HDEL', KEYS[1], all[i]) end
-  end
-  if redis.call('HLEN', KEYS[1]) >= cap then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. (now + ttl))
-redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-`;
-const LEAVE_LUA = `
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.sub(v, 1, 16) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return 1
-end
-return 0
-`;
-const SYNC_LUA = PRELUDE + `
-local me = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local cap = tonumber(ARGV[5])
-local all = redis.call('HGETALL', KEYS[1])
-local live = 0
-for i = 1, #all, 2 do
-  local exp = tonumber(string.sub(all[i + 1], 17))
-  if (not exp) or exp <= now then
-    redis.call('HDEL', KEYS[1], all[i])
-  else
-    live = live + 1
-  end
-end
-local refused = {}
-for i = 6, #ARGV do
-  local f = ARGV[i]
-  local v = redis.call('HGET', KEYS[1], f)
-  local mine = v and string.sub(v, 1, 16) == me
-  if (not v) and live >= cap then
-    refused[#refused + 1] = f
-  elseif (not v) or mine then
-    if not v then live = live + 1 end
-    redis.call('HSET', KEYS[1], f, me .. (now + ttl))
-    if not mine then redis.call('PUBLISH', ARGV[3], ARGV[4] .. f) end
-  end
-end
-if #ARGV >= 6 then redis.call('PEXPIRE', KEYS[1], 2 * ttl) end
-all = redis.call('HGETALL', KEYS[1])
-local out = {}
-for i = 1, #all, 2 do
-  if string.sub(all[i + 1], 1, 16) ~= me then
-    out[#out + 1] = all[i]
-    out[#out + 1] = string.sub(all[i + 1], 1, 16)
-  end
-end
-return {out, refused}
-`;
+// The Lua scripts are shared with the Go relay: it embeds the same files
+// (deploy/vercel/backplanelua), so Go and Node instances on one Redis run the
+// same scripts. They are read once, when this module loads. Each path is a
+// literal beside import.meta.url so that Vercel's file tracing sees the files
+// and bundles them with the function. A script that needs the time is the
+// prelude followed by its own file, as in backplanelua.go. JOIN refuses
+// (returns 0) a key new to a rendezvous at the member cap; SYNC returns
+// [[field, instance...], [refused field...]].
+const PRELUDE = fs.readFileSync(new URL('../backplanelua/prelude.lua', import.meta.url), 'utf8');
+const JOIN_LUA = PRELUDE + fs.readFileSync(new URL('../backplanelua/join.lua', import.meta.url), 'utf8');
+const LEAVE_LUA = fs.readFileSync(new URL('../backplanelua/leave.lua', import.meta.url), 'utf8');
+const SYNC_LUA = PRELUDE + fs.readFileSync(new URL('../backplanelua/sync.lua', import.meta.url), 'utf8');
+
+// SCRIPTS are the scripts as sent to Redis; deploy's Go tests compare them
+// with the Go relay's.
+export const SCRIPTS = Object.freeze({ join: JOIN_LUA, leave: LEAVE_LUA, sync: SYNC_LUA });
 
 function header(type, origin, rv) {
   return Buffer.concat([Buffer.from([BP_VERSION, type]), origin, rv]);

@@ -1,7 +1,7 @@
 // Unit tests of the Node relay's connection queue, with a fake socket whose
 // writes complete only when the test says: the interleavings a real socket
 // on loopback never shows. Run by `node --test test/` (deploy's
-// TestNodeUnits runs it with the Go tests).
+// TestNodeUnit runs it with the Go tests).
 
 import test from 'node:test';
 import assert from 'node:assert/strict';

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/relay"
@@ -47,13 +46,6 @@ func (l *relayLink) setPresent(k nodekey.Public, ok bool) {
 	}
 }
 
-// isWireGuard reports whether a relay payload is a WireGuard message: those
-// start with their type, 1 to 4, while sealed mesh messages start with
-// mesh.SealedHeader.
-func isWireGuard(p []byte) bool {
-	return len(p) >= 4 && p[0] >= 1 && p[0] <= 4
-}
-
 // receive runs until ctx ends, handing WireGuard packets to the Bind and
 // everything else to the node.
 func (n *Node) receive(ctx context.Context, l *relayLink) {
@@ -67,12 +59,12 @@ func (n *Node) receive(ctx context.Context, l *relayLink) {
 		}
 		switch m.Kind {
 		case relay.KindUnicast, relay.KindBroadcast:
-			switch {
-			case isWireGuard(m.Payload):
+			switch transports.Classify(m.Payload) {
+			case transports.PayloadWireGuard:
 				if m.Kind == relay.KindUnicast {
 					n.bind.Deliver(m.From, m.Payload)
 				}
-			case len(m.Payload) > 0 && m.Payload[0] == mesh.SealedHeader:
+			case transports.PayloadSealed:
 				n.handleSealed(l, m.From, m.Payload)
 			default:
 				n.log.Debug("dropping unknown relay payload", "relay", l.url, "peer", m.From.ShortString())

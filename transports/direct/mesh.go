@@ -7,13 +7,13 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/transports"
 )
 
 // Sealed mesh messages on the socket. With no relay (the overlay's direct
 // mode) announcements and goodbyes travel as plain UDP datagrams between
 // the members' direct sockets. The socket is reachable by anyone who can
-// send to it, so what reaches Config.OnMesh is bounded in size (classify
+// send to it, so what reaches Config.OnMesh is bounded in size (transports.Classify
 // admits at most mesh.MaxSealed bytes), in count (meshQueue) and in rate
 // (meshRate), before any cryptography is spent on it.
 const (
@@ -98,7 +98,7 @@ func (t *Transport) deliverMesh(b []byte, from netip.AddrPort) {
 // does not know yet.
 func (t *Transport) SendMesh(to netip.AddrPort, msg []byte) error {
 	switch {
-	case len(msg) < mesh.MinSealed || len(msg) > mesh.MaxSealed || msg[0] != mesh.SealedHeader:
+	case transports.Classify(msg) != transports.PayloadSealed:
 		return fmt.Errorf("direct: sending to %s: not a sealed mesh message (%d bytes)", to, len(msg))
 	case !validRemote(to):
 		return fmt.Errorf("direct: sending to %s: want an IPv4 unicast address and a port", to)

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/transports"
 )
 
 // DefaultGroup is the multicast group and port of LAN discovery: an
@@ -168,7 +169,7 @@ func (d *Discovery) Close() error {
 // (joining interfaces that appeared since the last call). It fails only
 // when it was sent on no interface.
 func (d *Discovery) Send(msg []byte) error {
-	if len(msg) < mesh.MinSealed || len(msg) > mesh.MaxSealed || msg[0] != mesh.SealedHeader {
+	if transports.Classify(msg) != transports.PayloadSealed {
 		return fmt.Errorf("lan: not a sealed mesh message (%d bytes)", len(msg))
 	}
 	d.mu.Lock()
@@ -227,7 +228,7 @@ func (d *Discovery) readLoop() {
 		if !ok {
 			continue
 		}
-		if n < mesh.MinSealed || n > mesh.MaxSealed || buf[0] != mesh.SealedHeader {
+		if transports.Classify(buf[:n]) != transports.PayloadSealed {
 			d.dropsBad.Add(1)
 			continue
 		}

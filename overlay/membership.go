@@ -6,6 +6,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/transports/relay"
 )
 
 // selfAnnounce is the announcement this node sends.
@@ -43,33 +44,33 @@ func (n *Node) broadcastSealed(m mesh.Message) {
 	if !ok {
 		return
 	}
-	for _, l := range n.links {
-		if err := l.client.Broadcast(b); err != nil {
-			n.log.Debug("broadcast not sent", "relay", l.url, "kind", m.Kind, "err", err)
+	for _, c := range n.relays {
+		if err := c.Broadcast(b); err != nil {
+			n.log.Debug("broadcast not sent", "relay", c.URL(), "kind", m.Kind, "err", err)
 		}
 	}
 	n.sendDirectMode(b, m.Kind == mesh.KindLeave)
 }
 
-// announceTo sends this node's announcement to one peer through l.
-func (n *Node) announceTo(l *relayLink, peer nodekey.Public) {
+// announceTo sends this node's announcement to one peer through relay c.
+func (n *Node) announceTo(c *relay.Client, peer nodekey.Public) {
 	b, ok := n.seal(n.selfAnnounce())
 	if !ok {
 		return
 	}
-	if err := l.client.Send(peer, b); err != nil {
-		n.log.Debug("announcement not sent", "relay", l.url, "peer", peer.ShortString(), "err", err)
+	if err := c.Send(peer, b); err != nil {
+		n.log.Debug("announcement not sent", "relay", c.URL(), "peer", peer.ShortString(), "err", err)
 	}
 }
 
-// handleSealed opens a sealed mesh message that the relay l says came from
+// handleSealed opens a sealed mesh message that relay c says came from
 // from, and applies it to the membership.
-func (n *Node) handleSealed(l *relayLink, from nodekey.Public, payload []byte) {
+func (n *Node) handleSealed(c *relay.Client, from nodekey.Public, payload []byte) {
 	m, err := mesh.Open(n.keys.Seal, payload)
 	if err != nil {
 		// Only members hold the seal key, so this is tampering or a bug;
 		// it is not worth more than a debug line per packet.
-		n.log.Debug("dropping sealed message", "relay", l.url, "peer", from.ShortString(), "err", err)
+		n.log.Debug("dropping sealed message", "relay", c.URL(), "peer", from.ShortString(), "err", err)
 		return
 	}
 	ev, err := n.members.Observe(from, m, time.Now())
@@ -79,7 +80,7 @@ func (n *Node) handleSealed(l *relayLink, from nodekey.Public, payload []byte) {
 		if errors.Is(err, mesh.ErrReplay) {
 			return
 		}
-		n.log.Info("rejected mesh message", "relay", l.url, "peer", from.ShortString(), "kind", m.Kind, "err", err)
+		n.log.Info("rejected mesh message", "relay", c.URL(), "peer", from.ShortString(), "kind", m.Kind, "err", err)
 		return
 	}
 	if m.Kind == mesh.KindSignal {
@@ -95,7 +96,7 @@ func (n *Node) handleSealed(l *relayLink, from nodekey.Public, payload []byte) {
 		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name)
 		// The newcomer may not have heard us yet (it joined after our
 		// last periodic announcement).
-		n.announceTo(l, from)
+		n.announceTo(c, from)
 		n.syncPeers()
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {

@@ -80,11 +80,11 @@ func (n *Node) Status() Status {
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
 	}
-	for _, l := range n.links {
-		rs := l.client.Status()
+	for i, c := range n.relays {
+		rs := c.Status()
 		st.Relays = append(st.Relays, RelayStatus{
-			Role:       l.role,
-			URL:        l.url,
+			Role:       relayRole(i),
+			URL:        n.cfg.Relays[i],
 			Connected:  rs.Connected,
 			Since:      rs.Since,
 			LastError:  rs.LastError,

@@ -99,8 +99,9 @@ type Config struct {
 
 	// Deliver, if set, receives WireGuard packets read while no Bind has
 	// this transport's ReceiveFunc open (the device is down, or the
-	// transport was added after the Bind opened). Usually Bind.Deliver. The
-	// callee owns pkt. Without it such packets are dropped and counted.
+	// transport was added after the Bind opened). Usually Bind.Deliver. pkt
+	// is the reader's buffer, valid only during the call: the callee copies
+	// what it keeps. Without it such packets are dropped and counted.
 	Deliver func(from nodekey.Public, pkt []byte)
 
 	// DisableICE turns ICE off: peers are reached only on static paths

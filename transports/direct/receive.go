@@ -1,7 +1,6 @@
 package direct
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -124,7 +123,7 @@ func (r *reader) idleLoop() {
 					t.stats.dropNoDeliver.Add(1)
 					continue
 				}
-				t.cfg.Deliver(p.key, bytes.Clone(d))
+				t.cfg.Deliver(p.key, d)
 			}
 		}
 	}

@@ -35,7 +35,7 @@ func newStatic(t *testing.T) (*Transport, chan received, chan received) {
 		DisableICE: true,
 		Deliver: func(from nodekey.Public, pkt []byte) {
 			select {
-			case wg <- received{from: from, pkt: pkt}:
+			case wg <- received{from: from, pkt: bytes.Clone(pkt)}: // pkt is the reader's buffer
 			default:
 			}
 		},

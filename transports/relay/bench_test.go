@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	wgconn "golang.zx2c4.com/wireguard/conn"
+
 	"github.com/plures/plurenet/relayserver"
+	"github.com/plures/plurenet/transports"
 )
 
 // benchPayload is a full-size WireGuard packet on a 1500-byte path minus
@@ -83,6 +86,90 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	}
 	if err := <-done; err != nil {
 		b.Fatalf("receiver: %v after %d of %d frames (sender %+v, receiver %+v)", err, received.Load(), n, src.Status(), dst.Status())
+	}
+	b.StopTimer()
+}
+
+// BenchmarkRelayToBind pushes WireGuard-shaped benchPayload-byte frames
+// from one client through an in-process relay into a transports.Bind on
+// the other side, read out with the Bind's ReceiveFunc as the WireGuard
+// device reads it: the whole receive path of a relay packet up to the
+// device.
+func BenchmarkRelayToBind(b *testing.B) {
+	r := startRelay(b, relayserver.Config{RateBytesPerSec: -1}, nil)
+	rv := newRendezvous(b)
+	bind := transports.NewBind(transports.BindConfig{Logger: quietLogger()})
+	src := newClient(b, Config{URL: r.url, Rendezvous: rv})
+	// As the node wires its relays: the reader hands WireGuard messages
+	// to the Bind itself.
+	dst := newClient(b, Config{URL: r.url, Rendezvous: rv, Deliver: bind.Deliver})
+	fns, _, err := bind.Open(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bind.Close()
+	waitConnected(b, src)
+	waitConnected(b, dst)
+	waitPresent(b, src, dst.PublicKey())
+
+	var received atomic.Int64
+	progress := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	n := int64(b.N)
+	go func() {
+		bs := wgconn.IdealBatchSize
+		bufs := make([][]byte, bs)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2048)
+		}
+		sizes := make([]int, bs)
+		eps := make([]wgconn.Endpoint, bs)
+		for received.Load() < n {
+			k, err := fns[0](bufs, sizes, eps)
+			if err != nil {
+				done <- err
+				return
+			}
+			received.Add(int64(k))
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+		}
+		done <- nil
+	}()
+
+	payload := make([]byte, benchPayload)
+	payload[0] = 4 // a WireGuard data message
+	to := dst.PublicKey()
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for sent := int64(0); sent < n; {
+		if sent-received.Load() >= benchWindow {
+			select {
+			case <-progress:
+			case <-time.After(time.Millisecond):
+			}
+			continue
+		}
+		err := src.Send(to, payload)
+		switch {
+		case err == nil:
+			sent++
+		case errors.Is(err, ErrQueueFull):
+			<-time.After(50 * time.Microsecond)
+		default:
+			b.Fatalf("Send: %v", err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			b.Fatalf("receiver: %v", err)
+		}
+	case <-time.After(time.Minute):
+		b.Fatalf("receiver got %d of %d (bind %+v)", received.Load(), n, bind.Stats())
 	}
 	b.StopTimer()
 }

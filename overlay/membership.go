@@ -22,7 +22,7 @@ func (n *Node) selfAnnounce() mesh.Message {
 			V6:         n.v6,
 			PinnedV4:   n.cfg.PinnedV4.IsValid(),
 			Name:       n.cfg.Name,
-			Candidates: n.selfCandidates(), // direct mode only
+			Candidates: n.selfCandidates(), // swarm mode only
 		},
 	}
 }
@@ -49,7 +49,7 @@ func (n *Node) broadcastSealed(m mesh.Message) {
 			n.log.Debug("broadcast not sent", "relay", c.URL(), "kind", m.Kind, "err", err)
 		}
 	}
-	n.sendDirectMode(b, m.Kind == mesh.KindLeave)
+	n.sendSwarm(b, m.Kind == mesh.KindLeave)
 }
 
 // announceTo sends this node's announcement to one peer through relay c.

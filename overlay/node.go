@@ -38,7 +38,7 @@ type Node struct {
 	dev     *device.Device
 	relays  []*relay.Client   // primary first, as in cfg.Relays
 	direct  *direct.Transport // nil with Transport "relay"
-	dm      *directMode       // nil unless Transport is "direct"
+	swarm   *swarmMode        // nil unless Transport is "swarm"
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -127,9 +127,9 @@ func (n *Node) setup() error {
 		}
 		// Most preferred first: the Bind uses direct whenever it is up.
 		ts = append(ts, n.direct)
-	case TransportDirect:
+	case TransportSwarm:
 		// No relay at all (directmode.go).
-		if err := n.startDirectMode(); err != nil {
+		if err := n.startSwarm(); err != nil {
 			return err
 		}
 		ts = append(ts, n.direct)
@@ -183,8 +183,8 @@ func (n *Node) setup() error {
 	// Only now may relay messages be acted on: a member joining
 	// configures the device.
 	close(n.ready)
-	if n.dm != nil {
-		if err := n.startDirectModeRecv(); err != nil {
+	if n.swarm != nil {
+		if err := n.startSwarmRecv(); err != nil {
 			return err
 		}
 	}
@@ -250,7 +250,7 @@ func (n *Node) maintain(ctx context.Context) {
 // idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		if n.members != nil && (len(n.relays) > 0 || n.dm != nil) {
+		if n.members != nil && (len(n.relays) > 0 || n.swarm != nil) {
 			n.broadcastSealed(mesh.Message{Kind: mesh.KindLeave, From: n.pub})
 		}
 		if n.cancel != nil {
@@ -269,7 +269,7 @@ func (n *Node) Close() error {
 		for _, c := range n.relays {
 			c.Close()
 		}
-		n.closeDirectMode()
+		n.closeSwarm()
 		if n.direct != nil {
 			n.direct.Close()
 		}

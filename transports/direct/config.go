@@ -105,7 +105,7 @@ type Config struct {
 	Deliver func(from nodekey.Public, pkt []byte)
 
 	// DisableICE turns ICE off: peers are reached only on static paths
-	// (SetStatic), and no Signal func is needed. The overlay's direct mode,
+	// (SetStatic), and no Signal func is needed. The overlay's swarm mode,
 	// which has no relay to carry ICE signaling, uses this.
 	DisableICE bool
 

@@ -1,7 +1,7 @@
 // Package lan finds mesh members on the local network with no server: it
 // sends sealed mesh messages (opaque to this package) to an IPv4 multicast
 // group on every local interface, and hands what members of the group send
-// to its caller. The overlay's direct mode uses it to announce itself and
+// to its caller. The overlay's swarm mode uses it to announce itself and
 // learn the direct address of every member on the same LAN.
 //
 // Only sealed messages travel here (first byte mesh.SealedHeader, at most

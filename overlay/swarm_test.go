@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -10,7 +11,7 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 )
 
-type directOpts struct {
+type swarmOpts struct {
 	secret string
 	peers  []string
 	// lan turns LAN discovery on, on the loopback interface only, in group.
@@ -18,17 +19,17 @@ type directOpts struct {
 	group netip.AddrPort
 }
 
-// startDirectNode starts a node in direct mode on 127.0.0.1: no relay.
-func startDirectNode(t *testing.T, name string, o directOpts) *Node {
+// startSwarmNode starts a node in swarm mode on 127.0.0.1: no relay.
+func startSwarmNode(t *testing.T, name string, o swarmOpts) *Node {
 	t.Helper()
 	if o.secret == "" {
 		o.secret = "test secret"
 	}
 	cfg := Config{
-		Transport:  TransportDirect,
+		Transport:  TransportSwarm,
 		ListenAddr: netip.MustParseAddr("127.0.0.1"),
 		StateDir:   shortTempDir(t),
-		Topic:      "overlay-direct-test",
+		Topic:      "overlay-swarm-test",
 		Secret:     o.secret,
 		Name:       name,
 		Peers:      o.peers,
@@ -57,7 +58,7 @@ func testLANGroup() netip.AddrPort {
 func checkDirectStatus(t *testing.T, n *Node, peer string) {
 	t.Helper()
 	st := n.Status()
-	if st.Transport != TransportDirect || st.UDP == "" || len(st.Relays) != 0 {
+	if st.Transport != TransportSwarm || st.UDP == "" || len(st.Relays) != 0 {
 		t.Fatalf("%s: status transport %q, udp %q, relays %v", st.Name, st.Transport, st.UDP, st.Relays)
 	}
 	for _, m := range st.Members {
@@ -72,22 +73,22 @@ func checkDirectStatus(t *testing.T, n *Node, peer string) {
 	t.Fatalf("%s does not list %s: %+v", st.Name, peer, st.Members)
 }
 
-// TestDirectStaticPeers: beta knows alpha's address (with or without its
+// TestSwarmStaticPeers: beta knows alpha's address (with or without its
 // key), alpha knows nothing; they find each other with no relay and TCP
 // flows both ways over their overlay IPs.
-func TestDirectStaticPeers(t *testing.T) {
+func TestSwarmStaticPeers(t *testing.T) {
 	for _, withKey := range []bool{true, false} {
 		name := "host:port"
 		if withKey {
 			name = "key@host:port"
 		}
 		t.Run(name, func(t *testing.T) {
-			a := startDirectNode(t, "alpha", directOpts{})
+			a := startSwarmNode(t, "alpha", swarmOpts{})
 			peer := a.direct.LocalAddr().String()
 			if withKey {
 				peer = a.PublicKey().String() + "@" + peer
 			}
-			b := startDirectNode(t, "beta", directOpts{peers: []string{peer}})
+			b := startSwarmNode(t, "beta", swarmOpts{peers: []string{peer}})
 			serveEcho(t, a, 7100)
 			serveEcho(t, b, 7100)
 			ipA := waitMember(t, b, "alpha")
@@ -100,11 +101,11 @@ func TestDirectStaticPeers(t *testing.T) {
 	}
 }
 
-// TestDirectLeave: a node that closes says goodbye over UDP; the other
+// TestSwarmLeave: a node that closes says goodbye over UDP; the other
 // drops it at once rather than after the member timeout.
-func TestDirectLeave(t *testing.T) {
-	a := startDirectNode(t, "alpha", directOpts{})
-	b := startDirectNode(t, "beta", directOpts{peers: []string{a.direct.LocalAddr().String()}})
+func TestSwarmLeave(t *testing.T) {
+	a := startSwarmNode(t, "alpha", swarmOpts{})
+	b := startSwarmNode(t, "beta", swarmOpts{peers: []string{a.direct.LocalAddr().String()}})
 	waitMember(t, a, "beta")
 	waitMember(t, b, "alpha")
 	b.Close()
@@ -120,15 +121,15 @@ func TestDirectLeave(t *testing.T) {
 	}
 }
 
-// TestDirectLANDiscovery: three nodes on one "LAN" (multicast on the
+// TestSwarmLANDiscovery: three nodes on one "LAN" (multicast on the
 // loopback interface), one with another secret. The two of one mesh find
 // each other with no configuration and talk; the third is never listed and
 // lists no one, although their announcements reach each other.
-func TestDirectLANDiscovery(t *testing.T) {
+func TestSwarmLANDiscovery(t *testing.T) {
 	group := testLANGroup()
-	x := startDirectNode(t, "mallory", directOpts{lan: true, group: group, secret: "another mesh's secret"})
-	a := startDirectNode(t, "alpha", directOpts{lan: true, group: group})
-	b := startDirectNode(t, "beta", directOpts{lan: true, group: group})
+	x := startSwarmNode(t, "mallory", swarmOpts{lan: true, group: group, secret: "another mesh's secret"})
+	a := startSwarmNode(t, "alpha", swarmOpts{lan: true, group: group})
+	b := startSwarmNode(t, "beta", swarmOpts{lan: true, group: group})
 	serveEcho(t, a, 7200)
 	serveEcho(t, b, 7200)
 	ipA := waitMember(t, b, "alpha")
@@ -141,11 +142,11 @@ func TestDirectLANDiscovery(t *testing.T) {
 	// mallory announces now; alpha and beta handle it (their counters
 	// move once it is handled), and mallory has had alpha's and beta's
 	// start-up announcements since it started first.
-	before := []uint64{a.dm.lan.Stats().Received, b.dm.lan.Stats().Received}
+	before := []uint64{a.swarm.lan.Stats().Received, b.swarm.lan.Stats().Received}
 	x.announce()
 	deadline := time.Now().Add(testTimeout)
 	for i, n := range []*Node{a, b} {
-		for n.dm.lan.Stats().Received <= before[i] {
+		for n.swarm.lan.Stats().Received <= before[i] {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s never received mallory's announcement", n.cfg.Name)
 			}
@@ -158,9 +159,9 @@ func TestDirectLANDiscovery(t *testing.T) {
 		}
 	}
 	// Its own, alpha's and beta's at least.
-	for x.dm.lan.Stats().Received < 3 {
+	for x.swarm.lan.Stats().Received < 3 {
 		if time.Now().After(deadline) {
-			t.Fatalf("mallory handled %d LAN messages, want at least 3", x.dm.lan.Stats().Received)
+			t.Fatalf("mallory handled %d LAN messages, want at least 3", x.swarm.lan.Stats().Received)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -169,10 +170,10 @@ func TestDirectLANDiscovery(t *testing.T) {
 	}
 }
 
-// TestDirectConfig checks what direct mode refuses.
-func TestDirectConfig(t *testing.T) {
+// TestSwarmConfig checks what swarm mode refuses.
+func TestSwarmConfig(t *testing.T) {
 	base := func() Config {
-		return Config{StateDir: "/nonexistent", Topic: "t", Transport: TransportDirect}
+		return Config{StateDir: "/nonexistent", Topic: "t", Transport: TransportSwarm}
 	}
 	tests := []struct {
 		name string
@@ -184,7 +185,7 @@ func TestDirectConfig(t *testing.T) {
 		{"stun refused", func(c *Config) { c.STUNServers = []string{"127.0.0.1:3478"} }, "no STUN"},
 		{"bad peer", func(c *Config) { c.Peers = []string{"nonsense"} }, "HOST:PORT"},
 		{"unicast LAN group", func(c *Config) { c.LANGroup = netip.MustParseAddrPort("10.0.0.1:5") }, "multicast"},
-		{"peers without direct", func(c *Config) {
+		{"peers without swarm", func(c *Config) {
 			c.Transport, c.Relays, c.Peers = TransportAuto, []string{"ws://127.0.0.1:1"}, []string{"127.0.0.1:5"}
 		}, "static peers"},
 		{"no relay in auto", func(c *Config) { c.Transport = TransportAuto }, "no relay"},
@@ -201,6 +202,36 @@ func TestDirectConfig(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseTransport: "direct", swarm mode's old name, still means swarm
+// mode, and says it was renamed so that the caller logs it.
+func TestParseTransport(t *testing.T) {
+	tests := []struct {
+		in, want string
+		renamed  bool
+		wantErr  bool
+	}{
+		{"", TransportAuto, false, false},
+		{"auto", TransportAuto, false, false},
+		{"relay", TransportRelay, false, false},
+		{"swarm", TransportSwarm, false, false},
+		{"direct", TransportSwarm, true, false},
+		{"Swarm", "", false, true},
+		{"carrier-pigeon", "", false, true},
+	}
+	for _, tt := range tests {
+		mode, renamed, err := ParseTransport(tt.in)
+		if mode != tt.want || renamed != tt.renamed || (err != nil) != tt.wantErr {
+			t.Errorf("ParseTransport(%q) = %q, %v, %v; want %q, %v, error %v", tt.in, mode, renamed, err, tt.want, tt.renamed, tt.wantErr)
+		}
+	}
+	var logged strings.Builder
+	cfg := Config{StateDir: "/nonexistent", Topic: "t", Transport: "direct", Logger: slog.New(slog.NewTextHandler(&logged, nil))}
+	cfg, err := cfg.withDefaults()
+	if err != nil || cfg.Transport != TransportSwarm || strings.Count(logged.String(), SwarmRenamedNotice) != 1 {
+		t.Fatalf("Config with the old name: transport %q, err %v, log %q", cfg.Transport, err, logged.String())
 	}
 }
 
@@ -298,7 +329,7 @@ func TestLANAddr(t *testing.T) {
 }
 
 // FuzzParseCandidate feeds arbitrary announced candidates (network input,
-// authenticated but from any member) to the direct-mode candidate parser.
+// authenticated but from any member) to the swarm-mode candidate parser.
 func FuzzParseCandidate(f *testing.F) {
 	f.Add("udp4 192.0.2.10:41641 host")
 	f.Add("udp6 [2001:db8::10]:41641 host")

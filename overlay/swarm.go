@@ -20,7 +20,7 @@ import (
 	"github.com/plures/plurenet/transports/lan"
 )
 
-// Direct mode: a mesh with no relay at all (home networks, no
+// Swarm mode: a mesh with no relay at all (home networks, no
 // infrastructure). Sealed mesh messages travel as UDP datagrams between the
 // members' direct sockets, and to a multicast group on the LAN:
 //
@@ -48,12 +48,12 @@ import (
 // service, which such an attacker has anyway; WireGuard still protects
 // every packet.
 
-// DefaultDirectPort is the UDP port of the direct path in direct mode, so
+// DefaultDirectPort is the UDP port of the direct path in swarm mode, so
 // that static peers have a port to dial (and a firewall a port to open);
 // the LAN discovery group uses the next one (lan.DefaultGroup).
 const DefaultDirectPort = 51898
 
-// Limits of direct mode.
+// Limits of swarm mode.
 const (
 	// maxStaticPeers bounds Config.Peers: each costs one datagram per
 	// announce interval and, for a name, one DNS lookup.
@@ -64,7 +64,7 @@ const (
 	// name (and only for names; IP literals need none).
 	resolveTimeout = 2 * time.Second
 
-	// candidatePrefix starts the candidates a direct-mode node announces:
+	// candidatePrefix starts the candidates a swarm-mode node announces:
 	// "udp4 IP:PORT host", the form of docs/protocol.md 2.4's example.
 	candidatePrefix = "udp4 "
 	candidateSuffix = " host"
@@ -127,13 +127,13 @@ func validPeerAddr(a netip.AddrPort) bool {
 	return ip.Is4() && a.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
-// checkDirectMode validates the direct-mode parts of cfg.
-func (cfg *Config) checkDirectMode() error {
+// checkSwarm validates the swarm-mode parts of cfg.
+func (cfg *Config) checkSwarm() error {
 	if len(cfg.Relays) > 0 {
-		return fmt.Errorf("transport %q uses no relay: drop the relays, or use transport %q for relays and direct paths", TransportDirect, TransportAuto)
+		return fmt.Errorf("transport %q uses no relay: drop the relays, or use transport %q for relays and direct paths", TransportSwarm, TransportAuto)
 	}
 	if len(cfg.STUNServers) > 0 {
-		return fmt.Errorf("transport %q uses no STUN server (there is no NAT traversal without a relay): drop them", TransportDirect)
+		return fmt.Errorf("transport %q uses no STUN server (there is no NAT traversal without a relay): drop them", TransportSwarm)
 	}
 	if len(cfg.Peers) > maxStaticPeers {
 		return fmt.Errorf("%d static peers: at most %d", len(cfg.Peers), maxStaticPeers)
@@ -149,8 +149,8 @@ func (cfg *Config) checkDirectMode() error {
 	return nil
 }
 
-// directMode is the state of a node in direct mode.
-type directMode struct {
+// swarmMode is the state of a node in swarm mode.
+type swarmMode struct {
 	peers []StaticPeer
 	lan   *lan.Discovery // nil with NoLAN
 	ready atomic.Bool    // the device is up: messages may be handled
@@ -168,27 +168,27 @@ type resolvedPeer struct {
 	at   time.Time
 }
 
-// startDirectMode creates the direct transport without ICE, with sealed
-// mesh messages from its socket going to handleDirectSealed. LAN discovery
-// starts later, in startDirectModeRecv, once the device is up.
-func (n *Node) startDirectMode() error {
-	dm := &directMode{resolved: make(map[int]resolvedPeer)}
-	dm.ctx, dm.cancel = context.WithCancel(context.Background())
+// startSwarm creates the direct transport without ICE, with sealed
+// mesh messages from its socket going to handleSwarmSealed. LAN discovery
+// starts later, in startSwarmRecv, once the device is up.
+func (n *Node) startSwarm() error {
+	sw := &swarmMode{resolved: make(map[int]resolvedPeer)}
+	sw.ctx, sw.cancel = context.WithCancel(context.Background())
 	for _, s := range n.cfg.Peers {
 		p, err := ParsePeer(s)
 		if err != nil {
 			return err // checked in withDefaults; kept for safety
 		}
-		dm.peers = append(dm.peers, p)
+		sw.peers = append(sw.peers, p)
 	}
-	n.dm = dm
+	n.swarm = sw
 	cfg := direct.Config{
 		PrivateKey:      n.priv,
 		ListenPort:      n.cfg.ListenPort,
 		ListenAddr:      n.cfg.ListenAddr,
 		DisableICE:      true,
 		ExcludePrefixes: n.meshPrefixes(),
-		OnMesh:          func(from netip.AddrPort, msg []byte) { n.handleDirectSealed(from, msg, false) },
+		OnMesh:          func(from netip.AddrPort, msg []byte) { n.handleSwarmSealed(from, msg, false) },
 		Deliver:         n.bind.Deliver,
 		Logger:          n.log,
 	}
@@ -197,7 +197,7 @@ func (n *Node) startDirectMode() error {
 	}
 	d, err := direct.New(cfg)
 	if err != nil && n.cfg.ListenPort == 0 && errors.Is(err, syscall.EADDRINUSE) {
-		n.log.Warn("direct mode: default UDP port in use, using a random one: static peers must be given this node's actual port (plurenet status shows it)",
+		n.log.Warn("swarm mode: default UDP port in use, using a random one: static peers must be given this node's actual port (plurenet status shows it)",
 			"port", DefaultDirectPort)
 		cfg.ListenPort = 0
 		d, err = direct.New(cfg)
@@ -206,7 +206,7 @@ func (n *Node) startDirectMode() error {
 		return fmt.Errorf("direct path: %w", err)
 	}
 	n.direct = d
-	for _, p := range dm.peers {
+	for _, p := range sw.peers {
 		if ip, err := netip.ParseAddr(p.Host); err == nil && !p.Key.IsZero() && p.Key != n.pub {
 			// Known key and address: the path exists before the peer
 			// says a word, as with plain WireGuard.
@@ -218,43 +218,43 @@ func (n *Node) startDirectMode() error {
 	return nil
 }
 
-// startDirectModeRecv lets direct-mode messages in (the device is up) and
+// startSwarmRecv lets swarm-mode messages in (the device is up) and
 // starts LAN discovery.
-func (n *Node) startDirectModeRecv() error {
-	dm := n.dm
-	dm.ready.Store(true)
+func (n *Node) startSwarmRecv() error {
+	sw := n.swarm
+	sw.ready.Store(true)
 	if n.cfg.NoLAN {
 		return nil
 	}
 	d, err := lan.New(lan.Config{
 		Group:      n.cfg.LANGroup,
 		Interfaces: n.cfg.LANInterfaces,
-		OnMessage:  func(from netip.AddrPort, msg []byte) { n.handleDirectSealed(from, msg, true) },
+		OnMessage:  func(from netip.AddrPort, msg []byte) { n.handleSwarmSealed(from, msg, true) },
 		Logger:     n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("LAN discovery (turn it off with --lan-discovery off / Config.NoLAN): %w", err)
 	}
-	dm.lan = d
+	sw.lan = d
 	return nil
 }
 
-// closeDirectMode stops LAN discovery and ends host name lookups.
-func (n *Node) closeDirectMode() {
-	if n.dm == nil {
+// closeSwarm stops LAN discovery and ends host name lookups.
+func (n *Node) closeSwarm() {
+	if n.swarm == nil {
 		return
 	}
-	n.dm.cancel()
-	if n.dm.lan != nil {
-		n.dm.lan.Close()
+	n.swarm.cancel()
+	if n.swarm.lan != nil {
+		n.swarm.lan.Close()
 	}
 }
 
-// handleDirectSealed opens a sealed message that came from the direct
+// handleSwarmSealed opens a sealed message that came from the direct
 // socket (viaLAN false: from is the member's direct address) or from the
 // LAN group (viaLAN true: from is its multicast sender), and applies it.
-func (n *Node) handleDirectSealed(from netip.AddrPort, payload []byte, viaLAN bool) {
-	if !n.dm.ready.Load() {
+func (n *Node) handleSwarmSealed(from netip.AddrPort, payload []byte, viaLAN bool) {
+	if !n.swarm.ready.Load() {
 		return // not up yet; announcements repeat
 	}
 	m, err := mesh.Open(n.keys.Seal, payload)
@@ -316,8 +316,8 @@ func (n *Node) learnPath(key nodekey.Public, from netip.AddrPort, cands []string
 	}
 }
 
-// parseCandidate reads a direct-mode candidate, "udp4 IP:PORT host"
-// (other candidate forms, e.g. ICE's, are not for direct mode: ok false).
+// parseCandidate reads a swarm-mode candidate, "udp4 IP:PORT host"
+// (other candidate forms, e.g. ICE's, are not for swarm mode: ok false).
 func parseCandidate(s string) (netip.AddrPort, bool) {
 	f := strings.Fields(s)
 	if len(f) < 2 || f[0] != "udp4" {
@@ -359,11 +359,11 @@ func lanAddr(src netip.AddrPort, cands []string) (netip.AddrPort, bool) {
 }
 
 // selfCandidates are the direct-socket addresses this node announces in
-// direct mode (nil otherwise): the bound address, or every IPv4 address of
+// swarm mode (nil otherwise): the bound address, or every IPv4 address of
 // the interfaces that are up, sorted so that the announcement only changes
 // when the addresses do.
 func (n *Node) selfCandidates() []string {
-	if n.dm == nil || n.direct == nil {
+	if n.swarm == nil || n.direct == nil {
 		return nil
 	}
 	local := n.direct.LocalAddr()
@@ -399,21 +399,21 @@ func (n *Node) selfCandidates() []string {
 	return out
 }
 
-// sendDirectMode sends a sealed message (an announcement or a goodbye) to
+// sendSwarm sends a sealed message (an announcement or a goodbye) to
 // the LAN group, the static peers and every member with a known address.
 // A goodbye (while closing) uses cached addresses only: no DNS lookups.
-func (n *Node) sendDirectMode(b []byte, leaving bool) {
-	dm := n.dm
-	if dm == nil || n.direct == nil {
+func (n *Node) sendSwarm(b []byte, leaving bool) {
+	sw := n.swarm
+	if sw == nil || n.direct == nil {
 		return
 	}
-	if dm.lan != nil {
-		if err := dm.lan.Send(b); err != nil {
+	if sw.lan != nil {
+		if err := sw.lan.Send(b); err != nil {
 			n.log.Debug("LAN announcement not sent", "err", err)
 		}
 	}
 	dests := map[netip.AddrPort]bool{}
-	for i, p := range dm.peers {
+	for i, p := range sw.peers {
 		addr, ok := n.staticPeerAddr(i, p, leaving)
 		if !ok {
 			continue
@@ -451,14 +451,14 @@ func (n *Node) staticPeerAddr(i int, p StaticPeer, cachedOnly bool) (netip.AddrP
 	if ip, err := netip.ParseAddr(p.Host); err == nil {
 		return netip.AddrPortFrom(ip, p.Port), true
 	}
-	dm := n.dm
-	dm.mu.Lock()
-	r, ok := dm.resolved[i]
-	dm.mu.Unlock()
+	sw := n.swarm
+	sw.mu.Lock()
+	r, ok := sw.resolved[i]
+	sw.mu.Unlock()
 	if cachedOnly || (ok && time.Since(r.at) < mesh.AnnounceInterval) {
 		return r.addr, ok
 	}
-	ctx, cancel := context.WithTimeout(dm.ctx, resolveTimeout)
+	ctx, cancel := context.WithTimeout(sw.ctx, resolveTimeout)
 	defer cancel()
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", p.Host)
 	if err != nil || len(ips) == 0 {
@@ -470,8 +470,8 @@ func (n *Node) staticPeerAddr(i int, p StaticPeer, cachedOnly bool) (netip.AddrP
 		n.log.Warn("static peer: its name resolves to an unusable address", "peer", p.String(), "addr", addr.String())
 		return r.addr, ok
 	}
-	dm.mu.Lock()
-	dm.resolved[i] = resolvedPeer{addr: addr, at: time.Now()}
-	dm.mu.Unlock()
+	sw.mu.Lock()
+	sw.resolved[i] = resolvedPeer{addr: addr, at: time.Now()}
+	sw.mu.Unlock()
 	return addr, true
 }

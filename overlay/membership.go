@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"errors"
 	"time"
 
 	"github.com/plures/plurenet/internal/mesh"
@@ -60,48 +59,5 @@ func (n *Node) announceTo(c *relay.Client, peer nodekey.Public) {
 	}
 	if err := c.Send(peer, b); err != nil {
 		n.log.Debug("announcement not sent", "relay", c.URL(), "peer", peer.ShortString(), "err", err)
-	}
-}
-
-// handleSealed opens a sealed mesh message that relay c says came from
-// from, and applies it to the membership.
-func (n *Node) handleSealed(c *relay.Client, from nodekey.Public, payload []byte) {
-	m, err := mesh.Open(n.keys.Seal, payload)
-	if err != nil {
-		// Only members hold the seal key, so this is tampering or a bug;
-		// it is not worth more than a debug line per packet.
-		n.log.Debug("dropping sealed message", "relay", c.URL(), "peer", from.ShortString(), "err", err)
-		return
-	}
-	ev, err := n.members.Observe(from, m, time.Now())
-	if err != nil {
-		// The same announcement arrives once per relay; the second copy is
-		// a replay by design.
-		if errors.Is(err, mesh.ErrReplay) {
-			return
-		}
-		n.log.Info("rejected mesh message", "relay", c.URL(), "peer", from.ShortString(), "kind", m.Kind, "err", err)
-		return
-	}
-	if m.Kind == mesh.KindSignal {
-		if n.direct != nil {
-			if err := n.direct.HandleSignal(from, m.Signal); err != nil {
-				n.log.Debug("dropping direct-path signal", "peer", from.ShortString(), "err", err)
-			}
-		}
-		return
-	}
-	switch ev.Kind {
-	case mesh.EventJoined:
-		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name)
-		// The newcomer may not have heard us yet (it joined after our
-		// last periodic announcement).
-		n.announceTo(c, from)
-		n.syncPeers()
-	case mesh.EventUpdated, mesh.EventLeft:
-		if ev.Kind == mesh.EventLeft {
-			n.log.Info("member left", "peer", from.ShortString())
-		}
-		n.syncPeers()
 	}
 }

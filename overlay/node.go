@@ -42,10 +42,12 @@ type Node struct {
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
-	// ready is closed once the device is up: the relays' hooks wait for
-	// it before they act on a message (a member joining configures the
-	// device), and what arrives meanwhile waits in their bounded queues.
+	// ready is closed once the device is up: handleSealed waits for it
+	// before it acts on a message (a member joining configures the
+	// device), and what arrives meanwhile waits in the carriers' bounded
+	// queues. done is closed by Close.
 	ready chan struct{}
+	done  <-chan struct{}
 
 	mu         sync.Mutex // guards the fields below
 	selfV4     netip.Addr
@@ -118,6 +120,8 @@ func (n *Node) setup() error {
 		n.adapter = nil // not a typed nil, which Close would call close on
 		return err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, ctx.Done()
 	n.bind = transports.NewBind(transports.BindConfig{Logger: n.log})
 	var ts []transports.Transport
 	switch cfg.Transport {
@@ -128,14 +132,12 @@ func (n *Node) setup() error {
 		// Most preferred first: the Bind uses direct whenever it is up.
 		ts = append(ts, n.direct)
 	case TransportSwarm:
-		// No relay at all (directmode.go).
+		// No relay at all (swarm.go).
 		if err := n.startSwarm(); err != nil {
 			return err
 		}
 		ts = append(ts, n.direct)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
 	for i, u := range cfg.Relays {
 		c, err := relay.New(relay.Config{
 			URL:        u,
@@ -149,15 +151,16 @@ func (n *Node) setup() error {
 			// to the Bind; the node sees only sealed messages and
 			// presence.
 			Deliver: n.bind.Deliver,
+			// n.relays is complete once the node is ready.
 			OnSealed: func(from nodekey.Public, msg []byte) {
-				if n.waitReady(ctx) {
-					n.handleSealed(n.relays[i], from, msg)
+				if n.waitReady() {
+					n.handleSealed(fromRelay(n.relays[i], from), msg)
 				}
 			},
 			OnPeer: func(peer nodekey.Public, present bool) {
 				// Tell a newcomer about us now rather than at the next
 				// periodic announcement, so it can reach us at once.
-				if present && n.waitReady(ctx) {
+				if present && n.waitReady() {
 					n.announceTo(n.relays[i], peer)
 				}
 			},
@@ -180,11 +183,11 @@ func (n *Node) setup() error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
-	// Only now may relay messages be acted on: a member joining
+	// Only now may sealed messages be acted on: a member joining
 	// configures the device.
 	close(n.ready)
 	if n.swarm != nil {
-		if err := n.startSwarmRecv(); err != nil {
+		if err := n.startDiscovery(ctx); err != nil {
 			return err
 		}
 	}
@@ -212,11 +215,11 @@ func relayRole(i int) string {
 }
 
 // waitReady waits until the device is up; false if the node closes first.
-func (n *Node) waitReady(ctx context.Context) bool {
+func (n *Node) waitReady() bool {
 	select {
 	case <-n.ready:
 		return true
-	case <-ctx.Done():
+	case <-n.done:
 		return false
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/plures/plurenet/discovery/static"
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/overlay"
 	"github.com/plures/plurenet/proxy/portfwd"
@@ -236,7 +237,7 @@ func (s *upSettings) swarmConfig(cfg *overlay.Config) error {
 		return usageErrorf("--transport swarm uses no STUN server: drop --stun")
 	}
 	for _, p := range s.Peers {
-		if _, err := overlay.ParsePeer(p); err != nil {
+		if _, err := static.ParsePeer(p); err != nil {
 			return usageErrorf("--peer: %v", err)
 		}
 	}

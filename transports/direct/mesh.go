@@ -100,7 +100,7 @@ func (t *Transport) SendMesh(to netip.AddrPort, msg []byte) error {
 	switch {
 	case transports.Classify(msg) != transports.PayloadSealed:
 		return fmt.Errorf("direct: sending to %s: not a sealed mesh message (%d bytes)", to, len(msg))
-	case !validRemote(to):
+	case !ValidRemote(to):
 		return fmt.Errorf("direct: sending to %s: want an IPv4 unicast address and a port", to)
 	}
 	if _, err := t.udp.WriteToUDPAddrPort(msg, to); err != nil {
@@ -109,9 +109,10 @@ func (t *Transport) SendMesh(to netip.AddrPort, msg []byte) error {
 	return nil
 }
 
-// validRemote reports whether a is an address a peer's socket can have:
-// IPv4 (the socket is udp4), unicast, with a port.
-func validRemote(a netip.AddrPort) bool {
+// ValidRemote reports whether a is an address a peer's socket can have:
+// IPv4 (the socket is udp4), unicast, with a port. Discovery sources check
+// what they find with it, so that only such addresses reach SetStatic.
+func ValidRemote(a netip.AddrPort) bool {
 	ip := a.Addr().Unmap()
 	return ip.Is4() && a.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }

@@ -71,6 +71,21 @@ func checkDirectStatus(t *testing.T, n *Node, peer string) {
 	t.Fatalf("%s does not list %s: %+v", st.Name, peer, st.Members)
 }
 
+// talkDirect has alpha (a) and beta (b) find each other and exchange a
+// line over TCP both ways on port, and checks that each lists the other on
+// the direct path at a static address.
+func talkDirect(t *testing.T, a, b *Node, port int) {
+	t.Helper()
+	serveEcho(t, a, port)
+	serveEcho(t, b, port)
+	ipA := waitMember(t, b, "alpha")
+	ipB := waitMember(t, a, "beta")
+	exchange(t, b, ipA, port, "alpha")
+	exchange(t, a, ipB, port, "beta")
+	checkDirectStatus(t, a, "beta")
+	checkDirectStatus(t, b, "alpha")
+}
+
 // TestSwarmStaticPeers: beta knows alpha's address (with or without its
 // key), alpha knows nothing; they find each other with no relay and TCP
 // flows both ways over their overlay IPs.
@@ -87,14 +102,7 @@ func TestSwarmStaticPeers(t *testing.T) {
 				peer = a.PublicKey().String() + "@" + peer
 			}
 			b := startSwarmNode(t, "beta", swarmOpts{peers: []string{peer}})
-			serveEcho(t, a, 7100)
-			serveEcho(t, b, 7100)
-			ipA := waitMember(t, b, "alpha")
-			ipB := waitMember(t, a, "beta")
-			exchange(t, b, ipA, 7100, "alpha")
-			exchange(t, a, ipB, 7100, "beta")
-			checkDirectStatus(t, a, "beta")
-			checkDirectStatus(t, b, "alpha")
+			talkDirect(t, a, b, 7100)
 		})
 	}
 }
@@ -128,14 +136,7 @@ func TestSwarmLANDiscovery(t *testing.T) {
 	x := startSwarmNode(t, "mallory", swarmOpts{lan: true, group: group, secret: "another mesh's secret"})
 	a := startSwarmNode(t, "alpha", swarmOpts{lan: true, group: group})
 	b := startSwarmNode(t, "beta", swarmOpts{lan: true, group: group})
-	serveEcho(t, a, 7200)
-	serveEcho(t, b, 7200)
-	ipA := waitMember(t, b, "alpha")
-	ipB := waitMember(t, a, "beta")
-	exchange(t, b, ipA, 7200, "alpha")
-	exchange(t, a, ipB, 7200, "beta")
-	checkDirectStatus(t, a, "beta")
-	checkDirectStatus(t, b, "alpha")
+	talkDirect(t, a, b, 7200)
 
 	// mallory announces now; alpha and beta handle it (their counters
 	// move once it is handled), and mallory has had alpha's and beta's

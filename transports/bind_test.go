@@ -191,23 +191,31 @@ func TestBindDeliverBounded(t *testing.T) {
 	}
 }
 
+// openBind opens a Bind with no transports, closed at cleanup, and returns
+// its receive function.
+func openBind(tb testing.TB) (*Bind, conn.ReceiveFunc) {
+	tb.Helper()
+	b := NewBind(BindConfig{})
+	fns, _, err := b.Open(0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	return b, fns[0]
+}
+
 // TestBindDeliverCopies: the caller of Deliver keeps its buffer (a
 // transport's reader reuses it for the next packet), for pooled and
 // oversized packets alike.
 func TestBindDeliverCopies(t *testing.T) {
-	b := NewBind(BindConfig{})
-	fns, _, err := b.Open(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, recv := openBind(t)
 	k := newKey(t).Public()
 	for _, n := range []int{1, inboundBufCap, inboundBufCap + 1, 9100} {
 		buf := bytes.Repeat([]byte{0xa5}, n)
 		b.Deliver(k, buf)
 		clear(buf) // the reader's next packet
 		pkts, sizes, eps := [][]byte{make([]byte, 10000)}, []int{0}, []conn.Endpoint{nil}
-		if got, err := fns[0](pkts, sizes, eps); err != nil || got != 1 {
+		if got, err := recv(pkts, sizes, eps); err != nil || got != 1 {
 			t.Fatalf("%d bytes: receive = %d, %v", n, got, err)
 		}
 		if !bytes.Equal(pkts[0][:sizes[0]], bytes.Repeat([]byte{0xa5}, n)) || eps[0].(Endpoint).Key != k {
@@ -220,12 +228,7 @@ func TestBindDeliverCopies(t *testing.T) {
 // transport's reader delivers 1400-byte packets, the device reads them in
 // batches.
 func BenchmarkBindDeliver(b *testing.B) {
-	bind := NewBind(BindConfig{})
-	fns, _, err := bind.Open(0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bind.Close()
+	bind, recv := openBind(b)
 	k := newKey(b).Public()
 	pkts := make([][]byte, conn.IdealBatchSize)
 	for i := range pkts {
@@ -242,7 +245,7 @@ func BenchmarkBindDeliver(b *testing.B) {
 			bind.Deliver(k, pkt)
 		}
 		for got := 0; got < n; {
-			m, err := fns[0](pkts, sizes, eps)
+			m, err := recv(pkts, sizes, eps)
 			if err != nil {
 				b.Fatal(err)
 			}

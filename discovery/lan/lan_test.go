@@ -136,6 +136,12 @@ func TestDropsWhatIsNotSealed(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatalf("the good message did not arrive within %v", wait)
 	}
+	// Received counts a message once the sink has returned, which may be
+	// a moment after the test saw it.
+	deadline := time.Now().Add(wait)
+	for d.Stats().Received != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if st := d.Stats(); st.DropsBad != uint64(len(bad)) || st.Received != 1 {
 		t.Fatalf("stats %+v, want %d bad and 1 received", st, len(bad))
 	}

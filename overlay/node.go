@@ -44,8 +44,8 @@ type Node struct {
 	started time.Time
 	// ready is closed once the device is up: handleSealed waits for it
 	// before it acts on a message (a member joining configures the
-	// device), and what arrives meanwhile waits in the carriers' bounded
-	// queues. done is closed by Close.
+	// device), and what arrives meanwhile waits with its carrier. done is
+	// closed by Close.
 	ready chan struct{}
 	done  <-chan struct{}
 

@@ -49,8 +49,9 @@ func (c carrier) who() string {
 // announcing member can be reached), and by answering a newcomer.
 func (n *Node) handleSealed(c carrier, payload []byte) {
 	// Nothing is applied before the device is up (a member joining
-	// configures it); meanwhile messages wait in the carrier's bounded
-	// queue.
+	// configures it); meanwhile messages wait where their carrier holds
+	// them (a relay connection's reader, the direct socket's bounded mesh
+	// queue).
 	if !n.waitReady() {
 		return
 	}

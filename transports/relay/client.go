@@ -319,7 +319,7 @@ func (c *Client) next(ctx context.Context) (Message, error) {
 	}
 }
 
-// queue queues a copy of a received payload for Recv (or dispatch).
+// queue queues a copy of a received payload for Recv.
 func (c *Client) queue(kind Kind, from nodekey.Public, payload []byte) {
 	m := Message{Kind: kind, From: from, Payload: append([]byte(nil), payload...)}
 	select {

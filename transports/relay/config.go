@@ -15,9 +15,8 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultRecvQueue is how many data messages wait for Recv (or, for a
-	// transport, sealed messages for OnSealed) before newer ones are
-	// dropped. 1024 WireGuard packets is about 1.5 MB: enough to ride out a
+	// DefaultRecvQueue is how many data messages wait for Recv before newer
+	// ones are dropped. 1024 WireGuard packets is about 1.5 MB: enough to ride out a
 	// slow consumer for a few milliseconds at gigabit rates, small enough
 	// that a stalled consumer does not pin memory.
 	DefaultRecvQueue = 1024
@@ -79,19 +78,20 @@ type Config struct {
 	// is unicast.
 	Deliver func(from nodekey.Public, pkt []byte)
 	// OnSealed receives each sealed mesh message, unicast or broadcast,
-	// with the sender key the relay authenticated in its handshake. It is
-	// called from one goroutine, in arrival order, with a copy the callee
-	// owns; it may block briefly (messages arriving meanwhile queue, up to
-	// RecvQueue).
+	// with the sender key the relay authenticated in its handshake, and a
+	// copy the callee owns. It is called from the connection's reader, in
+	// order with Deliver (see transport.go for why), so it holds up that
+	// connection's reading while it runs: it may take as long as
+	// configuring a WireGuard peer, not longer.
 	OnSealed func(from nodekey.Public, msg []byte)
 	// OnPeer is told each change of the keys present in the rendezvous, in
-	// order, from the goroutine that calls OnSealed; present changes are
-	// never dropped. Reachable answers from the same set without waiting
-	// for OnPeer.
+	// order, from one goroutine; changes are never dropped (a key that
+	// comes and goes before OnPeer is called produces none). Reachable
+	// answers from the same set without waiting for OnPeer.
 	OnPeer func(peer nodekey.Public, present bool)
 
-	// RecvQueue is the number of data messages buffered for Recv (sealed
-	// messages for OnSealed); 0 means DefaultRecvQueue.
+	// RecvQueue is the number of data messages buffered for Recv; 0 means
+	// DefaultRecvQueue.
 	RecvQueue int
 	// MinBackoff and MaxBackoff bound the delay between reconnect attempts
 	// after an unplanned loss; 0 means the defaults.

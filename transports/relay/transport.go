@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"bytes"
+
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/transports"
 )
@@ -9,13 +11,21 @@ import (
 // shortest way up: the connection's reader classifies each payload and
 // calls Config.Deliver (the Bind's) itself, so a received packet changes
 // goroutine once, from the reader to the device's receive routine through
-// the Bind's inbox. Sealed mesh messages and presence changes, which the
-// node acts on at some cost (opening a seal, reconfiguring WireGuard), go
-// through the bounded queue Recv reads and one dispatch goroutine, so they
-// never hold up the reader and the data behind them.
+// the Bind's inbox.
+//
+// Sealed mesh messages go to Config.OnSealed from the same reader, in order
+// with the WireGuard messages around them. Order matters: a member that
+// joins announces itself and then starts its WireGuard handshake, and the
+// node must have made it a WireGuard peer (on its announcement) before the
+// handshake reaches the device, or the device drops it as from an unknown
+// key and WireGuard tries again only after 5 s. Sealed messages are rare
+// (one announcement per member per 15 s), so the reader seldom waits on
+// the node.
 //
 // Presence is tracked once, in the client's presence set: Reachable reads
-// it, and OnPeer reports its changes.
+// it, and OnPeer reports its changes from the client's dispatch goroutine
+// (changes also come from the connection manager, when a reconnect
+// settles).
 
 var _ transports.Transport = (*Client)(nil)
 
@@ -48,7 +58,7 @@ func (c *Client) received(kind Kind, from nodekey.Public, payload []byte) {
 		}
 	case transports.PayloadSealed:
 		if c.cfg.OnSealed != nil {
-			c.queue(kind, from, payload)
+			c.cfg.OnSealed(from, bytes.Clone(payload))
 			return
 		}
 	}
@@ -56,22 +66,21 @@ func (c *Client) received(kind Kind, from nodekey.Public, payload []byte) {
 	c.log.Debug("relay: dropping payload no hook takes", "relay", c.cfg.URL, "peer", from.ShortString(), "kind", kind, "bytes", len(payload))
 }
 
-// dispatch hands sealed messages and presence changes to the hooks until
-// Close: the consumer of Recv's queue for a client with hooks.
+// dispatch hands presence changes to OnPeer until Close, in order and one
+// at a time.
 func (c *Client) dispatch() {
 	defer c.wg.Done()
 	for {
-		m, err := c.next(c.ctx)
-		if err != nil {
-			return // closed
-		}
-		switch m.Kind {
-		case KindUnicast, KindBroadcast:
-			c.cfg.OnSealed(m.From, m.Payload)
-		case KindPeerPresent, KindPeerGone:
+		if m, ok := c.presence.next(); ok {
 			if c.cfg.OnPeer != nil {
 				c.cfg.OnPeer(m.From, m.Kind == KindPeerPresent)
 			}
+			continue
+		}
+		select {
+		case <-c.presence.notify:
+		case <-c.ctx.Done():
+			return
 		}
 	}
 }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	wgconn "golang.zx2c4.com/wireguard/conn"
 
@@ -182,5 +185,50 @@ func TestTransportIntoBind(t *testing.T) {
 			}
 			got++
 		}
+	}
+}
+
+// TestTransportOrder: a sealed message reaches OnSealed before the
+// WireGuard message sent after it reaches Deliver, and OnSealed has
+// returned by then: a member's announcement is applied before its
+// handshake, right behind it, reaches the device. Repeated, so that a
+// hand-over to another goroutine would show.
+func TestTransportOrder(t *testing.T) {
+	r := startRelay(t, relayserver.Config{}, nil)
+	rv := newRendezvous(t)
+	a := newClient(t, Config{URL: r.url, Rendezvous: rv})
+	var mu sync.Mutex
+	var order []byte
+	done := make(chan struct{}, 1)
+	b := newClient(t, Config{URL: r.url, Rendezvous: rv,
+		OnSealed: func(_ nodekey.Public, msg []byte) {
+			time.Sleep(time.Millisecond) // the node configuring a peer
+			mu.Lock()
+			order = append(order, 's')
+			mu.Unlock()
+		},
+		Deliver: func(nodekey.Public, []byte) {
+			mu.Lock()
+			order = append(order, 'w')
+			mu.Unlock()
+			done <- struct{}{}
+		},
+	})
+	waitConnected(t, a)
+	waitConnected(t, b)
+	eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
+	for i := range 20 {
+		if err := a.Send(b.PublicKey(), sealedLike(mesh.MinSealed, byte(i))); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Send(b.PublicKey(), wgLike(148, byte(i))); err != nil {
+			t.Fatal(err)
+		}
+		next(t, done, "the WireGuard message")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := strings.Repeat("sw", 20); string(order) != want {
+		t.Fatalf("hook order %q, want %q", order, want)
 	}
 }

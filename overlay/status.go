@@ -18,7 +18,7 @@ type Status struct {
 	IPv4       string         `json:"ipv4"`
 	IPv6       string         `json:"ipv6"`
 	Rendezvous string         `json:"rendezvous"`    // first 8 hex characters of the hash the relays see
-	Transport  string         `json:"transport"`     // configured mode: auto, relay
+	Transport  string         `json:"transport"`     // configured mode: auto, relay or swarm
 	UDP        string         `json:"udp,omitempty"` // local address of the direct path's socket
 	Adapter    string         `json:"adapter"`       // "userspace" or "tun:NAME"
 	Started    time.Time      `json:"started"`

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plures/plurenet/overlay"
+)
+
+// notifyWait bounds the wait for one notification: a node starts in well
+// under a second, so this only keeps a broken run from hanging.
+const notifyWait = 30 * time.Second
+
+// fakeSystemd listens where $NOTIFY_SOCKET points for the rest of the test,
+// as systemd does for a Type=notify unit.
+func fakeSystemd(t *testing.T) *net.UnixConn {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	setTestEnv(t, map[string]string{"NOTIFY_SOCKET": path})
+	return conn
+}
+
+// setTestEnv makes getenv answer env's values, and the process
+// environment's for other names, until the test ends.
+func setTestEnv(t *testing.T, env map[string]string) {
+	t.Helper()
+	old := getenv
+	getenv = func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+	t.Cleanup(func() { getenv = old })
+}
+
+// nextNotification returns the next datagram sent to conn.
+func nextNotification(t *testing.T, conn *net.UnixConn) string {
+	t.Helper()
+	if err := conn.SetReadDeadline(time.Now().Add(notifyWait)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	return string(buf[:n])
+}
+
+// TestSystemdNotifyUp: "plurenet up" under a Type=notify unit says READY=1
+// only once the node answers on its control socket, and STOPPING=1 when it
+// leaves.
+func TestSystemdNotifyUp(t *testing.T) {
+	sd := fakeSystemd(t)
+	stateDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() {
+		// Relay-less with no peers and no LAN discovery: the node sends
+		// nothing anywhere.
+		done <- runUp(ctx, []string{"--topic", "sdnotify", "--key", "sdnotify-secret-0123456789",
+			"--transport", "direct", "--lan-discovery", "off", "--listen-port", "0",
+			"--state-dir", stateDir, "--name", "notified", "--log-level", "error"}, &out)
+	}()
+	ready := nextNotification(t, sd)
+	if !regexp.MustCompile(`^READY=1\nSTATUS=up: IPv4 \d+\.\d+\.\d+\.\d+, IPv6 [0-9a-f:]+$`).MatchString(ready) {
+		t.Fatalf("first notification %q: want READY=1 and a status with the node's addresses", ready)
+	}
+	qctx, qcancel := context.WithTimeout(ctx, notifyWait)
+	st, err := overlay.QueryStatus(qctx, stateDir)
+	qcancel()
+	if err != nil {
+		t.Fatalf("READY=1 sent but the control socket does not answer: %v", err)
+	}
+	if !strings.Contains(ready, st.IPv4) {
+		t.Fatalf("status line %q does not name the node's IPv4 %s", ready, st.IPv4)
+	}
+	cancel()
+	if got := nextNotification(t, sd); got != "STOPPING=1" {
+		t.Fatalf("notification on leaving = %q, want STOPPING=1", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("up: %v\n%s", err, out.String())
+	}
+}
+
+// TestSystemdNotifyRelay: "plurenet relay" says READY=1 once it answers
+// HTTP on its address, and STOPPING=1 when it stops.
+func TestSystemdNotifyRelay(t *testing.T) {
+	sd := fakeSystemd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- runRelay(ctx, []string{"--listen", "127.0.0.1:0", "--stun-listen", "off", "--log-level", "error"}, io.Discard)
+	}()
+	ready := nextNotification(t, sd)
+	addr, ok := strings.CutPrefix(ready, "READY=1\nSTATUS=serving ")
+	if !ok {
+		t.Fatalf("first notification %q: want READY=1 and the address served", ready)
+	}
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("READY=1 sent but the relay does not answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz after READY=1: %s", resp.Status)
+	}
+	cancel()
+	if got := nextNotification(t, sd); got != "STOPPING=1" {
+		t.Fatalf("notification on stopping = %q, want STOPPING=1", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+}
+
+// TestSystemdNotifyBadSocket: a notification that cannot be sent is a
+// warning naming the socket, not a failure of the service.
+func TestSystemdNotifyBadSocket(t *testing.T) {
+	for name, sock := range map[string]string{
+		"relative path": "notify.sock",
+		"no listener":   filepath.Join(t.TempDir(), "absent.sock"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			setTestEnv(t, map[string]string{"NOTIFY_SOCKET": sock})
+			var logs bytes.Buffer
+			stopping := systemdReady(slog.New(slog.NewTextHandler(&logs, nil)), "up")
+			stopping()
+			got := logs.String()
+			if strings.Count(got, "cannot notify systemd") != 2 || !strings.Contains(got, sock) {
+				t.Fatalf("log = %q: want two warnings naming %s", got, sock)
+			}
+		})
+	}
+}

@@ -9,5 +9,7 @@
 // check the packages in dist/: contents and modes of every .deb and .rpm,
 // the architecture of each binary, and, as root on a Debian machine, a
 // real dpkg -i, the units under systemd-analyze verify, the units' commands
-// run as their users, an upgrade, dpkg -r and dpkg -P.
+// run as their users, an upgrade, dpkg -r and dpkg -P; the maintainer
+// scripts under a stand-in systemd; and, with no Docker engine, the node
+// image's build line and the compose example's services as processes.
 package packaging

@@ -20,9 +20,9 @@ if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
 	if [ "$upgrade" = yes ]; then
 		running=$(systemctl list-units --state=active --no-legend --plain \
-			'plurenet@*.service' plurenet-relay.service 2>/dev/null | awk '{print $1}')
+			'plurenet@*.service' plurenet-relay.service 2>/dev/null | awk '{printf " %s", $1}')
 		if [ -n "$running" ]; then
-			echo "plurenet: upgraded; restart to use the new version:" systemctl restart $running
+			echo "plurenet: upgraded; restart to use the new version: systemctl restart$running"
 		fi
 	fi
 fi

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/plures/plurenet/overlay"
+	"github.com/plures/plurenet/relayserver"
 )
 
 // notifyWait bounds the wait for one notification: a node starts in well
@@ -67,6 +68,7 @@ func nextNotification(t *testing.T, conn *net.UnixConn) string {
 // only once the node answers on its control socket, and STOPPING=1 when it
 // leaves.
 func TestSystemdNotifyUp(t *testing.T) {
+	relayURL := startTestRelay(t)
 	sd := fakeSystemd(t)
 	stateDir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -74,10 +76,10 @@ func TestSystemdNotifyUp(t *testing.T) {
 	done := make(chan error, 1)
 	var out bytes.Buffer
 	go func() {
-		// Relay-less with no peers and no LAN discovery: the node sends
-		// nothing anywhere.
+		// The relay path only: the node talks to nothing but the
+		// loopback relay.
 		done <- runUp(ctx, []string{"--topic", "sdnotify", "--key", "sdnotify-secret-0123456789",
-			"--transport", "direct", "--lan-discovery", "off", "--listen-port", "0",
+			"--transport", "relay", "--relay", relayURL,
 			"--state-dir", stateDir, "--name", "notified", "--log-level", "error"}, &out)
 	}()
 	ready := nextNotification(t, sd)
@@ -100,6 +102,29 @@ func TestSystemdNotifyUp(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())
 	}
+}
+
+// startTestRelay serves a relay on loopback until the test ends and
+// returns its URL.
+func startTestRelay(t *testing.T) string {
+	t.Helper()
+	srv, err := relayserver.New(relayserver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln, "", "") }()
+	t.Cleanup(func() {
+		cancel()
+		<-served
+		srv.Close()
+	})
+	return "ws://" + ln.Addr().String()
 }
 
 // TestSystemdNotifyRelay: "plurenet relay" says READY=1 once it answers

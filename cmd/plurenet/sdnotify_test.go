@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/plures/plurenet/overlay"
-	"github.com/plures/plurenet/relayserver"
 )
 
 // notifyWait bounds the wait for one notification: a node starts in well
@@ -64,97 +63,71 @@ func nextNotification(t *testing.T, conn *net.UnixConn) string {
 	return string(buf[:n])
 }
 
-// TestSystemdNotifyUp: "plurenet up" under a Type=notify unit says READY=1
-// only once the node answers on its control socket, and STOPPING=1 when it
-// leaves.
-func TestSystemdNotifyUp(t *testing.T) {
-	relayURL := startTestRelay(t)
+// TestSystemdNotify: under Type=notify units, "plurenet relay" says
+// READY=1 once it answers HTTP, "plurenet up" once the node answers on its
+// control socket (here, a node of that relay), and each says STOPPING=1
+// when it stops.
+func TestSystemdNotify(t *testing.T) {
 	sd := fakeSystemd(t)
-	stateDir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	var out bytes.Buffer
-	go func() {
-		// The relay path only: the node talks to nothing but the
-		// loopback relay.
-		done <- runUp(ctx, []string{"--topic", "sdnotify", "--key", "sdnotify-secret-0123456789",
-			"--transport", "relay", "--relay", relayURL,
-			"--state-dir", stateDir, "--name", "notified", "--log-level", "error"}, &out)
-	}()
-	ready := nextNotification(t, sd)
-	if !regexp.MustCompile(`^READY=1\nSTATUS=up: IPv4 \d+\.\d+\.\d+\.\d+, IPv6 [0-9a-f:]+$`).MatchString(ready) {
-		t.Fatalf("first notification %q: want READY=1 and a status with the node's addresses", ready)
-	}
-	qctx, qcancel := context.WithTimeout(ctx, notifyWait)
-	st, err := overlay.QueryStatus(qctx, stateDir)
-	qcancel()
-	if err != nil {
-		t.Fatalf("READY=1 sent but the control socket does not answer: %v", err)
-	}
-	if !strings.Contains(ready, st.IPv4) {
-		t.Fatalf("status line %q does not name the node's IPv4 %s", ready, st.IPv4)
-	}
-	cancel()
-	if got := nextNotification(t, sd); got != "STOPPING=1" {
-		t.Fatalf("notification on leaving = %q, want STOPPING=1", got)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("up: %v\n%s", err, out.String())
-	}
-}
 
-// startTestRelay serves a relay on loopback until the test ends and
-// returns its URL.
-func startTestRelay(t *testing.T) string {
-	t.Helper()
-	srv, err := relayserver.New(relayserver.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln, "", "") }()
-	t.Cleanup(func() {
-		cancel()
-		<-served
-		srv.Close()
-	})
-	return "ws://" + ln.Addr().String()
-}
-
-// TestSystemdNotifyRelay: "plurenet relay" says READY=1 once it answers
-// HTTP on its address, and STOPPING=1 when it stops.
-func TestSystemdNotifyRelay(t *testing.T) {
-	sd := fakeSystemd(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	defer stopRelay()
+	relayDone := make(chan error, 1)
 	go func() {
-		done <- runRelay(ctx, []string{"--listen", "127.0.0.1:0", "--stun-listen", "off", "--log-level", "error"}, io.Discard)
+		relayDone <- runRelay(relayCtx, []string{"--listen", "127.0.0.1:0", "--stun-listen", "off", "--log-level", "error"}, io.Discard)
 	}()
 	ready := nextNotification(t, sd)
 	addr, ok := strings.CutPrefix(ready, "READY=1\nSTATUS=serving ")
 	if !ok {
-		t.Fatalf("first notification %q: want READY=1 and the address served", ready)
+		t.Fatalf("relay's first notification %q: want READY=1 and the address served", ready)
 	}
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {
-		t.Fatalf("READY=1 sent but the relay does not answer: %v", err)
+		t.Fatalf("relay sent READY=1 but does not answer: %v", err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/healthz after READY=1: %s", resp.Status)
+		t.Fatalf("relay /healthz after READY=1: %s", resp.Status)
 	}
-	cancel()
+
+	stateDir := t.TempDir()
+	nodeCtx, stopNode := context.WithCancel(context.Background())
+	defer stopNode()
+	nodeDone := make(chan error, 1)
+	var out bytes.Buffer
+	go func() {
+		// The relay path only: the node talks to nothing but the
+		// loopback relay.
+		nodeDone <- runUp(nodeCtx, []string{"--topic", "sdnotify", "--key", "sdnotify-secret-0123456789",
+			"--transport", "relay", "--relay", "ws://" + addr,
+			"--state-dir", stateDir, "--name", "notified", "--log-level", "error"}, &out)
+	}()
+	ready = nextNotification(t, sd)
+	if !regexp.MustCompile(`^READY=1\nSTATUS=up: IPv4 \d+\.\d+\.\d+\.\d+, IPv6 [0-9a-f:]+$`).MatchString(ready) {
+		t.Fatalf("node's first notification %q: want READY=1 and a status with the node's addresses", ready)
+	}
+	qctx, qcancel := context.WithTimeout(nodeCtx, notifyWait)
+	st, err := overlay.QueryStatus(qctx, stateDir)
+	qcancel()
+	if err != nil {
+		t.Fatalf("node sent READY=1 but its control socket does not answer: %v", err)
+	}
+	if !strings.Contains(ready, st.IPv4) {
+		t.Fatalf("status line %q does not name the node's IPv4 %s", ready, st.IPv4)
+	}
+
+	stopNode()
 	if got := nextNotification(t, sd); got != "STOPPING=1" {
-		t.Fatalf("notification on stopping = %q, want STOPPING=1", got)
+		t.Fatalf("node's notification on leaving = %q, want STOPPING=1", got)
 	}
-	if err := <-done; err != nil {
+	if err := <-nodeDone; err != nil {
+		t.Fatalf("up: %v\n%s", err, out.String())
+	}
+	stopRelay()
+	if got := nextNotification(t, sd); got != "STOPPING=1" {
+		t.Fatalf("relay's notification on stopping = %q, want STOPPING=1", got)
+	}
+	if err := <-relayDone; err != nil {
 		t.Fatalf("relay: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,8 @@ var scenarios = []scenario{
 	{name: "http endpoints", run: testHTTP},
 	{name: "handshake", run: testHandshake},
 	{name: "impersonation refused", run: testAuth},
+	{name: "rendezvous alone does not admit", run: testAdmission},
+	{name: "v1 client told to upgrade", run: testV1Client},
 	{name: "malformed frames refused", run: testBadFrames},
 	{name: "unicast both ways", run: testUnicast},
 	{name: "broadcast", run: testBroadcast},
@@ -39,6 +42,7 @@ var scenarios = []scenario{
 	{name: "drain on SIGTERM", opts: options{drainGrace: 3 * time.Second}, run: testDrainOnStop},
 	{name: "connection lifetime", opts: options{lifetime: time.Second, drainGrace: time.Second}, run: testLifetime},
 	{name: "make-before-break at lifetime", opts: options{lifetime: 2 * time.Second, drainGrace: 2 * time.Second}, run: testLifetimeSwitch},
+	{name: "stalled reader cut", opts: options{writeTimeout: stallWriteTimeout}, run: testWriteStall},
 }
 
 // TestConformance runs every scenario against every implementation, each
@@ -69,7 +73,18 @@ func testHTTP(t *testing.T, tg *target) {
 		t.Errorf("upgrade offering another version only = %d, want 400", code)
 	}
 	if code := dialStatus(t, tg.url, []string{"plurenet-relay.v0", relayproto.Subprotocol}); code != http.StatusSwitchingProtocols {
-		t.Errorf("upgrade offering v0 and v1 = %d, want 101", code)
+		t.Errorf("upgrade offering v0 and v2 = %d, want 101", code)
+	}
+	// A client offering v1 and v2, as ours do, gets v2.
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, tg.url, &websocket.DialOptions{Subprotocols: []string{relayproto.SubprotocolV1, relayproto.Subprotocol}})
+	if err != nil {
+		t.Fatalf("upgrade offering v1 and v2: %v", err)
+	}
+	defer ws.CloseNow()
+	if ws.Subprotocol() != relayproto.Subprotocol {
+		t.Errorf("upgrade offering v1 and v2 chose %q, want %q", ws.Subprotocol(), relayproto.Subprotocol)
 	}
 }
 
@@ -105,11 +120,19 @@ func testAuth(t *testing.T, tg *target) {
 			return r.hello(victim, attacker, rv)
 		}},
 		{"low-order client key", func(r *raw) relayproto.ClientHello {
-			return relayproto.ClientHello{Version: relayproto.Version, Rendezvous: rv, MAC: [32]byte{1, 2, 3}}
+			h := r.hello(attacker, attacker, rv)
+			h.ClientKey, h.MAC = relayproto.Key{}, [32]byte{1, 2, 3}
+			return h
 		}},
 		{"hello moved to another rendezvous", func(r *raw) relayproto.ClientHello {
 			h := r.hello(victim, victim, rv)
-			h.Rendezvous = rendezvous(3)
+			h.Rendezvous = rendezvous(3).Rendezvous()
+			return h
+		}},
+		{"hello moved to another mesh", func(r *raw) relayproto.ClientHello {
+			h := r.hello(victim, victim, rv)
+			other := r.hello(victim, victim, rendezvous(3))
+			h.Admission, h.Rendezvous = other.Admission, other.Rendezvous
 			return h
 		}},
 		{"hello replayed from another connection", func(r *raw) relayproto.ClientHello {
@@ -127,6 +150,106 @@ func testAuth(t *testing.T, tg *target) {
 	}
 }
 
+// testAdmission is issue 9 item 4: a client that knows a mesh's
+// rendezvous, and even its admission public key (both travel in every
+// member's hello: the relay operator, an observer of a ws:// link and a
+// former member after a change of secret all have them), but not the
+// secret, can neither join nor send. Under protocol v1 the rendezvous alone
+// admitted any key.
+func testAdmission(t *testing.T, tg *target) {
+	mesh := rendezvous(15)
+	member := connect(t, tg, newKey(t), mesh)
+	// What the attacker saw: a member's hello on another connection.
+	seen := dialRaw(t, tg).hello(newKey(t), newKey(t), mesh)
+	attacker, own := newKey(t), rendezvous(99)
+	cases := []struct {
+		name  string
+		hello func(r *raw) relayproto.ClientHello
+	}{
+		{"the rendezvous with an admission key of its own", func(r *raw) relayproto.ClientHello {
+			// Both proofs honest for what it sends: only the check that
+			// the rendezvous is the admission key's hash stops it.
+			h := r.hello(attacker, attacker, own)
+			h.Rendezvous = mesh.Rendezvous()
+			h.MAC = r.mac(attacker, h)
+			tr := r.transcript(h)
+			h.Signature = tr.Sign(own)
+			return h
+		}},
+		{"a signature replayed from another challenge", func(r *raw) relayproto.ClientHello {
+			h := r.hello(attacker, attacker, own)
+			h.Admission, h.Rendezvous, h.Signature = seen.Admission, seen.Rendezvous, seen.Signature
+			h.MAC = r.mac(attacker, h) // its own key, honestly proved
+			return h
+		}},
+		{"the admission key signed by another key", func(r *raw) relayproto.ClientHello {
+			h := r.hello(attacker, attacker, own)
+			h.Admission, h.Rendezvous = seen.Admission, seen.Rendezvous
+			h.MAC = r.mac(attacker, h)
+			tr := r.transcript(h)
+			h.Signature = tr.Sign(own)
+			return h
+		}},
+		{"a member's signature under another node key", func(r *raw) relayproto.ClientHello {
+			h := r.hello(attacker, attacker, mesh) // what a member would send...
+			honest := r.hello(newKey(t), newKey(t), mesh)
+			h.Signature = honest.Signature // ...with a signature made for another key
+			return h
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := dialRaw(t, tg)
+			h := tc.hello(r)
+			r.write(h.Append(nil))
+			// And it tries to send into the mesh anyway.
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			_ = r.ws.Write(ctx, websocket.MessageBinary, relayproto.AppendBroadcast(nil, []byte("garbage")))
+			r.expectFatal(relayproto.ErrAuthFailed, websocket.StatusPolicyViolation)
+		})
+	}
+	// The member heard nothing of it: the next frame it gets is an honest
+	// joiner's PeerPresent, then that joiner's data.
+	kb := newKey(t)
+	other := connect(t, tg, kb, mesh)
+	member.expect(relayproto.TypePeerPresent, kb.Public())
+	other.write(relayproto.AppendBroadcast(nil, []byte("after")))
+	if f := member.expect(relayproto.TypeBroadcastRecv, kb.Public()); string(f.Payload) != "after" {
+		t.Fatalf("member got %q", f.Payload)
+	}
+}
+
+// testV1Client: a client of protocol v1 offers only the v1 subprotocol.
+// The relay lets it in to send one Error frame, in place of the ServerHello
+// that client waits for, naming the version, then closes. A v1 client shows
+// an Error frame received during its handshake as the relay's message.
+func testV1Client(t *testing.T, tg *target) {
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, tg.url, &websocket.DialOptions{Subprotocols: []string{relayproto.SubprotocolV1}})
+	if err != nil {
+		t.Fatalf("a v1 client's upgrade was refused: %v", err)
+	}
+	defer ws.CloseNow()
+	if ws.Subprotocol() != relayproto.SubprotocolV1 {
+		t.Fatalf("relay chose %q for a v1 client", ws.Subprotocol())
+	}
+	r := &raw{t: t, ws: ws}
+	b, err := r.read()
+	if err != nil {
+		t.Fatalf("v1 client read nothing: %v", err)
+	}
+	f, err := relayproto.Parse(b)
+	if err != nil || f.Type != relayproto.TypeError || f.Code != relayproto.ErrBadVersion {
+		t.Fatalf("v1 client's first frame %x (%v), want Error %v", b, err, relayproto.ErrBadVersion)
+	}
+	if !strings.Contains(f.Message, relayproto.Subprotocol) || !strings.Contains(f.Message, "upgrade plurenet") {
+		t.Fatalf("message %q does not name the version and say to upgrade", f.Message)
+	}
+	r.expectClose(websocket.StatusProtocolError)
+}
+
 func testBadFrames(t *testing.T, tg *target) {
 	rv := rendezvous(4)
 	key := newKey(t)
@@ -138,9 +261,11 @@ func testBadFrames(t *testing.T, tg *target) {
 	}{
 		{"Send before the handshake", func(r *raw) []byte { return relayproto.AppendSend(nil, key.Public(), []byte("x")) },
 			relayproto.ErrBadFrame, websocket.StatusProtocolError},
-		{"short ClientHello", func(r *raw) []byte { h := r.hello(key, key, rv); return h.Append(nil)[:97] },
+		{"short ClientHello", func(r *raw) []byte { h := r.hello(key, key, rv); b := h.Append(nil); return b[:len(b)-1] },
 			relayproto.ErrBadFrame, websocket.StatusProtocolError},
-		{"ClientHello version 2", func(r *raw) []byte { h := r.hello(key, key, rv); h.Version = 2; return h.Append(nil) },
+		{"a v1 ClientHello", func(r *raw) []byte { h := r.hello(key, key, rv); b := h.Append(nil); b[1] = 1; return b[:98] },
+			relayproto.ErrBadFrame, websocket.StatusProtocolError},
+		{"ClientHello version 1", func(r *raw) []byte { h := r.hello(key, key, rv); h.Version = 1; return h.Append(nil) },
 			relayproto.ErrBadVersion, websocket.StatusProtocolError},
 	}
 	for _, tc := range before {
@@ -173,13 +298,19 @@ func testBadFrames(t *testing.T, tg *target) {
 }
 
 func testUnicast(t *testing.T, tg *target) {
-	rv := rendezvous(5)
-	ka, kb := newKey(t), newKey(t)
-	a := newClient(t, tg, ka, rv)
-	b := newClient(t, tg, kb, rv)
+	a, b := meet(t, tg, tg, newKey(t), newKey(t), rendezvous(5))
+	exchange(t, a, b)
+}
+
+// meet connects a client with key ka to ta and one with kb to tb, in
+// rendezvous rv, and waits until each sees the other present.
+func meet(t *testing.T, ta, tb *target, ka, kb nodekey.Private, rv relayproto.AdmissionKey) (a, b *relay.Client) {
+	t.Helper()
+	a = newClient(t, ta, ka, rv)
+	b = newClient(t, tb, kb, rv)
 	waitKind(t, a, relay.KindPeerPresent, kb.Public())
 	waitKind(t, b, relay.KindPeerPresent, ka.Public())
-	exchange(t, a, b)
+	return a, b
 }
 
 // exchange sends one frame each way between a and b, which already see each
@@ -431,10 +562,7 @@ func TestBackplane(t *testing.T) {
 			i2 := pair[1].start(t, options{redis: redisURL})
 			rv := rendezvous(20)
 			ka, kb, kc := newKey(t), newKey(t), newKey(t)
-			a := newClient(t, i1, ka, rv)
-			b := newClient(t, i2, kb, rv)
-			waitKind(t, a, relay.KindPeerPresent, kb.Public())
-			waitKind(t, b, relay.KindPeerPresent, ka.Public())
+			a, b := meet(t, i1, i2, ka, kb, rv)
 			exchange(t, a, b)
 
 			c := newClient(t, i2, kc, rv)

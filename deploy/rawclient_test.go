@@ -32,12 +32,14 @@ func newKey(t *testing.T) nodekey.Private {
 	return k
 }
 
-func rendezvous(b byte) relayproto.Rendezvous {
-	var rv relayproto.Rendezvous
-	for i := range rv {
-		rv[i] = b
+// rendezvous returns the admission key of test mesh b: what a member needs
+// to join the rendezvous it names (its Rendezvous method).
+func rendezvous(b byte) relayproto.AdmissionKey {
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = b
 	}
-	return rv
+	return relayproto.NewAdmissionKey(seed)
 }
 
 // dialRaw opens a WebSocket offering the subprotocol and reads ServerHello.
@@ -67,7 +69,7 @@ func dialRaw(t *testing.T, tg *target) *raw {
 		t.Fatalf("ServerHello %x: %v", b, err)
 	}
 	if r.sh.Version != relayproto.Version || r.sh.Flags != 0 {
-		t.Fatalf("ServerHello version %d flags %d, want 1 and 0", r.sh.Version, r.sh.Flags)
+		t.Fatalf("ServerHello version %d flags %d, want %d and 0", r.sh.Version, r.sh.Flags, relayproto.Version)
 	}
 	return r
 }
@@ -96,25 +98,38 @@ func (r *raw) writeType(typ websocket.MessageType, b []byte) {
 	}
 }
 
-// hello builds the ClientHello for key priv in rv, with the MAC keyed by
-// macKey's shared secret: priv itself for an honest client.
-func (r *raw) hello(priv, macKey nodekey.Private, rv relayproto.Rendezvous) relayproto.ClientHello {
+// hello builds the ClientHello for key priv in the mesh of adm, with the
+// MAC keyed by macKey's shared secret: priv itself for an honest client.
+func (r *raw) hello(priv, macKey nodekey.Private, adm relayproto.AdmissionKey) relayproto.ClientHello {
 	r.t.Helper()
-	shared, err := macKey.SharedSecret(r.sh.ServerKey)
+	ch, err := relayproto.NewClientHello(r.sh, priv, adm)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	pub := priv.Public()
-	return relayproto.ClientHello{
-		Version:    relayproto.Version,
-		ClientKey:  pub,
-		Rendezvous: rv,
-		MAC:        relayproto.HandshakeMAC(shared, r.sh.ServerKey, r.sh.Challenge, pub, rv),
+	if macKey != priv {
+		ch.MAC = r.mac(macKey, ch)
 	}
+	return ch
+}
+
+// transcript is what the proofs of ch on this connection cover.
+func (r *raw) transcript(ch relayproto.ClientHello) relayproto.Transcript {
+	return relayproto.Transcript{ServerKey: r.sh.ServerKey, Challenge: r.sh.Challenge, ClientKey: ch.ClientKey, Admission: ch.Admission, Rendezvous: ch.Rendezvous}
+}
+
+// mac is the MAC of ch on this connection keyed by key's shared secret.
+func (r *raw) mac(key nodekey.Private, ch relayproto.ClientHello) [relayproto.MACSize]byte {
+	r.t.Helper()
+	shared, err := key.SharedSecret(r.sh.ServerKey)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	tr := r.transcript(ch)
+	return tr.MAC(shared)
 }
 
 // join completes the handshake honestly and returns the Welcome.
-func (r *raw) join(priv nodekey.Private, rv relayproto.Rendezvous) relayproto.Welcome {
+func (r *raw) join(priv nodekey.Private, rv relayproto.AdmissionKey) relayproto.Welcome {
 	r.t.Helper()
 	ch := r.hello(priv, priv, rv)
 	r.write(ch.Append(nil))
@@ -133,7 +148,7 @@ func (r *raw) join(priv nodekey.Private, rv relayproto.Rendezvous) relayproto.We
 }
 
 // connect dials and joins.
-func connect(t *testing.T, tg *target, priv nodekey.Private, rv relayproto.Rendezvous) *raw {
+func connect(t *testing.T, tg *target, priv nodekey.Private, rv relayproto.AdmissionKey) *raw {
 	t.Helper()
 	r := dialRaw(t, tg)
 	r.join(priv, rv)
@@ -227,9 +242,9 @@ func dialStatus(t *testing.T, url string, subprotocols []string) int {
 }
 
 // newClient starts a transports/relay client, closed at test end.
-func newClient(t *testing.T, tg *target, priv nodekey.Private, rv relayproto.Rendezvous) *relay.Client {
+func newClient(t *testing.T, tg *target, priv nodekey.Private, rv relayproto.AdmissionKey) *relay.Client {
 	t.Helper()
-	c, err := relay.New(relay.Config{URL: tg.url, PrivateKey: priv, Rendezvous: rv, Logger: slog.New(slog.DiscardHandler)})
+	c, err := relay.New(relay.Config{URL: tg.url, PrivateKey: priv, Admission: rv, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,9 +35,10 @@ const npmTimeout = 5 * time.Minute
 // options configure one relay instance under test; zero values are the
 // implementation's defaults.
 type options struct {
-	lifetime   time.Duration // MaxConnLifetime / --max-conn-lifetime
-	drainGrace time.Duration // DrainGrace / --drain-grace
-	redis      string        // backplane URL
+	lifetime     time.Duration // MaxConnLifetime / --max-conn-lifetime
+	drainGrace   time.Duration // DrainGrace / --drain-grace
+	writeTimeout time.Duration // WriteTimeout / --write-timeout
+	redis        string        // backplane URL
 }
 
 // target is one running relay instance.
@@ -69,6 +70,7 @@ func startGo(t *testing.T, o options) *target {
 		Logger:          slog.New(slog.DiscardHandler),
 		MaxConnLifetime: o.lifetime,
 		DrainGrace:      o.drainGrace,
+		WriteTimeout:    o.writeTimeout,
 		Backplane:       o.redis,
 	})
 	if err != nil {
@@ -174,6 +176,9 @@ func startNode(t *testing.T, o options) *target {
 	if o.drainGrace > 0 {
 		args = append(args, "--drain-grace", fmt.Sprintf("%dms", o.drainGrace.Milliseconds()))
 	}
+	if o.writeTimeout > 0 {
+		args = append(args, "--write-timeout", fmt.Sprintf("%dms", o.writeTimeout.Milliseconds()))
+	}
 	if o.redis != "" {
 		args = append(args, "--redis", o.redis)
 	}
@@ -183,51 +188,10 @@ func startNode(t *testing.T, o options) *target {
 	cmd := exec.Command("node", args...)
 	cmd.Dir = nodeDir
 	// The child must not pick up a developer's settings.
-	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=")
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting node: %v", err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	portc := make(chan string, 1)
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case portc <- m[1]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		waitErr = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() || os.Getenv("RELAY_TEST_LOG") != "" {
-			t.Logf("node relay stderr:\n%s", stderr.String())
-		}
-	})
-	var port string
-	select {
-	case port = <-portc:
-	case <-exited:
-		t.Fatalf("node relay exited before listening: %v\n%s", waitErr, stderr.String())
-	case <-time.After(patience):
-		t.Fatalf("node relay did not print its port\n%s", stderr.String())
+	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=", "PLURENET_RELAY_SINGLE_INSTANCE=")
+	port, c := startChild(t, "node relay", cmd, listenLine)
+	if port == "" {
+		t.Fatalf("node relay exited before listening: %v\n%s", c.err, c.stderr.String())
 	}
 	base := "http://127.0.0.1:" + port
 	waitHealthy(t, base)
@@ -238,8 +202,8 @@ func startNode(t *testing.T, o options) *target {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			return func() error {
 				select {
-				case <-exited:
-					return waitErr
+				case <-c.done:
+					return c.err
 				case <-time.After(patience):
 					return errors.New("node relay did not exit after SIGTERM")
 				}
@@ -288,6 +252,14 @@ func get(t *testing.T, url string) (int, string) {
 // without persistence, or skips the test when none is installed.
 func startRedis(t *testing.T) string {
 	t.Helper()
+	return startRedisAuth(t, "")
+}
+
+// startRedisAuth is startRedis with a password (none when empty). The URL
+// it returns carries the password percent-encoded the way the Azure template
+// encodes an access key (uriComponent).
+func startRedisAuth(t *testing.T, password string) string {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server is not installed (scripts/deps.sh installs it): skipping the backplane tests")
 	}
@@ -297,8 +269,14 @@ func startRedis(t *testing.T) string {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--loglevel", "warning")
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--loglevel", "warning"}
+	userinfo := ""
+	if password != "" {
+		args = append(args, "--requirepass", password)
+		userinfo = ":" + uriComponent(password) + "@"
+	}
+	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting redis-server: %v", err)
 	}
@@ -315,7 +293,7 @@ func startRedis(t *testing.T) string {
 	deadline := time.Now().Add(patience)
 	for {
 		if redisAnswers(addr) {
-			return "redis://" + addr + "/0"
+			return "redis://" + userinfo + addr + "/0"
 		}
 		select {
 		case <-exited:
@@ -329,7 +307,8 @@ func startRedis(t *testing.T) string {
 	}
 }
 
-// redisAnswers sends PING in the inline protocol and expects +PONG.
+// redisAnswers sends PING in the inline protocol and expects +PONG, or the
+// refusal of a server that wants a password first: either way it is up.
 func redisAnswers(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -341,5 +320,20 @@ func redisAnswers(addr string) bool {
 		return false
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
+}
+
+// TestNodeUnit runs the Node relay's own tests (deploy/vercel/test), which
+// check its handshake against the test vectors of docs/protocol.md §1.11.
+func TestNodeUnit(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed (scripts/deps.sh installs nodejs and npm): skipping the Node relay's tests")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "--test", "test/")
+	cmd.Dir = nodeDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("node --test: %v\n%s", err, out)
+	}
 }

@@ -28,7 +28,9 @@ type Config struct {
 	TopicID [32]byte
 
 	// Secret is the mesh secret. Empty makes an open mesh that anyone who
-	// knows the topic can join: the node warns loudly.
+	// knows the topic can join: the node warns loudly. A generated secret
+	// (mesh.GenerateSecret) is used as it is; any other is stretched with
+	// Argon2id once in New, which takes a few hundred milliseconds.
 	Secret string
 
 	// Name is this node's name in the mesh (default: the host name).

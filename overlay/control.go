@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -33,7 +32,8 @@ func ControlSocketPath(stateDir string) string {
 }
 
 // controlServer serves the node's status over HTTP on a Unix socket that
-// only the node's user can open (0600): status shows keys and addresses, and
+// only the node's user can open (0600, or the state dir's owner-only access
+// list on Windows: see listenControl): status shows keys and addresses, and
 // later commands on this socket will change the node.
 type controlServer struct {
 	srv  *http.Server
@@ -59,15 +59,9 @@ func startControl(stateDir string, node controlled, log *slog.Logger) (*controlS
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	ln, err := listenControl(path)
 	if err != nil {
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket %s: %w", path, err)
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	reply := func(w http.ResponseWriter, code int, v any) {
@@ -172,7 +166,7 @@ func controlGet(ctx context.Context, stateDir, path string, out any) error {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+		if noListener(err) {
 			return fmt.Errorf("%w (%s)", ErrNotRunning, sock)
 		}
 		return fmt.Errorf("control socket %s: %w", sock, err)

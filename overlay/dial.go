@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+
+	"github.com/plures/plurenet/internal/mesh"
 )
 
 // Resolve maps a member name, this node's own name, or an IP literal to an
@@ -33,6 +35,13 @@ func (n *Node) Resolve(host string) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("%d members are named %q: use an overlay IP", len(found), host)
 }
 
+// MeshPrefixes returns the mesh's overlay prefixes: its IPv4 prefix and its
+// IPv6 ULA /48. Every member's overlay address lies in them, and nothing
+// else does: a proxy into the mesh reaches these and only these.
+func (n *Node) MeshPrefixes() []netip.Prefix {
+	return []netip.Prefix{n.cfg.V4Prefix, mesh.ULAPrefix(n.cfg.TopicID)}
+}
+
 // Dial connects to address ("host:port", host a member name or overlay IP)
 // over the mesh. network is "tcp" or "udp" (or their 4/6 forms).
 func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, error) {
@@ -52,13 +61,16 @@ func (n *Node) Dial(ctx context.Context, network, address string) (net.Conn, err
 }
 
 // Listen listens on the overlay. address is ":port" (every overlay address
-// of this node) or "ip:port". With a kernel TUN adapter it is an ordinary
-// host socket, and ":port" also listens on the host's other interfaces.
+// of this node) or "ip:port" (one of them). With a kernel TUN adapter the
+// sockets are host sockets bound to the overlay addresses only, never the
+// host's other interfaces, and a ":port" listener follows this node's IPv4
+// when the collision rule moves it; any other address is refused.
 func (n *Node) Listen(network, address string) (net.Listener, error) {
 	return n.adapter.listen(network, address)
 }
 
-// ListenPacket listens for UDP on the overlay.
+// ListenPacket listens for UDP on the overlay. With a kernel TUN adapter
+// address must name one of this node's overlay addresses.
 func (n *Node) ListenPacket(network, address string) (net.PacketConn, error) {
 	return n.adapter.listenPacket(network, address)
 }

@@ -257,7 +257,7 @@ func (n *Node) handleDirectSealed(from netip.AddrPort, payload []byte, viaLAN bo
 	if !n.dm.ready.Load() {
 		return // not up yet; announcements repeat
 	}
-	m, err := mesh.Open(n.keys.Seal, payload)
+	m, err := mesh.Open(n.keys, payload)
 	if err != nil {
 		// Another mesh on the same LAN, or garbage: not worth more.
 		n.log.Debug("dropping sealed datagram", "from", from.String(), "lan", viaLAN, "err", err)

@@ -22,7 +22,7 @@ type directOpts struct {
 func startDirectNode(t *testing.T, name string, o directOpts) *Node {
 	t.Helper()
 	if o.secret == "" {
-		o.secret = "test secret"
+		o.secret = testSecret
 	}
 	cfg := Config{
 		Transport:  TransportDirect,

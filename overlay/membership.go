@@ -27,7 +27,7 @@ func (n *Node) selfAnnounce() mesh.Message {
 }
 
 func (n *Node) seal(m mesh.Message) ([]byte, bool) {
-	b, err := mesh.Seal(n.keys, m, n.stamp.Next(time.Now()))
+	b, err := mesh.Seal(n.keys, n.priv, m, n.stamp.Next(time.Now()))
 	if err != nil {
 		n.log.Error("sealing mesh message", "kind", m.Kind, "err", err)
 		return nil, false
@@ -65,7 +65,7 @@ func (n *Node) announceTo(l *relayLink, peer nodekey.Public) {
 // handleSealed opens a sealed mesh message that the relay l says came from
 // from, and applies it to the membership.
 func (n *Node) handleSealed(l *relayLink, from nodekey.Public, payload []byte) {
-	m, err := mesh.Open(n.keys.Seal, payload)
+	m, err := mesh.Open(n.keys, payload)
 	if err != nil {
 		// Only members hold the seal key, so this is tampering or a bug;
 		// it is not worth more than a debug line per packet.

@@ -89,9 +89,16 @@ func (n *Node) setup() error {
 		n.log.Info("created node key", "dir", cfg.StateDir, "key", n.pub.ShortString())
 	}
 	if cfg.Secret == "" {
-		n.log.Warn("NO MESH SECRET: anyone who knows the topic can join this mesh and reach this node; set --key (see \"plurenet key generate\")")
+		n.log.Warn("NO MESH SECRET: anyone who knows the topic can join this mesh and reach this node; give a secret with --key-file or PLURENET_KEY (see \"plurenet key generate\")")
 	}
-	n.keys = mesh.DeriveKeys(cfg.TopicID, []byte(cfg.Secret))
+	// Argon2id for a chosen secret: slow on purpose, so it runs once here.
+	began := time.Now()
+	stretched, kind, err := mesh.StretchSecret(cfg.TopicID, cfg.Secret)
+	if err != nil {
+		return err
+	}
+	n.log.Debug("derived mesh keys", "secret", kind, "took", time.Since(began))
+	n.keys = mesh.DeriveKeys(cfg.TopicID, stretched)
 	ula := mesh.ULAPrefix(cfg.TopicID)
 	n.v6 = mesh.V6(ula, n.pub)
 	n.members, err = mesh.NewMembers(mesh.Config{
@@ -139,7 +146,7 @@ func (n *Node) setup() error {
 		c, err := relay.New(relay.Config{
 			URL:        u,
 			PrivateKey: n.priv,
-			Rendezvous: n.keys.Rendezvous,
+			Admission:  n.keys.Admission,
 			TLSConfig:  cfg.TLSConfig,
 			Proxy:      cfg.Proxy,
 			Logger:     n.log,

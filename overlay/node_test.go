@@ -83,10 +83,15 @@ type nodeOpts struct {
 	auto bool
 }
 
+// testSecret is the tests' mesh secret: a generated one, which members use
+// without Argon2id, so that each test node does not pay for stretching. The
+// wrong-secret tests use chosen secrets, so the stretched path runs too.
+const testSecret = "pnsec1_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8X5A4m"
+
 func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 	t.Helper()
 	if o.secret == "" {
-		o.secret = "test secret"
+		o.secret = testSecret
 	}
 	if o.dir == "" {
 		o.dir = shortTempDir(t)

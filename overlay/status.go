@@ -13,18 +13,22 @@ import (
 // "plurenet status --json" prints; docs/operations.md documents every field,
 // and fields are only ever added, never renamed, so scripts keep working.
 type Status struct {
-	Name       string         `json:"name"`
-	PublicKey  string         `json:"publicKey"`
-	IPv4       string         `json:"ipv4"`
-	IPv6       string         `json:"ipv6"`
-	Rendezvous string         `json:"rendezvous"`    // first 8 hex characters of the hash the relays see
-	Transport  string         `json:"transport"`     // configured mode: auto, relay
-	UDP        string         `json:"udp,omitempty"` // local address of the direct path's socket
-	Adapter    string         `json:"adapter"`       // "userspace" or "tun:NAME"
-	Started    time.Time      `json:"started"`
-	Relays     []RelayStatus  `json:"relays"`
-	Members    []MemberStatus `json:"members"`
-	Warnings   []string       `json:"warnings,omitempty"`
+	Name       string `json:"name"`
+	PublicKey  string `json:"publicKey"`
+	IPv4       string `json:"ipv4"`
+	IPv6       string `json:"ipv6"`
+	Rendezvous string `json:"rendezvous"`    // first 8 hex characters of the hash the relays see
+	Transport  string `json:"transport"`     // configured mode: auto, relay
+	UDP        string `json:"udp,omitempty"` // local address of the direct path's socket
+	Adapter    string `json:"adapter"`       // "userspace" or "tun:NAME"
+	// ForeignDropped counts packets from members that the kernel TUN
+	// refused because they were not addressed to this node's overlay
+	// addresses (a member trying to reach the host's other networks).
+	ForeignDropped uint64         `json:"foreignDropped,omitempty"`
+	Started        time.Time      `json:"started"`
+	Relays         []RelayStatus  `json:"relays"`
+	Members        []MemberStatus `json:"members"`
+	Warnings       []string       `json:"warnings,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -73,6 +77,8 @@ func (n *Node) Status() Status {
 		Transport:  n.cfg.Transport,
 		Adapter:    n.adapter.String(),
 		Started:    n.started,
+
+		ForeignDropped: n.adapter.dropped(),
 	}
 	if n.direct != nil {
 		st.UDP = n.direct.LocalAddr().String()

@@ -193,7 +193,12 @@ func TestComposeMesh(t *testing.T) {
 		// The relay path only: ICE would also try this machine's
 		// non-loopback addresses, and the test stays on loopback.
 		env["PLURENET_TRANSPORT"] = "relay"
-		env["PLURENET_STATE_DIR"] = t.TempDir()
+		// The image's state directory: mode 0700, owned by the node's user.
+		state := t.TempDir()
+		if err := os.Chmod(state, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		env["PLURENET_STATE_DIR"] = state
 		members[name] = startService(t, name, bins[svc.Image], images[svc.Image], mesh, env, hosts)
 		members[name].waitLine(t, regexp.MustCompile(`plurenet: (\S+) is up`))
 	}

@@ -309,21 +309,15 @@ func runNodeUnit(t *testing.T, relayURL string) []byte {
 	t.Helper()
 	const secret = "pkgtest-secret-0123456789abcdef"
 	cfg := map[string]string{"topic": testInstance, "relay": relayURL, "transport": "relay", "name": testInstance}
-	// The documented way keeps the secret in a key file; before
-	// --key-file existed the config itself held it (then private to the
-	// node's user).
-	help, _ := tryCommand("/usr/bin/plurenet", "up", "-h")
-	if strings.Contains(help, "-key-file") {
-		writeOwned(t, nodeKeyFile, []byte(secret+"\n"), 0o600, "plurenet", "plurenet")
-		cfg["keyFile"] = nodeKeyFile
-		b, _ := json.Marshal(cfg)
-		writeOwned(t, nodeConfig, b, 0o640, "root", "plurenet")
-	} else {
-		t.Log("plurenet up has no --key-file yet: the secret goes in the config")
-		cfg["key"] = secret
-		b, _ := json.Marshal(cfg)
-		writeOwned(t, nodeConfig, b, 0o600, "plurenet", "plurenet")
+	// As the README says: the secret in a key file only the node's user
+	// reads, named by a config the node's group reads.
+	writeOwned(t, nodeKeyFile, []byte(secret+"\n"), 0o600, "plurenet", "plurenet")
+	cfg["keyFile"] = nodeKeyFile
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
+	writeOwned(t, nodeConfig, b, 0o640, "root", "plurenet")
 	// What StateDirectory=plurenet/%i and StateDirectoryMode=0700 make.
 	if err := os.Mkdir(nodeStateDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -373,9 +367,9 @@ func runNodeUnit(t *testing.T, relayURL string) []byte {
 	if sys, ok := st.Sys().(*syscall.Stat_t); !ok || int(sys.Uid) != uid || st.Mode().Perm() != 0o600 {
 		t.Errorf("%s: mode %s, owner %v, want 0600 owned by plurenet (uid %d)", key, st.Mode(), st.Sys(), uid)
 	}
-	b, err := os.ReadFile(key)
+	nodeKey, err := os.ReadFile(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return nodeKey
 }

@@ -117,7 +117,7 @@ func TestTrustProxyHeaders(t *testing.T) {
 	})
 }
 
-// One rendezvous per connection is structural in protocol v1: the
+// One rendezvous per connection is structural in the protocol: the
 // rendezvous is fixed by the ClientHello, and a second ClientHello (or any
 // frame naming another rendezvous) does not exist after the handshake. A
 // client that tries is cut off.

@@ -3,7 +3,7 @@ package relayserver
 import (
 	"context"
 	"encoding/hex"
-	"fmt"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -121,13 +121,22 @@ type backplane struct {
 	once   sync.Once
 }
 
+// errBackplaneURL is the whole report on a backplane URL that does not
+// parse. The usual cause is a managed Redis access key (base64, so '/' about
+// half the time) pasted into the URL unencoded.
+var errBackplaneURL = errors.New("relayserver: backplane URL is not a valid redis:// or rediss:// URL " +
+	"(not shown: it holds the password); a password holding '/', '+', '=', ':' or '@' must be percent-encoded, " +
+	"e.g. rediss://:PASSWORD@HOST:PORT/0 with PASSWORD from encodeURIComponent (Bicep: uriComponent())")
+
 // newBackplane connects the local rooms rs to the Redis at cfg.Backplane.
 // It does not wait for Redis: an instance whose Redis is down serves its own
 // clients and joins the others when Redis answers.
 func newBackplane(cfg Config, rs *rooms, reg prometheus.Registerer, forwarded func(kind string, frames, payloadBytes int), relayDrop func(reason string, n int)) (*backplane, error) {
 	opts, err := redis.ParseURL(cfg.Backplane)
 	if err != nil {
-		return nil, fmt.Errorf("relayserver: backplane URL: %w", err)
+		// ParseURL's error quotes the URL, password and all, and would put
+		// the Redis key in the logs: say what to do without it.
+		return nil, errBackplaneURL
 	}
 	id, err := newInstanceID()
 	if err != nil {

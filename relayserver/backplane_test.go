@@ -41,10 +41,10 @@ type member struct {
 	gone    []nodekey.Public // every PeerGone, in order
 }
 
-func join(t testing.TB, url string, priv nodekey.Private, rv relayproto.Rendezvous) *member {
+func join(t testing.TB, url string, priv nodekey.Private, rv relayproto.AdmissionKey) *member {
 	t.Helper()
 	c, err := relay.New(relay.Config{
-		URL: url, PrivateKey: priv, Rendezvous: rv,
+		URL: url, PrivateKey: priv, Admission: rv,
 		Logger:     slog.New(slog.DiscardHandler),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 	})

@@ -2,7 +2,6 @@ package relayserver
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -32,6 +31,9 @@ var (
 	errFrameTooLarge = fmt.Errorf("message larger than %d bytes", relayproto.MaxFrame)
 	errTextMessage   = errors.New("text message; relay frames are binary")
 )
+
+// errV1Client is what an old client is told, in the one Error frame it gets.
+const errV1Client = "this relay speaks " + relayproto.Subprotocol + "; upgrade plurenet"
 
 // closeKind is how a connection ends.
 type closeKind int
@@ -103,7 +105,9 @@ func (s *Server) newConn(remote string) *conn {
 func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
 	c := s.newConn(r.RemoteAddr)
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols: []string{relayproto.Subprotocol},
+		// v1 is selected only when v2 is not offered, to tell an old
+		// client to upgrade (handshake).
+		Subprotocols: []string{relayproto.Subprotocol, relayproto.SubprotocolV1},
 		// Payloads are encrypted, so compression would cost CPU and gain
 		// nothing (and compressing attacker-chosen data next to secrets is
 		// how CRIME-style attacks start).
@@ -195,6 +199,14 @@ func (c *conn) readFailed(err error) {
 // rendezvous. It reports whether the connection is established.
 func (c *conn) handshake() bool {
 	s := c.srv
+	if c.ws.Subprotocol() == relayproto.SubprotocolV1 {
+		// An old client: it reads this Error in place of ServerHello and
+		// shows its message (v1 clients report an Error frame received
+		// during the handshake).
+		s.metrics.handshake(hsBadVersion) // before the client can see the close
+		c.fail(relayproto.ErrBadVersion, errV1Client)
+		return false
+	}
 	hello := relayproto.ServerHello{Version: relayproto.Version, ServerKey: s.pub}
 	// A fresh challenge per connection makes a recorded ClientHello worthless.
 	if _, err := rand.Read(hello.Challenge[:]); err != nil {
@@ -224,6 +236,7 @@ func (c *conn) handshake() bool {
 	if code, msg, result := c.verify(ch, err, hello); code != 0 {
 		c.fail(code, msg)
 		s.metrics.handshake(result)
+		s.log.Debug("relay: handshake refused", "remote", c.remote, "conn", c.id, "code", code, "reason", msg)
 		return false
 	}
 	c.key, c.rv = ch.ClientKey, ch.Rendezvous
@@ -252,24 +265,23 @@ func (c *conn) handshake() bool {
 }
 
 // verify checks a ClientHello against the challenge this connection sent. It
-// returns a zero code when the client proved it holds the key it claims.
+// returns a zero code when the client proved that it holds the key it claims
+// and the admission key of the rendezvous it asks for.
 func (c *conn) verify(ch relayproto.ClientHello, parseErr error, hello relayproto.ServerHello) (relayproto.ErrorCode, string, string) {
 	if parseErr != nil {
 		return relayproto.ErrBadFrame, "expected ClientHello: " + parseErr.Error(), hsBadFrame
 	}
-	if ch.Version != relayproto.Version {
-		return relayproto.ErrBadVersion, fmt.Sprintf("relay speaks protocol version %d, client sent %d", relayproto.Version, ch.Version), hsBadVersion
+	var he *relayproto.HelloError
+	switch err := ch.Verify(c.srv.priv, hello); {
+	case err == nil:
+		return 0, "", ""
+	case !errors.As(err, &he):
+		return relayproto.ErrAuthFailed, err.Error(), hsAuthFailed
+	case he.Code == relayproto.ErrBadVersion:
+		return he.Code, he.Message, hsBadVersion
+	default:
+		return he.Code, he.Message, hsAuthFailed
 	}
-	shared, err := c.srv.priv.SharedSecret(ch.ClientKey)
-	if err != nil {
-		return relayproto.ErrAuthFailed, "client key is a low-order point", hsAuthFailed
-	}
-	want := relayproto.HandshakeMAC(shared, hello.ServerKey, hello.Challenge, ch.ClientKey, ch.Rendezvous)
-	// Constant time, so the comparison leaks nothing about the right MAC.
-	if !hmac.Equal(want[:], ch.MAC[:]) {
-		return relayproto.ErrAuthFailed, "handshake MAC does not verify: the client does not hold the key it claims, or answered another challenge", hsAuthFailed
-	}
-	return 0, "", ""
 }
 
 // readLoop handles frames until the connection ends.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
 )
 
@@ -92,9 +93,9 @@ func FuzzHandleFrame(f *testing.F) {
 	})
 }
 
-// FuzzVerifyHello feeds arbitrary bytes to the relay's ClientHello check. No
-// input may panic, and none but a hello keyed with the client's private key
-// may pass.
+// FuzzVerifyHello feeds arbitrary bytes to the relay's ClientHello check,
+// seeded with a valid hello. No input may panic, and none but that hello
+// may pass: any other needs the client's private key or the admission key.
 func FuzzVerifyHello(f *testing.F) {
 	s, err := New(Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -102,15 +103,28 @@ func FuzzVerifyHello(f *testing.F) {
 	}
 	defer s.Close()
 	hello := relayproto.ServerHello{Version: relayproto.Version, ServerKey: s.pub, Challenge: [32]byte{1, 2, 3}}
+	member, err := nodekey.NewPrivate()
+	if err != nil {
+		f.Fatal(err)
+	}
+	valid, err := relayproto.NewClientHello(hello, member, relayproto.NewAdmissionKey([32]byte{4}))
+	if err != nil {
+		f.Fatal(err)
+	}
+	validBytes := valid.Append(nil)
+	f.Add(validBytes)
 	f.Add((&relayproto.ClientHello{Version: relayproto.Version, ClientKey: fuzzKey(5)}).Append(nil))
-	f.Add((&relayproto.ClientHello{Version: 2}).Append(nil))
+	f.Add((&relayproto.ClientHello{Version: 1}).Append(nil))
 	f.Add([]byte{byte(relayproto.TypeClientHello)})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c := s.newConn("fuzz")
 		ch, perr := relayproto.ParseClientHello(b)
 		code, msg, result := c.verify(ch, perr, hello)
 		if code == 0 {
-			t.Fatalf("arbitrary hello %x authenticated", b)
+			if !bytes.Equal(b, validBytes) {
+				t.Fatalf("forged hello %x authenticated", b)
+			}
+			return
 		}
 		if !code.Fatal() || msg == "" || result == "" {
 			t.Fatalf("refusal %v %q %q", code, msg, result)

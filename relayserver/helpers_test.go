@@ -58,12 +58,14 @@ func newKey(t testing.TB) nodekey.Private {
 	return k
 }
 
-func rendezvous(b byte) relayproto.Rendezvous {
-	var rv relayproto.Rendezvous
-	for i := range rv {
-		rv[i] = b
+// rendezvous returns the admission key of test mesh b: what a member needs
+// to join the rendezvous it names (its Rendezvous method).
+func rendezvous(b byte) relayproto.AdmissionKey {
+	var seed [32]byte
+	for i := range seed {
+		seed[i] = b
 	}
-	return rv
+	return relayproto.NewAdmissionKey(seed)
 }
 
 // dialWS opens a WebSocket offering the relay subprotocol, closed at test end.
@@ -114,22 +116,24 @@ func readServerHello(t testing.TB, ws *websocket.Conn) relayproto.ServerHello {
 	return h
 }
 
-// answer builds the ClientHello that proves priv to the relay of sh. macKey
-// is the private key whose shared secret keys the MAC: priv itself for an
-// honest client, another key for an impostor.
-func answer(t testing.TB, sh relayproto.ServerHello, priv, macKey nodekey.Private, rv relayproto.Rendezvous) relayproto.ClientHello {
+// answer builds the ClientHello that proves priv and the admission key adm
+// to the relay of sh. macKey is the private key whose shared secret keys the
+// MAC: priv itself for an honest client, another key for an impostor.
+func answer(t testing.TB, sh relayproto.ServerHello, priv, macKey nodekey.Private, adm relayproto.AdmissionKey) relayproto.ClientHello {
 	t.Helper()
-	shared, err := macKey.SharedSecret(sh.ServerKey)
+	ch, err := relayproto.NewClientHello(sh, priv, adm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := priv.Public()
-	return relayproto.ClientHello{
-		Version:    relayproto.Version,
-		ClientKey:  pub,
-		Rendezvous: rv,
-		MAC:        relayproto.HandshakeMAC(shared, sh.ServerKey, sh.Challenge, pub, rv),
+	if macKey != priv {
+		shared, err := macKey.SharedSecret(sh.ServerKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := relayproto.Transcript{ServerKey: sh.ServerKey, Challenge: sh.Challenge, ClientKey: ch.ClientKey, Admission: ch.Admission, Rendezvous: ch.Rendezvous}
+		ch.MAC = tr.MAC(shared)
 	}
+	return ch
 }
 
 // client is a hand-written relay client, just enough to drive the server.
@@ -140,13 +144,14 @@ type client struct {
 	welcome relayproto.Welcome
 }
 
-// connect does the handshake as priv in rv and checks the Welcome.
-func connect(t testing.TB, r *testRelay, priv nodekey.Private, rv relayproto.Rendezvous) *client {
+// connect does the handshake as priv in the mesh of rv and checks the
+// Welcome.
+func connect(t testing.TB, r *testRelay, priv nodekey.Private, rv relayproto.AdmissionKey) *client {
 	t.Helper()
 	return connectWith(t, r, priv, rv, nil)
 }
 
-func connectWith(t testing.TB, r *testRelay, priv nodekey.Private, rv relayproto.Rendezvous, opts *websocket.DialOptions) *client {
+func connectWith(t testing.TB, r *testRelay, priv nodekey.Private, rv relayproto.AdmissionKey, opts *websocket.DialOptions) *client {
 	t.Helper()
 	ws := dialWS(t, r.url, opts)
 	sh := readServerHello(t, ws)

@@ -145,16 +145,23 @@ func TestHandshakeRefused(t *testing.T) {
 			relayproto.ErrAuthFailed, websocket.StatusPolicyViolation, "auth_failed"},
 		{"rendezvous swapped after signing", func(sh relayproto.ServerHello) []byte {
 			ch := answer(t, sh, victim, victim, rv)
-			ch.Rendezvous = rendezvous(8)
+			ch.Rendezvous = rendezvous(8).Rendezvous()
+			return ch.Append(nil)
+		}, relayproto.ErrAuthFailed, websocket.StatusPolicyViolation, "auth_failed"},
+		{"admission key swapped after signing", func(sh relayproto.ServerHello) []byte {
+			ch := answer(t, sh, victim, victim, rv)
+			other := answer(t, sh, victim, victim, rendezvous(8))
+			ch.Admission, ch.Rendezvous = other.Admission, other.Rendezvous
 			return ch.Append(nil)
 		}, relayproto.ErrAuthFailed, websocket.StatusPolicyViolation, "auth_failed"},
 		{"low-order key", func(sh relayproto.ServerHello) []byte {
-			ch := relayproto.ClientHello{Version: relayproto.Version, Rendezvous: rv}
+			ch := answer(t, sh, attacker, attacker, rv)
+			ch.ClientKey = relayproto.Key{}
 			return ch.Append(nil)
 		}, relayproto.ErrAuthFailed, websocket.StatusPolicyViolation, "auth_failed"},
-		{"version 2", func(sh relayproto.ServerHello) []byte {
+		{"version 1 in a v2 hello", func(sh relayproto.ServerHello) []byte {
 			ch := answer(t, sh, victim, victim, rv)
-			ch.Version = 2
+			ch.Version = 1
 			return ch.Append(nil)
 		}, relayproto.ErrBadVersion, websocket.StatusProtocolError, "bad_version"},
 		{"truncated hello", func(sh relayproto.ServerHello) []byte {
@@ -191,7 +198,7 @@ func TestSubprotocolRequired(t *testing.T) {
 	defer cancel()
 	_, resp, err := websocket.Dial(ctx, r.url, &websocket.DialOptions{Subprotocols: []string{"plurenet-relay.v0"}})
 	if err == nil {
-		t.Fatal("dial without the v1 subprotocol succeeded")
+		t.Fatal("dial without the relay subprotocol succeeded")
 	}
 	if resp == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("response %v, want 400", resp)

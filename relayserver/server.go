@@ -1,11 +1,13 @@
 // Package relayserver is the plurenet relay: an HTTP handler that speaks relay
-// protocol v1 (docs/protocol.md, Part 1) over WebSocket, matches clients by
-// rendezvous hash and forwards their opaque frames, plus /healthz and
+// protocol v2 (docs/protocol.md, Part 1) over WebSocket, admits to a
+// rendezvous only clients that prove the mesh's admission key, matches them
+// by rendezvous hash and forwards their opaque frames, plus /healthz and
 // Prometheus /metrics.
 //
 // A relay keeps only live connections, and learns nothing of a mesh but its
-// members' keys and addresses, its rendezvous hash, and frame sizes and
-// timing: payloads are WireGuard packets or sealed messages. Routing sits
+// members' keys and addresses, its rendezvous hash and admission public key
+// (both fixed by the topic and secret), and frame sizes and timing: payloads
+// are WireGuard packets or sealed messages. Routing sits
 // behind a small router interface: the local rooms for a single instance, or
 // a Redis backplane (Config.Backplane) when several instances share the
 // rendezvous, without the connections telling the difference.
@@ -199,10 +201,12 @@ func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
 	c.run()
 }
 
+// offersSubprotocol reports whether the client offers v2, or v1: an old
+// client is let in to be told, in an Error frame, to upgrade (conn.go).
 func offersSubprotocol(r *http.Request) bool {
 	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for p := range strings.SplitSeq(h, ",") {
-			if strings.TrimSpace(p) == relayproto.Subprotocol {
+			if p := strings.TrimSpace(p); p == relayproto.Subprotocol || p == relayproto.SubprotocolV1 {
 				return true
 			}
 		}

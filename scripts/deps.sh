@@ -10,10 +10,26 @@ command -v iperf3 >/dev/null    || need+=(iperf3)
 command -v ping >/dev/null      || need+=(iputils-ping)
 command -v curl >/dev/null      || need+=(curl)
 command -v redis-server >/dev/null || need+=(redis-server)
+# A private D-Bus for the fake systemd-resolved of dns/resolved's tests.
+command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
 # The Node.js relay (deploy/vercel) and its conformance test.
 command -v node >/dev/null || need+=(nodejs npm)
 
+# vercel_cli installs the Vercel CLI, which builds deploy/vercel offline the
+# way Vercel does (TestVercelBuild). Pinned: later majors do not install here.
+vercel_cli() {
+	command -v vercel >/dev/null && return 0
+	if [ "$(id -u)" -ne 0 ] || ! command -v npm >/dev/null; then
+		echo "deps: no Vercel CLI; TestVercelBuild will skip (npm install -g vercel@58.10.0)" >&2
+		return 0
+	fi
+	echo "deps: installing the Vercel CLI" >&2
+	npm install -g --no-audit --no-fund --loglevel=error vercel@58.10.0 >/dev/null ||
+		echo "deps: installing the Vercel CLI failed; TestVercelBuild will skip" >&2
+}
+
 if [ ${#need[@]} -eq 0 ]; then
+	vercel_cli
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
@@ -24,3 +40,4 @@ echo "deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+vercel_cli

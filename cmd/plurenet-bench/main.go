@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command plurenet-bench is "make bench": it measures plurenet beside its
 // baselines in one run and prints one table of ratios.
 //

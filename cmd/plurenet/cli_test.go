@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/plures/plurenet/internal/mesh"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -80,6 +82,7 @@ func TestBadInput(t *testing.T) {
 		{"bad topic hex", []string{"up", "--topic-hex", "xyz", "--key", "0123456789abcdef0123", "--relay", "ws://x"}, 2, "--topic-hex"},
 		{"no key", []string{"up", "--topic", "t", "--relay", "ws://x"}, 2, "no mesh secret"},
 		{"short key", []string{"up", "--topic", "t", "--key", "short", "--relay", "ws://x"}, 2, "at least 16"},
+		{"mistyped generated key", []string{"up", "--topic", "t", "--key", mesh.GeneratedPrefix + "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8X5A4n", "--relay", "ws://x"}, 2, "mistyped"},
 		{"key and open", with("--open"), 2, "not both"},
 		{"no relay", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123"}, 2, "no relay"},
 		{"relay not ws", []string{"up", "--state-dir", dir, "--topic", "t", "--key", "0123456789abcdef0123", "--relay", "http://x"}, 2, `--relay: relay URL "http://x": the relay speaks WebSocket: write "ws://x"`},
@@ -137,8 +140,8 @@ func TestKeyGenerate(t *testing.T) {
 			t.Fatalf("exit %d: %s", code, out.String())
 		}
 		k := strings.TrimSpace(out.String())
-		if len(k) != 43 || seen[k] {
-			t.Fatalf("secret %q: want 43 fresh characters (256 bits)", k)
+		if kind, _, err := mesh.ClassifySecret(k); kind != mesh.SecretGenerated || err != nil || seen[k] {
+			t.Fatalf("secret %q: want a fresh generated secret (%v, %v)", k, kind, err)
 		}
 		seen[k] = true
 	}

@@ -22,6 +22,7 @@ type upSettings struct {
 	Topic         string
 	TopicHex      string
 	Key           string
+	KeyFile       string
 	Name          string
 	Relay         string
 	RelayFallback string
@@ -30,6 +31,8 @@ type upSettings struct {
 	IP            string
 	IPv4Prefix    string
 	SOCKS5        string
+	SOCKS5Auth    string // path of the credentials file
+	SOCKS5Remote  bool   // --socks5-allow-remote
 	Forward       listValue
 	Expose        listValue
 	TUN           string
@@ -75,7 +78,8 @@ func (s *upSettings) table() []setting {
 	return []setting{
 		{flag: "topic", env: "PLURENET_TOPIC", fileKeys: []string{"topic"}, usage: "mesh topic name (members share it)", str: &s.Topic},
 		{flag: "topic-hex", env: "PLURENET_TOPIC_HEX", fileKeys: []string{"topicHex"}, usage: "mesh topic as 64 hex characters (instead of --topic)", str: &s.TopicHex},
-		{flag: "key", env: "PLURENET_KEY", fileKeys: []string{"key", "syncKey"}, usage: "mesh secret shared by members (see \"plurenet key generate\")", str: &s.Key},
+		{flag: "key", env: "PLURENET_KEY", fileKeys: []string{"key", "syncKey"}, usage: "mesh secret shared by members (see \"plurenet key generate\"); on the command line other local users can read it: prefer --key-file or the environment", str: &s.Key},
+		{flag: "key-file", env: "PLURENET_KEY_FILE", fileKeys: []string{"keyFile"}, usage: "file holding the mesh secret on one line (mode 0600, owned by you)", str: &s.KeyFile},
 		{flag: "name", env: "PLURENET_NAME", fileKeys: []string{"name"}, usage: "this node's name in the mesh (default: host name)", str: &s.Name},
 		{flag: "relay", env: "PLURENET_RELAY", fileKeys: []string{"relay", "syncRelay"}, usage: "primary relay URL (ws:// or wss://)", str: &s.Relay},
 		{flag: "relay-fallback", env: "PLURENET_RELAY_FALLBACK", fileKeys: []string{"relayFallback", "syncRelayFallback"}, usage: "fallback relay URL, used when the primary is unreachable", str: &s.RelayFallback},
@@ -85,7 +89,8 @@ func (s *upSettings) table() []setting {
 		{flag: "state-dir", env: "PLURENET_STATE_DIR", fileKeys: []string{"stateDir"}, usage: "directory for the node key and control socket", str: &s.StateDir},
 		{flag: "ip", env: "PLURENET_IP", fileKeys: []string{"ip"}, usage: "pin this node's IPv4 overlay address", str: &s.IP},
 		{flag: "ipv4-prefix", env: "PLURENET_IPV4_PREFIX", fileKeys: []string{"ipv4Prefix"}, usage: "IPv4 prefix of the mesh (every member must use the same)", str: &s.IPv4Prefix},
-		{flag: "socks5", env: "PLURENET_SOCKS5", fileKeys: []string{"socks5"}, usage: "serve a SOCKS5 proxy into the mesh on this local address", str: &s.SOCKS5},
+		{flag: "socks5", env: "PLURENET_SOCKS5", fileKeys: []string{"socks5"}, usage: "serve a SOCKS5 proxy into the mesh on this loopback address (e.g. 127.0.0.1:1080)", str: &s.SOCKS5},
+		{flag: "socks5-auth-file", env: "PLURENET_SOCKS5_AUTH_FILE", fileKeys: []string{"socks5AuthFile"}, usage: "file holding USER:PASSWORD that SOCKS5 clients must give (mode 0600; or env PLURENET_SOCKS5_AUTH)", str: &s.SOCKS5Auth},
 		{flag: "forward", env: "PLURENET_FORWARD", fileKeys: []string{"forward"}, usage: "LOCAL=MEMBER:PORT: forward a local port to a member (repeatable)", list: &s.Forward},
 		{flag: "expose", env: "PLURENET_EXPOSE", fileKeys: []string{"expose"}, usage: "PORT[=HOST:PORT]: let members reach a local service on this node's overlay IP (repeatable)", list: &s.Expose},
 		{flag: "listen-port", env: "PLURENET_LISTEN_PORT", fileKeys: []string{"listenPort"}, usage: "UDP port of the direct path (default: random; 51898 with --transport direct)", str: &s.ListenPort},
@@ -111,6 +116,7 @@ func (l *listValue) Set(v string) error {
 func (s *upSettings) registerFlags(fs *flag.FlagSet, configPath *string) {
 	registerSettings(fs, s.table(), configPath, "PLURENET_CONFIG")
 	fs.BoolVar(&s.Open, "open", false, "run without a mesh secret: anyone who knows the topic can join (not recommended)")
+	fs.BoolVar(&s.SOCKS5Remote, "socks5-allow-remote", false, "let --socks5 listen on a non-loopback address; needs --socks5-auth-file")
 }
 
 // resolve fills s from the config file and the environment, leaving alone
@@ -196,6 +202,9 @@ func resolveSettings(fs *flag.FlagSet, table []setting, configPath, configEnv st
 	if configPath != "" {
 		var err error
 		if file, err = readConfigFile(configPath); err != nil {
+			return res, err
+		}
+		if err := checkConfigSecrets(configPath, file); err != nil {
 			return res, err
 		}
 	}

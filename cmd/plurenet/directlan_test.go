@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -31,7 +33,7 @@ func TestLabDirectNoRelay(t *testing.T) {
 	hc := lab.Host("c", lab.Internet())
 
 	start := func(h *netlab.Host, name, key string, extra ...string) *labNode {
-		n := &labNode{t: t, m: m, name: name, host: h, dir: t.TempDir()}
+		n := &labNode{t: t, m: m, name: name, host: h, dir: privateDir(t)}
 		args := append([]string{"up", "--tun", labTUN, "--transport", "direct",
 			"--topic", labTopic, "--key", key, "--state-dir", n.dir, "--name", name}, extra...)
 		n.proc = h.Start(context.Background(), m.bin, args...)

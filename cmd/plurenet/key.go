@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"io"
 
@@ -14,10 +12,6 @@ func init() {
 	register(command{name: "key", summary: "generate a mesh secret, or print this node's public key", run: runKey})
 }
 
-// secretBytes is the entropy of a generated mesh secret: 256 bits, the
-// strength of the keys derived from it.
-const secretBytes = 32
-
 func runKey(_ context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usageErrorf("want a subcommand: \"key generate\" (a new mesh secret) or \"key public\" (this node's public key)")
@@ -27,11 +21,13 @@ func runKey(_ context.Context, args []string, stdout io.Writer) error {
 		if err := parseFlags(newFlagSet("key generate"), args[1:]); err != nil {
 			return err
 		}
-		b := make([]byte, secretBytes)
-		if _, err := rand.Read(b); err != nil {
-			return fmt.Errorf("reading randomness: %w", err)
+		// 256 random bits in the generated format, which members use
+		// without the Argon2id stretching a chosen secret needs.
+		secret, err := mesh.GenerateSecret()
+		if err != nil {
+			return err
 		}
-		fmt.Fprintln(stdout, base64.RawURLEncoding.EncodeToString(b))
+		fmt.Fprintln(stdout, secret)
 		return nil
 	case "public":
 		fs := newFlagSet("key public")

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Network-lab tests of the auto transport's direct path: ICE hole punching

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -99,7 +101,7 @@ type labNode struct {
 // using its addresses.
 func (m *labMesh) startNode(h *netlab.Host, name string, extra ...string) *labNode {
 	m.t.Helper()
-	n := &labNode{t: m.t, m: m, name: name, host: h, dir: m.t.TempDir()}
+	n := &labNode{t: m.t, m: m, name: name, host: h, dir: privateDir(m.t)}
 	args := append([]string{"up", "--tun", labTUN,
 		"--topic", labTopic, "--key", labKey, "--relay", m.relayURL,
 		"--state-dir", n.dir, "--name", name}, extra...)

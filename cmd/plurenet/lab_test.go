@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Network-lab tests: the real plurenet binary in network namespaces behind

@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	register(command{name: "relay", summary: "run a relay server (WebSocket, protocol v1)", run: runRelay})
+	register(command{name: "relay", summary: "run a relay server (WebSocket, protocol v2)", run: runRelay})
 }
 
 func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
@@ -23,6 +23,9 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log, err := newLogger(os.Stderr, run.logLevel)
 	if err != nil {
+		return err
+	}
+	if run.cfg.Backplane, err = backplaneURL(run.cfg.Backplane, run.backplaneFile, run.backplaneFromFlag, log); err != nil {
 		return err
 	}
 	if run.certFile != "" {

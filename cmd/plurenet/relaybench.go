@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/plures/plurenet/internal/relayproto"
@@ -83,35 +82,6 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return benchExternal(ctx, p, stdout)
 	}
 	return benchInProcess(ctx, p, *inproc, stdout)
-}
-
-// raiseFDLimit raises RLIMIT_NOFILE's soft limit to need (up to the hard
-// limit, and the hard limit too when we may) and returns the soft limit
-// before and after.
-func raiseFDLimit(need uint64) (before, after uint64, err error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, 0, fmt.Errorf("reading the open-file limit: %w", err)
-	}
-	if rl.Cur >= need {
-		return rl.Cur, rl.Cur, nil
-	}
-	want := rl
-	want.Cur = need
-	if want.Max < need {
-		want.Max = need // works as root; otherwise fall back below
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-		want.Max = rl.Max
-		want.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-			return rl.Cur, 0, fmt.Errorf("raising the open-file limit: %w", err)
-		}
-		if want.Cur < need {
-			return rl.Cur, want.Cur, fmt.Errorf("open-file limit is %d, the run needs %d: raise the hard limit (ulimit -Hn) or use fewer --members", want.Cur, need)
-		}
-	}
-	return rl.Cur, want.Cur, nil
 }
 
 // benchWorker is the members' process: it connects, prints a "connected"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/transports/relay"
 )
 
 // The client side of relay-bench: N members, each one WebSocket with the
@@ -114,7 +115,8 @@ func connectMembers(ctx context.Context, p benchParams) (*benchMembers, error) {
 	return bm, nil
 }
 
-// dialMember connects and authenticates member i.
+// dialMember connects and authenticates member i, with the relay client's
+// own handshake.
 func dialMember(ctx context.Context, url string, i int) (*benchMember, error) {
 	priv, err := nodekey.NewPrivate()
 	if err != nil {
@@ -122,44 +124,24 @@ func dialMember(ctx context.Context, url string, i int) (*benchMember, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{relayproto.Subprotocol}})
+	ws, err := relay.DialWebSocket(ctx, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	ws.SetReadLimit(relayproto.MaxFrame)
-	fail := func(err error) (*benchMember, error) { ws.CloseNow(); return nil, err }
-	_, b, err := ws.Read(ctx)
-	if err != nil {
-		return fail(err)
+	if _, err := relay.Handshake(ctx, ws, priv, benchAdmission(i/2)); err != nil {
+		ws.CloseNow()
+		return nil, err
 	}
-	sh, err := relayproto.ParseServerHello(b)
-	if err != nil {
-		return fail(err)
-	}
-	shared, err := priv.SharedSecret(sh.ServerKey)
-	if err != nil {
-		return fail(err)
-	}
-	var rv relayproto.Rendezvous
-	binary.BigEndian.PutUint64(rv[:], uint64(i/2))
-	copy(rv[8:], "plurenet relay-bench")
-	pub := priv.Public()
-	ch := relayproto.ClientHello{Version: relayproto.Version, ClientKey: pub, Rendezvous: rv,
-		MAC: relayproto.HandshakeMAC(shared, sh.ServerKey, sh.Challenge, pub, rv)}
-	if err := ws.Write(ctx, websocket.MessageBinary, ch.Append(nil)); err != nil {
-		return fail(err)
-	}
-	_, b, err = ws.Read(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	if _, err := relayproto.ParseWelcome(b); err != nil {
-		if f, perr := relayproto.Parse(b); perr == nil && f.Type == relayproto.TypeError {
-			return fail(fmt.Errorf("relay refused: %s", f.Message))
-		}
-		return fail(err)
-	}
-	return &benchMember{ws: ws, key: pub}, nil
+	return &benchMember{ws: ws, key: priv.Public()}, nil
+}
+
+// benchAdmission is the admission key of pair's mesh: a fixed seed per
+// pair, so the two members of a pair meet and nobody else.
+func benchAdmission(pair int) relayproto.AdmissionKey {
+	var seed [32]byte
+	binary.BigEndian.PutUint64(seed[:], uint64(pair))
+	copy(seed[8:], "plurenet relay-bench")
+	return relayproto.NewAdmissionKey(seed)
 }
 
 // read consumes member i's frames until its connection closes, timing the

@@ -26,6 +26,7 @@ type relaySettings struct {
 	MaxConnLifetime     string
 	DrainGrace          string
 	Backplane           string
+	BackplaneFile       string
 	TrustProxyHeaders   string
 	MaxConnsPerIP       string
 	HandshakeRatePerIP  string
@@ -80,6 +81,7 @@ func (s *relaySettings) table() []setting {
 		{flag: "max-conn-lifetime", env: "PLURENET_RELAY_MAX_CONN_LIFETIME", fileKeys: []string{"maxConnLifetime"}, usage: "drain each connection at this `age`, e.g. 30m (0: never)", str: &s.MaxConnLifetime},
 		{flag: "drain-grace", env: "PLURENET_RELAY_DRAIN_GRACE", fileKeys: []string{"drainGrace"}, usage: "`time` a drained client gets to reconnect elsewhere", str: &s.DrainGrace},
 		{flag: "backplane", env: "PLURENET_RELAY_BACKPLANE", fileKeys: []string{"backplane"}, usage: "Redis `URL` (redis://HOST:6379/0, rediss:// for TLS) shared by several relay instances; empty for a single instance", str: &s.Backplane},
+		{flag: "backplane-file", env: "PLURENET_RELAY_BACKPLANE_FILE", fileKeys: []string{"backplaneFile"}, usage: "`file` holding the backplane URL on one line (mode 0600): keeps its password out of the process list", str: &s.BackplaneFile},
 		{flag: "trust-proxy-headers", env: "PLURENET_RELAY_TRUST_PROXY_HEADERS", fileKeys: []string{"trustProxyHeaders"}, usage: "take the client address from the last X-Forwarded-For entry (only behind a proxy that always sets it)", str: &s.TrustProxyHeaders, kind: kindBool},
 		{flag: "max-conns-per-ip", env: "PLURENET_RELAY_MAX_CONNS_PER_IP", fileKeys: []string{"maxConnsPerIP"}, usage: "`number` of connections one client address (IPv4, or IPv6 /64) may hold, or \"unlimited\" (0 too)", str: &s.MaxConnsPerIP, kind: kindNumber},
 		{flag: "handshake-rate-per-ip", env: "PLURENET_RELAY_HANDSHAKE_RATE_PER_IP", fileKeys: []string{"handshakeRatePerIP"}, usage: "connection `attempts` per second from one client address, or \"unlimited\" (0 too)", str: &s.HandshakeRatePerIP, kind: kindNumber},
@@ -96,7 +98,12 @@ type relayRun struct {
 	listenFrom, stunFrom string
 	certFile, keyFile    string
 	logLevel             string
-	cfg                  relayserver.Config
+	// backplaneFile holds the backplane URL; backplaneFromFlag says the
+	// URL itself came from the command line (a warning: other local users
+	// can read it there).
+	backplaneFile     string
+	backplaneFromFlag bool
+	cfg               relayserver.Config
 }
 
 // parse reads the flags in args, then the environment and the config
@@ -146,6 +153,8 @@ func (s *relaySettings) check() (relayRun, error) {
 	}
 	c := &r.cfg
 	c.Backplane = s.Backplane
+	r.backplaneFile = s.BackplaneFile
+	r.backplaneFromFlag = s.Backplane != "" && s.res.source("backplane") == "--backplane"
 	var err error
 	if c.TrustProxyHeaders, err = strconv.ParseBool(s.TrustProxyHeaders); err != nil {
 		return r, usageErrorf("%s %q: want true or false", s.res.source("trust-proxy-headers"), s.TrustProxyHeaders)

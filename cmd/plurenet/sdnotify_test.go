@@ -49,18 +49,35 @@ func setTestEnv(t *testing.T, env map[string]string) {
 	t.Cleanup(func() { getenv = old })
 }
 
-// nextNotification returns the next datagram sent to conn.
-func nextNotification(t *testing.T, conn *net.UnixConn) string {
+// nextNotification returns the next datagram sent to conn, failing the
+// test if the command sending it returns first (with what it returned).
+func nextNotification(t *testing.T, conn *net.UnixConn, done chan error) string {
 	t.Helper()
 	if err := conn.SetReadDeadline(time.Now().Add(notifyWait)); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 4096)
-	n, err := conn.Read(buf)
-	if err != nil {
-		t.Fatalf("no notification: %v", err)
+	type result struct {
+		msg string
+		err error
 	}
-	return string(buf[:n])
+	got := make(chan result, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		n, err := conn.Read(buf)
+		got <- result{string(buf[:n]), err}
+	}()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			t.Fatalf("no notification: %v", r.err)
+		}
+		return r.msg
+	case err := <-done:
+		done <- err // for the caller's own wait
+		<-got       // the read ends at its deadline at the latest
+		t.Fatalf("returned before notifying systemd: %v", err)
+		return ""
+	}
 }
 
 // TestSystemdNotify: under Type=notify units, "plurenet relay" says
@@ -72,11 +89,14 @@ func TestSystemdNotify(t *testing.T) {
 
 	relayCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
-	relayDone := make(chan error, 1)
+	relayDone, relayFinished := make(chan error, 1), make(chan struct{})
 	go func() {
+		defer close(relayFinished)
 		relayDone <- runRelay(relayCtx, []string{"--listen", "127.0.0.1:0", "--stun-listen", "off", "--log-level", "error"}, io.Discard)
 	}()
-	ready := nextNotification(t, sd)
+	// Before fakeSystemd's cleanup restores getenv, which the command reads.
+	t.Cleanup(func() { stopRelay(); <-relayFinished })
+	ready := nextNotification(t, sd, relayDone)
 	addr, ok := strings.CutPrefix(ready, "READY=1\nSTATUS=serving ")
 	if !ok {
 		t.Fatalf("relay's first notification %q: want READY=1 and the address served", ready)
@@ -90,19 +110,22 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatalf("relay /healthz after READY=1: %s", resp.Status)
 	}
 
-	stateDir := t.TempDir()
+	// A directory the node creates: it refuses one others may enter.
+	stateDir := filepath.Join(t.TempDir(), "state")
 	nodeCtx, stopNode := context.WithCancel(context.Background())
 	defer stopNode()
-	nodeDone := make(chan error, 1)
+	nodeDone, nodeFinished := make(chan error, 1), make(chan struct{})
+	t.Cleanup(func() { stopNode(); <-nodeFinished })
 	var out bytes.Buffer
 	go func() {
+		defer close(nodeFinished)
 		// The relay path only: the node talks to nothing but the
 		// loopback relay.
 		nodeDone <- runUp(nodeCtx, []string{"--topic", "sdnotify", "--key", "sdnotify-secret-0123456789",
 			"--transport", "relay", "--relay", "ws://" + addr,
 			"--state-dir", stateDir, "--name", "notified", "--log-level", "error"}, &out)
 	}()
-	ready = nextNotification(t, sd)
+	ready = nextNotification(t, sd, nodeDone)
 	if !regexp.MustCompile(`^READY=1\nSTATUS=up: IPv4 \d+\.\d+\.\d+\.\d+, IPv6 [0-9a-f:]+$`).MatchString(ready) {
 		t.Fatalf("node's first notification %q: want READY=1 and a status with the node's addresses", ready)
 	}
@@ -117,14 +140,14 @@ func TestSystemdNotify(t *testing.T) {
 	}
 
 	stopNode()
-	if got := nextNotification(t, sd); got != "STOPPING=1" {
+	if got := nextNotification(t, sd, nil); got != "STOPPING=1" {
 		t.Fatalf("node's notification on leaving = %q, want STOPPING=1", got)
 	}
 	if err := <-nodeDone; err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())
 	}
 	stopRelay()
-	if got := nextNotification(t, sd); got != "STOPPING=1" {
+	if got := nextNotification(t, sd, nil); got != "STOPPING=1" {
 		t.Fatalf("relay's notification on stopping = %q, want STOPPING=1", got)
 	}
 	if err := <-relayDone; err != nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/overlay"
 	"github.com/plures/plurenet/proxy/portfwd"
-	"github.com/plures/plurenet/proxy/socks5"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -43,6 +42,9 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(s.unknownKeys) > 0 {
 		log.Info("config file keys not used by plurenet", "keys", s.unknownKeys)
 	}
+	if flagGiven(fs, "key") {
+		warnSecretOnCommandLine(log, "key", "--key-file FILE (chmod 600) or PLURENET_KEY")
+	}
 	cfg, err := s.nodeConfig(log)
 	if err != nil {
 		return err
@@ -50,6 +52,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	forwards, exposes, err := s.portSpecs()
 	if err != nil {
 		return err
+	}
+	socksLn, socksCreds, err := s.listenSOCKS5()
+	if err != nil {
+		return err
+	}
+	if socksLn != nil {
+		defer socksLn.Close() // if the node fails to start; Serve closes it otherwise
 	}
 	node, err := overlay.New(cfg)
 	if err != nil {
@@ -73,18 +82,14 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}()
 	}
-	if s.SOCKS5 != "" {
-		ln, err := net.Listen("tcp", s.SOCKS5)
-		if err != nil {
-			return fmt.Errorf("SOCKS5 listener: %w", err)
+	if socksLn != nil {
+		srv := newSOCKS5Server(node, socksCreds, log)
+		auth := "no authentication: every user of this host may use it"
+		if socksCreds != nil {
+			auth = "username and password required"
 		}
-		srv := socks5.New(socks5.Config{
-			Dial:    node.Dial,
-			Resolve: func(_ context.Context, host string) (netip.Addr, error) { return node.Resolve(host) },
-			Logger:  log,
-		})
-		fmt.Fprintf(stdout, "plurenet: SOCKS5 proxy into the mesh on %s\n", ln.Addr())
-		serve("SOCKS5 on "+s.SOCKS5, func() error { return srv.Serve(ctx, ln) })
+		fmt.Fprintf(stdout, "plurenet: SOCKS5 proxy into the mesh on %s (%s)\n", socksLn.Addr(), auth)
+		serve("SOCKS5 on "+s.SOCKS5, func() error { return srv.Serve(ctx, socksLn) })
 	}
 	for _, f := range forwards {
 		ln, err := net.Listen("tcp", f.Listen)
@@ -131,14 +136,27 @@ const minSecretLen = 16
 
 // nodeConfig checks the settings and turns them into an overlay.Config.
 func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
+	if s.KeyFile != "" {
+		if s.Key != "" {
+			return overlay.Config{}, usageErrorf("the mesh secret is given twice: --key-file and --key (or PLURENET_KEY, or the config file's key): give one")
+		}
+		k, err := readSecretFile("key-file", s.KeyFile)
+		if err != nil {
+			return overlay.Config{}, err
+		}
+		s.Key = k
+	}
 	cfg := overlay.Config{Name: s.Name, Secret: s.Key, Logger: log}
 	switch {
 	case s.Key == "" && !s.Open:
-		return cfg, usageErrorf("no mesh secret: give --key SECRET (make one with \"plurenet key generate\"), or --open for a mesh anyone who knows the topic can join")
+		return cfg, usageErrorf("no mesh secret: give --key-file FILE or set PLURENET_KEY (make one with \"plurenet key generate\"), or --open for a mesh anyone who knows the topic can join")
 	case s.Key != "" && s.Open:
-		return cfg, usageErrorf("give --key or --open, not both")
+		return cfg, usageErrorf("give a mesh secret or --open, not both")
 	case s.Key != "" && len(s.Key) < minSecretLen:
-		return cfg, usageErrorf("--key is %d characters: use at least %d (\"plurenet key generate\" makes a strong one)", len(s.Key), minSecretLen)
+		return cfg, usageErrorf("the mesh secret is %d characters: use at least %d (\"plurenet key generate\" makes a strong one)", len(s.Key), minSecretLen)
+	}
+	if _, _, err := mesh.ClassifySecret(s.Key); err != nil {
+		return cfg, usageErrorf("--key: %v", err)
 	}
 	switch {
 	case s.Topic != "" && s.TopicHex != "":

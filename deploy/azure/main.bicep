@@ -2,20 +2,36 @@
 //
 // Clients reach wss://<app fqdn>/v1/relay on 443; the Container Apps ingress
 // terminates TLS and forwards the WebSocket to the relay's plain ws:// on
-// 8080. With enableRedis, an Azure Cache for Redis (Basic C0) is created and
+// 8080. With enableRedis, an Azure Managed Redis (Balanced_B0, one
+// non-clustered database, access keys on, TLS on port 10000) is created and
 // every replica joins it as the relay backplane, so members connected to
 // different replicas reach each other.
+//
+// No Bicep compiler was at hand where this was written: deploy/bicep_test.go
+// checks the invariants below that a compiler would not catch anyway (the
+// key encoded in the Redis URL, lowercase names, the registry entry, the
+// resource types and API versions checked against Azure's reference).
 
 @description('Azure region; defaults to the resource group\'s.')
 param location string = resourceGroup().location
 
-@description('Name prefix of every resource (letters, digits, hyphens).')
-@minLength(3)
+@description('Name of the Container App and prefix of every other resource: lowercase letters, digits and single hyphens, starting with a letter (Container App names are lowercase).')
+@minLength(2)
 @maxLength(20)
 param name string = 'plurenet-relay'
 
-@description('Relay container image, built from deploy/Dockerfile and pushed to a registry the app can pull from anonymously (e.g. ghcr.io/OWNER/plurenet-relay:TAG).')
+@description('Relay container image built from deploy/Dockerfile, e.g. REGISTRY/OWNER/plurenet-relay:TAG. A private image needs registryServer, registryUsername and registryPassword.')
 param image string
+
+@description('Registry host of a private image (the part of image before the first slash). Empty: the image is pulled anonymously, so it must be public.')
+param registryServer string = ''
+
+@description('User name for registryServer (for GitHub\'s registry the GitHub user; for Azure Container Registry a token or the admin user).')
+param registryUsername string = ''
+
+@description('Password or token for registryServer (for GitHub\'s registry a token with read:packages). Kept in a Container Apps secret.')
+@secure()
+param registryPassword string = ''
 
 @description('Replicas always running. 1 keeps the relay warm: a scaled-to-zero relay would drop every mesh that depends on it.')
 @minValue(1)
@@ -29,7 +45,7 @@ param maxReplicas int = 1
 @description('Concurrent requests (open WebSockets count) per replica before another is added.')
 param concurrentRequestsPerReplica int = 5000
 
-@description('vCPU per replica (0.25 steps up to 4 on the consumption profile).')
+@description('vCPU per replica (0.25 steps up to 4 on the Consumption profile).')
 param cpu string = '0.5'
 
 @description('Memory per replica; must pair with cpu (0.5 vCPU: 1Gi).')
@@ -38,16 +54,34 @@ param memory string = '1Gi'
 @description('Drain each connection at this age (a Go duration). Clients replace it make-before-break at about 80% of it, so nothing is lost when the platform later ends long connections anyway.')
 param maxConnLifetime string = '25m'
 
-@description('Create an Azure Cache for Redis (Basic C0) and use it as the relay backplane.')
+@description('Create an Azure Managed Redis and use it as the relay backplane.')
 param enableRedis bool = false
+
+@description('Azure Managed Redis SKU. Balanced_B0 (0.5 GB) is the smallest; the relay keeps only presence entries in it.')
+param redisSku string = 'Balanced_B0'
+
+@description('Clustering policy of the Redis database. The relay speaks to Redis with a non-cluster client: NoCluster (non-clustered, caches up to 25 GB) or EnterpriseCluster (one endpoint behind the Redis proxy). OSSCluster would need a cluster client and is not offered.')
+@allowed([
+  'NoCluster'
+  'EnterpriseCluster'
+])
+param redisClusteringPolicy string = 'NoCluster'
+
+// Bicep has no pattern decorator: the lowercase rule is enforced here (a
+// Container App with an uppercase name is refused by Azure only after the
+// environment and Redis were created); deploy.sh checks the full pattern.
+var appName = name == toLower(name) ? name : fail('name "${name}" has uppercase letters: Container App names are lowercase letters, digits and hyphens')
 
 // Without a backplane one replica must hold every member of a mesh.
 var replicasMax = enableRedis ? max(minReplicas, maxReplicas) : 1
 var replicasMin = enableRedis ? minReplicas : 1
-var suffix = uniqueString(resourceGroup().id, name)
+var suffix = uniqueString(resourceGroup().id, appName)
+
+// Azure Managed Redis serves TLS on this port, for every clustering policy.
+var redisPort = 10000
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
-  name: '${name}-logs-${suffix}'
+  name: '${appName}-logs-${suffix}'
   location: location
   properties: {
     sku: {
@@ -57,8 +91,12 @@ resource logs 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
   }
 }
 
+// A workload-profiles environment (Microsoft's recommended kind; the
+// Consumption-only kind is legacy) with just the serverless Consumption
+// profile, billed per use. Dedicated profiles, e.g. for premium ingress, can
+// be added to it later without recreating the environment.
 resource env 'Microsoft.App/managedEnvironments@2024-03-01' = {
-  name: '${name}-env'
+  name: '${appName}-env'
   location: location
   properties: {
     appLogsConfiguration: {
@@ -68,31 +106,59 @@ resource env 'Microsoft.App/managedEnvironments@2024-03-01' = {
         sharedKey: logs.listKeys().primarySharedKey
       }
     }
+    workloadProfiles: [
+      {
+        name: 'Consumption'
+        workloadProfileType: 'Consumption'
+      }
+    ]
   }
 }
 
-resource redis 'Microsoft.Cache/redis@2023-08-01' = if (enableRedis) {
-  name: '${name}-redis-${suffix}'
+// Azure Managed Redis (Microsoft.Cache/redisEnterprise); Azure Cache for
+// Redis (Microsoft.Cache/redis) is being retired.
+resource redis 'Microsoft.Cache/redisEnterprise@2025-07-01' = if (enableRedis) {
+  name: '${appName}-redis-${suffix}'
   location: location
+  sku: {
+    name: redisSku
+  }
   properties: {
-    sku: {
-      name: 'Basic'
-      family: 'C'
-      capacity: 0
-    }
-    enableNonSslPort: false
     minimumTlsVersion: '1.2'
-    redisConfiguration: {}
+    // Required on create from this API version on. The Consumption
+    // environment reaches Redis over the Internet; TLS and the access key
+    // protect it.
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource redisDb 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' = if (enableRedis) {
+  parent: redis
+  // Azure Managed Redis has one database and it is named default.
+  name: 'default'
+  properties: {
+    clientProtocol: 'Encrypted'
+    port: redisPort
+    clusteringPolicy: redisClusteringPolicy
+    // Presence entries carry a TTL; evicting them early would make members
+    // vanish. A full cache should fail loudly instead.
+    evictionPolicy: 'NoEviction'
+    // Off by default from this API version on; the relay authenticates
+    // with the access key.
+    accessKeysAuthentication: 'Enabled'
   }
 }
 
 // The backplane URL carries the access key: it goes in a Container Apps
 // secret and reaches the relay as PLURENET_RELAY_BACKPLANE, never as a
-// command-line argument (visible in the portal and in process listings).
+// command-line argument (visible in the portal and in process listings). The
+// key is base64 and holds '/', '+' and '=' in about half of all keys:
+// unencoded, the URL parser takes part of it for the port and the relay
+// cannot start.
 var backplaneSecret = enableRedis ? [
   {
     name: 'relay-backplane'
-    value: 'rediss://:${redis.listKeys().primaryKey}@${redis.properties.hostName}:${redis.properties.sslPort}/0'
+    value: 'rediss://:${uriComponent(redisDb.listKeys().primaryKey)}@${redis.properties.hostName}:${redisPort}/0'
   }
 ] : []
 var backplaneEnv = enableRedis ? [
@@ -102,11 +168,27 @@ var backplaneEnv = enableRedis ? [
   }
 ] : []
 
+// A private image: the app pulls with these credentials, kept as a secret.
+var registrySecret = empty(registryServer) ? [] : [
+  {
+    name: 'registry-password'
+    value: empty(registryUsername) || empty(registryPassword) ? fail('registryServer is set: registryUsername and registryPassword are needed too') : registryPassword
+  }
+]
+var registries = empty(registryServer) ? [] : [
+  {
+    server: registryServer
+    username: registryUsername
+    passwordSecretRef: 'registry-password'
+  }
+]
+
 resource app 'Microsoft.App/containerApps@2024-03-01' = {
-  name: name
+  name: appName
   location: location
   properties: {
     managedEnvironmentId: env.id
+    workloadProfileName: 'Consumption'
     configuration: {
       activeRevisionsMode: 'Single'
       ingress: {
@@ -122,7 +204,8 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
           }
         ]
       }
-      secrets: backplaneSecret
+      registries: registries
+      secrets: concat(backplaneSecret, registrySecret)
     }
     template: {
       // SIGTERM starts the relay's drain (Drain frames, then a 5 s grace);

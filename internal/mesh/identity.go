@@ -3,13 +3,13 @@ package mesh
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/ownerfs"
+	"github.com/plures/plurenet/internal/secretfile"
 )
 
 // KeyFile is the name of the node's private key inside its state directory.
@@ -21,20 +21,27 @@ const maxKeyFile = 1024
 
 // LoadOrCreateKey returns the node key kept in stateDir/node.key, creating
 // the directory (0700) and a fresh key (0600) if there is none; created says
-// which. Keeping the key keeps the node's addresses, which derive from it,
+// which. On Windows an access list that lets only the user, SYSTEM and
+// Administrators in stands for those modes (see internal/ownerfs). Keeping the key keeps the node's addresses, which derive from it,
 // stable across restarts.
 //
-// Like ssh with its private keys, it refuses a key file that group or others
-// may access: someone else may have read it, and a key they know lets them
-// impersonate this node. The file is written to a temporary name and linked
-// into place, so a crash never leaves a half-written key and two processes
-// starting at once agree on one key.
+// Like ssh with its private keys, it refuses a state directory or key file
+// that group or others may access, that another user owns, or that is a
+// symbolic link (see internal/secretfile): someone else may have read the
+// key, and a key they know lets them impersonate this node. The file is
+// written to a temporary name and linked into place, so a crash never
+// leaves a half-written key and two processes starting at once agree on
+// one key.
 func LoadOrCreateKey(stateDir string) (nodekey.Private, bool, error) {
 	if stateDir == "" {
 		return nodekey.Private{}, false, errors.New("node key: state directory not set")
 	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+	if err := ownerfs.MkdirAll(stateDir); err != nil {
 		return nodekey.Private{}, false, fmt.Errorf("node key: creating state directory: %w", err)
+	}
+	// MkdirAll leaves an existing directory as it is: check it.
+	if err := secretfile.CheckDir(stateDir); err != nil {
+		return nodekey.Private{}, false, fmt.Errorf("state directory: %w", err)
 	}
 	path := filepath.Join(stateDir, KeyFile)
 	k, err := loadKey(path)
@@ -61,31 +68,12 @@ func LoadOrCreateKey(stateDir string) (nodekey.Private, bool, error) {
 }
 
 func loadKey(path string) (nodekey.Private, error) {
-	f, err := os.Open(path)
+	b, err := secretfile.Read(path, maxKeyFile)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nodekey.Private{}, err
 		}
-		return nodekey.Private{}, fmt.Errorf("node key %s: %w", path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nodekey.Private{}, fmt.Errorf("node key %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nodekey.Private{}, fmt.Errorf("node key %s: not a regular file", path)
-	}
-	// Windows reports synthetic permission bits; its ACLs are not checked.
-	if perm := st.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-		return nodekey.Private{}, fmt.Errorf("node key %s: permissions %04o are too open (others may have read the key); run: chmod 600 %s", path, perm, path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nodekey.Private{}, fmt.Errorf("node key %s: %w", path, err)
-	}
-	if len(b) > maxKeyFile {
-		return nodekey.Private{}, fmt.Errorf("node key %s: malformed: larger than %d bytes", path, maxKeyFile)
+		return nodekey.Private{}, fmt.Errorf("node key: %w", err) // err names the path
 	}
 	k, err := nodekey.ParsePrivate(string(b))
 	if err != nil {
@@ -103,7 +91,7 @@ func writeKey(path string, k nodekey.Private) (won bool, err error) {
 		return false, fmt.Errorf("node key %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name()) // harmless after a link or rename
-	if err := tmp.Chmod(0o600); err != nil && runtime.GOOS != "windows" {
+	if err := ownerfs.RestrictFile(tmp); err != nil {
 		tmp.Close()
 		return false, fmt.Errorf("node key %s: %w", path, err)
 	}

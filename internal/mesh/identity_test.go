@@ -74,10 +74,10 @@ func TestLoadOrCreateKeyExisting(t *testing.T) {
 		{"empty", "", 0o600, "malformed"},
 		{"garbage", "not a key", 0o600, "malformed"},
 		{"short base64", want.String()[:40], 0o600, "malformed"},
-		{"huge", strings.Repeat("A", 4096), 0o600, "malformed"},
+		{"huge", strings.Repeat("A", 4096), 0o600, "larger than"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := privateDir(t)
 			path := filepath.Join(dir, KeyFile)
 			if err := os.WriteFile(path, []byte(c.content), 0o600); err != nil {
 				t.Fatal(err)
@@ -116,7 +116,7 @@ func TestLoadOrCreateKeyBadDir(t *testing.T) {
 	if _, _, err := LoadOrCreateKey(file); err == nil {
 		t.Fatal("a regular file accepted as state dir")
 	}
-	dir := t.TempDir()
+	dir := privateDir(t)
 	if err := os.Mkdir(filepath.Join(dir, KeyFile), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestLoadOrCreateKeyBadDir(t *testing.T) {
 // TestLoadOrCreateKeyRace starts several creators at once on an empty
 // directory: exactly one creates, and all end with the same key.
 func TestLoadOrCreateKeyRace(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	const n = 8
 	keys := make([]nodekey.Private, n)
 	created := make([]bool, n)
@@ -157,4 +157,75 @@ func TestLoadOrCreateKeyRace(t *testing.T) {
 	if creators != 1 {
 		t.Fatalf("%d callers report creating the key, want 1", creators)
 	}
+}
+
+// privateDir is a fresh state directory with the mode LoadOrCreateKey
+// wants (t.TempDir's own directories are 0755).
+func privateDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestLoadOrCreateKeyUnsafeState: a state directory or key file that other
+// users may open or replace is refused with an error naming it and the fix,
+// and nothing is written into the directory.
+func TestLoadOrCreateKeyUnsafeState(t *testing.T) {
+	t.Run("open directory", func(t *testing.T) {
+		dir := privateDir(t)
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := LoadOrCreateKey(dir)
+		if err == nil || !strings.Contains(err.Error(), "chmod 700 "+dir) {
+			t.Fatalf("0755 state dir: %v, want a refusal saying chmod 700 %s", err, dir)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("a key was written into a refused directory: %v", entries)
+		}
+	})
+	t.Run("symlinked directory", func(t *testing.T) {
+		real := privateDir(t)
+		link := filepath.Join(t.TempDir(), "link")
+		if err := os.Symlink(real, link); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := LoadOrCreateKey(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Fatalf("symlinked state dir: %v, want a refusal", err)
+		}
+	})
+	t.Run("symlinked key", func(t *testing.T) {
+		other := privateDir(t)
+		k, _, err := LoadOrCreateKey(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := privateDir(t)
+		if err := os.Symlink(filepath.Join(other, KeyFile), filepath.Join(dir, KeyFile)); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := LoadOrCreateKey(dir)
+		if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Fatalf("symlinked node.key: key %v (the target's: %v), err %v; want a refusal", got == k, got == k, err)
+		}
+	})
+	t.Run("key of another user", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to give a file to another user")
+		}
+		dir := privateDir(t)
+		if _, _, err := LoadOrCreateKey(dir); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, KeyFile)
+		if err := os.Chown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := LoadOrCreateKey(dir); err == nil || !strings.Contains(err.Error(), "chown") || !strings.Contains(err.Error(), path) {
+			t.Fatalf("node.key owned by nobody: %v, want a refusal naming %s with a chown hint", err, path)
+		}
+	})
 }

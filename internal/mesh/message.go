@@ -42,8 +42,12 @@ const (
 	MaxCandidateLen = 64
 )
 
-// Plaintext header: kind (1), sender key (32), unix nanoseconds (8).
-const headerLen = 1 + nodekey.Size + 8
+// Plaintext header: kind (1), sender key (32), unix nanoseconds (8), the
+// sender's signature (64).
+const (
+	sigOffset = 1 + nodekey.Size + 8
+	headerLen = sigOffset + nodekey.SignatureSize
+)
 
 // announceFixedLen is IPv4 (4), IPv6 (16), flags (1).
 const announceFixedLen = 4 + 16 + 1
@@ -59,8 +63,10 @@ var ErrMalformed = errors.New("malformed mesh message")
 // Message is one sealed mesh message.
 type Message struct {
 	Kind Kind
-	// From is the sender's node key. Receivers check it against the key the
-	// relay authenticated (see Members.Observe).
+	// From is the sender's node key. Open has verified that From's owner
+	// signed the message (docs/protocol.md 2.3), so no member can speak for
+	// another on any carrier; over a relay, Members.Observe also checks it
+	// against the key the relay authenticated.
 	From nodekey.Public
 	// Time is the sender's clock when it sealed the message; receivers use it
 	// against replay and staleness.
@@ -163,8 +169,9 @@ func appendAnnounce(b []byte, a *Announce) ([]byte, error) {
 	return b, nil
 }
 
-// parsePlaintext decodes an authenticated plaintext.
-func parsePlaintext(p []byte) (Message, error) {
+// parsePlaintext decodes a plaintext that decrypted under the mesh's key
+// and checks its sender's signature.
+func parsePlaintext(rendezvous [32]byte, p []byte) (Message, error) {
 	var m Message
 	if len(p) < headerLen {
 		return m, fmt.Errorf("%w: %d-byte plaintext, header needs %d", ErrMalformed, len(p), headerLen)
@@ -173,6 +180,9 @@ func parsePlaintext(p []byte) (Message, error) {
 	copy(m.From[:], p[1:1+nodekey.Size])
 	ns := int64(binary.BigEndian.Uint64(p[1+nodekey.Size:]))
 	m.Time = time.Unix(0, ns)
+	if err := m.From.Verify(signedBytes(rendezvous, p), p[sigOffset:headerLen]); err != nil {
+		return Message{}, fmt.Errorf("%w: sender %s: %w", ErrForged, m.From.ShortString(), err)
+	}
 	body, err := parseBody(m.Kind, p[headerLen:])
 	if err != nil {
 		return Message{}, err

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/plures/plurenet/internal/nodekey"
 )
 
 // SealedHeader is the first byte of every sealed mesh message. WireGuard
@@ -38,22 +40,51 @@ var (
 	// verify: the message was sealed with another mesh's key, or was altered
 	// on the way. AEAD cannot tell the two apart.
 	ErrNotForThisMesh = errors.New("sealed mesh message does not authenticate with this mesh's key")
+	// ErrForged is returned when a message authenticates with the mesh's
+	// key but its sender's signature does not verify: a member holding the
+	// secret tried to speak for another key.
+	ErrForged = errors.New("sealed mesh message not signed by its sender")
 )
 
-// Seal encrypts msg with keys.Seal for sending through the relay, stamped
-// with now (msg.Time is ignored). The nonce is 24 random bytes: XChaCha20's
-// nonce is long enough that random nonces never repeat in practice, so
-// members need no nonce counter shared across restarts.
+// labelSender separates the sender signature of a sealed message from any
+// other signature a node key makes.
+const labelSender = "plurenet v2 sealed sender"
+
+// signedBytes returns what a sender signs: the label, the mesh's rendezvous
+// (so a message cannot be replayed into another mesh that shares its
+// secret), and the plaintext without the signature field.
+func signedBytes(rendezvous [32]byte, pt []byte) []byte {
+	b := make([]byte, 0, len(labelSender)+len(rendezvous)+len(pt)-nodekey.SignatureSize)
+	b = append(b, labelSender...)
+	b = append(b, rendezvous[:]...)
+	b = append(b, pt[:sigOffset]...)
+	return append(b, pt[headerLen:]...)
+}
+
+// Seal signs msg with the sender's node key and encrypts it with keys.Seal,
+// stamped with now (msg.Time is ignored; msg.From is set to self's public
+// key). The nonce is 24 random bytes: XChaCha20's nonce is long enough that
+// random nonces never repeat in practice, so members need no nonce counter
+// shared across restarts.
+//
+// The mesh key alone proves only that the sender holds the secret; the
+// signature proves which member it is, whatever carried the message (relay,
+// UDP, LAN multicast), so a member cannot forge another's announcement or
+// leave.
 //
 // Each sender should stamp its messages with strictly increasing times (see
 // Stamper), since receivers drop any message not newer than the last they
 // accepted from that sender.
-func Seal(keys Keys, msg Message, now time.Time) ([]byte, error) {
+func Seal(keys Keys, self nodekey.Private, msg Message, now time.Time) ([]byte, error) {
 	var nonce [NonceSize]byte
+	var z [64]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return nil, fmt.Errorf("mesh: seal: reading nonce: %w", err)
 	}
-	return seal(keys.Seal, nonce, msg, now)
+	if _, err := rand.Read(z[:]); err != nil {
+		return nil, fmt.Errorf("mesh: seal: reading randomness: %w", err)
+	}
+	return seal(keys, self, nonce, z, msg, now)
 }
 
 // minTime and maxTime bound what int64 Unix nanoseconds can carry.
@@ -62,10 +93,13 @@ var (
 	maxTime = time.Unix(0, math.MaxInt64)
 )
 
-func seal(key [32]byte, nonce [NonceSize]byte, msg Message, now time.Time) ([]byte, error) {
+// seal is Seal with the nonce and the signature's random input z given, for
+// the test vectors.
+func seal(keys Keys, self nodekey.Private, nonce [NonceSize]byte, z [64]byte, msg Message, now time.Time) ([]byte, error) {
 	if now.Before(minTime) || now.After(maxTime) {
 		return nil, fmt.Errorf("mesh: seal: time %v outside the representable range", now)
 	}
+	msg.From = self.Public()
 	pt := make([]byte, headerLen, 256)
 	pt[0] = byte(msg.Kind)
 	copy(pt[1:], msg.From[:])
@@ -77,7 +111,12 @@ func seal(key [32]byte, nonce [NonceSize]byte, msg Message, now time.Time) ([]by
 	if n := SealOverhead + len(pt); n > MaxSealed {
 		return nil, fmt.Errorf("mesh: seal %v: %d bytes sealed, at most %d", msg.Kind, n, MaxSealed)
 	}
-	return sealPlaintext(key, nonce, pt)
+	sig, err := self.SignWith(signedBytes(keys.Rendezvous, pt), z)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: seal %v: %w", msg.Kind, err)
+	}
+	copy(pt[sigOffset:headerLen], sig[:])
+	return sealPlaintext(keys.Seal, nonce, pt)
 }
 
 // sealPlaintext encrypts an encoded plaintext: header byte, nonce, then the
@@ -94,10 +133,11 @@ func sealPlaintext(key [32]byte, nonce [NonceSize]byte, pt []byte) ([]byte, erro
 	return aead.Seal(out, nonce[:], pt, out[:1]), nil
 }
 
-// Open authenticates and decodes a sealed message. It checks only what the
-// bytes themselves can prove; replay, staleness and the relay-reported
-// sender are Members.Observe's job.
-func Open(sealKey [32]byte, b []byte) (Message, error) {
+// Open authenticates and decodes a sealed message: the mesh key (the sender
+// holds the secret) and the sender's signature (the sender holds From's
+// private key). It checks only what the bytes themselves can prove; replay,
+// staleness and the relay-reported sender are Members.Observe's job.
+func Open(keys Keys, b []byte) (Message, error) {
 	switch {
 	case len(b) > MaxSealed:
 		return Message{}, fmt.Errorf("mesh: open: %w: %d bytes, at most %d", ErrTooLarge, len(b), MaxSealed)
@@ -106,7 +146,7 @@ func Open(sealKey [32]byte, b []byte) (Message, error) {
 	case len(b) < MinSealed:
 		return Message{}, fmt.Errorf("mesh: open: %w: %d bytes, at least %d", ErrNotSealed, len(b), MinSealed)
 	}
-	aead, err := chacha20poly1305.NewX(sealKey[:])
+	aead, err := chacha20poly1305.NewX(keys.Seal[:])
 	if err != nil {
 		return Message{}, fmt.Errorf("mesh: open: %w", err)
 	}
@@ -115,7 +155,7 @@ func Open(sealKey [32]byte, b []byte) (Message, error) {
 	if err != nil {
 		return Message{}, fmt.Errorf("mesh: open: %w", ErrNotForThisMesh)
 	}
-	m, err := parsePlaintext(pt)
+	m, err := parsePlaintext(keys.Rendezvous, pt)
 	if err != nil {
 		return Message{}, fmt.Errorf("mesh: open: %w", err)
 	}

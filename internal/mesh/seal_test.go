@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"github.com/plures/plurenet/internal/nodekey"
 )
 
@@ -29,7 +31,7 @@ func assertMessage(t testing.TB, got, want Message) {
 	}
 }
 
-func testKeys() Keys { return DeriveKeys(TopicID("seal-test"), []byte("s3cret")) }
+func testKeys() Keys { return DeriveKeys(TopicID("seal-test"), Stretched{1}) }
 
 func TestSealOpenRoundTrip(t *testing.T) {
 	keys := testKeys()
@@ -57,14 +59,14 @@ func TestSealOpenRoundTrip(t *testing.T) {
 		{"empty signal", Message{Kind: KindSignal, From: base.From}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			b, err := Seal(keys, c.msg, now)
+			b, err := Seal(keys, vecKey(t), c.msg, now)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(b) > MaxSealed || b[0] != SealedHeader {
 				t.Fatalf("sealed %d bytes starting %#x", len(b), b[0])
 			}
-			got, err := Open(keys.Seal, b)
+			got, err := Open(keys, b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,11 +81,11 @@ func TestSealFreshNonce(t *testing.T) {
 	keys := testKeys()
 	msg := vecAnnounceMessage(t)
 	now := time.Unix(1e9, 0)
-	a, err := Seal(keys, msg, now)
+	a, err := Seal(keys, vecKey(t), msg, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Seal(keys, msg, now)
+	b, err := Seal(keys, vecKey(t), msg, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func TestSealRejects(t *testing.T) {
 		{"time after 2262", good, time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if b, err := Seal(keys, c.msg, c.now); err == nil {
+			if b, err := Seal(keys, vecKey(t), c.msg, c.now); err == nil {
 				t.Fatalf("sealed %d bytes, want an error", len(b))
 			}
 		})
@@ -132,7 +134,11 @@ func TestSealRejects(t *testing.T) {
 
 func TestOpenRejects(t *testing.T) {
 	keys := testKeys()
-	good, err := Seal(keys, vecAnnounceMessage(t), time.Unix(1e9, 0))
+	good, err := Seal(keys, vecKey(t), vecAnnounceMessage(t), time.Unix(1e9, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := nodekey.NewPrivate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,11 +152,37 @@ func TestOpenRejects(t *testing.T) {
 		pt := make([]byte, headerLen, headerLen+len(body))
 		pt[0] = byte(kind)
 		binary.BigEndian.PutUint64(pt[1+nodekey.Size:], 1)
-		b, err := sealPlaintext(keys.Seal, nonce, append(pt, body...))
-		if err != nil {
+		return sealRaw(t, keys, vecKey(t), append(pt, body...))
+	}
+	// forged: a member holding the secret (other) seals an announcement
+	// that names vecKey as its sender.
+	forgedPT := make([]byte, headerLen)
+	forgedPT[0] = byte(KindLeave)
+	forged := sealRaw(t, keys, other, forgedPT)
+	forgedOpen, err := aeadOpen(keys, forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := vecKey(t).Public()
+	copy(forgedOpen[1:], victim[:])
+	forged, err = sealPlaintext(keys.Seal, nonce, forgedOpen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigAltered := rawPT(KindLeave, nil)
+	if pt, err := aeadOpen(keys, sigAltered); err != nil {
+		t.Fatal(err)
+	} else {
+		pt[sigOffset+3] ^= 1
+		if sigAltered, err = sealPlaintext(keys.Seal, nonce, pt); err != nil {
 			t.Fatal(err)
 		}
-		return b
+	}
+	otherMesh := DeriveKeys(TopicID("seal-test-2"), Stretched{1})
+	otherMesh.Seal = keys.Seal // same seal key, other rendezvous: the signature binds the mesh
+	otherMeshMsg, err := Seal(otherMesh, vecKey(t), vecAnnounceMessage(t), time.Unix(1e9, 0))
+	if err != nil {
+		t.Fatal(err)
 	}
 	shortPT, err := sealPlaintext(keys.Seal, nonce, make([]byte, headerLen-1))
 	if err != nil {
@@ -170,8 +202,8 @@ func TestOpenRejects(t *testing.T) {
 		{"WireGuard handshake", wireGuardInit, keys.Seal, ErrNotSealed},
 		{"header byte changed", flip(0), keys.Seal, ErrNotSealed},
 		{"too large", append(slices.Clone(good), make([]byte, MaxSealed)...), keys.Seal, ErrTooLarge},
-		{"wrong key", good, DeriveKeys(TopicID("seal-test"), []byte("other")).Seal, ErrNotForThisMesh},
-		{"open mesh key", good, DeriveKeys(TopicID("seal-test"), nil).Seal, ErrNotForThisMesh},
+		{"wrong key", good, DeriveKeys(TopicID("seal-test"), Stretched{2}).Seal, ErrNotForThisMesh},
+		{"another topic's key", good, DeriveKeys(TopicID("seal-test 2"), Stretched{1}).Seal, ErrNotForThisMesh},
 		{"nonce altered", flip(5), keys.Seal, ErrNotForThisMesh},
 		{"ciphertext altered", flip(1 + NonceSize + 3), keys.Seal, ErrNotForThisMesh},
 		{"tag altered", flip(len(good) - 1), keys.Seal, ErrNotForThisMesh},
@@ -179,9 +211,14 @@ func TestOpenRejects(t *testing.T) {
 		{"plaintext shorter than header", shortPT, keys.Seal, ErrNotSealed}, // caught by length before the tag
 		{"unknown kind", rawPT(7, nil), keys.Seal, ErrMalformed},
 		{"announce body empty", rawPT(KindAnnounce, nil), keys.Seal, ErrMalformed},
+		{"sender forged by another member", forged, keys.Seal, ErrForged},
+		{"signature altered", sigAltered, keys.Seal, ErrForged},
+		{"signed for another mesh", otherMeshMsg, keys.Seal, ErrForged},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			m, err := Open(c.key, c.b)
+			k := keys
+			k.Seal = c.key
+			m, err := Open(k, c.b)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("Open = %+v, %v; want %v", m, err, c.want)
 			}
@@ -193,16 +230,11 @@ func TestOpenTimeRange(t *testing.T) {
 	// Timestamps are signed: the whole int64 range decodes, and staleness is
 	// the receiver's decision (replayGuard), not Open's.
 	keys := testKeys()
-	var nonce [NonceSize]byte
 	for _, ns := range []int64{math.MinInt64, -1, 0, math.MaxInt64} {
 		pt := make([]byte, headerLen)
 		pt[0] = byte(KindLeave)
 		binary.BigEndian.PutUint64(pt[1+nodekey.Size:], uint64(ns))
-		b, err := sealPlaintext(keys.Seal, nonce, pt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := Open(keys.Seal, b)
+		m, err := Open(keys, sealRaw(t, keys, vecKey(t), pt))
 		if err != nil {
 			t.Fatalf("ns %d: %v", ns, err)
 		}
@@ -212,45 +244,73 @@ func TestOpenTimeRange(t *testing.T) {
 	}
 }
 
-// FuzzOpen feeds arbitrary bytes to Open, and also seals them as a
-// plaintext so that the decoder behind the tag check is reached. Open must
-// never panic, and whatever it accepts must re-seal and re-open unchanged.
+// sealRaw signs an encoded plaintext as self (overwriting its sender and
+// signature fields) and seals it, so tests reach the decoder behind both
+// checks with bodies Seal would refuse to write.
+func sealRaw(t testing.TB, keys Keys, self nodekey.Private, pt []byte) []byte {
+	t.Helper()
+	if len(pt) >= headerLen {
+		pub := self.Public()
+		copy(pt[1:], pub[:])
+		sig, err := self.Sign(signedBytes(keys.Rendezvous, pt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(pt[sigOffset:headerLen], sig[:])
+	}
+	var nonce [NonceSize]byte
+	b, err := sealPlaintext(keys.Seal, nonce, pt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// aeadOpen decrypts a sealed message without checking anything else.
+func aeadOpen(keys Keys, b []byte) ([]byte, error) {
+	aead, err := chacha20poly1305.NewX(keys.Seal[:])
+	if err != nil {
+		return nil, err
+	}
+	return aead.Open(nil, b[1:1+NonceSize], b[1+NonceSize:], b[:1])
+}
+
+// FuzzOpen feeds arbitrary bytes to Open, and also signs and seals them as
+// a plaintext so that the decoder behind the tag and signature checks is
+// reached. Open must never panic, and whatever it accepts must re-seal and
+// re-open unchanged.
 func FuzzOpen(f *testing.F) {
 	f.Add(unhex(f, vecAnnounce))
 	f.Add(unhex(f, vecLeave))
 	f.Add([]byte{SealedHeader})
 	f.Add([]byte{1, 0, 0, 0})
-	keys := DeriveKeys(TopicID(vecTopicName), []byte(vecSecret))
-	var nonce [NonceSize]byte
+	keys := vecMeshKeys(f)
+	self := vecKey(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if m, err := Open(keys.Seal, b); err == nil {
-			checkResealed(t, keys, m)
+		if m, err := Open(keys, b); err == nil && m.From == self.Public() {
+			checkResealed(t, keys, self, m)
 		}
 		if len(b)+SealOverhead > MaxSealed {
 			return
 		}
-		sealed, err := sealPlaintext(keys.Seal, nonce, b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := Open(keys.Seal, sealed)
+		m, err := Open(keys, sealRaw(t, keys, self, slices.Clone(b)))
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !(len(b) < headerLen && errors.Is(err, ErrNotSealed)) {
 				t.Fatalf("authentic plaintext rejected with %v, want ErrMalformed", err)
 			}
 			return
 		}
-		checkResealed(t, keys, m)
+		checkResealed(t, keys, self, m)
 	})
 }
 
-func checkResealed(t *testing.T, keys Keys, m Message) {
+func checkResealed(t *testing.T, keys Keys, self nodekey.Private, m Message) {
 	t.Helper()
-	b, err := Seal(keys, m, m.Time)
+	b, err := Seal(keys, self, m, m.Time)
 	if err != nil {
 		t.Fatalf("accepted message does not re-seal: %v (%+v)", err, m)
 	}
-	back, err := Open(keys.Seal, b)
+	back, err := Open(keys, b)
 	if err != nil {
 		t.Fatalf("re-sealed message does not open: %v", err)
 	}

@@ -18,22 +18,27 @@ import (
 
 	"golang.org/x/crypto/blake2b"
 	"golang.org/x/crypto/hkdf"
+
+	"github.com/plures/plurenet/internal/relayproto"
 )
 
 // TopicSize is the length of a topic ID.
 const TopicSize = 32
 
 // HKDF info labels and hash prefixes. Each derived value has its own label so
-// that knowing one output (the relay knows the rendezvous; every WireGuard
-// peer config holds the PSK) says nothing about another. The "v1" lets a
-// future derivation change without ever producing the same bytes.
+// that knowing one output (the relay knows the rendezvous and the admission
+// public key; every WireGuard peer config holds the PSK) says nothing about
+// another. The version in a label changes whenever its input does: the HKDF
+// outputs are "v2" since their keying material became the stretched secret
+// (secret.go); the address hashes, whose inputs did not change, stay "v1",
+// so a node keeps its addresses across the upgrade.
 const (
-	labelRendezvous = "plurenet v1 rendezvous"
-	labelSeal       = "plurenet v1 seal"
-	labelPSK        = "plurenet v1 wireguard psk"
-	labelULA        = "plurenet v1 ula"
-	labelV6Host     = "plurenet v1 ipv6 host"
-	labelV4Host     = "plurenet v1 ipv4 host"
+	labelAdmission = "plurenet v2 admission"
+	labelSeal      = "plurenet v2 seal"
+	labelPSK       = "plurenet v2 wireguard psk"
+	labelULA       = "plurenet v1 ula"
+	labelV6Host    = "plurenet v1 ipv6 host"
+	labelV4Host    = "plurenet v1 ipv4 host"
 )
 
 // TopicID returns BLAKE2b-256(name), unkeyed: the derivation PluresDB's Rust
@@ -59,9 +64,14 @@ func ParseTopicHex(s string) ([TopicSize]byte, error) {
 
 // Keys are the per-mesh secrets every member derives from (topic ID, secret).
 type Keys struct {
-	// Rendezvous is the 32-byte hash the relay groups members by. It is the
-	// only derived value the relay sees.
-	Rendezvous [32]byte
+	// Admission is the mesh's admission key pair: the relay admits a
+	// client to Rendezvous only with a signature by it
+	// (docs/protocol.md §1.3).
+	Admission relayproto.AdmissionKey
+	// Rendezvous is the 32-byte hash the relay groups members by: the hash
+	// of Admission's public key. With that public key, it is all the relay
+	// sees of the mesh.
+	Rendezvous relayproto.Rendezvous
 	// Seal is the XChaCha20-Poly1305 key of announcements and signaling.
 	Seal [32]byte
 	// PSK is the WireGuard preshared key between every pair of members.
@@ -69,30 +79,36 @@ type Keys struct {
 }
 
 // DeriveKeys derives a mesh's keys with HKDF-SHA256 (RFC 5869): salt = the
-// topic ID, input keying material = the secret, one info label per output.
+// topic ID, input keying material = the stretched secret (StretchSecret),
+// one info label per output.
 //
 // Why this shape:
-//   - The secret is the only high-entropy input an attacker lacks, so it is
+//   - The secret is the only input an attacker lacks, so (stretched) it is
 //     the IKM; the topic is public-ish (anyone who knows the name can hash
-//     it) and serves as the salt, which binds every output to the topic: the
-//     same secret reused on two topics yields unrelated keys, rendezvous
+//     it) and serves as the salt, which binds every output to the topic:
+//     the same secret reused on two topics yields unrelated keys, rendezvous
 //     included, so the relay cannot link the two meshes.
-//   - The relay sees Rendezvous, an HKDF output. HKDF-Expand is a PRF, so
-//     Rendezvous reveals neither the secret, nor Seal, nor PSK; and since the
-//     topic ID only enters as the HMAC key of the extract step, the relay
-//     cannot recover the topic name or ID from it either (it could confirm a
-//     guessed name only when it also knows or guesses the secret).
-//   - Different secrets on one topic give different rendezvous values, so two
-//     groups that picked the same topic name never meet on a relay.
+//   - The relay sees the admission public key and the rendezvous (its
+//     hash). The admission key's seed is an HKDF output; HKDF-Expand is a
+//     PRF and an Ed25519 public key reveals nothing of its seed, so neither
+//     reveals the secret, Seal or PSK; and since the topic ID only enters
+//     as a salt, the relay cannot recover the topic either. It can test a
+//     guess of (topic, secret), at the cost of one StretchSecret per guess
+//     for a human-chosen secret.
+//   - Different secrets on one topic give different rendezvous values, so
+//     two groups that picked the same topic name never meet on a relay.
 //
-// An empty secret is allowed and makes an open mesh: all three keys then
-// follow from the topic alone, and anyone who knows or guesses the topic
-// name can join, read announcements and impersonate membership. Callers must
-// warn loudly when they run one.
-func DeriveKeys(topicID [TopicSize]byte, secret []byte) Keys {
-	prk := hkdf.Extract(sha256.New, secret, topicID[:])
+// An empty secret is allowed and makes an open mesh: all keys then follow
+// from the topic alone, and anyone who knows or guesses the topic name can
+// join, read announcements and impersonate membership. Callers must warn
+// loudly when they run one.
+func DeriveKeys(topicID [TopicSize]byte, secret Stretched) Keys {
+	prk := hkdf.Extract(sha256.New, secret[:], topicID[:])
 	var k Keys
-	expand(prk, labelRendezvous, k.Rendezvous[:])
+	var seed [32]byte
+	expand(prk, labelAdmission, seed[:])
+	k.Admission = relayproto.NewAdmissionKey(seed)
+	k.Rendezvous = k.Admission.Rendezvous()
 	expand(prk, labelSeal, k.Seal[:])
 	expand(prk, labelPSK, k.PSK[:])
 	return k

@@ -52,27 +52,29 @@ func TestDeriveKeysSeparation(t *testing.T) {
 	a := TopicID("team-a")
 	b := TopicID("team-b")
 	sets := map[string]Keys{
-		"a/secret":  DeriveKeys(a, []byte("secret")),
-		"a/secret2": DeriveKeys(a, []byte("secret2")),
-		"a/open":    DeriveKeys(a, nil),
-		"b/secret":  DeriveKeys(b, []byte("secret")),
-		"b/open":    DeriveKeys(b, nil),
+		"a/secret":  DeriveKeys(a, Stretched{1}),
+		"a/secret2": DeriveKeys(a, Stretched{2}),
+		"a/zero":    DeriveKeys(a, Stretched{}),
+		"b/secret":  DeriveKeys(b, Stretched{1}),
+		"b/zero":    DeriveKeys(b, Stretched{}),
 	}
 	// Every derived value differs from every other, across labels, secrets
 	// and topics, and none equals the topic ID the relay must not learn.
 	seen := map[[32]byte]string{a: "topic a", b: "topic b"}
 	for name, k := range sets {
-		for label, v := range map[string][32]byte{"rendezvous": k.Rendezvous, "seal": k.Seal, "psk": k.PSK} {
+		for label, v := range map[string][32]byte{
+			"admission": k.Admission.Public(), "rendezvous": k.Rendezvous, "seal": k.Seal, "psk": k.PSK,
+		} {
 			if prev, dup := seen[v]; dup {
 				t.Errorf("%s %s equals %s", name, label, prev)
 			}
 			seen[v] = name + " " + label
 		}
+		if k.Rendezvous != k.Admission.Rendezvous() {
+			t.Errorf("%s: rendezvous is not the hash of the admission key", name)
+		}
 	}
-	if DeriveKeys(a, nil) != DeriveKeys(a, []byte{}) {
-		t.Error("nil and empty secret derive different keys")
-	}
-	if DeriveKeys(a, []byte("secret")) != sets["a/secret"] {
+	if DeriveKeys(a, Stretched{1}) != sets["a/secret"] {
 		t.Error("DeriveKeys is not deterministic")
 	}
 }

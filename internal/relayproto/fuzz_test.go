@@ -13,6 +13,7 @@ func FuzzParse(f *testing.F) {
 	for _, seed := range [][]byte{
 		(&ServerHello{Version: Version, ServerKey: k}).Append(nil),
 		(&ClientHello{Version: Version, ClientKey: k}).Append(nil),
+		unhex(f, vecClientHello),
 		(&Welcome{MaxPayload: MaxPayload}).Append(nil),
 		AppendSend(nil, k, []byte("payload")),
 		AppendRecv(nil, k, nil),
@@ -65,6 +66,28 @@ func FuzzParse(f *testing.F) {
 		}
 		if !bytes.Equal(re, b) {
 			t.Fatalf("%v does not round-trip:\n got %x\nwant %x", fr.Type, re, b)
+		}
+	})
+}
+
+// FuzzVerifyClientHello feeds arbitrary bytes to the relay's ClientHello
+// check, seeded with a valid hello. Nothing may panic, and nothing but the
+// valid hello itself may pass: a mutation of any byte breaks one of its
+// proofs.
+func FuzzVerifyClientHello(f *testing.F) {
+	v := loadVectorKeys(f)
+	sh := v.serverHello()
+	valid := unhex(f, vecClientHello)
+	f.Add(valid)
+	f.Add((&ClientHello{Version: Version}).Append(nil))
+	f.Add(valid[:len(valid)-1])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ch, err := ParseClientHello(b)
+		if err != nil {
+			return
+		}
+		if err := ch.Verify(v.server, sh); err == nil && !bytes.Equal(b, valid) {
+			t.Fatalf("forged hello %x passed", b)
 		}
 	})
 }

@@ -1,6 +1,8 @@
-// Package relayproto is the wire format of plurenet relay protocol v1, shared
-// by the relay server and the relay client. docs/protocol.md is its
-// specification; the vectors there are checked by this package's tests.
+// Package relayproto is the wire format of plurenet relay protocol v2, shared
+// by the relay server and the relay client: the frames, and the handshake
+// proofs (admission.go) by which a client shows that it holds its node key
+// and the mesh's admission key. docs/protocol.md is its specification; the
+// vectors there are checked by this package's tests.
 //
 // Every WebSocket binary message is exactly one frame: a one-byte type
 // followed by a body whose layout the type fixes. WebSocket already delimits
@@ -8,7 +10,7 @@
 package relayproto
 
 import (
-	"crypto/hmac"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -18,15 +20,22 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 )
 
-// Subprotocol is the WebSocket subprotocol a v1 client offers and a v1 relay
+// Subprotocol is the WebSocket subprotocol a v2 client offers and a v2 relay
 // selects. A relay that does not select it speaks another version.
-const Subprotocol = "plurenet-relay.v1"
+const Subprotocol = "plurenet-relay.v2"
 
-// Path is the HTTP path of the relay's WebSocket endpoint.
+// SubprotocolV1 is the previous version's subprotocol. Nobody speaks v1 any
+// more; it is named so that each side can recognise an old peer and say so
+// in one clear error instead of a bare refusal (docs/protocol.md §1.1).
+const SubprotocolV1 = "plurenet-relay.v1"
+
+// Path is the HTTP path of the relay's WebSocket endpoint. Its "v1" names
+// the endpoint, not the protocol version: keeping it lets an old client
+// reach the relay and be told to upgrade.
 const Path = "/v1/relay"
 
 // Version is the protocol version carried in the hello frames.
-const Version = 1
+const Version = 2
 
 // Size limits. A WireGuard data packet is at most MTU+32 bytes and a sealed
 // announcement a few hundred, so 64 KiB leaves room without letting one
@@ -36,11 +45,13 @@ const (
 	RendezvousSize   = 32
 	ChallengeSize    = 32
 	MACSize          = sha256.Size
+	AdmissionKeySize = ed25519.PublicKeySize
+	SignatureSize    = ed25519.SignatureSize
 	MaxPayload       = 64 << 10
 	MaxFrame         = 1 + KeySize + MaxPayload
 	MaxErrorMessage  = 200
 	serverHelloSize  = 1 + 1 + 1 + KeySize + ChallengeSize
-	clientHelloSize  = 1 + 1 + KeySize + RendezvousSize + MACSize
+	clientHelloSize  = 1 + 1 + KeySize + AdmissionKeySize + RendezvousSize + MACSize + SignatureSize
 	welcomeSize      = 1 + 4 + 4 + 4
 	keyFrameSize     = 1 + KeySize
 	drainSize        = 1 + 4
@@ -57,7 +68,7 @@ type Type byte
 // direction is a protocol error.
 const (
 	TypeServerHello   Type = 0x01 // relay → client: version, flags, relay key, challenge
-	TypeClientHello   Type = 0x02 // client → relay: version, client key, rendezvous, MAC
+	TypeClientHello   Type = 0x02 // client → relay: version, client key, admission key, rendezvous, MAC, signature
 	TypeWelcome       Type = 0x03 // relay → client: limits in force
 	TypeSend          Type = 0x10 // client → relay: destination key, payload
 	TypeRecv          Type = 0x11 // relay → client: source key, payload
@@ -108,7 +119,7 @@ type ErrorCode uint16
 const (
 	ErrBadFrame       ErrorCode = 1 // fatal: a frame did not parse or came in the wrong direction
 	ErrFrameTooLarge  ErrorCode = 2 // fatal: a frame exceeded MaxFrame
-	ErrAuthFailed     ErrorCode = 3 // fatal: the ClientHello MAC did not verify
+	ErrAuthFailed     ErrorCode = 3 // fatal: a ClientHello proof (MAC, admission signature, rendezvous) did not verify
 	ErrBadVersion     ErrorCode = 4 // fatal: the client speaks another protocol version
 	ErrTooManyConns   ErrorCode = 5 // fatal: the key already holds the maximum connections
 	ErrRateLimited    ErrorCode = 6 // not fatal: frames were dropped for exceeding the rate limit
@@ -157,13 +168,13 @@ var (
 type Key = nodekey.Public
 
 // Rendezvous is the 32-byte hash that groups the members of one mesh on a
-// relay. The relay learns nothing else about the mesh.
+// relay: the hash of the mesh's admission public key (RendezvousOf).
 type Rendezvous [RendezvousSize]byte
 
 // ServerHello opens the handshake.
 type ServerHello struct {
 	Version   byte
-	Flags     byte // reserved, zero in v1; a client ignores unknown bits
+	Flags     byte // reserved, zero in v2; a client ignores unknown bits
 	ServerKey Key
 	Challenge [ChallengeSize]byte
 }
@@ -187,54 +198,43 @@ func ParseServerHello(b []byte) (ServerHello, error) {
 	return h, nil
 }
 
-// ClientHello answers the challenge.
+// ClientHello answers the challenge. MAC proves that the client holds the
+// private half of ClientKey, Signature that it holds the mesh's admission key
+// (and so the mesh secret); NewClientHello builds one, Verify checks one.
 type ClientHello struct {
 	Version    byte
 	ClientKey  Key
+	Admission  AdmissionPublic
 	Rendezvous Rendezvous
 	MAC        [MACSize]byte
+	Signature  [SignatureSize]byte
 }
 
 // Append appends the encoded frame to b.
 func (h *ClientHello) Append(b []byte) []byte {
 	b = append(b, byte(TypeClientHello), h.Version)
 	b = append(b, h.ClientKey[:]...)
+	b = append(b, h.Admission[:]...)
 	b = append(b, h.Rendezvous[:]...)
-	return append(b, h.MAC[:]...)
+	b = append(b, h.MAC[:]...)
+	return append(b, h.Signature[:]...)
 }
 
-// ParseClientHello decodes a ClientHello frame.
+// ParseClientHello decodes a ClientHello frame. It checks the layout only;
+// Verify checks the version and the proofs.
 func ParseClientHello(b []byte) (ClientHello, error) {
 	var h ClientHello
 	if err := expect(b, TypeClientHello, clientHelloSize, true); err != nil {
 		return h, err
 	}
 	h.Version = b[1]
-	copy(h.ClientKey[:], b[2:])
-	copy(h.Rendezvous[:], b[2+KeySize:])
-	copy(h.MAC[:], b[2+KeySize+RendezvousSize:])
+	b = b[2:]
+	b = b[copy(h.ClientKey[:], b):]
+	b = b[copy(h.Admission[:], b):]
+	b = b[copy(h.Rendezvous[:], b):]
+	b = b[copy(h.MAC[:], b):]
+	copy(h.Signature[:], b)
 	return h, nil
-}
-
-// authLabel separates the handshake MAC from any other use of the shared
-// secret.
-const authLabel = "plurenet relay v1 auth"
-
-// HandshakeMAC computes the ClientHello MAC: HMAC-SHA256 keyed with the X25519
-// shared secret of the client and relay keys, over the label, the relay key,
-// the challenge, the client key and the rendezvous. Only the holder of the
-// client's private key (or the relay's) can compute it, and binding the
-// challenge makes a recorded hello useless on another connection.
-func HandshakeMAC(shared [32]byte, serverKey Key, challenge [ChallengeSize]byte, clientKey Key, rv Rendezvous) [MACSize]byte {
-	m := hmac.New(sha256.New, shared[:])
-	m.Write([]byte(authLabel))
-	m.Write(serverKey[:])
-	m.Write(challenge[:])
-	m.Write(clientKey[:])
-	m.Write(rv[:])
-	var out [MACSize]byte
-	m.Sum(out[:0])
-	return out
 }
 
 // Welcome completes the handshake and tells the client the limits in force.

@@ -21,8 +21,8 @@ func FuzzHandshake(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
-		noAuth, err := readGreeting(r)
-		if err != nil || !noAuth {
+		g, err := readGreeting(r)
+		if err != nil || !g.noAuth {
 			return
 		}
 		greetLen := len(data) - r.Len()
@@ -57,6 +57,44 @@ func FuzzHandshake(f *testing.F) {
 		rep := appendReply(nil, repSucceeded, netip.AddrPortFrom(req.addr, req.port))
 		if len(rep) != 10 && len(rep) != 22 {
 			t.Fatalf("reply of %d bytes", len(rep))
+		}
+	})
+}
+
+// FuzzUserPass feeds arbitrary client bytes to the RFC 1929 parser and
+// checks that it never panics, never reads past what the format allows
+// (3+255+255 bytes), and that what it accepts is what the bytes say.
+func FuzzUserPass(f *testing.F) {
+	f.Add([]byte{1, 5, 'a', 'l', 'i', 'c', 'e', 3, 'p', 'w', 'd'})
+	f.Add([]byte{1, 1, 'a', 1, 'b', 0xff, 0xff})
+	f.Add([]byte{1, 0, 0})
+	f.Add([]byte{1, 1, 'a', 0})
+	f.Add([]byte{5, 1, 'a', 1, 'b'})
+	f.Add(append(append([]byte{1, 255}, bytes.Repeat([]byte{'u'}, 255)...), append([]byte{255}, bytes.Repeat([]byte{'p'}, 255)...)...))
+	f.Add([]byte{1, 9, 'a'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		var buf [2 * 255]byte
+		user, pass, err := readUserPass(r, &buf)
+		used := len(data) - r.Len()
+		if used > 3+255+255 {
+			t.Fatalf("consumed %d bytes", used)
+		}
+		if err != nil {
+			if _, ok := errIsProtocol(err); !ok && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("unexpected error type %T: %v", err, err)
+			}
+			return
+		}
+		if len(user) == 0 || len(pass) == 0 {
+			t.Fatalf("accepted an empty username or password: %q %q", user, pass)
+		}
+		// The accepted request re-encodes to exactly the bytes read.
+		want := append([]byte{1, byte(len(user))}, user...)
+		want = append(want, byte(len(pass)))
+		want = append(want, pass...)
+		if !bytes.Equal(want, data[:used]) {
+			t.Fatalf("parsed %q/%q from % x", user, pass, data[:used])
 		}
 	})
 }

@@ -10,12 +10,20 @@ import (
 	"strconv"
 )
 
-// Protocol constants from RFC 1928.
+// Protocol constants from RFC 1928 and RFC 1929.
 const (
 	version5 = 0x05
 
 	methodNoAuth       = 0x00
+	methodUserPass     = 0x02
 	methodNoAcceptable = 0xFF
+
+	// userPassVersion is the version of the username/password
+	// subnegotiation (RFC 1929 §2); its status byte is 0 for success and
+	// anything else for failure.
+	userPassVersion = 0x01
+	userPassOK      = 0x00
+	userPassFailed  = 0x01
 
 	cmdConnect = 0x01
 
@@ -26,6 +34,7 @@ const (
 	// Reply codes (RFC 1928 §6).
 	repSucceeded           = 0x00
 	repGeneralFailure      = 0x01
+	repNotAllowed          = 0x02 // "connection not allowed by ruleset"
 	repNetworkUnreachable  = 0x03
 	repHostUnreachable     = 0x04
 	repConnectionRefused   = 0x05
@@ -59,30 +68,70 @@ type protocolError struct {
 
 func (e *protocolError) Error() string { return e.msg }
 
-// readGreeting reads the client's method selection message (RFC 1928 §3) and
-// reports whether it offers "no authentication", the only method we support.
-// Its size is bounded by the format: at most 2+255 bytes.
-func readGreeting(r io.Reader) (noAuth bool, err error) {
+// greeting is what a client's method selection message offers.
+type greeting struct {
+	noAuth, userPass bool
+}
+
+// readGreeting reads the client's method selection message (RFC 1928 §3)
+// and reports which of the methods we support it offers: "no
+// authentication" and username/password. Its size is bounded by the format:
+// at most 2+255 bytes.
+func readGreeting(r io.Reader) (greeting, error) {
 	var hdr [2]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return false, fmt.Errorf("read greeting: %w", err)
+		return greeting{}, fmt.Errorf("read greeting: %w", err)
 	}
 	if hdr[0] != version5 {
-		return false, &protocolError{msg: fmt.Sprintf("greeting: version %d, want 5", hdr[0])}
+		return greeting{}, &protocolError{msg: fmt.Sprintf("greeting: version %d, want 5", hdr[0])}
 	}
 	if hdr[1] == 0 {
-		return false, &protocolError{msg: "greeting: no authentication methods offered"}
+		return greeting{}, &protocolError{msg: "greeting: no authentication methods offered"}
 	}
 	var methods [255]byte
 	if _, err := io.ReadFull(r, methods[:hdr[1]]); err != nil {
-		return false, fmt.Errorf("read greeting methods: %w", err)
+		return greeting{}, fmt.Errorf("read greeting methods: %w", err)
 	}
+	var g greeting
 	for _, m := range methods[:hdr[1]] {
-		if m == methodNoAuth {
-			return true, nil
+		switch m {
+		case methodNoAuth:
+			g.noAuth = true
+		case methodUserPass:
+			g.userPass = true
 		}
 	}
-	return false, nil
+	return g, nil
+}
+
+// readUserPass reads a username/password request (RFC 1929 §2): version 1,
+// then the username and the password, each 1 to 255 bytes after a length
+// byte. Its size is bounded by the format: at most 3+255+255 bytes. The
+// returned slices point into buf, which the caller clears after use.
+func readUserPass(r io.Reader, buf *[2 * 255]byte) (user, pass []byte, err error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, nil, fmt.Errorf("read username/password: %w", err)
+	}
+	if hdr[0] != userPassVersion {
+		return nil, nil, &protocolError{msg: fmt.Sprintf("username/password: version %d, want 1", hdr[0])}
+	}
+	ulen := int(hdr[1])
+	if ulen == 0 {
+		return nil, nil, &protocolError{msg: "username/password: empty username"}
+	}
+	// The username and the password's length byte in one read.
+	if _, err := io.ReadFull(r, buf[:ulen+1]); err != nil {
+		return nil, nil, fmt.Errorf("read username: %w", err)
+	}
+	plen := int(buf[ulen])
+	if plen == 0 {
+		return nil, nil, &protocolError{msg: "username/password: empty password"}
+	}
+	if _, err := io.ReadFull(r, buf[ulen:ulen+plen]); err != nil {
+		return nil, nil, fmt.Errorf("read password: %w", err)
+	}
+	return buf[:ulen], buf[ulen : ulen+plen], nil
 }
 
 // readRequest reads a request (RFC 1928 §4). Its size is bounded by the

@@ -21,6 +21,10 @@
 // them as mesh.KindSignal and sends them over the relay) and feeds what
 // arrives to HandleSignal. The member with the lower public key controls the
 // ICE session, so both sides agree on roles without a round trip.
+// A peer's candidates are requests to send STUN to an address, so those
+// aimed at loopback, link-local or this host's own addresses are used only
+// when the peer runs on this host, as the kernel attests (candidates.go,
+// samehost_linux.go).
 //
 // Per peer the path moves connecting -> direct -> lost -> connecting...:
 // Reachable is true only while the path is direct and a packet arrived from

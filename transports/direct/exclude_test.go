@@ -38,11 +38,11 @@ func TestExcludedCandidates(t *testing.T) {
 		{"100.128.0.1", 1}, // just outside 100.64.0.0/10
 	}
 	for _, tt := range tests {
-		if got := s.addRemote([]string{host(tt.addr)}); got != tt.want {
+		if got := s.addRemote([]string{host(tt.addr)}, newKey(t).Public()); got != tt.want {
 			t.Errorf("addRemote(%s) added %d, want %d", tt.addr, got, tt.want)
 		}
 	}
-	if tr.excluded("100.70.1.1") != true || tr.excluded("10.0.0.1") != false {
+	if tr.excluded(netip.MustParseAddr("100.70.1.1")) != true || tr.excluded(netip.MustParseAddr("10.0.0.1")) != false {
 		t.Fatal("excluded() disagrees with the prefixes")
 	}
 	peer := newKey(t).Public()

@@ -273,7 +273,7 @@ func (p *peer) onSignal(s signal, now time.Time) {
 			return // a duplicate, or for a session that is gone
 		}
 		ses.answered = true
-		ses.addRemote(s.Candidates)
+		ses.addRemote(s.Candidates, p.key)
 		if _, err := ses.agent.StartDial(s.Ufrag, s.Pwd); err != nil {
 			p.log.Debug("direct: starting checks", "err", err)
 			p.lose(now, "ice dial")
@@ -311,7 +311,7 @@ func (p *peer) onSignal(s signal, now time.Time) {
 		}
 		p.sess = ses
 		p.setState(StateConnecting, netip.AddrPort{}, 0, now)
-		ses.addRemote(s.Candidates)
+		ses.addRemote(s.Candidates, p.key)
 		if _, err := ses.agent.StartAccept(s.Ufrag, s.Pwd); err != nil {
 			p.log.Debug("direct: starting checks", "err", err)
 			p.lose(now, "ice accept")

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+
+	"github.com/plures/plurenet/internal/nodekey"
 )
 
 // session is one ICE attempt with one peer: an agent with fresh
@@ -34,21 +36,6 @@ type session struct {
 	answerSent bool          // controlled: the answer for the latest offer went out
 	nextSend   time.Time     // controlling: when to (re)send the offer
 	sendGap    time.Duration // controlling: current retransmit interval
-}
-
-// excluded reports whether a candidate address lies in an excluded prefix.
-func (t *Transport) excluded(addr string) bool {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	for _, p := range t.cfg.ExcludePrefixes {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // newSession creates an agent and starts gathering; kick is called (without
@@ -87,7 +74,7 @@ func (t *Transport) newSession(id uint64, controlling bool, kick func()) (*sessi
 		s.mu.Lock()
 		if c == nil {
 			s.gathered = true
-		} else if t.excluded(c.Address()) {
+		} else if a, err := netip.ParseAddr(c.Address()); err == nil && t.excluded(a) {
 			// An overlay address (a kernel TUN's): never a path.
 		} else if m := c.Marshal(); len(m) <= maxCandidateLen {
 			if c.Type() == ice.CandidateTypeServerReflexive {
@@ -170,8 +157,16 @@ func isLoopbackCandidate(m string) bool {
 }
 
 // addRemote gives the agent the peer's candidates, skipping what this
-// transport cannot use (TCP, relayed, IPv6, unparsable).
-func (s *session) addRemote(cands []string) (added int) {
+// transport cannot use (TCP, relayed, IPv6, unparsable) and what it must
+// not send to (candidates.go).
+func (s *session) addRemote(cands []string, peer nodekey.Public) (added int) {
+	var same, asked bool
+	sameHost := func() bool {
+		if !asked {
+			same, asked = s.t.sameHost(peer), true
+		}
+		return same
+	}
 	for _, m := range cands {
 		c, err := ice.UnmarshalCandidate(m)
 		if err != nil || c.NetworkType() != ice.NetworkTypeUDP4 {
@@ -182,7 +177,13 @@ func (s *session) addRemote(cands []string) (added int) {
 		default:
 			continue
 		}
-		if a, err := netip.ParseAddr(c.Address()); err != nil || !a.Is4() || s.t.excluded(c.Address()) {
+		a, err := netip.ParseAddr(c.Address())
+		if err != nil {
+			continue
+		}
+		if why := s.t.refuseRemote(a, sameHost); why != "" {
+			s.t.stats.dropCandidate.Add(1)
+			s.t.log.Debug("direct: ignoring a peer's candidate", "peer", peer.ShortString(), "addr", a, "why", why)
 			continue
 		}
 		if s.agent.AddRemoteCandidate(c) == nil {

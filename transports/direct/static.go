@@ -36,7 +36,7 @@ func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
 	if key == t.self {
 		return fmt.Errorf("direct: static path to %s: that is this node's own key", key.ShortString())
 	}
-	if t.excluded(addr.Addr().String()) {
+	if t.excluded(addr.Addr()) {
 		return fmt.Errorf("direct: static path to %s: %s is inside the mesh's own prefixes", key.ShortString(), addr)
 	}
 	now := t.now()

@@ -47,8 +47,12 @@ type Transport struct {
 	stun  *stunConn
 	mux   *ice.UniversalUDPMuxDefault
 	inet  *stdnet.Net // interfaces as seen from the namespace New ran in
-	urls  []*stun.URI
-	epoch time.Time // monotonic base for packet timestamps
+	// ownAddrs are this host's addresses and marker its same-host
+	// evidence (nil without ICE): see candidates.go.
+	ownAddrs map[netip.Addr]bool
+	marker   *hostMarker
+	urls     []*stun.URI
+	epoch    time.Time // monotonic base for packet timestamps
 
 	// peers and byAddr are copy-on-write maps read on the hot path without
 	// a lock; mu serialises writers.
@@ -79,6 +83,7 @@ type counters struct {
 	dropUnknownSrc, dropOther     atomic.Uint64
 	dropNoDeliver, dropBlackholed atomic.Uint64
 	dropBatchFull                 atomic.Uint64
+	dropCandidate                 atomic.Uint64
 	signalsBad                    atomic.Uint64
 	// blackhole makes the readers discard every datagram: a test hook for
 	// a path that dies without the socket noticing.
@@ -126,6 +131,13 @@ func New(cfg Config) (*Transport, error) {
 		t.udp.Close()
 		return nil, fmt.Errorf("direct: listing interfaces: %w", err)
 	}
+	t.ownAddrs = ownAddrs(t.inet)
+	if !cfg.DisableICE {
+		if t.marker, err = newHostMarker(t.self); err != nil {
+			t.udp.Close()
+			return nil, err
+		}
+	}
 	t.stun = newSTUNConn(t.udp)
 	t.mux = ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
 		Logger:  pionLogger{log: t.log}.NewLogger("mux"),
@@ -167,6 +179,9 @@ func (t *Transport) Close() error {
 		t.rd.shutdown()
 		t.udp.Close()
 		t.wg.Wait()
+		if t.marker != nil {
+			t.marker.close()
+		}
 	})
 	return nil
 }
@@ -395,6 +410,7 @@ type Stats struct {
 	DropsMeshRate   uint64 // sealed mesh messages over meshRate
 	DropsMeshQueue  uint64 // sealed mesh messages dropped because OnMesh did not keep up
 	DropsBatchFull  uint64 // coalesced WireGuard datagrams that did not fit the device's batch
+	DropsCandidate  uint64 // peers' ICE candidates refused (loopback, link-local, this host's own addresses...: candidates.go)
 	DropsBlackholed uint64 // test hook
 }
 
@@ -412,6 +428,7 @@ func (t *Transport) Stats() Stats {
 		DropsMeshRate:   t.stats.dropMeshRate.Load(),
 		DropsMeshQueue:  t.stats.dropMeshQueue.Load(),
 		DropsBatchFull:  t.stats.dropBatchFull.Load(),
+		DropsCandidate:  t.stats.dropCandidate.Load(),
 		DropsBlackholed: t.stats.dropBlackholed.Load(),
 	}
 }

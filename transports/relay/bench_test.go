@@ -26,9 +26,9 @@ const benchWindow = 256
 // BenchmarkTCPPipe from the same run for the relay's cost over raw TCP.
 func BenchmarkRelayThroughput(b *testing.B) {
 	r := startRelay(b, relayserver.Config{RateBytesPerSec: -1}, nil)
-	rv := newRendezvous(b)
-	src := newClient(b, Config{URL: r.url, Rendezvous: rv})
-	dst := newClient(b, Config{URL: r.url, Rendezvous: rv})
+	rv := newAdmission(b)
+	src := newClient(b, Config{URL: r.url, Admission: rv})
+	dst := newClient(b, Config{URL: r.url, Admission: rv})
 	waitConnected(b, src)
 	waitConnected(b, dst)
 	waitPresent(b, src, dst.PublicKey())

@@ -1,4 +1,4 @@
-// Package relay is the client side of plurenet relay protocol v1: it keeps a
+// Package relay is the client side of plurenet relay protocol v2: it keeps a
 // node connected to one relay and gives it a datagram service to the other
 // members of its rendezvous.
 //

@@ -17,12 +17,12 @@ import (
 
 func TestUnicastBroadcastPresence(t *testing.T) {
 	r := startRelay(t, relayserver.Config{}, nil)
-	rv := newRendezvous(t)
-	a := newClient(t, Config{URL: r.url, Rendezvous: rv})
+	rv := newAdmission(t)
+	a := newClient(t, Config{URL: r.url, Admission: rv})
 	waitConnected(t, a)
-	b := newClient(t, Config{URL: r.url, Rendezvous: rv})
+	b := newClient(t, Config{URL: r.url, Admission: rv})
 	// A member of another mesh on the same relay must see none of it.
-	other := newClient(t, Config{URL: r.url, Rendezvous: newRendezvous(t)})
+	other := newClient(t, Config{URL: r.url, Admission: newAdmission(t)})
 	waitConnected(t, other)
 
 	waitPresent(t, a, b.PublicKey()) // b joined after a
@@ -102,9 +102,9 @@ func TestRelayRestart(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	r1 := startRelay(t, relayserver.Config{}, ln)
-	rv := newRendezvous(t)
-	a := newClient(t, Config{URL: r1.url, Rendezvous: rv})
-	b := newClient(t, Config{URL: r1.url, Rendezvous: rv})
+	rv := newAdmission(t)
+	a := newClient(t, Config{URL: r1.url, Admission: rv})
+	b := newClient(t, Config{URL: r1.url, Admission: rv})
 	waitConnected(t, a)
 	waitConnected(t, b)
 	sendUntilReceived(t, a, b, "before restart")
@@ -144,7 +144,7 @@ func TestRelayDownAtStart(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens here now
 
-	c := newClient(t, Config{URL: "ws://" + addr, Rendezvous: newRendezvous(t)})
+	c := newClient(t, Config{URL: "ws://" + addr, Admission: newAdmission(t)})
 	eventually(t, "a failed attempt in Status", func() bool {
 		st := c.Status()
 		return st.LastError != "" && !st.Connected
@@ -172,11 +172,11 @@ func TestRelayDownAtStart(t *testing.T) {
 
 func TestRelayRefusalReported(t *testing.T) {
 	r := startRelay(t, relayserver.Config{MaxConnsPerKey: 1}, nil)
-	rv := newRendezvous(t)
+	rv := newAdmission(t)
 	key := newKey(t)
-	first := newClient(t, Config{URL: r.url, Rendezvous: rv, PrivateKey: key})
+	first := newClient(t, Config{URL: r.url, Admission: rv, PrivateKey: key})
 	waitConnected(t, first)
-	second := newClient(t, Config{URL: r.url, Rendezvous: rv, PrivateKey: key})
+	second := newClient(t, Config{URL: r.url, Admission: rv, PrivateKey: key})
 	eventually(t, "the refusal in Status", func() bool { return second.Status().LastError != "" })
 	if st := second.Status(); st.Connected || !strings.Contains(st.LastError, "too many connections") {
 		t.Fatalf("second client status %+v, want the relay's refusal", st)
@@ -188,6 +188,7 @@ func TestRelayRefusalReported(t *testing.T) {
 
 func TestNewConfigErrors(t *testing.T) {
 	key := newKey(t)
+	adm := newAdmission(t)
 	tests := []struct {
 		name string
 		cfg  Config
@@ -199,8 +200,9 @@ func TestNewConfigErrors(t *testing.T) {
 		{"no host", Config{URL: "wss:///v1/relay", PrivateKey: key}, "has no host"},
 		{"user info", Config{URL: "wss://u:p@relay.example", PrivateKey: key}, "user info"},
 		{"zero key", Config{URL: "wss://relay.example"}, "PrivateKey is zero"},
-		{"negative queue", Config{URL: "wss://relay.example", PrivateKey: key, RecvQueue: -1}, "RecvQueue"},
-		{"negative backoff", Config{URL: "wss://relay.example", PrivateKey: key, MinBackoff: -1}, "negative"},
+		{"zero admission key", Config{URL: "wss://relay.example", PrivateKey: key}, "Admission is zero"},
+		{"negative queue", Config{URL: "wss://relay.example", PrivateKey: key, Admission: adm, RecvQueue: -1}, "RecvQueue"},
+		{"negative backoff", Config{URL: "wss://relay.example", PrivateKey: key, Admission: adm, MinBackoff: -1}, "negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,7 +220,7 @@ func TestNewConfigErrors(t *testing.T) {
 
 func TestCloseIdempotent(t *testing.T) {
 	r := startRelay(t, relayserver.Config{}, nil)
-	c := newClient(t, Config{URL: r.url, Rendezvous: newRendezvous(t)})
+	c := newClient(t, Config{URL: r.url, Admission: newAdmission(t)})
 	waitConnected(t, c)
 	done := make(chan struct{})
 	go func() {

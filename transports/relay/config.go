@@ -37,7 +37,7 @@ const (
 const maxRecvQueue = 1 << 16
 
 // Config configures a Client. The zero value is not usable on its own: URL,
-// PrivateKey and Rendezvous are required; every other field has a default.
+// PrivateKey and Admission are required; every other field has a default.
 type Config struct {
 	// URL is the relay, ws:// or wss://, as ParseURL accepts it. An empty
 	// path or "/" means relayproto.Path.
@@ -45,8 +45,10 @@ type Config struct {
 	// PrivateKey is this node's key; the relay learns its public half and
 	// checks that we hold the private one.
 	PrivateKey nodekey.Private
-	// Rendezvous names the mesh on the relay.
-	Rendezvous relayproto.Rendezvous
+	// Admission is the mesh's admission key (mesh.Keys.Admission). The
+	// relay admits us to the mesh's rendezvous, its hash, only with a
+	// signature by it.
+	Admission relayproto.AdmissionKey
 	// TLSConfig is used for wss:// relays, e.g. to trust a private CA. Nil
 	// means the system roots.
 	TLSConfig *tls.Config
@@ -77,6 +79,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.URL = u.String()
 	if cfg.PrivateKey.IsZero() {
 		return cfg, errors.New("relay: config: PrivateKey is zero")
+	}
+	if cfg.Admission.IsZero() {
+		return cfg, errors.New("relay: config: Admission is zero")
 	}
 	if cfg.RecvQueue < 0 || cfg.RecvQueue > maxRecvQueue {
 		return cfg, fmt.Errorf("relay: config: RecvQueue %d outside 0..%d", cfg.RecvQueue, maxRecvQueue)

@@ -136,26 +136,14 @@ var errRelayClosed = errors.New("relay closed the connection")
 func (c *Client) dial(ctx context.Context) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, c.cfg.URL, &websocket.DialOptions{
-		HTTPClient:      c.httpClient,
-		Subprotocols:    []string{relayproto.Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	ws, err := DialWebSocket(ctx, c.cfg.URL, c.httpClient)
 	if err != nil {
-		if resp != nil && resp.StatusCode != 0 {
-			return nil, fmt.Errorf("relay %s: dial: HTTP %s: %w", c.cfg.URL, resp.Status, err)
-		}
-		return nil, fmt.Errorf("relay %s: dial: %w", c.cfg.URL, err)
+		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
 	}
-	if p := ws.Subprotocol(); p != relayproto.Subprotocol {
-		ws.CloseNow()
-		return nil, fmt.Errorf("relay %s: handshake: relay chose subprotocol %q, want %q", c.cfg.URL, p, relayproto.Subprotocol)
-	}
-	ws.SetReadLimit(relayproto.MaxFrame)
-	w, err := c.handshake(ctx, ws)
+	w, err := Handshake(ctx, ws, c.cfg.PrivateKey, c.cfg.Admission)
 	if err != nil {
 		ws.CloseNow()
-		return nil, fmt.Errorf("relay %s: handshake: %w", c.cfg.URL, err)
+		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
 	}
 	cn := &conn{
 		c:           c,
@@ -185,66 +173,6 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	go cn.writeLoop()
 	go cn.keepalive()
 	return cn, nil
-}
-
-// handshake answers the relay's challenge and returns its Welcome.
-func (c *Client) handshake(ctx context.Context, ws *websocket.Conn) (relayproto.Welcome, error) {
-	var w relayproto.Welcome
-	b, err := readHandshakeFrame(ctx, ws)
-	if err != nil {
-		return w, fmt.Errorf("reading ServerHello: %w", err)
-	}
-	hello, err := relayproto.ParseServerHello(b)
-	if err != nil {
-		return w, refusalOr(b, fmt.Errorf("parsing ServerHello: %w", err))
-	}
-	if hello.Version != relayproto.Version {
-		return w, fmt.Errorf("relay speaks protocol version %d, want %d", hello.Version, relayproto.Version)
-	}
-	shared, err := c.cfg.PrivateKey.SharedSecret(hello.ServerKey)
-	if err != nil {
-		return w, fmt.Errorf("relay key: %w", err)
-	}
-	ch := relayproto.ClientHello{
-		Version:    relayproto.Version,
-		ClientKey:  c.pub,
-		Rendezvous: c.cfg.Rendezvous,
-		MAC:        relayproto.HandshakeMAC(shared, hello.ServerKey, hello.Challenge, c.pub, c.cfg.Rendezvous),
-	}
-	if err := ws.Write(ctx, websocket.MessageBinary, ch.Append(nil)); err != nil {
-		return w, fmt.Errorf("writing ClientHello: %w", err)
-	}
-	b, err = readHandshakeFrame(ctx, ws)
-	if err != nil {
-		return w, fmt.Errorf("reading Welcome: %w", err)
-	}
-	w, err = relayproto.ParseWelcome(b)
-	if err != nil {
-		return w, refusalOr(b, fmt.Errorf("parsing Welcome: %w", err))
-	}
-	return w, nil
-}
-
-func readHandshakeFrame(ctx context.Context, ws *websocket.Conn) ([]byte, error) {
-	typ, b, err := ws.Read(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if typ != websocket.MessageBinary {
-		return nil, errors.New("relay sent a text message")
-	}
-	return b, nil
-}
-
-// refusalOr turns an Error frame sent in place of a handshake frame into a
-// readable error, and returns otherwise for anything else.
-func refusalOr(b []byte, otherwise error) error {
-	if len(b) > 0 && relayproto.Type(b[0]) == relayproto.TypeError {
-		if f, err := relayproto.Parse(b); err == nil {
-			return &RelayError{Code: f.Code, Message: f.Message}
-		}
-	}
-	return otherwise
 }
 
 // RelayError is an Error frame from the relay.

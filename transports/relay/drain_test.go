@@ -42,10 +42,10 @@ func TestPlannedReconnectLosesNoFrame(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := startRelay(t, relayserver.Config{MaxConnLifetime: tt.lifetime, DrainGrace: time.Second}, nil)
-			rv := newRendezvous(t)
+			rv := newAdmission(t)
 			var rec reasonRecorder
-			a := newClient(t, Config{URL: r.url, Rendezvous: rv, Logger: slog.New(&rec)})
-			b := newClient(t, Config{URL: r.url, Rendezvous: rv, Logger: slog.New(&rec)})
+			a := newClient(t, Config{URL: r.url, Admission: rv, Logger: slog.New(&rec)})
+			b := newClient(t, Config{URL: r.url, Admission: rv, Logger: slog.New(&rec)})
 			waitConnected(t, a)
 			waitConnected(t, b)
 			waitPresent(t, a, b.PublicKey())

@@ -83,13 +83,14 @@ func newKey(t testing.TB) nodekey.Private {
 	return k
 }
 
-func newRendezvous(t testing.TB) relayproto.Rendezvous {
+// newAdmission returns the admission key of a fresh mesh.
+func newAdmission(t testing.TB) relayproto.AdmissionKey {
 	t.Helper()
-	var rv relayproto.Rendezvous
-	if _, err := rand.Read(rv[:]); err != nil {
+	var seed [32]byte
+	if _, err := rand.Read(seed[:]); err != nil {
 		t.Fatal(err)
 	}
-	return rv
+	return relayproto.NewAdmissionKey(seed)
 }
 
 // newClient starts a client with fast reconnects and closes it at cleanup.

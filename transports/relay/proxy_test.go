@@ -151,9 +151,9 @@ func TestThroughConnectProxy(t *testing.T) {
 			proxy := startProxy(t)
 			pu := proxy.url()
 			pu.User = tt.user
-			rv := newRendezvous(t)
-			viaProxy := newClient(t, Config{URL: tt.relay.url, Rendezvous: rv, TLSConfig: tt.tls, Proxy: http.ProxyURL(pu)})
-			direct := newClient(t, Config{URL: tt.relay.url, Rendezvous: rv, TLSConfig: tt.tls, Proxy: noProxy})
+			rv := newAdmission(t)
+			viaProxy := newClient(t, Config{URL: tt.relay.url, Admission: rv, TLSConfig: tt.tls, Proxy: http.ProxyURL(pu)})
+			direct := newClient(t, Config{URL: tt.relay.url, Admission: rv, TLSConfig: tt.tls, Proxy: noProxy})
 			waitConnected(t, viaProxy)
 			waitConnected(t, direct)
 			sendUntilReceived(t, viaProxy, direct, "out through the proxy")
@@ -194,7 +194,7 @@ func TestProxyAndTLSFailuresReported(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.Rendezvous = newRendezvous(t)
+			tt.cfg.Admission = newAdmission(t)
 			c := newClient(t, tt.cfg)
 			eventually(t, "a failed attempt", func() bool { return c.Status().LastError != "" })
 			if st := c.Status(); st.Connected || !strings.Contains(st.LastError, tt.want) {

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -25,6 +27,8 @@ type Device struct {
 	index int
 	nl    *netlink.Handle // bound to the namespace the device lives in
 	log   *slog.Logger
+
+	filter destFilter // what the mesh may deliver: see filter.go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -66,6 +70,7 @@ func Create(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("creating TUN device %s: %w", cfg.Name, err)
 	}
 	d := &Device{name: cfg.Name, nl: nl, log: cfg.Logger}
+	d.filter.set(cfg.Addrs)
 	d.tun = &nsTUN{Device: t, dev: d}
 	if err := d.configure(cfg); err != nil {
 		_ = d.Close()
@@ -89,6 +94,7 @@ func (d *Device) configure(cfg Config) error {
 			return fmt.Errorf("setting MTU %d: %w", cfg.MTU, err)
 		}
 	}
+	d.promoteSecondaries()
 	// Up before addresses: IPv4 adds prefix routes only for addresses of a
 	// running interface.
 	if err := d.nl.LinkSetUp(link); err != nil {
@@ -129,7 +135,16 @@ func (d *Device) addAddr(link netlink.Link, p netip.Prefix) error {
 // SetAddrs replaces the device's addresses with addrs (the mesh's IPv4
 // collision rule can move a node's address at run time). New addresses are
 // added before old ones go, so the mesh prefix routes stay in place.
+//
+// The new IPv4 shares the old one's subnet (the mesh prefix), so the kernel
+// adds it as a secondary address, and deleting the primary deletes its
+// secondaries with it unless promote_secondaries is on (configure turns it
+// on where /proc/sys allows). Whatever the kernel took along is added
+// again at the end.
 func (d *Device) SetAddrs(addrs []netip.Prefix) error {
+	// The filter moves first: an old address may now be another member's,
+	// and from now on it is not ours to deliver to.
+	d.filter.set(addrs)
 	link, err := d.nl.LinkByIndex(d.index)
 	if err != nil {
 		return fmt.Errorf("interface %s: %w", d.name, err)
@@ -141,24 +156,65 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 			return fmt.Errorf("interface %s: %w", d.name, err)
 		}
 	}
-	have, err := d.nl.AddrList(link, netlink.FAMILY_ALL)
+	have, err := d.addrs(link)
 	if err != nil {
-		return fmt.Errorf("interface %s: listing addresses: %w", d.name, err)
+		return err
 	}
-	for _, a := range have {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+	for p, a := range have {
+		if !want[p] {
+			if err := d.nl.AddrDel(link, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("interface %s: removing address %s: %w", d.name, p, err)
+			}
+		}
+	}
+	if have, err = d.addrs(link); err != nil {
+		return err
+	}
+	for _, p := range addrs {
+		if have[p] != nil {
 			continue
 		}
-		ones, _ := a.Mask.Size()
-		if p := netip.PrefixFrom(ip.Unmap(), ones); !want[p] {
-			if err := d.nl.AddrDel(link, &a); err != nil {
-				return fmt.Errorf("interface %s: removing address %s: %w", d.name, p, err)
+		if err := d.addAddr(link, p); err != nil {
+			return fmt.Errorf("interface %s: %w", d.name, err)
+		}
+		if p.Bits() != p.Addr().BitLen() {
+			if err := d.ensureRoute(p.Masked()); err != nil {
+				return fmt.Errorf("interface %s: %w", d.name, err)
 			}
 		}
 	}
 	d.waitLocal(addrs)
 	return nil
+}
+
+// addrs lists the device's addresses, link-local ones left out.
+func (d *Device) addrs(link netlink.Link) (map[netip.Prefix]*netlink.Addr, error) {
+	list, err := d.nl.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: listing addresses: %w", d.name, err)
+	}
+	out := make(map[netip.Prefix]*netlink.Addr, len(list))
+	for i := range list {
+		ip, ok := netip.AddrFromSlice(list[i].IP)
+		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		ones, _ := list[i].Mask.Size()
+		out[netip.PrefixFrom(ip.Unmap(), ones)] = &list[i]
+	}
+	return out, nil
+}
+
+// promoteSecondaries asks the kernel to keep an interface's secondary IPv4
+// addresses when its primary one is deleted (see SetAddrs). /proc/sys/net
+// belongs to the network namespace of the calling thread, which is the
+// device's in Create. Failure (a read-only /proc/sys in a container) only
+// costs a moment without the mesh route when the address moves.
+func (d *Device) promoteSecondaries() {
+	path := "/proc/sys/net/ipv4/conf/" + d.name + "/promote_secondaries"
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		d.log.Debug("cannot turn on promote_secondaries; an IPv4 move re-adds the address instead", "iface", d.name, "err", err)
+	}
 }
 
 // Bounds of waitLocal. The kernel installs an IPv6 address's local route
@@ -231,6 +287,48 @@ func (t *nsTUN) MTU() (int, error) {
 	}
 	return link.Attrs().MTU, nil
 }
+
+// Write delivers packets from the mesh to the kernel: only those addressed
+// to the device's own addresses (filter.go). The others are counted and
+// dropped; bufs is reordered so that the delivered ones come first.
+func (t *nsTUN) Write(bufs [][]byte, offset int) (int, error) {
+	kept := t.dev.filter.filter(bufs, offset)
+	if dropped := len(bufs) - kept; dropped > 0 {
+		t.dev.noteDropped(dropped, bufs[kept][offset:])
+	}
+	if kept == 0 {
+		return 0, nil
+	}
+	return t.Device.Write(bufs[:kept], offset)
+}
+
+// noteDropped counts packets the filter dropped and logs when the count
+// reaches a power of two: the first one at once, then ever more rarely, so
+// a member that floods cannot flood the log.
+func (d *Device) noteDropped(n int, sample []byte) {
+	total := d.filter.dropped.Add(uint64(n))
+	if bits.Len64(total-uint64(n)) == bits.Len64(total) {
+		return
+	}
+	src, dst := packetAddrs(sample)
+	d.log.Warn("dropped packets from the mesh not addressed to this node (a member sends to the host's other addresses or through it)",
+		"iface", d.name, "dropped", total, "src", src, "dst", dst)
+}
+
+// packetAddrs returns an IP packet's source and destination for a log line.
+func packetAddrs(pkt []byte) (src, dst netip.Addr) {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
+	}
+	return netip.Addr{}, netip.Addr{}
+}
+
+// Dropped is the number of packets from the mesh the device refused
+// because they were not addressed to its own addresses.
+func (d *Device) Dropped() uint64 { return d.filter.dropped.Load() }
 
 // Name is the interface name.
 func (d *Device) Name() string { return d.name }

@@ -35,3 +35,6 @@ func (d *Device) Close() error { return nil }
 
 // SetAddrs fails: no Device is ever created on this platform.
 func (d *Device) SetAddrs([]netip.Prefix) error { return errUnsupported }
+
+// Dropped returns 0: no Device is ever created on this platform.
+func (d *Device) Dropped() uint64 { return 0 }

@@ -49,9 +49,13 @@ func parseNetwork(network, want string) (family, error) {
 	return 0, fmt.Errorf("unsupported network %q (want %s, %s4 or %s6)", network, want, want, want)
 }
 
-// parseAddr splits "ip:port". An empty host (":port") gives an invalid Addr,
-// meaning any local address; so does an unspecified one ("[::]:port").
-func parseAddr(address string, allowAny bool) (netip.Addr, uint16, error) {
+// ParseAddr splits "ip:port" as the overlay takes addresses: an IP literal
+// (IPv4-mapped IPv6 unmapped, no zone) and a numeric port. With allowAny,
+// an empty host (":port") gives an invalid Addr and an unspecified one
+// ("[::]:port") the unspecified Addr, both meaning every local address;
+// without it both are errors. The kernel adapter parses listen addresses
+// with it too, so both adapters take the same forms.
+func ParseAddr(address string, allowAny bool) (netip.Addr, uint16, error) {
 	host, portStr, err := net.SplitHostPort(address)
 	if err != nil {
 		return netip.Addr{}, 0, err
@@ -161,7 +165,7 @@ func (s *Stack) DialContext(ctx context.Context, network, address string) (net.C
 		}
 		isTCP = false
 	}
-	ip, port, err := parseAddr(address, false)
+	ip, port, err := ParseAddr(address, false)
 	if err == nil && port == 0 {
 		err = errors.New("port 0 cannot be dialed")
 	}
@@ -241,7 +245,7 @@ func parseListen(network, address, want string) (ip netip.Addr, port uint16, pro
 	if err != nil {
 		return ip, 0, 0, false, err
 	}
-	ip, port, err = parseAddr(address, true)
+	ip, port, err = ParseAddr(address, true)
 	if err == nil {
 		err = checkFamily(f, ip)
 	}

@@ -40,6 +40,8 @@ export class Conn {
     this.rvHex = '';
     this.room = null; // set by the relay while routable
     this.pendingFrames = 0; // frames handed to ws and not yet written to the socket
+    this.wroteAt = 0; // when the last frame reached the socket, or the queue last became non-empty
+    this.stallCheck = false; // a write-stall check is scheduled
     this.lastHeard = Date.now();
     this.lastRateNotice = 0;
     this.tokens = this.cfg.rateBurstBytes;
@@ -52,6 +54,13 @@ export class Conn {
     ws.on('error', (err) => this.relay.log('debug', 'relay: websocket error', { conn: this.id, err: String(err && err.message) }));
     ws.on('close', () => this.onClose());
 
+    if (ws.protocol === p.SUBPROTOCOL_V1) {
+      // An old client: it reads this Error in place of ServerHello and
+      // shows its message (v1 clients report an Error frame received
+      // during the handshake).
+      this.fail(p.E.BadVersion, p.V1_CLIENT_MESSAGE, 'bad_version');
+      return;
+    }
     // No Drain before Welcome: a handshake that does not finish in time is
     // ended, and an attacker cannot hold half-open connections for long.
     this.after(this.cfg.handshakeTimeoutMs, () => {
@@ -76,9 +85,40 @@ export class Conn {
         this.ws.bufferedAmount + frame.length > this.cfg.sendQueueBytes)) {
       return FULL;
     }
-    this.pendingFrames++;
-    this.ws.send(frame, { binary: true }, () => { this.pendingFrames--; });
+    if (this.pendingFrames++ === 0) this.wroteAt = Date.now();
+    this.ws.send(frame, { binary: true }, () => {
+      this.pendingFrames--;
+      this.wroteAt = Date.now();
+    });
+    this.watchWrites();
     return PUSHED;
+  }
+
+  // watchWrites gives the oldest unwritten frame writeTimeoutMs to reach the
+  // socket, as the Go relay bounds each frame write by WriteTimeout: a client
+  // that stops reading (while it goes on sending, so it never looks idle)
+  // must not hold its queue, up to sendQueueBytes, for good. One timer per
+  // connection, re-armed only when it fires, keeps the send path cheap.
+  watchWrites() {
+    if (this.stallCheck || this.pendingFrames === 0) return;
+    this.stallCheck = true;
+    const wait = Math.max(0, this.wroteAt + this.cfg.writeTimeoutMs - Date.now());
+    this.after(wait, () => {
+      this.stallCheck = false;
+      if (this.closing || this.pendingFrames === 0) return; // close paths have their own deadline
+      const stalled = Date.now() - this.wroteAt;
+      if (stalled < this.cfg.writeTimeoutMs) {
+        this.watchWrites();
+        return;
+      }
+      // The Go writer's write fails here and it closes the socket at once:
+      // nothing more can be written, not even an Error frame.
+      this.relay.log('debug', 'relay: write stalled, closing', { conn: this.id, stalled_ms: stalled, queued_frames: this.pendingFrames });
+      this.relay.drop('closed', this.pendingFrames);
+      this.closing = true;
+      this.relay.leave(this);
+      this.ws.terminate();
+    });
   }
 
   onMessage(data, isBinary) {
@@ -128,19 +168,9 @@ export class Conn {
       this.fail(p.E.BadFrame, e.message, 'bad_frame');
       return;
     }
-    if (ch.version !== p.VERSION) {
-      this.fail(p.E.BadVersion, `relay speaks protocol version ${p.VERSION}, client sent ${ch.version}`, 'bad_version');
-      return;
-    }
-    const shared = p.sharedSecret(r.keys.privateKey, ch.key);
-    if (!shared) {
-      this.fail(p.E.AuthFailed, 'client key is a low-order point', 'auth_failed');
-      return;
-    }
-    const want = p.handshakeMAC(shared, r.keys.publicRaw, this.challenge, ch.key, ch.rv);
-    // Constant time, so the comparison leaks nothing about the right MAC.
-    if (!crypto.timingSafeEqual(want, ch.mac)) {
-      this.fail(p.E.AuthFailed, 'handshake MAC does not verify: the client does not hold the key it claims, or answered another challenge', 'auth_failed');
+    const refusal = p.verifyClientHello(r.keys, this.challenge, ch);
+    if (refusal) {
+      this.fail(refusal.code, refusal.message, refusal.result);
       return;
     }
     this.established = true;

@@ -1,25 +1,32 @@
-// Relay protocol v1 wire codec (docs/protocol.md, Part 1), the Node.js twin
-// of internal/relayproto. Every WebSocket binary message is one frame: a
-// type byte and a body whose layout the type fixes. Multi-byte integers are
-// big-endian.
+// Relay protocol v2 wire codec and handshake checks (docs/protocol.md,
+// Part 1), the Node.js twin of internal/relayproto. Every WebSocket binary
+// message is one frame: a type byte and a body whose layout the type fixes.
+// Multi-byte integers are big-endian.
 
 import crypto from 'node:crypto';
 
-export const SUBPROTOCOL = 'plurenet-relay.v1';
+export const SUBPROTOCOL = 'plurenet-relay.v2';
+// The v1 subprotocol is accepted only to tell an old client, in one Error
+// frame, to upgrade (conn.js).
+export const SUBPROTOCOL_V1 = 'plurenet-relay.v1';
+// The path's "v1" names the endpoint, not the protocol version.
 export const PATH = '/v1/relay';
-export const VERSION = 1;
+export const VERSION = 2;
+export const V1_CLIENT_MESSAGE = `this relay speaks ${SUBPROTOCOL}; upgrade plurenet`;
 
 export const KEY_SIZE = 32;
+export const ADMISSION_KEY_SIZE = 32;
 export const RENDEZVOUS_SIZE = 32;
 export const CHALLENGE_SIZE = 32;
 export const MAC_SIZE = 32;
+export const SIGNATURE_SIZE = 64;
 // 64 KiB holds any WireGuard packet or sealed mesh message with room to
 // spare, without letting one message pin much relay memory.
 export const MAX_PAYLOAD = 64 * 1024;
 export const MAX_FRAME = 1 + KEY_SIZE + MAX_PAYLOAD;
 export const MAX_ERROR_MESSAGE = 200;
 
-const CLIENT_HELLO_SIZE = 1 + 1 + KEY_SIZE + RENDEZVOUS_SIZE + MAC_SIZE;
+const CLIENT_HELLO_SIZE = 1 + 1 + KEY_SIZE + ADMISSION_KEY_SIZE + RENDEZVOUS_SIZE + MAC_SIZE + SIGNATURE_SIZE;
 
 export const T = Object.freeze({
   ServerHello: 0x01,
@@ -65,8 +72,9 @@ export function serverHello(serverKey, challenge) {
   return Buffer.concat([Buffer.from([T.ServerHello, VERSION, 0]), serverKey, challenge]);
 }
 
-// parseClientHello returns {version, key, rv, mac} or throws with a message
-// saying what is wrong (the relay answers ErrBadFrame).
+// parseClientHello returns {version, key, admission, rv, mac, sig} or
+// throws with a message saying what is wrong (the relay answers
+// ErrBadFrame). It checks the layout only; verifyClientHello checks the rest.
 export function parseClientHello(b) {
   if (b.length === 0 || b[0] !== T.ClientHello) {
     throw new Error(`expected ClientHello, got frame type 0x${b.length ? b[0].toString(16).padStart(2, '0') : '??'}`);
@@ -74,11 +82,15 @@ export function parseClientHello(b) {
   if (b.length !== CLIENT_HELLO_SIZE) {
     throw new Error(`ClientHello of ${b.length} bytes, want ${CLIENT_HELLO_SIZE}`);
   }
+  let o = 2;
+  const take = (n) => Buffer.from(b.subarray(o, (o += n)));
   return {
     version: b[1],
-    key: Buffer.from(b.subarray(2, 2 + KEY_SIZE)),
-    rv: Buffer.from(b.subarray(2 + KEY_SIZE, 2 + KEY_SIZE + RENDEZVOUS_SIZE)),
-    mac: Buffer.from(b.subarray(2 + KEY_SIZE + RENDEZVOUS_SIZE)),
+    key: take(KEY_SIZE),
+    admission: take(ADMISSION_KEY_SIZE),
+    rv: take(RENDEZVOUS_SIZE),
+    mac: take(MAC_SIZE),
+    sig: take(SIGNATURE_SIZE),
   };
 }
 
@@ -195,12 +207,59 @@ export function sharedSecret(privateKey, clientRaw) {
   return s;
 }
 
-const AUTH_LABEL = Buffer.from('plurenet relay v1 auth', 'ascii');
+// Labels, as in internal/relayproto/admission.go: one per proof and hash.
+const AUTH_LABEL = Buffer.from('plurenet relay v2 auth', 'ascii');
+const ADMISSION_LABEL = Buffer.from('plurenet relay v2 admission', 'ascii');
+const RENDEZVOUS_LABEL = Buffer.from('plurenet v2 rendezvous', 'ascii');
 
-// handshakeMAC is relayproto.HandshakeMAC: HMAC-SHA256 keyed with the
-// shared secret over label ‖ S ‖ C ‖ K ‖ R.
-export function handshakeMAC(shared, serverKey, challenge, clientKey, rv) {
-  return crypto.createHmac('sha256', shared)
-    .update(AUTH_LABEL).update(serverKey).update(challenge).update(clientKey).update(rv)
-    .digest();
+// rendezvousOf is relayproto.RendezvousOf: SHA-256(label ‖ admission key).
+export function rendezvousOf(admission) {
+  return crypto.createHash('sha256').update(RENDEZVOUS_LABEL).update(admission).digest();
+}
+
+// transcript is label ‖ S ‖ C ‖ K ‖ A ‖ R, what both proofs cover.
+function transcript(label, serverKey, challenge, ch) {
+  return Buffer.concat([label, serverKey, challenge, ch.key, ch.admission, ch.rv]);
+}
+
+// handshakeMAC is relayproto.Transcript.MAC: HMAC-SHA256 keyed with the
+// X25519 shared secret over the auth label and the transcript.
+export function handshakeMAC(shared, serverKey, challenge, ch) {
+  return crypto.createHmac('sha256', shared).update(transcript(AUTH_LABEL, serverKey, challenge, ch)).digest();
+}
+
+// verifyAdmission is relayproto.Transcript.VerifySignature: the Ed25519
+// signature of the admission key over the admission label and the
+// transcript. A key that is not a valid point fails.
+export function verifyAdmission(serverKey, challenge, ch) {
+  let pub;
+  try {
+    pub = crypto.createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: b64u(ch.admission) }, format: 'jwk' });
+    return crypto.verify(null, transcript(ADMISSION_LABEL, serverKey, challenge, ch), pub, ch.sig);
+  } catch {
+    return false;
+  }
+}
+
+// verifyClientHello is relayproto.ClientHello.Verify: null when the client
+// proved both its key and the mesh's admission key, else {code, message,
+// result} to refuse it with. Cheapest check first.
+export function verifyClientHello(keys, challenge, ch) {
+  const refuse = (message) => ({ code: E.AuthFailed, message, result: 'auth_failed' });
+  if (ch.version !== VERSION) {
+    return { code: E.BadVersion, message: `relay speaks protocol version ${VERSION} (${SUBPROTOCOL}), client sent ${ch.version}`, result: 'bad_version' };
+  }
+  if (!crypto.timingSafeEqual(rendezvousOf(ch.admission), ch.rv)) {
+    return refuse("rendezvous is not the hash of the admission key: the client does not hold this mesh's admission key");
+  }
+  const shared = sharedSecret(keys.privateKey, ch.key);
+  if (!shared) return refuse('client key is a low-order point');
+  // Constant time, so the comparison leaks nothing about the right MAC.
+  if (!crypto.timingSafeEqual(handshakeMAC(shared, keys.publicRaw, challenge, ch), ch.mac)) {
+    return refuse('handshake MAC does not verify: the client does not hold the key it claims, or answered another challenge');
+  }
+  if (!verifyAdmission(keys.publicRaw, challenge, ch)) {
+    return refuse("admission signature does not verify: the client does not hold this mesh's secret, or answered another challenge");
+  }
+  return null;
 }

@@ -19,7 +19,7 @@ export const DEFAULTS = Object.freeze({
   handshakeTimeoutMs: 10000,
   pingIntervalMs: 20000, // below the 30-60 s idle cut of load balancers and proxies
   idleTimeoutMs: 60000, // three pings unanswered
-  writeTimeoutMs: 10000, // a peer that does not take its close in this time is cut
+  writeTimeoutMs: 10000, // a frame (or a close) not written in this time cuts the connection
   maxConnLifetimeMs: 0, // 0: unlimited
   drainGraceMs: 5000,
   maxConnsPerIP: 500, // 0 or less: unlimited
@@ -66,7 +66,11 @@ export class Relay {
       // Payloads are encrypted: compression costs CPU and gains nothing.
       perMessageDeflate: false,
       maxPayload: WS_MAX_PAYLOAD,
-      handleProtocols: (protocols) => (protocols.has(p.SUBPROTOCOL) ? p.SUBPROTOCOL : false),
+      // v1 only when v2 is not offered, to tell an old client to upgrade.
+      handleProtocols: (protocols) => {
+        if (protocols.has(p.SUBPROTOCOL)) return p.SUBPROTOCOL;
+        return protocols.has(p.SUBPROTOCOL_V1) ? p.SUBPROTOCOL_V1 : false;
+      },
     });
     const lifetimeSecs = this.cfg.maxConnLifetimeMs > 0 ? Math.max(1, Math.floor(this.cfg.maxConnLifetimeMs / 1000)) : 0;
     this.welcome = p.welcome(p.MAX_PAYLOAD, this.cfg.rateBytesPerSec > 0 ? Math.min(this.cfg.rateBytesPerSec, 0xffffffff) : 0, lifetimeSecs);
@@ -124,7 +128,7 @@ export class Relay {
       return refuse(426, 'Upgrade Required', `plurenet relay: this endpoint speaks WebSocket subprotocol ${p.SUBPROTOCOL}`, 'Upgrade: websocket\r\n');
     }
     const offered = String(req.headers['sec-websocket-protocol'] || '').split(',').map((s) => s.trim());
-    if (!offered.includes(p.SUBPROTOCOL)) {
+    if (!offered.includes(p.SUBPROTOCOL) && !offered.includes(p.SUBPROTOCOL_V1)) {
       return refuse(400, 'Bad Request', `plurenet relay: the client must offer WebSocket subprotocol ${p.SUBPROTOCOL} (another protocol version?)`);
     }
     if (this.draining) {

@@ -1,4 +1,4 @@
-// plurenet relay (protocol v1) as a Node.js HTTP server:
+// plurenet relay (protocol v2) as a Node.js HTTP server:
 //
 //   node src/server.js [--host H] [--port N] [--redis URL] [--max-conn-lifetime 4m] ...
 //
@@ -44,7 +44,11 @@ const USAGE = `usage: node src/server.js [flags]
   --max-conns N             connections this instance accepts (default 50000)
   --max-conns-per-ip N      per client address, 0 = unlimited (default 500)
   --rate N                  bytes/s accepted per connection, 0 = unlimited (default 64 MiB/s)
+  --write-timeout D         cut a connection whose oldest queued frame waits this long to be
+                            written: a client that stopped reading (default 10s)
   --trust-proxy-headers     client address from the last X-Forwarded-For entry (default on Vercel)
+  --single-instance         on Vercel, run without a backplane although instances share nothing
+                            (env PLURENET_RELAY_SINGLE_INSTANCE=1)
   --log-level L             debug, info, warn or error (default info)`;
 
 export function parseArgs(argv, env) {
@@ -53,6 +57,7 @@ export function parseArgs(argv, env) {
     port: env.PORT ? parseInt10(env.PORT, 'PORT', 0) : 8080,
     redis: env.PLURENET_RELAY_BACKPLANE || '',
     logLevel: env.PLURENET_RELAY_LOG_LEVEL || 'info',
+    singleInstance: envFlag(env.PLURENET_RELAY_SINGLE_INSTANCE, 'PLURENET_RELAY_SINGLE_INSTANCE'),
     cfg: {},
   };
   if (env.PLURENET_RELAY_MAX_CONN_LIFETIME) o.cfg.maxConnLifetimeMs = parseDuration(env.PLURENET_RELAY_MAX_CONN_LIFETIME, 'PLURENET_RELAY_MAX_CONN_LIFETIME');
@@ -76,7 +81,9 @@ export function parseArgs(argv, env) {
       case '--max-conns': o.cfg.maxConns = parseInt10(val(), flag, 1); break;
       case '--max-conns-per-ip': o.cfg.maxConnsPerIP = parseInt10(val(), flag, 0); break;
       case '--rate': o.cfg.rateBytesPerSec = parseInt10(val(), flag, 0); break;
+      case '--write-timeout': o.cfg.writeTimeoutMs = parseDuration(val(), flag); break;
       case '--trust-proxy-headers': o.cfg.trustProxyHeaders = true; break;
+      case '--single-instance': o.singleInstance = true; break;
       case '--log-level': o.logLevel = val(); break;
       case '-h': case '--help': throw Object.assign(new Error(USAGE), { usage: true });
       default: throw new Error(`unknown flag ${a}\n${USAGE}`);
@@ -86,8 +93,51 @@ export function parseArgs(argv, env) {
   if (!(o.logLevel in LEVELS)) throw new Error(`--log-level: "${o.logLevel}" is not debug, info, warn or error`);
   if (o.cfg.maxConnLifetimeMs > 0 && o.cfg.maxConnLifetimeMs < 1000) throw new Error('--max-conn-lifetime under a second: clients could not plan for it');
   if (o.cfg.drainGraceMs !== undefined && (o.cfg.drainGraceMs <= 0 || o.cfg.drainGraceMs > 0xffffffff)) throw new Error('--drain-grace must be positive and fit the Drain frame');
-  if (o.redis && !/^rediss?:\/\//.test(o.redis)) throw new Error('--redis must be a redis:// or rediss:// URL');
+  if (o.cfg.writeTimeoutMs !== undefined && o.cfg.writeTimeoutMs <= 0) throw new Error('--write-timeout must be positive');
+  if (o.redis) checkRedisURL(o.redis);
+  if (env.VERCEL && !o.redis && !o.singleInstance) {
+    // Vercel runs as many function instances as it likes and they share
+    // nothing: without a backplane, members of one mesh that land on
+    // different instances never see each other, and nothing says why.
+    throw new Error('on Vercel, function instances share nothing: set PLURENET_RELAY_BACKPLANE to a Redis URL ' +
+      '(rediss://:PASSWORD@HOST:PORT/0, the password percent-encoded) so that they reach each other, ' +
+      'or set PLURENET_RELAY_SINGLE_INSTANCE=1 to run without one anyway');
+  }
   return o;
+}
+
+// envFlag reads a boolean environment variable the way the Go relay's
+// settings do: empty is false, anything but a clear true or false is an error.
+function envFlag(v, name) {
+  if (v === undefined || v === '') return false;
+  if (/^(1|true|yes|on)$/i.test(v)) return true;
+  if (/^(0|false|no|off)$/i.test(v)) return false;
+  throw new Error(`${name}: "${v}" is not true or false`);
+}
+
+// checkRedisURL refuses a backplane URL ioredis would misread. The URL holds
+// the Redis password, so no message repeats it. A password with '/', '?',
+// '#' or '@' unencoded (Azure and other managed Redis keys are base64 and
+// hold '/' about half the time) ends the authority early: the parser then
+// sees part of the password as host or port.
+function checkRedisURL(s) {
+  const hint = 'a password must be percent-encoded (encodeURIComponent; in Bicep uriComponent()), ' +
+    'e.g. rediss://:PASSWORD@HOST:PORT/0 (the URL is not shown because it holds the password)';
+  let u;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new Error(`--redis / PLURENET_RELAY_BACKPLANE is not a valid URL: ${hint}`);
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Error('--redis / PLURENET_RELAY_BACKPLANE must be a redis:// or rediss:// URL');
+  if (!u.hostname) throw new Error(`--redis / PLURENET_RELAY_BACKPLANE has no host: ${hint}`);
+  if (!/^(\/\d*)?$/.test(u.pathname)) throw new Error(`--redis / PLURENET_RELAY_BACKPLANE path must be a database number like /0: ${hint}`);
+  try {
+    decodeURIComponent(u.password);
+    decodeURIComponent(u.username);
+  } catch {
+    throw new Error(`--redis / PLURENET_RELAY_BACKPLANE has a malformed %-escape in its user or password: ${hint}`);
+  }
 }
 
 function makeLogger(level) {
@@ -106,6 +156,9 @@ try {
   process.exit(err.usage ? 0 : 2);
 }
 const log = makeLogger(opts.logLevel);
+if (process.env.VERCEL && !opts.redis) {
+  log('warn', 'relay: on Vercel without a backplane (--single-instance): members on different function instances never see each other', {});
+}
 const relay = new Relay(opts.cfg, { logger: log });
 if (opts.redis) relay.backplane = new Backplane(relay, opts.redis, BP_DEFAULTS);
 

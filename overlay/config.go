@@ -17,7 +17,7 @@ import (
 )
 
 // Config configures a Node. StateDir, a topic and at least one relay are
-// required (no relay in direct mode); everything else has a default.
+// required (no relay in swarm mode); everything else has a default.
 type Config struct {
 	// StateDir holds the node key (so the node keeps its IPs across
 	// restarts) and the control socket.
@@ -36,7 +36,7 @@ type Config struct {
 	// Name is this node's name in the mesh (default: the host name).
 	Name string
 
-	// Relays are relay URLs, primary first, then fallback. Direct mode
+	// Relays are relay URLs, primary first, then fallback. Swarm mode
 	// takes none.
 	Relays []string
 
@@ -48,12 +48,14 @@ type Config struct {
 	PinnedV4 netip.Addr
 
 	// Transport is "auto" (the default: relays at once, direct UDP when ICE
-	// succeeds), "relay" (relays only) or "direct" (no relay at all: static
-	// peers and LAN discovery, see Peers and LAN).
+	// succeeds), "relay" (relays only) or "swarm" (no relay at all: members
+	// find each other by LAN discovery and static peers, see Peers and LAN,
+	// and talk over direct UDP). "direct", swarm mode's old name, is still
+	// accepted (see ParseTransport).
 	Transport string
 
 	// ListenPort is the UDP port of the direct path; 0 picks one, except
-	// in direct mode, where 0 means DefaultDirectPort if it is free (else a
+	// in swarm mode, where 0 means DefaultDirectPort if it is free (else a
 	// random port, with a warning): a peer that others dial needs a port
 	// they know.
 	ListenPort int
@@ -65,14 +67,14 @@ type Config struct {
 	// host, port 3478); an empty non-nil slice means none.
 	STUNServers []string
 
-	// Peers are the static peers of direct mode, each "KEY@HOST:PORT" (KEY
+	// Peers are the static peers of swarm mode, each "KEY@HOST:PORT" (KEY
 	// the peer's node public key as "plurenet key public" prints it) or
 	// "HOST:PORT" (the key is learned from the peer's first sealed
 	// announcement). This node announces itself to each; HOST may be a
 	// name, looked up again every announce interval. IPv4 only.
 	Peers []string
 
-	// NoLAN turns LAN discovery off in direct mode (it is on by default):
+	// NoLAN turns LAN discovery off in swarm mode (it is on by default):
 	// no multicast announcements, only Peers.
 	NoLAN bool
 	// LANGroup is the multicast group:port of LAN discovery (default
@@ -102,10 +104,34 @@ type Config struct {
 
 // Transport modes.
 const (
-	TransportAuto   = "auto"
-	TransportRelay  = "relay"
-	TransportDirect = "direct"
+	TransportAuto  = "auto"
+	TransportRelay = "relay"
+	TransportSwarm = "swarm"
 )
+
+// transportSwarmOldName is what swarm mode was called until "direct" came
+// to mean only the direct UDP path (which auto mode uses too). Existing
+// command lines and config files keep working.
+const transportSwarmOldName = "direct"
+
+// SwarmRenamedNotice is the line logged when a configuration names swarm
+// mode by its old name.
+const SwarmRenamedNotice = "--transport direct is now --transport swarm (the relay-less mode); the old name keeps working"
+
+// ParseTransport checks a transport mode and returns its current name: ""
+// is TransportAuto, and the old name of swarm mode is TransportSwarm with
+// renamed true, for the caller to log SwarmRenamedNotice once.
+func ParseTransport(s string) (mode string, renamed bool, err error) {
+	switch s {
+	case "":
+		return TransportAuto, false, nil
+	case TransportAuto, TransportRelay, TransportSwarm:
+		return s, false, nil
+	case transportSwarmOldName:
+		return TransportSwarm, true, nil
+	}
+	return "", false, fmt.Errorf("transport %q: want %q, %q or %q", s, TransportAuto, TransportRelay, TransportSwarm)
+}
 
 // relaySTUNPort is where a plurenet relay answers STUN (plurenet relay
 // --stun-listen), so a deployment needs no other server.
@@ -136,15 +162,19 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Topic != "" {
 		cfg.TopicID = mesh.TopicID(cfg.Topic)
 	}
-	switch cfg.Transport {
-	case "":
-		cfg.Transport = TransportAuto
-	case TransportAuto, TransportRelay, TransportDirect:
-	default:
-		return cfg, fmt.Errorf("transport %q: want %q, %q or %q", cfg.Transport, TransportAuto, TransportRelay, TransportDirect)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	if cfg.Transport == TransportDirect {
-		if err := cfg.checkDirectMode(); err != nil {
+	mode, renamed, err := ParseTransport(cfg.Transport)
+	if err != nil {
+		return cfg, err
+	}
+	if renamed {
+		cfg.Logger.Warn(SwarmRenamedNotice)
+	}
+	cfg.Transport = mode
+	if cfg.Transport == TransportSwarm {
+		if err := cfg.checkSwarm(); err != nil {
 			return cfg, err
 		}
 	} else {
@@ -152,7 +182,7 @@ func (cfg Config) withDefaults() (Config, error) {
 			return cfg, errors.New("no relay: give a relay URL (ws://host:port or wss://host); see README \"Run a relay\"")
 		}
 		if len(cfg.Peers) > 0 {
-			return cfg, fmt.Errorf("static peers are for transport %q (no relay); with relays, members find each other through them", TransportDirect)
+			return cfg, fmt.Errorf("static peers are for transport %q (no relay); with relays, members find each other through them", TransportSwarm)
 		}
 	}
 	// Normalized here so that status shows the URL the client dials. A
@@ -193,9 +223,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.MTU < 1280 || cfg.MTU > 9000 {
 		return cfg, fmt.Errorf("MTU %d: want 1280 to 9000 (1280 is the IPv6 minimum)", cfg.MTU)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	return cfg, nil
 }

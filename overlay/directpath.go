@@ -46,9 +46,9 @@ func (n *Node) sendSignal(peer nodekey.Public, msg []byte) error {
 	if !ok {
 		return errors.New("sealing signal failed")
 	}
-	for _, l := range n.links {
-		if l.Reachable(peer) {
-			return l.client.Send(peer, b)
+	for _, c := range n.relays {
+		if c.Reachable(peer) {
+			return c.Send(peer, b)
 		}
 	}
 	return errNoRelayToPeer

@@ -36,12 +36,18 @@ type Node struct {
 	adapter adapter
 	bind    *transports.Bind
 	dev     *device.Device
-	links   []*relayLink
+	relays  []*relay.Client   // primary first, as in cfg.Relays
 	direct  *direct.Transport // nil with Transport "relay"
-	dm      *directMode       // nil unless Transport is "direct"
+	swarm   *swarmMode        // nil unless Transport is "swarm"
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
+	// ready is closed once the device is up: handleSealed waits for it
+	// before it acts on a message (a member joining configures the
+	// device), and what arrives meanwhile waits with its carrier. done is
+	// closed by Close.
+	ready chan struct{}
+	done  <-chan struct{}
 
 	mu         sync.Mutex // guards the fields below
 	selfV4     netip.Addr
@@ -70,6 +76,7 @@ func New(cfg Config) (*Node, error) {
 		changed:    make(chan struct{}),
 		started:    time.Now(),
 		stamp:      &mesh.Stamper{},
+		ready:      make(chan struct{}),
 	}
 	if err := n.setup(); err != nil {
 		n.Close()
@@ -120,6 +127,8 @@ func (n *Node) setup() error {
 		n.adapter = nil // not a typed nil, which Close would call close on
 		return err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.done = cancel, ctx.Done()
 	n.bind = transports.NewBind(transports.BindConfig{Logger: n.log})
 	var ts []transports.Transport
 	switch cfg.Transport {
@@ -129,20 +138,14 @@ func (n *Node) setup() error {
 		}
 		// Most preferred first: the Bind uses direct whenever it is up.
 		ts = append(ts, n.direct)
-	case TransportDirect:
-		// No relay at all (directmode.go).
-		if err := n.startDirectMode(); err != nil {
+	case TransportSwarm:
+		// No relay at all (swarm.go).
+		if err := n.startSwarm(); err != nil {
 			return err
 		}
 		ts = append(ts, n.direct)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
 	for i, u := range cfg.Relays {
-		role := "primary"
-		if i > 0 {
-			role = "fallback"
-		}
 		c, err := relay.New(relay.Config{
 			URL:        u,
 			PrivateKey: n.priv,
@@ -150,13 +153,30 @@ func (n *Node) setup() error {
 			TLSConfig:  cfg.TLSConfig,
 			Proxy:      cfg.Proxy,
 			Logger:     n.log,
+			Name:       "relay:" + relayRole(i),
+			// WireGuard packets go from the connection's reader straight
+			// to the Bind; the node sees only sealed messages and
+			// presence.
+			Deliver: n.bind.Deliver,
+			// n.relays is complete once the node is ready.
+			OnSealed: func(from nodekey.Public, msg []byte) {
+				if n.waitReady() {
+					n.handleSealed(fromRelay(n.relays[i], from), msg)
+				}
+			},
+			OnPeer: func(peer nodekey.Public, present bool) {
+				// Tell a newcomer about us now rather than at the next
+				// periodic announcement, so it can reach us at once.
+				if present && n.waitReady() {
+					n.announceTo(n.relays[i], peer)
+				}
+			},
 		})
 		if err != nil {
-			return fmt.Errorf("%s relay: %w", role, err)
+			return fmt.Errorf("%s relay: %w", relayRole(i), err)
 		}
-		l := &relayLink{role: role, url: u, client: c, present: make(map[nodekey.Public]bool)}
-		n.links = append(n.links, l)
-		ts = append(ts, l)
+		n.relays = append(n.relays, c)
+		ts = append(ts, c)
 	}
 	n.bind.SetTransports(ts...)
 
@@ -170,17 +190,11 @@ func (n *Node) setup() error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
-	// Only now may relay messages arrive: a member joining configures the
-	// device.
-	for _, l := range n.links {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.receive(ctx, l)
-		}()
-	}
-	if n.dm != nil {
-		if err := n.startDirectModeRecv(); err != nil {
+	// Only now may sealed messages be acted on: a member joining
+	// configures the device.
+	close(n.ready)
+	if n.swarm != nil {
+		if err := n.startDiscovery(ctx); err != nil {
 			return err
 		}
 	}
@@ -197,6 +211,24 @@ func (n *Node) setup() error {
 	n.log.Info("node up", "name", cfg.Name, "adapter", n.adapter, "key", n.pub.ShortString(), "ipv4", n.selfV4, "ipv6", n.v6,
 		"rendezvous", hex.EncodeToString(n.keys.Rendezvous[:4]))
 	return nil
+}
+
+// relayRole names the i-th relay of Config.Relays.
+func relayRole(i int) string {
+	if i == 0 {
+		return "primary"
+	}
+	return "fallback"
+}
+
+// waitReady waits until the device is up; false if the node closes first.
+func (n *Node) waitReady() bool {
+	select {
+	case <-n.ready:
+		return true
+	case <-n.done:
+		return false
+	}
 }
 
 // maintain announces this node periodically and removes silent members.
@@ -228,7 +260,7 @@ func (n *Node) maintain(ctx context.Context) {
 // idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		if n.members != nil && (len(n.links) > 0 || n.dm != nil) {
+		if n.members != nil && (len(n.relays) > 0 || n.swarm != nil) {
 			n.broadcastSealed(mesh.Message{Kind: mesh.KindLeave, From: n.pub})
 		}
 		if n.cancel != nil {
@@ -244,10 +276,10 @@ func (n *Node) Close() error {
 				n.log.Warn("closing adapter", "adapter", n.adapter, "err", err)
 			}
 		}
-		for _, l := range n.links {
-			l.client.Close()
+		for _, c := range n.relays {
+			c.Close()
 		}
-		n.closeDirectMode()
+		n.closeSwarm()
 		if n.direct != nil {
 			n.direct.Close()
 		}

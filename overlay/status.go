@@ -18,7 +18,7 @@ type Status struct {
 	IPv4       string `json:"ipv4"`
 	IPv6       string `json:"ipv6"`
 	Rendezvous string `json:"rendezvous"`    // first 8 hex characters of the hash the relays see
-	Transport  string `json:"transport"`     // configured mode: auto, relay
+	Transport  string `json:"transport"`     // configured mode: auto, relay or swarm
 	UDP        string `json:"udp,omitempty"` // local address of the direct path's socket
 	Adapter    string `json:"adapter"`       // "userspace" or "tun:NAME"
 	// ForeignDropped counts packets from members that the kernel TUN
@@ -86,11 +86,11 @@ func (n *Node) Status() Status {
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
 	}
-	for _, l := range n.links {
-		rs := l.client.Status()
+	for i, c := range n.relays {
+		rs := c.Status()
 		st.Relays = append(st.Relays, RelayStatus{
-			Role:       l.role,
-			URL:        l.url,
+			Role:       relayRole(i),
+			URL:        n.cfg.Relays[i],
 			Connected:  rs.Connected,
 			Since:      rs.Since,
 			LastError:  rs.LastError,

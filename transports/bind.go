@@ -95,7 +95,40 @@ type Bind struct {
 
 type inbound struct {
 	from nodekey.Public
-	pkt  []byte
+	buf  *[]byte // the packet, from inboundPool unless larger than it holds
+}
+
+// Buffers of the inbox. Deliver copies each packet into one, so that a
+// transport can hand over the buffer it reads into (the relay's reader
+// reuses one per connection) and the receive path allocates nothing.
+const (
+	// inboundBufCap fits a WireGuard message on a 1500-byte path (MTU plus
+	// 32 bytes of WireGuard overhead) with room to spare. Larger packets
+	// (an MTU up to 9000 is allowed) get a buffer of their own, which the
+	// garbage collector takes back.
+	inboundBufCap = 2048
+)
+
+var inboundPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, inboundBufCap)
+	return &b
+}}
+
+func getInbound(pkt []byte) *[]byte {
+	if len(pkt) > inboundBufCap {
+		b := append([]byte(nil), pkt...)
+		return &b
+	}
+	b := inboundPool.Get().(*[]byte)
+	*b = append((*b)[:0], pkt...)
+	return b
+}
+
+func putInbound(b *[]byte) {
+	if cap(*b) != inboundBufCap {
+		return
+	}
+	inboundPool.Put(b)
 }
 
 type pathState struct {
@@ -180,7 +213,8 @@ func (b *Bind) makeReceive(recv chan inbound, closed chan struct{}) conn.Receive
 		}
 		n := 0
 		for {
-			sizes[n] = copy(packets[n], in.pkt)
+			sizes[n] = copy(packets[n], *in.buf)
+			putInbound(in.buf)
 			eps[n] = Endpoint{Key: in.from}
 			n++
 			if n == len(packets) {
@@ -195,18 +229,23 @@ func (b *Bind) makeReceive(recv chan inbound, closed chan struct{}) conn.Receive
 	}
 }
 
-// Deliver hands a packet received from peer to the WireGuard device. The
-// Bind takes ownership of pkt. It never blocks: when the device is not
-// reading fast enough the packet is dropped and counted.
+// Deliver hands a packet received from peer to the WireGuard device. It
+// copies pkt (into a pooled buffer), so the caller keeps its buffer and may
+// reuse it at once. It never blocks: when the device is not reading fast
+// enough the packet is dropped and counted. Transports that read on their
+// own goroutine (the relay's connection reader) call it from there: the
+// packet then changes goroutine once, here, on its way to the device.
 func (b *Bind) Deliver(from nodekey.Public, pkt []byte) {
 	recv := b.inbox.Load()
 	if recv == nil {
 		b.dropsNoRcv.Add(1)
 		return
 	}
+	buf := getInbound(pkt)
 	select {
-	case *recv <- inbound{from: from, pkt: pkt}:
+	case *recv <- inbound{from: from, buf: buf}:
 	default:
+		putInbound(buf)
 		b.dropsFull.Add(1)
 	}
 }

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"flag"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/overlay"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -91,16 +93,17 @@ func TestBadInput(t *testing.T) {
 		{"bad forward", with("--forward", "8080"), 2, "--forward"},
 		{"bad forward port", with("--forward", "8080=alpha:70000"), 2, "--forward"},
 		{"bad expose", with("--expose", "http"), 2, "--expose"},
-		{"bad transport", with("--transport", "carrier-pigeon"), 2, "want auto, relay or direct"},
+		{"bad transport", with("--transport", "carrier-pigeon"), 2, "want auto, relay or swarm"},
 		{"bad ip", with("--ip", "fd00::1"), 2, "--ip"},
 		{"bad listen port", with("--listen-port", "99999"), 2, "--listen-port"},
 		{"bad stun", with("--stun", "stun.example"), 2, "--stun"},
-		{"direct with relay", with("--transport", "direct"), 2, "uses no relay"},
-		{"direct with stun", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--stun", "127.0.0.1:3478"}, 2, "no STUN"},
-		{"peer without direct", with("--peer", "192.0.2.1:51898"), 2, "--transport direct"},
-		{"bad peer", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--peer", "nokey@192.0.2.1:5"}, 2, "--peer"},
-		{"peer without port", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--peer", "192.0.2.1"}, 2, "HOST:PORT"},
-		{"bad lan discovery", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "direct", "--lan-discovery", "maybe"}, 2, "--lan-discovery"},
+		{"swarm with relay", with("--transport", "swarm"), 2, "uses no relay"},
+		{"old name with relay", with("--transport", "direct"), 2, "--transport swarm uses no relay"},
+		{"swarm with stun", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--stun", "127.0.0.1:3478"}, 2, "no STUN"},
+		{"peer without swarm", with("--peer", "192.0.2.1:51898"), 2, "--transport swarm"},
+		{"bad peer", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--peer", "nokey@192.0.2.1:5"}, 2, "--peer"},
+		{"peer without port", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--peer", "192.0.2.1"}, 2, "HOST:PORT"},
+		{"bad lan discovery", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--lan-discovery", "maybe"}, 2, "--lan-discovery"},
 		{"ip outside prefix", with("--ip", "10.0.0.1"), 1, "outside the mesh prefix"},
 		{"bad prefix", with("--ipv4-prefix", "100.64.0.0"), 2, "--ipv4-prefix"},
 		{"bad log level", with("--log-level", "loud"), 2, "log level"},
@@ -147,9 +150,11 @@ func TestKeyGenerate(t *testing.T) {
 	}
 }
 
-// TestDirectSettings checks how --peer and --lan-discovery reach the node
-// config from flags, the environment and the config file.
-func TestDirectSettings(t *testing.T) {
+// TestSwarmSettings checks how --peer and --lan-discovery reach the node
+// config from flags, the environment and the config file, and that the old
+// name of swarm mode (a config file that says "direct") still works, with
+// one line saying so.
+func TestSwarmSettings(t *testing.T) {
 	const key = "hT1kZ2Tl9QpRCHNzIcUeCKkT3YgT3lG7RXjZzx6hwQI="
 	file := writeFile(t, "c.json", `{"syncTransport": "direct", "syncKey": "file-secret-0123456789", "topic": "t",
 		"peers": ["`+key+`@192.0.2.1:51898", "nas.local:51898"], "lanDiscovery": "off"}`)
@@ -159,10 +164,11 @@ func TestDirectSettings(t *testing.T) {
 		env       map[string]string
 		wantPeers []string
 		wantNoLAN bool
+		renamed   bool // the old name was used
 	}{
-		{"file", nil, nil, []string{key + "@192.0.2.1:51898", "nas.local:51898"}, true},
-		{"env list", nil, map[string]string{"PLURENET_PEER": "192.0.2.7:1, 192.0.2.8:2", "PLURENET_LAN_DISCOVERY": "on"}, []string{"192.0.2.7:1", "192.0.2.8:2"}, false},
-		{"flags", []string{"--peer", "192.0.2.9:3", "--peer", key + "@192.0.2.10:4"}, nil, []string{"192.0.2.9:3", key + "@192.0.2.10:4"}, true},
+		{"file", nil, nil, []string{key + "@192.0.2.1:51898", "nas.local:51898"}, true, true},
+		{"env list", nil, map[string]string{"PLURENET_PEER": "192.0.2.7:1, 192.0.2.8:2", "PLURENET_LAN_DISCOVERY": "on", "PLURENET_TRANSPORT": "swarm"}, []string{"192.0.2.7:1", "192.0.2.8:2"}, false, false},
+		{"flags", []string{"--transport", "swarm", "--peer", "192.0.2.9:3", "--peer", key + "@192.0.2.10:4"}, nil, []string{"192.0.2.9:3", key + "@192.0.2.10:4"}, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,11 +183,15 @@ func TestDirectSettings(t *testing.T) {
 			if err := s.resolve(fs, configPath, env); err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := s.nodeConfig(nil)
+			var logged bytes.Buffer
+			cfg, err := s.nodeConfig(slog.New(slog.NewTextHandler(&logged, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.Transport != "direct" || len(cfg.Relays) != 0 || cfg.NoLAN != tt.wantNoLAN {
+			if n := strings.Count(logged.String(), overlay.SwarmRenamedNotice); n != map[bool]int{true: 1}[tt.renamed] {
+				t.Fatalf("logged the renaming notice %d times: %q", n, logged.String())
+			}
+			if cfg.Transport != overlay.TransportSwarm || len(cfg.Relays) != 0 || cfg.NoLAN != tt.wantNoLAN {
 				t.Fatalf("transport %q relays %q noLAN %v", cfg.Transport, cfg.Relays, cfg.NoLAN)
 			}
 			if strings.Join(cfg.Peers, "|") != strings.Join(tt.wantPeers, "|") {

@@ -10,8 +10,8 @@ import (
 	"github.com/plures/plurenet/internal/netlab"
 )
 
-// TestLabDirectNoRelay runs a mesh with no relay at all, with the real
-// binary in network namespaces:
+// TestLabSwarmNoRelay runs a mesh in swarm mode (no relay at all), with
+// the real binary in network namespaces:
 //
 //   - a and b sit on one home LAN (behind router r1) and find each other
 //     by LAN discovery (multicast), with no configuration;
@@ -22,7 +22,7 @@ import (
 //
 // It pings and curls over the overlay addresses and checks that status
 // calls the path direct.
-func TestLabDirectNoRelay(t *testing.T) {
+func TestLabSwarmNoRelay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("network lab: skipped in -short mode")
 	}
@@ -34,13 +34,13 @@ func TestLabDirectNoRelay(t *testing.T) {
 
 	start := func(h *netlab.Host, name, key string, extra ...string) *labNode {
 		n := &labNode{t: t, m: m, name: name, host: h, dir: privateDir(t)}
-		args := append([]string{"up", "--tun", labTUN, "--transport", "direct",
+		args := append([]string{"up", "--tun", labTUN, "--transport", "swarm",
 			"--topic", labTopic, "--key", key, "--state-dir", n.dir, "--name", name}, extra...)
 		n.proc = h.Start(context.Background(), m.bin, args...)
 		return n
 	}
 	c := start(hc, "c", labKey)
-	cAddr := netip.AddrPortFrom(hc.Addr(), 51898) // the default direct-mode port
+	cAddr := netip.AddrPortFrom(hc.Addr(), 51898) // the default port of the direct path in swarm mode
 	a := start(ha, "a", labKey, "--peer", cAddr.String())
 	b := start(hb, "b", labKey)
 	x := start(hx, "x", "another lab secret, of another mesh")

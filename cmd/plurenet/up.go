@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/plures/plurenet/discovery/static"
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/overlay"
 	"github.com/plures/plurenet/proxy/portfwd"
@@ -172,23 +173,25 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 	default:
 		return cfg, usageErrorf("no topic: give --topic NAME (every member uses the same)")
 	}
-	switch s.Transport {
-	case "", "auto", "relay", "direct":
-		cfg.Transport = s.Transport
-	default:
-		return cfg, usageErrorf("--transport %q: want auto, relay or direct", s.Transport)
+	mode, renamed, err := overlay.ParseTransport(s.Transport)
+	if err != nil {
+		return cfg, usageErrorf("--transport %q: want auto, relay or swarm", s.Transport)
 	}
+	if renamed {
+		log.Warn(overlay.SwarmRenamedNotice)
+	}
+	cfg.Transport = mode
 	cfg.TUN = s.TUN
-	if cfg.Transport == "direct" {
-		if err := s.directConfig(&cfg); err != nil {
+	if cfg.Transport == overlay.TransportSwarm {
+		if err := s.swarmConfig(&cfg); err != nil {
 			return cfg, err
 		}
 	} else {
 		if len(s.Peers) > 0 || s.LANDiscovery != "" {
-			return cfg, usageErrorf("--peer and --lan-discovery are for --transport direct (no relay); with a relay, members find each other through it")
+			return cfg, usageErrorf("--peer and --lan-discovery are for --transport swarm (no relay); with a relay, members find each other through it")
 		}
 		if s.Relay == "" {
-			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport direct on a LAN")
+			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport swarm on a LAN")
 		}
 		for _, r := range []struct{ flag, url string }{{"--relay", s.Relay}, {"--relay-fallback", s.RelayFallback}} {
 			if r.url == "" {
@@ -251,16 +254,16 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 	return cfg, nil
 }
 
-// directConfig checks the settings of --transport direct.
-func (s *upSettings) directConfig(cfg *overlay.Config) error {
+// swarmConfig checks the settings of --transport swarm.
+func (s *upSettings) swarmConfig(cfg *overlay.Config) error {
 	if s.Relay != "" || s.RelayFallback != "" {
-		return usageErrorf("--transport direct uses no relay: drop --relay/--relay-fallback, or use --transport auto for relays and direct paths")
+		return usageErrorf("--transport swarm uses no relay: drop --relay/--relay-fallback, or use --transport auto for relays and direct paths")
 	}
 	if len(s.STUN) > 0 {
-		return usageErrorf("--transport direct uses no STUN server: drop --stun")
+		return usageErrorf("--transport swarm uses no STUN server: drop --stun")
 	}
 	for _, p := range s.Peers {
-		if _, err := overlay.ParsePeer(p); err != nil {
+		if _, err := static.ParsePeer(p); err != nil {
 			return usageErrorf("--peer: %v", err)
 		}
 	}

@@ -99,12 +99,13 @@ type Config struct {
 
 	// Deliver, if set, receives WireGuard packets read while no Bind has
 	// this transport's ReceiveFunc open (the device is down, or the
-	// transport was added after the Bind opened). Usually Bind.Deliver. The
-	// callee owns pkt. Without it such packets are dropped and counted.
+	// transport was added after the Bind opened). Usually Bind.Deliver. pkt
+	// is the reader's buffer, valid only during the call: the callee copies
+	// what it keeps. Without it such packets are dropped and counted.
 	Deliver func(from nodekey.Public, pkt []byte)
 
 	// DisableICE turns ICE off: peers are reached only on static paths
-	// (SetStatic), and no Signal func is needed. The overlay's direct mode,
+	// (SetStatic), and no Signal func is needed. The overlay's swarm mode,
 	// which has no relay to carry ICE signaling, uses this.
 	DisableICE bool
 

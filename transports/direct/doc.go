@@ -32,7 +32,7 @@
 // time when the path dies, and comes back to it when ICE succeeds again. The
 // WireGuard session is never touched.
 //
-// Without a relay (the overlay's direct mode, Config.DisableICE) there is no
+// Without a relay (the overlay's swarm mode, Config.DisableICE) there is no
 // ICE: each peer's path is a static address given with SetStatic (see
 // static.go), and the socket also carries sealed mesh messages (first byte
 // 0xF1), handed to Config.OnMesh through a bounded, rate-limited queue and

@@ -7,13 +7,13 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/transports"
 )
 
 // Sealed mesh messages on the socket. With no relay (the overlay's direct
 // mode) announcements and goodbyes travel as plain UDP datagrams between
 // the members' direct sockets. The socket is reachable by anyone who can
-// send to it, so what reaches Config.OnMesh is bounded in size (classify
+// send to it, so what reaches Config.OnMesh is bounded in size (transports.Classify
 // admits at most mesh.MaxSealed bytes), in count (meshQueue) and in rate
 // (meshRate), before any cryptography is spent on it.
 const (
@@ -98,9 +98,9 @@ func (t *Transport) deliverMesh(b []byte, from netip.AddrPort) {
 // does not know yet.
 func (t *Transport) SendMesh(to netip.AddrPort, msg []byte) error {
 	switch {
-	case len(msg) < mesh.MinSealed || len(msg) > mesh.MaxSealed || msg[0] != mesh.SealedHeader:
+	case transports.Classify(msg) != transports.PayloadSealed:
 		return fmt.Errorf("direct: sending to %s: not a sealed mesh message (%d bytes)", to, len(msg))
-	case !validRemote(to):
+	case !ValidRemote(to):
 		return fmt.Errorf("direct: sending to %s: want an IPv4 unicast address and a port", to)
 	}
 	if _, err := t.udp.WriteToUDPAddrPort(msg, to); err != nil {
@@ -109,9 +109,10 @@ func (t *Transport) SendMesh(to netip.AddrPort, msg []byte) error {
 	return nil
 }
 
-// validRemote reports whether a is an address a peer's socket can have:
-// IPv4 (the socket is udp4), unicast, with a port.
-func validRemote(a netip.AddrPort) bool {
+// ValidRemote reports whether a is an address a peer's socket can have:
+// IPv4 (the socket is udp4), unicast, with a port. Discovery sources check
+// what they find with it, so that only such addresses reach SetStatic.
+func ValidRemote(a netip.AddrPort) bool {
 	ip := a.Addr().Unmap()
 	return ip.Is4() && a.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }

@@ -1,7 +1,6 @@
 package direct
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -12,6 +11,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/plures/plurenet/transports"
 )
 
 // idlePoll is how long the idle reader blocks before checking whether a
@@ -122,7 +123,7 @@ func (r *reader) idleLoop() {
 					t.stats.dropNoDeliver.Add(1)
 					continue
 				}
-				t.cfg.Deliver(p.key, bytes.Clone(d))
+				t.cfg.Deliver(p.key, d)
 			}
 		}
 	}
@@ -176,8 +177,8 @@ func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 		t.stats.dropBlackholed.Add(1)
 		return nil
 	}
-	switch classify(b) {
-	case classWireGuard:
+	switch transports.Classify(b) {
+	case transports.PayloadWireGuard:
 		p := (*t.byAddr.Load())[from]
 		if p == nil {
 			t.stats.dropUnknownSrc.Add(1)
@@ -186,14 +187,14 @@ func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 		p.touch(from, now)
 		t.stats.wgIn.Add(1)
 		return p
-	case classSTUN:
+	case transports.PayloadSTUN:
 		if p := (*t.byAddr.Load())[from]; p != nil {
 			p.touch(from, now)
 		}
 		t.stats.stunIn.Add(1)
 		t.stun.deliver(b, from)
 		return nil
-	case classMesh:
+	case transports.PayloadSealed:
 		t.deliverMesh(b, from)
 		return nil
 	default:

@@ -30,7 +30,7 @@ import (
 // attributed to the peer. addr must be an IPv4 unicast address with a port.
 func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	if !validRemote(addr) {
+	if !ValidRemote(addr) {
 		return fmt.Errorf("direct: static path to %s: %s is not an IPv4 unicast address with a port", key.ShortString(), addr)
 	}
 	if key == t.self {

@@ -35,7 +35,7 @@ func newStatic(t *testing.T) (*Transport, chan received, chan received) {
 		DisableICE: true,
 		Deliver: func(from nodekey.Public, pkt []byte) {
 			select {
-			case wg <- received{from: from, pkt: pkt}:
+			case wg <- received{from: from, pkt: bytes.Clone(pkt)}: // pkt is the reader's buffer
 			default:
 			}
 		},
@@ -278,7 +278,7 @@ func TestMeshRateLimit(t *testing.T) {
 	}
 	defer b.Close()
 	defer close(release)
-	msg := make([]byte, 100)
+	msg := make([]byte, mesh.MinSealed)
 	msg[0] = mesh.SealedHeader
 	deadline := time.Now().Add(staticWait)
 	// Send until the rate limit bites (the kernel may drop some datagrams

@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	wgconn "golang.zx2c4.com/wireguard/conn"
+
+	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/relayserver"
+	"github.com/plures/plurenet/transports"
 )
 
 // benchPayload is a full-size WireGuard packet on a 1500-byte path minus
@@ -25,7 +29,7 @@ const benchWindow = 256
 // another through an in-process relay on loopback. Compare with
 // BenchmarkTCPPipe from the same run for the relay's cost over raw TCP.
 func BenchmarkRelayThroughput(b *testing.B) {
-	r := startRelay(b, relayserver.Config{RateBytesPerSec: -1}, nil)
+	r := startRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited}, nil)
 	rv := newAdmission(b)
 	src := newClient(b, Config{URL: r.url, Admission: rv})
 	dst := newClient(b, Config{URL: r.url, Admission: rv})
@@ -33,40 +37,60 @@ func BenchmarkRelayThroughput(b *testing.B) {
 	waitConnected(b, dst)
 	waitPresent(b, src, dst.PublicKey())
 
-	var received atomic.Int64
-	progress := make(chan struct{}, 1)
+	w := newWindow()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	done := make(chan error, 1)
 	n := int64(b.N)
 	go func() {
-		for received.Load() < n {
+		for w.received.Load() < n {
 			m, err := dst.Recv(ctx)
 			if err != nil {
 				done <- err
 				return
 			}
-			if m.Kind != KindUnicast {
-				continue
-			}
-			received.Add(1)
-			select {
-			case progress <- struct{}{}:
-			default:
+			if m.Kind == KindUnicast {
+				w.add(1)
 			}
 		}
 		done <- nil
 	}()
+	w.send(b, src, dst.PublicKey(), make([]byte, benchPayload), n)
+	if err := <-done; err != nil {
+		b.Fatalf("receiver: %v after %d of %d frames (sender %+v, receiver %+v)", err, w.received.Load(), n, src.Status(), dst.Status())
+	}
+	b.StopTimer()
+}
 
-	payload := make([]byte, benchPayload)
-	to := dst.PublicKey()
-	b.SetBytes(benchPayload)
+// window keeps the sender of a benchmark at most benchWindow frames ahead
+// of the receiver.
+type window struct {
+	received atomic.Int64
+	progress chan struct{} // a token when received moved
+}
+
+func newWindow() *window { return &window{progress: make(chan struct{}, 1)} }
+
+// add counts k frames received.
+func (w *window) add(k int) {
+	w.received.Add(int64(k))
+	select {
+	case w.progress <- struct{}{}:
+	default:
+	}
+}
+
+// send starts the benchmark's timer and sends payload to peer n times,
+// waiting while the window is full or the client's queue is.
+func (w *window) send(b *testing.B, src *Client, to nodekey.Public, payload []byte, n int64) {
+	b.Helper()
+	b.SetBytes(int64(len(payload)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for sent := int64(0); sent < n; {
-		if sent-received.Load() >= benchWindow {
+		if sent-w.received.Load() >= benchWindow {
 			select {
-			case <-progress:
+			case <-w.progress:
 			case <-time.After(time.Millisecond):
 			}
 			continue
@@ -81,8 +105,61 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			b.Fatalf("Send: %v", err)
 		}
 	}
-	if err := <-done; err != nil {
-		b.Fatalf("receiver: %v after %d of %d frames (sender %+v, receiver %+v)", err, received.Load(), n, src.Status(), dst.Status())
+}
+
+// BenchmarkRelayToBind pushes WireGuard-shaped benchPayload-byte frames
+// from one client through an in-process relay into a transports.Bind on
+// the other side, read out with the Bind's ReceiveFunc as the WireGuard
+// device reads it: the whole receive path of a relay packet up to the
+// device.
+func BenchmarkRelayToBind(b *testing.B) {
+	r := startRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited}, nil)
+	rv := newAdmission(b)
+	bind := transports.NewBind(transports.BindConfig{Logger: quietLogger()})
+	src := newClient(b, Config{URL: r.url, Admission: rv})
+	// As the node wires its relays: the reader hands WireGuard messages
+	// to the Bind itself.
+	dst := newClient(b, Config{URL: r.url, Admission: rv, Deliver: bind.Deliver})
+	fns, _, err := bind.Open(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bind.Close()
+	waitConnected(b, src)
+	waitConnected(b, dst)
+	waitPresent(b, src, dst.PublicKey())
+
+	w := newWindow()
+	done := make(chan error, 1)
+	n := int64(b.N)
+	go func() {
+		bs := wgconn.IdealBatchSize
+		bufs := make([][]byte, bs)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2048)
+		}
+		sizes := make([]int, bs)
+		eps := make([]wgconn.Endpoint, bs)
+		for w.received.Load() < n {
+			k, err := fns[0](bufs, sizes, eps)
+			if err != nil {
+				done <- err
+				return
+			}
+			w.add(k)
+		}
+		done <- nil
+	}()
+	payload := make([]byte, benchPayload)
+	payload[0] = 4 // a WireGuard data message
+	w.send(b, src, dst.PublicKey(), payload, n)
+	select {
+	case err := <-done:
+		if err != nil {
+			b.Fatalf("receiver: %v", err)
+		}
+	case <-time.After(time.Minute):
+		b.Fatalf("receiver got %d of %d (bind %+v)", w.received.Load(), n, bind.Stats())
 	}
 	b.StopTimer()
 }

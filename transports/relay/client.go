@@ -2,10 +2,16 @@
 // node connected to one relay and gives it a datagram service to the other
 // members of its rendezvous.
 //
+// A Client is a transports.Transport: with the hooks of its Config set it
+// hands WireGuard messages straight from the connection's reader to the
+// Bind, and sealed mesh messages and presence changes to the node (see
+// transport.go). Without them it is a plain datagram service whose Recv
+// yields data frames and presence changes (the relay conformance suite and
+// tests use it so).
+//
 // Send and Broadcast never block and never buffer without bound: a frame that
 // cannot go out now is dropped and reported, as UDP would, because what
-// travels here is WireGuard traffic that retransmits at its own layer. Recv
-// yields data frames and presence changes.
+// travels here is WireGuard traffic that retransmits at its own layer.
 //
 // The client owns its connection: it dials in the background, reconnects
 // with capped, jittered exponential backoff after an unplanned loss, and
@@ -75,6 +81,9 @@ var (
 	ErrTooLarge = errors.New("relay: payload too large")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("relay: client closed")
+	// ErrHooks: Recv was called on a client whose Config hooks receive
+	// what it reads.
+	ErrHooks = errors.New("relay: Recv: this client hands what it receives to its Config hooks")
 )
 
 // Kind says what a Message carries.
@@ -123,6 +132,7 @@ type Status struct {
 	RecvFrames, RecvBytes uint64 // data frames received
 	SendDrops             uint64 // frames Send or Broadcast could not deliver to the socket
 	RecvDrops             uint64 // data frames dropped because the receive queue was full
+	RecvIgnored           uint64 // data frames no hook takes (not WireGuard to us, not sealed), with hooks
 	RateLimited           uint64 // rate-limit notices from the relay
 }
 
@@ -130,6 +140,7 @@ type stats struct {
 	sentFrames, sentBytes atomic.Uint64
 	recvFrames, recvBytes atomic.Uint64
 	sendDrops, recvDrops  atomic.Uint64
+	recvIgnored           atomic.Uint64
 	rateLimited           atomic.Uint64
 }
 
@@ -205,6 +216,10 @@ func New(cfg Config) (*Client, error) {
 	c.presence = newPresence(c.pub)
 	c.wg.Add(1)
 	go c.run()
+	if c.hooks() {
+		c.wg.Add(1)
+		go c.dispatch()
+	}
 	return c, nil
 }
 
@@ -275,8 +290,16 @@ func (c *Client) enqueue(b *[]byte, payloadLen int) error {
 // Recv returns the next message: a data frame or a presence change. Presence
 // changes are never dropped; data frames are dropped (and counted in
 // Status.RecvDrops) while the queue is full. Recv returns ErrClosed once the
-// client is closed.
+// client is closed, and ErrHooks at once if the Config has hooks.
 func (c *Client) Recv(ctx context.Context) (Message, error) {
+	if c.hooks() {
+		return Message{}, ErrHooks
+	}
+	return c.next(ctx)
+}
+
+// next waits for the next presence change or queued data message.
+func (c *Client) next(ctx context.Context) (Message, error) {
 	for {
 		if c.ctx.Err() != nil {
 			return Message{}, ErrClosed
@@ -296,10 +319,8 @@ func (c *Client) Recv(ctx context.Context) (Message, error) {
 	}
 }
 
-// deliver queues a copy of a received payload for Recv.
-func (c *Client) deliver(kind Kind, from nodekey.Public, payload []byte) {
-	c.stats.recvFrames.Add(1)
-	c.stats.recvBytes.Add(uint64(len(payload)))
+// queue queues a copy of a received payload for Recv.
+func (c *Client) queue(kind Kind, from nodekey.Public, payload []byte) {
 	m := Message{Kind: kind, From: from, Payload: append([]byte(nil), payload...)}
 	select {
 	case c.data <- m:
@@ -351,6 +372,7 @@ func (c *Client) Status() Status {
 	s.RecvBytes = c.stats.recvBytes.Load()
 	s.SendDrops = c.stats.sendDrops.Load()
 	s.RecvDrops = c.stats.recvDrops.Load()
+	s.RecvIgnored = c.stats.recvIgnored.Load()
 	s.RateLimited = c.stats.rateLimited.Load()
 	return s
 }

@@ -16,9 +16,9 @@ import (
 // Defaults for the zero values of Config.
 const (
 	// DefaultRecvQueue is how many data messages wait for Recv before newer
-	// ones are dropped. 1024 WireGuard packets is about 1.5 MB: enough to ride
-	// out a slow consumer for a few milliseconds at gigabit rates, small
-	// enough that a stalled consumer does not pin memory.
+	// ones are dropped. 1024 WireGuard packets is about 1.5 MB: enough to ride out a
+	// slow consumer for a few milliseconds at gigabit rates, small enough
+	// that a stalled consumer does not pin memory.
 	DefaultRecvQueue = 1024
 	// DefaultMinBackoff is the first reconnect delay ceiling: short, because a
 	// relay that restarts is usually back within a second.
@@ -59,6 +59,39 @@ type Config struct {
 	Proxy func(*http.Request) (*url.URL, error)
 	// Logger receives connection events; nil means slog.Default().
 	Logger *slog.Logger
+
+	// Name is the client's name as a transports.Transport, in the Bind's
+	// path names and status (the node uses "relay:primary" and
+	// "relay:fallback"); empty means "relay".
+	Name string
+
+	// Deliver, OnSealed and OnPeer make the client a transport (see
+	// transport.go): it classifies each payload it receives
+	// (transports.Classify) and hands it to the hook for its kind instead
+	// of queueing it for Recv, which then returns ErrHooks. What a nil
+	// hook would get is dropped. With all three nil the client is a plain
+	// datagram service read with Recv.
+	//
+	// Deliver receives each WireGuard message a peer sent to this node,
+	// usually Bind.Deliver. It is called from the connection's reader
+	// goroutine, so it must not block, and pkt is the reader's buffer:
+	// valid only during the call, the callee copies what it keeps.
+	// WireGuard messages broadcast on the rendezvous are dropped: WireGuard
+	// is unicast.
+	Deliver func(from nodekey.Public, pkt []byte)
+	// OnSealed receives each sealed mesh message, unicast or broadcast,
+	// with the sender key the relay authenticated in its handshake, and a
+	// copy the callee owns. It is called from the connection's reader, in
+	// order with Deliver (see transport.go for why), so it holds up that
+	// connection's reading while it runs: it may take as long as
+	// configuring a WireGuard peer, not longer.
+	OnSealed func(from nodekey.Public, msg []byte)
+	// OnPeer is told each change of the keys present in the rendezvous, in
+	// order, from one goroutine; changes are never dropped (a key that
+	// comes and goes before OnPeer is called produces none). Reachable
+	// answers from the same set without waiting for OnPeer.
+	OnPeer func(peer nodekey.Public, present bool)
+
 	// RecvQueue is the number of data messages buffered for Recv; 0 means
 	// DefaultRecvQueue.
 	RecvQueue int
@@ -109,6 +142,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Name == "" {
+		cfg.Name = "relay"
 	}
 	return cfg, nil
 }

@@ -295,8 +295,9 @@ func (cn *conn) write(b *[]byte) bool {
 // readLoop reads frames until the connection ends.
 func (cn *conn) readLoop() {
 	defer cn.wg.Done()
-	// One buffer per connection: frames are parsed in place and only
-	// payloads handed to Recv are copied. One spare byte detects a frame
+	// One buffer per connection: frames are parsed in place, and payloads
+	// are copied only where they are kept (Recv's queue, OnSealed, the
+	// Bind's inbox). One spare byte detects a frame
 	// over the limit even if the WebSocket library let it through.
 	buf := make([]byte, relayproto.MaxFrame+1)
 	settled := false
@@ -359,9 +360,9 @@ func (cn *conn) handle(b []byte, settled *bool) error {
 	}
 	switch f.Type {
 	case relayproto.TypeRecv:
-		c.deliver(KindUnicast, f.Key, f.Payload)
+		c.received(KindUnicast, f.Key, f.Payload)
 	case relayproto.TypeBroadcastRecv:
-		c.deliver(KindBroadcast, f.Key, f.Payload)
+		c.received(KindBroadcast, f.Key, f.Payload)
 	case relayproto.TypePeerPresent:
 		if !c.presence.present(cn.id, f.Key) {
 			c.log.Warn("relay: presence set full, ignoring peer", "relay", c.cfg.URL, "peer", f.Key.ShortString(), "max", maxPeers)

@@ -187,6 +187,15 @@ func (p *presence) rearmLocked() {
 	}
 }
 
+// has reports whether k is present as last told by the relay (including,
+// after a reconnect, a key the new connection has not confirmed yet).
+func (p *presence) has(k nodekey.Public) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.current[k]
+	return ok
+}
+
 // peers returns the keys present as last told by the relay.
 func (p *presence) peers() []nodekey.Public {
 	p.mu.Lock()

@@ -1,21 +1,23 @@
-// Package lan finds mesh members on the local network with no server: it
-// sends sealed mesh messages (opaque to this package) to an IPv4 multicast
-// group on every local interface, and hands what members of the group send
-// to its caller. The overlay's direct mode uses it to announce itself and
-// learn the direct address of every member on the same LAN.
+// Package lan is a discovery source that finds mesh members on the local
+// network with no server: it sends sealed mesh messages (opaque to this
+// package) to an IPv4 multicast group on every local interface, and hands
+// what members of the group send to the node. The node's swarm mode uses it
+// to announce itself and learn the direct address of every member on the
+// same LAN (MemberAddr).
 //
-// Only sealed messages travel here (first byte mesh.SealedHeader, at most
-// mesh.MaxSealed bytes); anything else read from the group is dropped. The
-// group is reachable by anything on the LAN, so reading is bounded in size
-// and in rate before the caller spends an AEAD open on a datagram; the
-// caller authenticates what it gets (another mesh's messages, or garbage,
-// fail to open and are ignored).
+// Only sealed messages travel here (transports.Classify: first byte
+// mesh.SealedHeader, at most mesh.MaxSealed bytes); anything else read from
+// the group is dropped. The group is reachable by anything on the LAN, so
+// reading is bounded in size and in rate before the node spends an AEAD
+// open on a datagram; the node authenticates what it gets (another mesh's
+// messages, or garbage, fail to open and are ignored).
 //
 // Datagrams are sent with TTL 1, so they never leave the link, and with
 // multicast loopback on, so nodes on one host (and tests) find each other.
 package lan
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,7 +30,10 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/time/rate"
 
+	"github.com/plures/plurenet/discovery"
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/transports"
+	"github.com/plures/plurenet/transports/direct"
 )
 
 // DefaultGroup is the multicast group and port of LAN discovery: an
@@ -43,7 +48,7 @@ const (
 	// index order, and one Send costs at most 16 datagrams.
 	maxInterfaces = 16
 
-	// recvRate and recvBurst bound the datagrams handed to OnMessage per
+	// recvRate and recvBurst bound the datagrams handed to the sink per
 	// second. Each member announces once per 15 s, so a LAN of a hundred
 	// members, even of several meshes, stays far below; a flood is dropped
 	// here, before the caller spends an AEAD open on it.
@@ -55,7 +60,7 @@ const (
 	multicastTTL = 1
 )
 
-// Config configures a Discovery. OnMessage is required.
+// Config configures a Source. The zero value is usable.
 type Config struct {
 	// Group is the multicast group and port; the zero value is
 	// DefaultGroup. Members must use the same.
@@ -68,42 +73,34 @@ type Config struct {
 	// one host.
 	Interfaces []string
 
-	// OnMessage receives each sealed message read from the group with its
-	// source address (the sender's interface address and sending port, not
-	// its direct socket). It is called from one goroutine with a copy the
-	// callee owns; it should return quickly.
-	OnMessage func(from netip.AddrPort, msg []byte)
-
 	Logger *slog.Logger
 }
 
-// Discovery is a joined multicast group.
-type Discovery struct {
+// Source is LAN discovery on one multicast group.
+type Source struct {
 	cfg   Config
 	log   *slog.Logger
 	group *net.UDPAddr
-	rc    *ipv4.PacketConn // bound to the group's port: receives
-	rconn net.PacketConn
-	sc    *ipv4.PacketConn // an ephemeral port: sends
-	sconn net.PacketConn
 	limit *rate.Limiter
 
-	mu     sync.Mutex // serialises Send and guards joined
-	joined map[int]bool
+	// mu serialises Start, Announce and Close, and guards what follows.
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	rc      *ipv4.PacketConn // bound to the group's port: receives
+	rconn   net.PacketConn
+	sc      *ipv4.PacketConn // an ephemeral port: sends
+	sconn   net.PacketConn
+	joined  map[int]bool
+	stopCtx func() bool // unregisters the close at the end of Start's ctx
 
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	wg sync.WaitGroup
 
 	received, dropsRate, dropsBad atomic.Uint64
 }
 
-// New opens the group's sockets, joins the group on the interfaces and
-// starts reading. A machine with no usable interface yet is not an error:
-// Send joins interfaces as they appear.
-func New(cfg Config) (*Discovery, error) {
-	if cfg.OnMessage == nil {
-		return nil, errors.New("lan: no OnMessage func")
-	}
+// New checks cfg; Start opens the sockets.
+func New(cfg Config) (*Source, error) {
 	if !cfg.Group.IsValid() {
 		cfg.Group = DefaultGroup
 	}
@@ -113,66 +110,114 @@ func New(cfg Config) (*Discovery, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	d := &Discovery{
+	return &Source{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "lan"),
 		group:  net.UDPAddrFromAddrPort(cfg.Group),
 		limit:  rate.NewLimiter(recvRate, recvBurst),
 		joined: make(map[int]bool),
+	}, nil
+}
+
+// Start opens the group's sockets, joins the group on the interfaces and
+// reads until ctx ends or Close, handing each sealed message read to
+// sink.Sealed with its source address (the sender's interface address and
+// sending port, not its direct socket: see MemberAddr), from one
+// goroutine, with a copy the callee owns. A machine with no usable
+// interface yet is not an error: Announce joins interfaces as they appear.
+func (d *Source) Start(ctx context.Context, sink discovery.Sink) error {
+	if sink.Sealed == nil {
+		return errors.New("lan: no Sealed func in the sink")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return ErrClosed
+	case d.started:
+		return errors.New("lan: started twice")
 	}
 	var err error
 	// Binding the group address (not 0.0.0.0) receives only this group's
 	// datagrams; Go sets SO_REUSEADDR on multicast binds, so several nodes
 	// on one host share the port and each gets every datagram.
-	if d.rconn, err = net.ListenPacket("udp4", cfg.Group.String()); err != nil {
-		return nil, fmt.Errorf("lan: listening on %s: %w", cfg.Group, err)
+	if d.rconn, err = net.ListenPacket("udp4", d.cfg.Group.String()); err != nil {
+		return fmt.Errorf("lan: listening on %s: %w", d.cfg.Group, err)
 	}
 	d.rc = ipv4.NewPacketConn(d.rconn)
 	if d.sconn, err = net.ListenPacket("udp4", "0.0.0.0:0"); err != nil {
 		d.rconn.Close()
-		return nil, fmt.Errorf("lan: opening the sending socket: %w", err)
+		return fmt.Errorf("lan: opening the sending socket: %w", err)
 	}
 	d.sc = ipv4.NewPacketConn(d.sconn)
 	if err := errors.Join(d.sc.SetMulticastTTL(multicastTTL), d.sc.SetMulticastLoopback(true)); err != nil {
 		d.rconn.Close()
 		d.sconn.Close()
-		return nil, fmt.Errorf("lan: configuring the sending socket: %w", err)
+		return fmt.Errorf("lan: configuring the sending socket: %w", err)
 	}
-	d.mu.Lock()
+	d.started = true
 	ifs, err := d.joinLocked()
-	d.mu.Unlock()
 	if err != nil {
 		d.log.Warn("LAN discovery: no interface yet", "err", err)
 	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		d.readLoop()
+		d.readLoop(sink.Sealed)
 	}()
-	d.log.Info("LAN discovery on", "group", cfg.Group.String(), "interfaces", ifaceNames(ifs))
-	return d, nil
-}
-
-// Close leaves the group, closes the sockets and waits for the reader. It
-// is idempotent.
-func (d *Discovery) Close() error {
-	d.closeOnce.Do(func() {
-		d.rconn.Close() // leaves every group the socket joined
-		d.sconn.Close()
-		d.wg.Wait()
-	})
+	// The end of ctx closes the sockets, which ends the reader; no
+	// goroutine waits for it.
+	d.stopCtx = context.AfterFunc(ctx, d.shut)
+	d.log.Info("LAN discovery on", "group", d.cfg.Group.String(), "interfaces", ifaceNames(ifs))
 	return nil
 }
 
-// Send sends msg, a sealed mesh message, to the group on every interface
-// (joining interfaces that appeared since the last call). It fails only
-// when it was sent on no interface.
-func (d *Discovery) Send(msg []byte) error {
-	if len(msg) < mesh.MinSealed || len(msg) > mesh.MaxSealed || msg[0] != mesh.SealedHeader {
+// ErrClosed is returned by Start and Announce after Close (or the end of
+// Start's ctx).
+var ErrClosed = errors.New("lan: closed")
+
+// shut closes the sockets (leaving every group the receiving one joined).
+func (d *Source) shut() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	if d.started {
+		d.rconn.Close()
+		d.sconn.Close()
+	}
+}
+
+// Close stops the source and waits for its reader. It is idempotent.
+func (d *Source) Close() error {
+	d.mu.Lock()
+	stop := d.stopCtx
+	d.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	d.shut()
+	d.wg.Wait()
+	return nil
+}
+
+// Announce sends msg, a sealed mesh message, to the group on every
+// interface (joining interfaces that appeared since the last call). It
+// fails only when it was sent on no interface.
+func (d *Source) Announce(msg []byte) error {
+	if transports.Classify(msg) != transports.PayloadSealed {
 		return fmt.Errorf("lan: not a sealed mesh message (%d bytes)", len(msg))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return ErrClosed
+	case !d.started:
+		return errors.New("lan: not started")
+	}
 	ifs, err := d.joinLocked()
 	if err != nil {
 		return err
@@ -201,17 +246,17 @@ func (d *Discovery) Send(msg []byte) error {
 
 // Stats counts what the reader saw.
 type Stats struct {
-	Received  uint64 // sealed messages handed to OnMessage (counted when it returns)
+	Received  uint64 // sealed messages handed to the sink (counted when it returns)
 	DropsRate uint64 // datagrams over the rate limit
 	DropsBad  uint64 // datagrams that are not sealed mesh messages
 }
 
 // Stats returns the counters.
-func (d *Discovery) Stats() Stats {
+func (d *Source) Stats() Stats {
 	return Stats{Received: d.received.Load(), DropsRate: d.dropsRate.Load(), DropsBad: d.dropsBad.Load()}
 }
 
-func (d *Discovery) readLoop() {
+func (d *Source) readLoop(sealed func(netip.AddrPort, []byte)) {
 	// One byte more than the largest message tells an oversized datagram
 	// (truncated by the kernel) from one that fits exactly.
 	buf := make([]byte, mesh.MaxSealed+1)
@@ -227,7 +272,7 @@ func (d *Discovery) readLoop() {
 		if !ok {
 			continue
 		}
-		if n < mesh.MinSealed || n > mesh.MaxSealed || buf[0] != mesh.SealedHeader {
+		if transports.Classify(buf[:n]) != transports.PayloadSealed {
 			d.dropsBad.Add(1)
 			continue
 		}
@@ -236,7 +281,7 @@ func (d *Discovery) readLoop() {
 			continue
 		}
 		ap := from.AddrPort()
-		d.cfg.OnMessage(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), append([]byte(nil), buf[:n]...))
+		sealed(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), append([]byte(nil), buf[:n]...))
 		d.received.Add(1) // after the call, so a count seen means handled
 	}
 }
@@ -258,8 +303,8 @@ func ifaceNames(ifs []iface) []string {
 }
 
 // joinLocked lists the interfaces to use and joins the group on those not
-// joined yet. d.mu must be held.
-func (d *Discovery) joinLocked() ([]iface, error) {
+// joined yet. d.mu must be held, and the source started.
+func (d *Source) joinLocked() ([]iface, error) {
 	ifs, err := d.interfaces()
 	if err != nil {
 		return nil, err
@@ -279,7 +324,7 @@ func (d *Discovery) joinLocked() ([]iface, error) {
 }
 
 // interfaces returns the configured interfaces, or every usable one.
-func (d *Discovery) interfaces() ([]iface, error) {
+func (d *Source) interfaces() ([]iface, error) {
 	var cands []net.Interface
 	if len(d.cfg.Interfaces) > 0 {
 		for _, name := range d.cfg.Interfaces {
@@ -332,4 +377,34 @@ func firstIPv4(ni *net.Interface) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// MemberAddr picks a LAN member's direct socket from the source of its
+// multicast announcement and the candidates it announced
+// (discovery.Candidates): the candidate on the source address if there is
+// one, else the source address with the candidates' port (the member's
+// socket listens on every address, and the source is the one on our
+// link). The source port is the member's sending socket, not its direct
+// one, so it is never used.
+func MemberAddr(src netip.AddrPort, cands []string) (netip.AddrPort, bool) {
+	if !direct.ValidRemote(src) {
+		return netip.AddrPort{}, false
+	}
+	var port uint16
+	for _, c := range cands {
+		ap, ok := discovery.ParseCandidate(c)
+		if !ok {
+			continue
+		}
+		if ap.Addr() == src.Addr() {
+			return ap, true
+		}
+		if port == 0 {
+			port = ap.Port()
+		}
+	}
+	if port == 0 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(src.Addr(), port), true
 }

@@ -1,4 +1,4 @@
-package direct
+package transports
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 )
 
-// sealedLike is n bytes that look like a sealed mesh message to classify
+// sealedLike is n bytes that look like a sealed mesh message to Classify
 // (which checks only the header byte and the size).
 func sealedLike(n int) []byte {
 	b := make([]byte, n)
@@ -37,35 +37,35 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name string
 		in   []byte
-		want packetClass
+		want Payload
 	}{
-		{"wg initiation", wg(1, 148), classWireGuard},
-		{"wg response", wg(2, 92), classWireGuard},
-		{"wg cookie", wg(3, 64), classWireGuard},
-		{"wg data", wg(4, 32), classWireGuard},
-		{"wg data large", wg(4, 1452), classWireGuard},
-		{"wg sender index = cookie", cookieIndex, classWireGuard},
-		{"wg too short", wg(4, 31), classOther},
-		{"wg type 5", wg(5, 148), classOther},
-		{"wg type 0", wg(0, 148), classOther},
-		{"wg reserved byte set", func() []byte { b := wg(4, 64); b[2] = 1; return b }(), classOther},
-		{"stun binding", binding, classSTUN},
-		{"stun success", stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw, classSTUN},
-		{"stun top bits set", badTop, classOther},
-		{"stun-like header", stunLike, classWireGuard},
-		{"stun short", binding[:19], classOther},
-		{"empty", nil, classOther},
-		{"dns-ish", []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}, classOther},
-		{"sealed smallest", sealedLike(mesh.MinSealed), classMesh},
-		{"sealed largest", sealedLike(mesh.MaxSealed), classMesh},
-		{"sealed too short", sealedLike(mesh.MinSealed - 1), classOther},
-		{"sealed too long", sealedLike(mesh.MaxSealed + 1), classOther},
-		{"sealed wrong header", func() []byte { b := sealedLike(200); b[0] = 0xF2; return b }(), classOther},
+		{"wg initiation", wg(1, 148), PayloadWireGuard},
+		{"wg response", wg(2, 92), PayloadWireGuard},
+		{"wg cookie", wg(3, 64), PayloadWireGuard},
+		{"wg data", wg(4, 32), PayloadWireGuard},
+		{"wg data large", wg(4, 1452), PayloadWireGuard},
+		{"wg sender index = cookie", cookieIndex, PayloadWireGuard},
+		{"wg too short", wg(4, 31), PayloadOther},
+		{"wg type 5", wg(5, 148), PayloadOther},
+		{"wg type 0", wg(0, 148), PayloadOther},
+		{"wg reserved byte set", func() []byte { b := wg(4, 64); b[2] = 1; return b }(), PayloadOther},
+		{"stun binding", binding, PayloadSTUN},
+		{"stun success", stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw, PayloadSTUN},
+		{"stun top bits set", badTop, PayloadOther},
+		{"stun-like header", stunLike, PayloadWireGuard},
+		{"stun short", binding[:19], PayloadOther},
+		{"empty", nil, PayloadOther},
+		{"dns-ish", []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}, PayloadOther},
+		{"sealed smallest", sealedLike(mesh.MinSealed), PayloadSealed},
+		{"sealed largest", sealedLike(mesh.MaxSealed), PayloadSealed},
+		{"sealed too short", sealedLike(mesh.MinSealed - 1), PayloadOther},
+		{"sealed too long", sealedLike(mesh.MaxSealed + 1), PayloadOther},
+		{"sealed wrong header", func() []byte { b := sealedLike(200); b[0] = 0xF2; return b }(), PayloadOther},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := classify(tt.in); got != tt.want {
-				t.Fatalf("classify = %v, want %v", got, tt.want)
+			if got := Classify(tt.in); got != tt.want {
+				t.Fatalf("Classify = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -77,16 +77,16 @@ func FuzzClassify(f *testing.F) {
 	f.Add([]byte{1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42})
 	f.Add(sealedLike(mesh.MinSealed))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		switch classify(b) {
-		case classWireGuard:
-			if len(b) < wireGuardMinLen || b[0] < 1 || b[0] > 4 || b[1]|b[2]|b[3] != 0 {
+		switch Classify(b) {
+		case PayloadWireGuard:
+			if len(b) < WireGuardMinLen || b[0] < 1 || b[0] > 4 || b[1]|b[2]|b[3] != 0 {
 				t.Fatalf("% x classified as WireGuard", b[:min(len(b), 8)])
 			}
-		case classSTUN:
+		case PayloadSTUN:
 			if !stun.IsMessage(b) || b[0]&0xC0 != 0 {
 				t.Fatalf("% x classified as STUN", b[:min(len(b), 8)])
 			}
-		case classMesh:
+		case PayloadSealed:
 			if len(b) < mesh.MinSealed || len(b) > mesh.MaxSealed || b[0] != mesh.SealedHeader {
 				t.Fatalf("%d bytes starting %x classified as a sealed mesh message", len(b), b[0])
 			}

@@ -1,0 +1,126 @@
+package overlay
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/transports/relay"
+)
+
+// carrier says what brought a sealed mesh message to the node: everything
+// handleSealed needs to know about the way it came.
+type carrier struct {
+	// name is the transport or source, for logs: "relay:primary",
+	// "direct", "lan".
+	name string
+	// relay is the relay that carried the message, nil otherwise. The
+	// relay authenticated the sender's key in its handshake (key), and an
+	// answer to the sender goes back over it.
+	relay *relay.Client
+	// key is the sender as the carrier authenticated it; zero when the
+	// carrier did not (UDP, multicast: anyone can send from anywhere), and
+	// then the sealed sender key is taken.
+	key nodekey.Public
+	// src is the datagram's source address; zero over a relay.
+	src netip.AddrPort
+	// multicast says src is a LAN sender's interface address, not its
+	// direct socket (which its candidates name).
+	multicast bool
+}
+
+// fromRelay is the carrier of a message relay c says came from key.
+func fromRelay(c *relay.Client, key nodekey.Public) carrier {
+	return carrier{name: c.Name(), relay: c, key: key}
+}
+
+// who names the sender as the carrier knows it, for logs.
+func (c carrier) who() string {
+	if !c.key.IsZero() {
+		return c.key.ShortString()
+	}
+	return c.src.String()
+}
+
+// handleSealed opens a sealed mesh message, whatever carried it, and
+// applies it: to the membership, to the direct path (a signal, or where an
+// announcing member can be reached), and by answering a newcomer.
+func (n *Node) handleSealed(c carrier, payload []byte) {
+	// Nothing is applied before the device is up (a member joining
+	// configures it); meanwhile messages wait where their carrier holds
+	// them (a relay connection's reader, the direct socket's bounded mesh
+	// queue).
+	if !n.waitReady() {
+		return
+	}
+	m, err := mesh.Open(n.keys, payload)
+	if err != nil {
+		// Only members hold the seal key, so over a relay this is
+		// tampering or a bug, on the LAN another mesh or garbage: not
+		// worth more than a debug line per packet.
+		n.log.Debug("dropping sealed message", "via", c.name, "from", c.who(), "err", err)
+		return
+	}
+	from := c.key
+	if from.IsZero() {
+		// The seal is the authentication (see swarm.go).
+		from = m.From
+		if from == n.pub {
+			return // our own multicast, looped back
+		}
+	}
+	// With a relay-authenticated key, Observe refuses a message sealed by
+	// another member: a member cannot speak for another.
+	ev, err := n.members.Observe(from, m, time.Now())
+	if err != nil {
+		// The same announcement arrives once per relay and per carriage;
+		// the second copy is a replay by design.
+		if !errors.Is(err, mesh.ErrReplay) {
+			n.log.Info("rejected mesh message", "via", c.name, "from", c.who(), "peer", m.From.ShortString(), "kind", m.Kind, "err", err)
+		}
+		return
+	}
+	switch m.Kind {
+	case mesh.KindSignal:
+		// ICE signaling rides the relays only: swarm mode has no ICE.
+		if n.direct != nil && c.relay != nil {
+			if err := n.direct.HandleSignal(from, m.Signal); err != nil {
+				n.log.Debug("dropping direct-path signal", "peer", from.ShortString(), "err", err)
+			}
+		}
+		return
+	case mesh.KindAnnounce:
+		if c.src.IsValid() {
+			n.learnPath(c, from, m.Announce.Candidates)
+		}
+	}
+	switch ev.Kind {
+	case mesh.EventJoined:
+		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name, "via", c.name)
+		// The newcomer may not have heard us yet (it joined after our
+		// last periodic announcement).
+		n.answer(c, from)
+		n.syncPeers()
+	case mesh.EventUpdated, mesh.EventLeft:
+		if ev.Kind == mesh.EventLeft {
+			n.log.Info("member left", "peer", from.ShortString())
+		}
+		n.syncPeers()
+	}
+}
+
+// answer sends this node's announcement to a member that just joined, the
+// way its message came: over the same relay, or to its direct path.
+func (n *Node) answer(c carrier, peer nodekey.Public) {
+	if c.relay != nil {
+		n.announceTo(c.relay, peer)
+		return
+	}
+	if addr, _, ok := n.direct.StaticAddr(peer); ok {
+		if b, ok := n.seal(n.selfAnnounce()); ok {
+			n.sendMeshTo(addr, b)
+		}
+	}
+}

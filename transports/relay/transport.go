@@ -1,0 +1,86 @@
+package relay
+
+import (
+	"bytes"
+
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/transports"
+)
+
+// The client as a transports.Transport. WireGuard messages take the
+// shortest way up: the connection's reader classifies each payload and
+// calls Config.Deliver (the Bind's) itself, so a received packet changes
+// goroutine once, from the reader to the device's receive routine through
+// the Bind's inbox.
+//
+// Sealed mesh messages go to Config.OnSealed from the same reader, in order
+// with the WireGuard messages around them. Order matters: a member that
+// joins announces itself and then starts its WireGuard handshake, and the
+// node must have made it a WireGuard peer (on its announcement) before the
+// handshake reaches the device, or the device drops it as from an unknown
+// key and WireGuard tries again only after 5 s. Sealed messages are rare
+// (one announcement per member per 15 s), so the reader seldom waits on
+// the node.
+//
+// Presence is tracked once, in the client's presence set: Reachable reads
+// it, and OnPeer reports its changes from the client's dispatch goroutine
+// (changes also come from the connection manager, when a reconnect
+// settles).
+
+var _ transports.Transport = (*Client)(nil)
+
+// hooks reports whether the client hands what it receives to Config hooks
+// rather than to Recv.
+func (c *Client) hooks() bool {
+	return c.cfg.Deliver != nil || c.cfg.OnSealed != nil || c.cfg.OnPeer != nil
+}
+
+// Name is Config.Name: the transport's name in the Bind's path names.
+func (c *Client) Name() string { return c.cfg.Name }
+
+// Reachable reports whether the relay says peer is in the rendezvous. The
+// Bind skips a relay that cannot reach a peer and tries the next.
+func (c *Client) Reachable(peer nodekey.Public) bool { return c.presence.has(peer) }
+
+// received handles a data frame's payload on the reader goroutine.
+func (c *Client) received(kind Kind, from nodekey.Public, payload []byte) {
+	c.stats.recvFrames.Add(1)
+	c.stats.recvBytes.Add(uint64(len(payload)))
+	if !c.hooks() {
+		c.queue(kind, from, payload)
+		return
+	}
+	switch transports.Classify(payload) {
+	case transports.PayloadWireGuard:
+		if kind == KindUnicast && c.cfg.Deliver != nil {
+			c.cfg.Deliver(from, payload)
+			return
+		}
+	case transports.PayloadSealed:
+		if c.cfg.OnSealed != nil {
+			c.cfg.OnSealed(from, bytes.Clone(payload))
+			return
+		}
+	}
+	c.stats.recvIgnored.Add(1)
+	c.log.Debug("relay: dropping payload no hook takes", "relay", c.cfg.URL, "peer", from.ShortString(), "kind", kind, "bytes", len(payload))
+}
+
+// dispatch hands presence changes to OnPeer until Close, in order and one
+// at a time.
+func (c *Client) dispatch() {
+	defer c.wg.Done()
+	for {
+		if m, ok := c.presence.next(); ok {
+			if c.cfg.OnPeer != nil {
+				c.cfg.OnPeer(m.From, m.Kind == KindPeerPresent)
+			}
+			continue
+		}
+		select {
+		case <-c.presence.notify:
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}

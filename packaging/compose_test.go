@@ -31,6 +31,7 @@ type composeService struct {
 	Build *struct {
 		Context    string
 		Dockerfile string
+		Target     string
 	}
 	Image       string
 	Command     []string
@@ -129,8 +130,7 @@ func TestComposeConfig(t *testing.T) {
 
 func generateKey(t *testing.T) string {
 	t.Helper()
-	bin := buildImageBinary(t, "deploy/node/Dockerfile", readDockerfile(t, "deploy/node/Dockerfile"))
-	return strings.TrimSpace(command(t, bin, "key", "generate"))
+	return strings.TrimSpace(command(t, imageBinary(t), "key", "generate"))
 }
 
 // TestComposeMesh runs the example's services as the processes their
@@ -140,14 +140,17 @@ func generateKey(t *testing.T) string {
 // the relay's /healthz through alpha, across the mesh.
 func TestComposeMesh(t *testing.T) {
 	c := readCompose(t)
-	images := map[string]dockerfile{}
-	bins := map[string]string{}
-	for _, svc := range c.Services {
-		if svc.Build != nil && bins[svc.Image] == "" {
-			df := readDockerfile(t, svc.Build.Dockerfile)
-			images[svc.Image] = df
-			bins[svc.Image] = buildImageBinary(t, svc.Build.Dockerfile, df)
+	df := readDockerfile(t)
+	bin := imageBinary(t)
+	images := map[string]*imageStage{} // by image name
+	for name, svc := range c.Services {
+		if svc.Build == nil {
+			continue
 		}
+		if svc.Build.Dockerfile != dockerPath || svc.Build.Context != "../.." {
+			t.Fatalf("service %s builds %s in %s, want %s in the repository root", name, svc.Build.Dockerfile, svc.Build.Context, dockerPath)
+		}
+		images[svc.Image] = df.stage(t, svc.Build.Target)
 	}
 	hosts := map[string]string{} // "relay:8080" -> "127.0.0.1:PORT"
 
@@ -172,7 +175,7 @@ func TestComposeMesh(t *testing.T) {
 	}
 	// After the ENTRYPOINT's flags, as "docker run IMAGE FLAGS" adds
 	// them: loopback and a free port instead of the container's :8080.
-	relay := startService(t, "relay", bins[relaySvc.Image], images[relaySvc.Image], nil, relayEnv, hosts,
+	relay := startService(t, "relay", bin, images[relaySvc.Image], nil, relayEnv, hosts,
 		"--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0")
 	hosts["relay:8080"] = relay.waitLine(t, regexp.MustCompile(`listening on ws://(\S+)/v1/relay`))
 
@@ -199,7 +202,7 @@ func TestComposeMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		env["PLURENET_STATE_DIR"] = state
-		members[name] = startService(t, name, bins[svc.Image], images[svc.Image], mesh, env, hosts)
+		members[name] = startService(t, name, bin, images[svc.Image], mesh, env, hosts)
 		members[name].waitLine(t, regexp.MustCompile(`plurenet: (\S+) is up`))
 	}
 	fwd := members["beta"].waitLine(t, regexp.MustCompile(`forwarding (\S+) to alpha:8000`))
@@ -220,7 +223,7 @@ func TestComposeMesh(t *testing.T) {
 	// The image's HEALTHCHECK, with the member's environment.
 	for name, m := range members {
 		hc := images["plurenet-node"].healthcmd
-		cmd := exec.Command(bins["plurenet-node"], hc[1:]...)
+		cmd := exec.Command(bin, hc[1:]...)
 		cmd.Env = m.env
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("%s: HEALTHCHECK %q: %v\n%s", name, hc, err, out)
@@ -272,10 +275,10 @@ func waitTCP(t *testing.T, addr string) {
 // startService starts a compose service as its image would: the
 // ENTRYPOINT (its program is bin), then extra; the image's ENV, then the
 // env file, then the service's environment, with host names mapped.
-func startService(t *testing.T, name, bin string, df dockerfile, envFile, environment, hosts map[string]string, extra ...string) *proc {
+func startService(t *testing.T, name, bin string, img *imageStage, envFile, environment, hosts map[string]string, extra ...string) *proc {
 	t.Helper()
 	env := map[string]string{}
-	for _, layer := range []map[string]string{df.env, envFile, environment} {
+	for _, layer := range []map[string]string{img.env, envFile, environment} {
 		for k, v := range layer {
 			env[k] = v
 		}
@@ -287,7 +290,7 @@ func startService(t *testing.T, name, bin string, df dockerfile, envFile, enviro
 		}
 		list = append(list, k+"="+v)
 	}
-	argv := append(append([]string{bin}, df.entrypoint[1:]...), extra...)
+	argv := append(append([]string{bin}, img.entrypoint[1:]...), extra...)
 	return startProc(t, name, argv, list)
 }
 

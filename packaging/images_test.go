@@ -15,117 +15,151 @@ import (
 )
 
 // No Docker engine runs where these tests run, so the images and the
-// compose example are checked the way they can be without one: each
+// compose example are checked the way they can be without one: the
 // Dockerfile's build line is run as written, and the compose example's
 // services are run as the processes their images would start, with the
-// image's ENTRYPOINT and the service's environment, on loopback.
+// image's ENTRYPOINT and ENV and the service's environment, on loopback.
 
-const repoRoot = ".."
+const (
+	repoRoot   = ".."
+	dockerPath = "deploy/Dockerfile"
+	// buildOutput is how the build line names the binary.
+	buildOutput = "-o /out/plurenet"
+)
 
-// buildOutput is how a Dockerfile's build line names the binary.
-const buildOutput = "-o /out/plurenet"
-
-// dockerfile is what the tests read from a Dockerfile.
-type dockerfile struct {
-	build      string // the RUN line that builds /out/plurenet (shell form)
+// imageStage is what the tests read from one stage of the Dockerfile.
+type imageStage struct {
 	entrypoint []string
 	env        map[string]string
 	user       string
 	healthcmd  []string
 }
 
+// dockerfile is the Dockerfile's build line and its stages by name.
+type dockerfile struct {
+	build  string // the RUN line that builds /out/plurenet (shell form)
+	stages map[string]*imageStage
+	last   string // the default target
+}
+
 var (
-	execForm     = regexp.MustCompile(`^\[.*\]$`)
+	fromLine     = regexp.MustCompile(`^FROM\s+\S+(?:\s+AS\s+(\S+))?$`)
 	healthPrefix = regexp.MustCompile(`^HEALTHCHECK(\s+--\S+)*\s+CMD\s+`)
 )
 
-func readDockerfile(t *testing.T, path string) dockerfile {
+func readDockerfile(t *testing.T) dockerfile {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	df := dockerfile{env: map[string]string{}}
+	b := mustRead(t, filepath.Join(repoRoot, dockerPath))
+	df := dockerfile{stages: map[string]*imageStage{}}
 	jsonArgs := func(s string) []string {
 		var v []string
-		if !execForm.MatchString(s) || json.Unmarshal([]byte(s), &v) != nil {
-			t.Fatalf("%s: %q is not in exec form (a JSON list)", path, s)
+		if !strings.HasPrefix(s, "[") || json.Unmarshal([]byte(s), &v) != nil {
+			t.Fatalf("%s: %q is not in exec form (a JSON list)", dockerPath, s)
 		}
 		return v
 	}
+	var st *imageStage
 	for _, line := range strings.Split(string(b), "\n") {
-		instr, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
-		switch instr {
-		case "RUN":
-			if strings.Contains(rest, "go build") && strings.Contains(rest, buildOutput) {
-				df.build = rest
-			}
-		case "ENTRYPOINT":
-			df.entrypoint = jsonArgs(rest)
-		case "ENV":
+		line = strings.TrimSpace(line)
+		if m := fromLine.FindStringSubmatch(line); m != nil {
+			st = &imageStage{env: map[string]string{}}
+			df.stages[m[1]] = st
+			df.last = m[1]
+			continue
+		}
+		instr, rest, _ := strings.Cut(line, " ")
+		switch {
+		case st == nil:
+		case instr == "RUN" && strings.Contains(rest, "go build") && strings.Contains(rest, buildOutput):
+			df.build = rest
+		case instr == "ENTRYPOINT":
+			st.entrypoint = jsonArgs(rest)
+		case instr == "ENV":
 			k, v, _ := strings.Cut(rest, "=")
-			df.env[k] = v
-		case "USER":
-			df.user = rest
-		case "HEALTHCHECK":
-			df.healthcmd = jsonArgs(healthPrefix.ReplaceAllString(strings.TrimSpace(line), ""))
+			st.env[k] = v
+		case instr == "USER":
+			st.user = rest
+		case instr == "HEALTHCHECK":
+			st.healthcmd = jsonArgs(healthPrefix.ReplaceAllString(line, ""))
 		}
 	}
-	if df.build == "" || df.entrypoint == nil {
-		t.Fatalf("%s: no go build line or no ENTRYPOINT", path)
+	if df.build == "" {
+		t.Fatalf("%s: no go build line", dockerPath)
 	}
 	return df
 }
 
-var (
-	builtMu sync.Mutex
-	built   = map[string]string{}
-)
-
-// buildImageBinary runs the Dockerfile's build line from the repository
-// root, as the build stage does, with its output in a temporary directory,
-// once per test binary.
-func buildImageBinary(t *testing.T, path string, df dockerfile) string {
+// stage returns the named stage ("" for the default target) with an
+// ENTRYPOINT.
+func (df dockerfile) stage(t *testing.T, name string) *imageStage {
 	t.Helper()
-	builtMu.Lock()
-	defer builtMu.Unlock()
-	if bin, ok := built[path]; ok {
-		return bin
+	if name == "" {
+		name = df.last
 	}
-	dir, err := os.MkdirTemp("", "plurenet-image")
-	if err != nil {
-		t.Fatal(err)
+	st := df.stages[name]
+	if st == nil || st.entrypoint == nil {
+		t.Fatalf("%s: no stage %q with an ENTRYPOINT", dockerPath, name)
 	}
-	bin := filepath.Join(dir, "plurenet")
-	// RUN's shell form is sh -c; only the output path differs.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-c", strings.Replace(df.build, buildOutput, "-o "+bin, 1))
-	cmd.Dir = repoRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: RUN %s: %v\n%s", path, df.build, err, out)
-	}
-	built[path] = bin
-	return bin
+	return st
 }
 
-// TestNodeImage: the node Dockerfile's build line builds, and its
-// ENTRYPOINT, USER, ENV and HEALTHCHECK are what the image promises.
+var (
+	builtOnce sync.Once
+	builtBin  string
+	builtErr  string
+)
+
+// imageBinary runs the Dockerfile's build line from the repository root,
+// as the build stage does, with its output in a temporary directory; once
+// per test binary.
+func imageBinary(t *testing.T) string {
+	t.Helper()
+	builtOnce.Do(func() {
+		df := readDockerfile(t)
+		dir, err := os.MkdirTemp("", "plurenet-image")
+		if err != nil {
+			builtErr = err.Error()
+			return
+		}
+		bin := filepath.Join(dir, "plurenet")
+		// RUN's shell form is sh -c; only the output path differs.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "sh", "-c", strings.Replace(df.build, buildOutput, "-o "+bin, 1))
+		cmd.Dir = repoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			builtErr = "RUN " + df.build + ": " + err.Error() + "\n" + string(out)
+			return
+		}
+		builtBin = bin
+	})
+	if builtBin == "" {
+		t.Fatalf("%s: %s", dockerPath, builtErr)
+	}
+	return builtBin
+}
+
+// TestNodeImage: the Dockerfile's build line builds, and the node target's
+// ENTRYPOINT, USER, ENV and HEALTHCHECK are what the image promises; the
+// relay stays the default target.
 func TestNodeImage(t *testing.T) {
-	df := readDockerfile(t, "deploy/node/Dockerfile")
-	bin := buildImageBinary(t, "deploy/node/Dockerfile", df)
-	checkBinary(t, "node image", mustRead(t, bin), arch{goarch: "amd64", machine: hostMachine(t)})
-	if strings.Join(df.entrypoint, " ") != "plurenet up" {
-		t.Errorf("ENTRYPOINT %q, want plurenet up", df.entrypoint)
+	df := readDockerfile(t)
+	checkBinary(t, "image", mustRead(t, imageBinary(t)), arch{goarch: "host", machine: hostMachine(t)})
+	node := df.stage(t, "node")
+	if strings.Join(node.entrypoint, " ") != "plurenet up" {
+		t.Errorf("node ENTRYPOINT %q, want plurenet up", node.entrypoint)
 	}
-	if df.user != "65532:65532" {
-		t.Errorf("USER %q, want the unprivileged 65532:65532 (userspace by default)", df.user)
+	if node.user != "65532:65532" {
+		t.Errorf("node USER %q, want the unprivileged 65532:65532 (userspace by default)", node.user)
 	}
-	if df.env["PLURENET_STATE_DIR"] != "/var/lib/plurenet" {
-		t.Errorf("ENV PLURENET_STATE_DIR %q, want /var/lib/plurenet (the VOLUME)", df.env["PLURENET_STATE_DIR"])
+	if node.env["PLURENET_STATE_DIR"] != "/var/lib/plurenet" {
+		t.Errorf("node ENV PLURENET_STATE_DIR %q, want /var/lib/plurenet (the VOLUME)", node.env["PLURENET_STATE_DIR"])
 	}
-	if strings.Join(df.healthcmd, " ") != "plurenet status" {
-		t.Errorf("HEALTHCHECK CMD %q, want plurenet status", df.healthcmd)
+	if strings.Join(node.healthcmd, " ") != "plurenet status" {
+		t.Errorf("node HEALTHCHECK CMD %q, want plurenet status", node.healthcmd)
+	}
+	if df.last != "relay" || df.stage(t, "").entrypoint[1] != "relay" {
+		t.Errorf("default target %q: want the relay last, so that a plain docker build makes the relay image", df.last)
 	}
 }
 

@@ -99,11 +99,14 @@ package:
 	done
 	@ls -l dist/*.deb dist/*.rpm
 
-# Installs the host's .deb for real (dpkg -i, then -r and -P), checks the
-# units with systemd-analyze, runs the unit's command as its user, and lists
-# the .rpm files (packaging/package_test.go). Needs root and dpkg; installs
-# rpm with apt when missing. Not part of "make test": building nfpm and two
-# cross-compiled binaries takes minutes on a cold cache.
+# Checks the packages (packaging/*_test.go): every .deb's and .rpm's files,
+# modes, scripts and binary architecture; as root, a real dpkg -i, -r and
+# -P of the host's .deb, systemd-analyze verify on the units, each unit's
+# command run as its user, the maintainer scripts under a stand-in systemd;
+# the node image's build line and the compose example without Docker.
+# Installs rpm with apt when missing. Not part of "make test": building nfpm
+# and two cross-compiled binaries takes minutes on a cold cache (about 12 s
+# warm).
 package-test: package
 	@command -v rpm >/dev/null || [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rpm >/dev/null; }

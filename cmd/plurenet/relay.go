@@ -83,6 +83,7 @@ func runRelay(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "plurenet relay STUN responder on udp %s\n", pc.LocalAddr())
 		log.Info("relay: STUN responder", "addr", pc.LocalAddr().String())
 	}
+	defer systemdReady(log, "serving "+ln.Addr().String())() // Type=notify units: ready now, stopping on return
 	if err := srv.Serve(ctx, ln, run.certFile, run.keyFile); err != nil {
 		return err
 	}

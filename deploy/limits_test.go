@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // Relay resource limits (docs/security.md), checked on both relays.
@@ -32,20 +33,20 @@ func testMetricsNotPublic(t *testing.T, tg *target) {
 
 // testMembersCap runs with maxMembers 3.
 func testMembersCap(t *testing.T, tg *target) {
-	rv := rendezvous(30)
-	k1 := newKey(t)
+	rv := testkit.Admission(30)
+	k1 := testkit.Key(t)
 	connect(t, tg, k1, rv)
-	connect(t, tg, newKey(t), rv)
-	connect(t, tg, newKey(t), rv)
+	connect(t, tg, testkit.Key(t), rv)
+	connect(t, tg, testkit.Key(t), rv)
 	r := dialRaw(t, tg)
-	fourth := newKey(t)
+	fourth := testkit.Key(t)
 	h := r.hello(fourth, fourth, rv)
 	r.write(h.Append(nil))
 	r.expectFatal(relayproto.ErrRendezvousFull, websocket.StatusTryAgainLater)
 	// A member's second connection adds no key; another rendezvous is
 	// another count.
 	connect(t, tg, k1, rv)
-	connect(t, tg, fourth, rendezvous(31))
+	connect(t, tg, fourth, testkit.Admission(31))
 }
 
 // testSnapshotOrder: a joiner's snapshot is written whole before any later
@@ -53,16 +54,16 @@ func testMembersCap(t *testing.T, tg *target) {
 // frames at a time), so a PeerGone never overtakes its PeerPresent.
 func testSnapshotOrder(t *testing.T, tg *target) {
 	const members = 90 // over the Node relay's window of 64; under the handshake burst of 100
-	rv := rendezvous(34)
+	rv := testkit.Admission(34)
 	var first *raw
 	for i := range members {
-		r := connect(t, tg, newKey(t), rv) // reads nothing
+		r := connect(t, tg, testkit.Key(t), rv) // reads nothing
 		if i == 0 {
 			first = r
 		}
 	}
 	joiner := dialRaw(t, tg)
-	joiner.join(newKey(t), rv)
+	joiner.join(testkit.Key(t), rv)
 	// The joiner is in: its snapshot is queued. Now a member leaves.
 	first.write(relayproto.AppendLeave(nil))
 	present := map[relayproto.Key]bool{}
@@ -88,12 +89,12 @@ func testSnapshotOrder(t *testing.T, tg *target) {
 // was charged its 4001 bytes once, 24 of them passed.
 func testBroadcastCharged(t *testing.T, tg *target) {
 	const receivers = 10
-	rv := rendezvous(32)
-	sender := connect(t, tg, newKey(t), rv)
-	first := newKey(t)
+	rv := testkit.Admission(32)
+	sender := connect(t, tg, testkit.Key(t), rv)
+	first := testkit.Key(t)
 	rx := connect(t, tg, first, rv)
 	for range receivers - 1 {
-		connect(t, tg, newKey(t), rv) // reads nothing
+		connect(t, tg, testkit.Key(t), rv) // reads nothing
 	}
 	payload := make([]byte, 4000)
 	for range 10 {
@@ -197,14 +198,14 @@ func TestBackplaneMemberCap(t *testing.T) {
 			o := options{redis: redisURL, maxMembers: 2}
 			i1 := pair[0].start(t, o)
 			i2 := pair[1].start(t, o)
-			rv := rendezvous(33)
-			ka, kb := newKey(t), newKey(t)
+			rv := testkit.Admission(33)
+			ka, kb := testkit.Key(t), testkit.Key(t)
 			meet(t, i1, i1, ka, kb, rv)
 			waitMembersInRedis(t, redisURL, rv.Rendezvous(), 2)
 			// i2 has no one in rv: it admits the key on its empty view,
 			// and Redis refuses it.
 			late := dialRaw(t, i2)
-			late.join(newKey(t), rv)
+			late.join(testkit.Key(t), rv)
 			late.expectFatal(relayproto.ErrRendezvousFull, websocket.StatusTryAgainLater)
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/plures/plurenet/deploy/vercel/backplanelua"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // sharedScripts are the backplane's Lua scripts as the Go relay sends them,
@@ -65,10 +66,10 @@ func TestBackplaneScriptsShared(t *testing.T) {
 			// instance reaches Redis and be left to that sync; once sync
 			// has run, Redis is reachable and a second member's join and
 			// leave run as such.
-			rv := rendezvous(30)
-			newClient(t, tg, newKey(t), rv)
+			rv := testkit.Admission(30)
+			newClient(t, tg, testkit.Key(t), rv)
 			waitScriptsRun(t, redisURL, "sync")
-			c := newClient(t, tg, newKey(t), rv)
+			c := newClient(t, tg, testkit.Key(t), rv)
 			waitScriptsRun(t, redisURL, "join")
 			c.Close()
 			waitScriptsRun(t, redisURL, "leave")

@@ -22,12 +22,12 @@ import (
 	"time"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
-// patience bounds every wait in these tests; it only keeps a broken test
-// from hanging, nothing is asserted about it.
-const patience = 20 * time.Second
+// patience bounds every wait in these tests (testkit.Patience).
+const patience = testkit.Patience
 
 // npmTimeout bounds installing the Node relay's two dependencies.
 const npmTimeout = 5 * time.Minute

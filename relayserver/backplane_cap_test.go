@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // The member cap holds across instances: Redis counts the keys of a
@@ -21,7 +22,7 @@ func TestBackplaneMemberCap(t *testing.T) {
 	cfg.MaxMembersPerRendezvous = 2
 	a := newRelay(t, cfg)
 	b := newRelay(t, cfg)
-	rv := rendezvous(8)
+	rv := testkit.Admission(8)
 	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rds.port)})
 	t.Cleanup(func() { rdb.Close() })
 	rvHash := rv.Rendezvous()
@@ -35,14 +36,14 @@ func TestBackplaneMemberCap(t *testing.T) {
 		return n
 	}
 
-	a1 := join(t, a.url, newKey(t), rv)
-	a2 := join(t, a.url, newKey(t), rv)
+	a1 := join(t, a.url, testkit.Key(t), rv)
+	a2 := join(t, a.url, testkit.Key(t), rv)
 	a1.awaitPresent(a2.key)
-	eventually(t, "both of a's members in Redis", func() bool { return inRedis() == 2 })
+	testkit.Eventually(t, "both of a's members in Redis", func() bool { return inRedis() == 2 })
 
 	// b has no one in rv, so no view of it: it admits the key, and Redis
 	// refuses it.
-	late := connect(t, b, newKey(t), rv)
+	late := connect(t, b, testkit.Key(t), rv)
 	expectClose(t, late.ws, relayproto.ErrRendezvousFull, websocket.StatusTryAgainLater)
 	if got := metric(t, b, "plurenet_relay_backplane_evicted_total"); got != 1 {
 		t.Fatalf("evicted = %v, want 1", got)
@@ -54,13 +55,13 @@ func TestBackplaneMemberCap(t *testing.T) {
 	// A place freed on a is one b can fill; then b's own view is full,
 	// and b refuses the next key before its Welcome.
 	a1.close()
-	eventually(t, "a1 gone from Redis", func() bool { return inRedis() == 1 })
-	b1 := join(t, b.url, newKey(t), rv)
+	testkit.Eventually(t, "a1 gone from Redis", func() bool { return inRedis() == 1 })
+	b1 := join(t, b.url, testkit.Key(t), rv)
 	b1.awaitPresent(a2.key)
 	a2.awaitPresent(b1.key)
 	ws := dialWS(t, b.url, nil)
 	sh := readServerHello(t, ws)
-	k := newKey(t)
+	k := testkit.Key(t)
 	ch := answer(t, sh, k, k, rv)
 	writeMsg(t, ws, ch.Append(nil))
 	if frames := expectClose(t, ws, relayproto.ErrRendezvousFull, websocket.StatusTryAgainLater); len(frames) != 0 {

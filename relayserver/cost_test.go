@@ -8,6 +8,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -31,10 +32,10 @@ func TestBroadcastAmplificationBounded(t *testing.T) {
 		MaxConnsPerIP:      -1,
 		HandshakeRatePerIP: -1,
 	})
-	rv := rendezvous(1)
-	attacker := connect(t, r, newKey(t), rv)
+	rv := testkit.Admission(1)
+	attacker := connect(t, r, testkit.Key(t), rv)
 	for range members - 1 {
-		connect(t, r, newKey(t), rv) // reads nothing: its queue keeps what it is sent
+		connect(t, r, testkit.Key(t), rv) // reads nothing: its queue keeps what it is sent
 	}
 	start := time.Now()
 	for range flood {
@@ -42,7 +43,7 @@ func TestBroadcastAmplificationBounded(t *testing.T) {
 	}
 	// Every Broadcast ends as rate limited (counted once) or fanned out
 	// (each copy queued or dropped for a full queue).
-	eventually(t, "every broadcast handled", func() bool {
+	testkit.Eventually(t, "every broadcast handled", func() bool {
 		copies := metric(t, r, `plurenet_relay_frames_forwarded_total{kind="broadcast"}`) +
 			metric(t, r, `plurenet_relay_drops_total{reason="queue_full"}`)
 		return metric(t, r, `plurenet_relay_drops_total{reason="rate_limited"}`)+copies/(members-1) >= flood
@@ -75,8 +76,8 @@ func TestBroadcastAmplificationBounded(t *testing.T) {
 
 func TestMaxMembersPerRendezvous(t *testing.T) {
 	r := newRelay(t, relayserver.Config{MaxMembersPerRendezvous: 3})
-	rv := rendezvous(1)
-	k1, k2, k3 := newKey(t), newKey(t), newKey(t)
+	rv := testkit.Admission(1)
+	k1, k2, k3 := testkit.Key(t), testkit.Key(t), testkit.Key(t)
 	first := connect(t, r, k1, rv)
 	connect(t, r, k2, rv)
 	connect(t, r, k3, rv)
@@ -85,7 +86,7 @@ func TestMaxMembersPerRendezvous(t *testing.T) {
 		t.Helper()
 		ws := dialWS(t, r.url, nil)
 		sh := readServerHello(t, ws)
-		k := newKey(t)
+		k := testkit.Key(t)
 		ch := answer(t, sh, k, k, rv)
 		writeMsg(t, ws, ch.Append(nil))
 		expectClose(t, ws, relayproto.ErrRendezvousFull, websocket.StatusTryAgainLater)
@@ -97,12 +98,12 @@ func TestMaxMembersPerRendezvous(t *testing.T) {
 	// A member's second connection (make-before-break) adds no key.
 	connect(t, r, k2, rv)
 	// The cap is per rendezvous.
-	connect(t, r, newKey(t), rendezvous(2))
+	connect(t, r, testkit.Key(t), testkit.Admission(2))
 	// A place frees when a key's last connection leaves.
 	writeMsg(t, first.ws, relayproto.AppendLeave(nil))
 	expectClose(t, first.ws, 0, websocket.StatusNormalClosure)
-	eventually(t, "k1 gone", func() bool { return r.srv.Stats().Connections == 4 })
-	connect(t, r, newKey(t), rv)
+	testkit.Eventually(t, "k1 gone", func() bool { return r.srv.Stats().Connections == 4 })
+	connect(t, r, testkit.Key(t), rv)
 	refuse() // a fifth key
 }
 

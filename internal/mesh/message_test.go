@@ -135,6 +135,12 @@ func FuzzParseBody(f *testing.F) {
 	f.Add(byte(KindLeave), []byte{})
 	f.Add(byte(KindSignal), []byte("sdp"))
 	f.Add(byte(KindAnnounce), make([]byte, announceFixedLen+2))
+	owned := vecAnnounceMessage(f).Announce
+	owned.Owned = &OwnedFields{Cert: []byte("cert"), Docs: []DocVersion{{Kind: 1, Version: 3}}}
+	if b, err := appendAnnounce(nil, &owned); err == nil {
+		f.Add(byte(KindAnnounce), b)
+	}
+	f.Add(byte(KindDocument), []byte("doc"))
 	f.Fuzz(func(t *testing.T, kind byte, body []byte) {
 		m, err := parseBody(Kind(kind), body)
 		if err != nil {

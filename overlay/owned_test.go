@@ -16,6 +16,7 @@ import (
 	"github.com/plures/plurenet/internal/owner"
 )
 
+// ownedTopic is startNode's topic.
 const ownedTopic = "overlay-test"
 
 func grantFor(t *testing.T, k owner.Key, name string, pin netip.Addr, tags ...string) owner.SignedGrant {
@@ -35,25 +36,7 @@ func grantFor(t *testing.T, k owner.Key, name string, pin netip.Addr, tags ...st
 // an uncertified node of the same secret, announcing name and pin).
 func startOwnedNode(t *testing.T, relays []string, dir, name string, pin netip.Addr, own *Owned) *Node {
 	t.Helper()
-	if dir == "" {
-		dir = shortTempDir(t)
-	}
-	n, err := New(Config{
-		Transport: TransportRelay,
-		StateDir:  dir,
-		Topic:     ownedTopic,
-		Secret:    testSecret,
-		Name:      name,
-		PinnedV4:  pin,
-		Relays:    relays,
-		Owned:     own,
-		Logger:    testLogger(t).With("node", name),
-	})
-	if err != nil {
-		t.Fatalf("starting node %s: %v", name, err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startNode(t, name, relays, nodeOpts{dir: dir, pin: pin, owned: own})
 }
 
 // dirWithKeyBelow returns a state dir holding a node key lower, byte-wise,

@@ -42,6 +42,11 @@ var scenarios = []scenario{
 	{name: "drain on SIGTERM", opts: options{drainGrace: 3 * time.Second}, run: testDrainOnStop},
 	{name: "connection lifetime", opts: options{lifetime: time.Second, drainGrace: time.Second}, run: testLifetime},
 	{name: "make-before-break at lifetime", opts: options{lifetime: 2 * time.Second, drainGrace: 2 * time.Second}, run: testLifetimeSwitch},
+	{name: "metrics not on the relay listener", opts: options{metrics: true}, run: testMetricsNotPublic},
+	{name: "members per rendezvous", opts: options{maxMembers: 3}, run: testMembersCap},
+	{name: "snapshot before later presence", run: testSnapshotOrder},
+	{name: "broadcast charged per receiver", opts: options{rate: 1000, rateBurst: 100_000}, run: testBroadcastCharged},
+	{name: "IPv6 /56 and /48 limits", opts: options{perIP: 1, trustProxy: true}, run: testPrefixLimits},
 	{name: "stalled reader cut", opts: options{writeTimeout: stallWriteTimeout}, run: testWriteStall},
 }
 

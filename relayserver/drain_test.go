@@ -204,7 +204,17 @@ func TestHealthzAndMetrics(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
 		t.Fatalf("/healthz: %v %q", resp.Status, body)
 	}
+	// Not on the listener clients reach: they would learn how many
+	// clients the relay has and how its limits stand.
 	resp, err = http.Get(r.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/metrics on the relay's own listener: %v, want 404", resp.Status)
+	}
+	resp, err = http.Get(r.metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +231,8 @@ func TestHealthzAndMetrics(t *testing.T) {
 		`plurenet_relay_drops_total{reason="rate_limited"} 0`,
 		`plurenet_relay_handshakes_total{result="ok"} 0`,
 		`plurenet_relay_handshakes_total{result="auth_failed"} 0`,
+		`plurenet_relay_handshakes_total{result="rendezvous_full"} 0`,
+		"plurenet_relay_rate_charged_bytes_total 0",
 	} {
 		if !strings.Contains(string(body), "\n"+name+"\n") {
 			t.Errorf("/metrics lacks %q", name)

@@ -26,10 +26,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const patience = 20 * time.Second
 
 type testRelay struct {
-	srv  *relayserver.Server
-	hs   *httptest.Server
-	url  string // ws://127.0.0.1:port/v1/relay
-	base string // http://127.0.0.1:port
+	srv     *relayserver.Server
+	hs      *httptest.Server
+	url     string // ws://127.0.0.1:port/v1/relay
+	base    string // http://127.0.0.1:port
+	metrics string // http://127.0.0.1:otherport, the metrics listener
 }
 
 func newRelay(t testing.TB, cfg relayserver.Config) *testRelay {
@@ -42,11 +43,13 @@ func newRelay(t testing.TB, cfg relayserver.Config) *testRelay {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
+	ms := httptest.NewServer(srv.MetricsHandler())
 	t.Cleanup(func() {
 		srv.Close()
 		hs.Close()
+		ms.Close()
 	})
-	return &testRelay{srv: srv, hs: hs, base: hs.URL, url: "ws" + strings.TrimPrefix(hs.URL, "http") + relayproto.Path}
+	return &testRelay{srv: srv, hs: hs, base: hs.URL, metrics: ms.URL, url: "ws" + strings.TrimPrefix(hs.URL, "http") + relayproto.Path}
 }
 
 func newKey(t testing.TB) nodekey.Private {
@@ -265,7 +268,7 @@ func expectClose(t testing.TB, ws *websocket.Conn, code relayproto.ErrorCode, st
 // series (name plus labels as exposed, e.g. `x_total{reason="a"}`).
 func metric(t testing.TB, r *testRelay, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(r.base + "/metrics")
+	resp, err := http.Get(r.metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -299,6 +299,8 @@ func TestConfigRejected(t *testing.T) {
 		{RateBytesPerSec: -2},
 		{MaxConnsPerIP: -100},
 		{HandshakeRatePerIP: -0.5},
+		{MaxConnsPer56: -2},
+		{HandshakeRatePer48: -4},
 	}
 	for i, cfg := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {

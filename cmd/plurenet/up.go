@@ -130,6 +130,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}, log)
 		})
 	}
+	defer systemdReady(log, fmt.Sprintf("up: IPv4 %s, IPv6 %s", v4, v6))() // Type=notify units: ready now, stopping on return
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {

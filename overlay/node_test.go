@@ -82,6 +82,9 @@ type nodeOpts struct {
 	// auto turns the direct path on; the relay tests leave it off so that
 	// the path they assert cannot change under them.
 	auto bool
+	// pin and owned are Config.PinnedV4 and Config.Owned.
+	pin   netip.Addr
+	owned *Owned
 }
 
 // testSecret is the tests' mesh secret: a generated one, which members use
@@ -112,6 +115,8 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 		Secret:      o.secret,
 		Name:        name,
 		Relays:      relays,
+		PinnedV4:    o.pin,
+		Owned:       o.owned,
 		Logger:      testLogger(t).With("node", name),
 	})
 	if err != nil {

@@ -46,9 +46,20 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if flagGiven(fs, "key") {
 		warnSecretOnCommandLine(log, "key", "--key-file FILE (chmod 600) or PLURENET_KEY")
 	}
+	if flagGiven(fs, "invite") {
+		warnSecretOnCommandLine(log, "invite", "PLURENET_INVITE (the token holds the mesh secret; after enrolling, later starts need no token)")
+	}
+	owned, relays, err := s.applyEnrolment(log)
+	if err != nil {
+		return err
+	}
 	cfg, err := s.nodeConfig(log)
 	if err != nil {
 		return err
+	}
+	cfg.Owned = owned
+	if relays != nil && s.RelayFallback == "" {
+		cfg.Relays = relays // every relay of the invite
 	}
 	forwards, exposes, err := s.portSpecs()
 	if err != nil {

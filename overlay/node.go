@@ -58,6 +58,9 @@ type Node struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	metricsState // metrics.go
+	stopRequest  // stop.go: a control client asked the program to stop
 }
 
 // New starts a node: it loads or creates the node key in cfg.StateDir,

@@ -42,6 +42,7 @@ type upSettings struct {
 	LANDiscovery  string
 	CAFile        string
 	LogLevel      string
+	MetricsListen string
 	Open          bool
 	Invite        string
 
@@ -99,6 +100,7 @@ func (s *upSettings) table() []setting {
 		{flag: "tun", env: "PLURENET_TUN", fileKeys: []string{"tun"}, usage: "use a kernel TUN device with this name (needs CAP_NET_ADMIN)", str: &s.TUN},
 		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},
 		{flag: "invite", env: "PLURENET_INVITE", fileKeys: []string{"invite"}, usage: "enrol in an owned mesh with this token from \"plurenet invite\" (once: later starts need only --state-dir)", str: &s.Invite},
+		{flag: "metrics-listen", env: "PLURENET_METRICS_LISTEN", fileKeys: []string{"metricsListen"}, usage: "serve Prometheus metrics on GET /metrics at this TCP `address`, e.g. 127.0.0.1:9101 (a port alone means loopback); off by default: they show member keys and traffic", str: &s.MetricsListen},
 		{flag: "log-level", env: "PLURENET_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "debug, info, warn or error", str: &s.LogLevel},
 	}
 }

@@ -72,6 +72,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if socksLn != nil {
 		defer socksLn.Close() // if the node fails to start; Serve closes it otherwise
 	}
+	var metricsLn net.Listener
+	if s.MetricsListen != "" {
+		if metricsLn, err = listenNodeMetrics(s.MetricsListen, log); err != nil {
+			return err
+		}
+		defer metricsLn.Close() // if the node fails to start; ServeMetrics closes it otherwise
+	}
 	node, err := overlay.New(cfg)
 	if err != nil {
 		return err
@@ -93,6 +100,20 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 				cancel(fmt.Errorf("%s: %w", what, err))
 			}
 		}()
+	}
+	// "plurenet down" asks through the control socket: stop as on SIGTERM.
+	serve("stop request", func() error {
+		select {
+		case <-node.StopRequested():
+			fmt.Fprintln(stdout, "plurenet: stop requested through the control socket")
+			cancel(nil)
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	if metricsLn != nil {
+		fmt.Fprintf(stdout, "plurenet: metrics on http://%s/metrics\n", metricsLn.Addr())
+		serve("metrics on "+s.MetricsListen, func() error { return node.ServeMetrics(ctx, metricsLn) })
 	}
 	if socksLn != nil {
 		srv := newSOCKS5Server(node, socksCreds, log)

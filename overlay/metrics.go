@@ -87,11 +87,11 @@ var (
 // Values of the reason label of plurenet_node_drops_total and
 // plurenet_node_relay_drops_total. docs/operations.md explains each.
 const (
-	dropBindQueueFull   = "bind_queue_full"   // the WireGuard device did not read fast enough
-	dropBindClosed      = "bind_closed"       // a packet arrived while the device was down
-	dropNoPath          = "no_path"           // no transport could send to the member
-	dropCongested       = "congested"         // a transport dropped packets it could not send now
-	dropTUNForeign      = "tun_foreign"       // a member sent to an address not this node's (kernel TUN)
+	dropBindQueueFull   = "bind_queue_full" // the WireGuard device did not read fast enough
+	dropBindClosed      = "bind_closed"     // a packet arrived while the device was down
+	dropNoPath          = "no_path"         // no transport could send to the member
+	dropCongested       = "congested"       // a transport dropped packets it could not send now
+	dropTUNForeign      = "tun_foreign"     // a member sent to an address not this node's (kernel TUN)
 	dropUnknownSource   = "direct_unknown_source"
 	dropDirectOther     = "direct_not_plurenet"
 	dropSTUNQueue       = "direct_stun_queue"

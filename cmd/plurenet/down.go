@@ -28,7 +28,7 @@ func runDown(ctx context.Context, args []string, stdout io.Writer) error {
 	if *wait <= 0 {
 		return usageErrorf("--wait %s: want a positive duration, e.g. 15s", *wait)
 	}
-	dir := pick(*stateDir, getenv("PLURENET_STATE_DIR"), defaultStateDir(getenv))
+	dir := stateDirOf(*stateDir)
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
 	if err := overlay.RequestStop(ctx, dir); err != nil {

@@ -21,7 +21,7 @@ func init() {
 const statusTimeout = 5 * time.Second
 
 func queryStatus(ctx context.Context, stateDir string) (overlay.Status, error) {
-	dir := pick(stateDir, getenv("PLURENET_STATE_DIR"), defaultStateDir(getenv))
+	dir := stateDirOf(stateDir)
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	return overlay.QueryStatus(ctx, dir)

@@ -93,6 +93,10 @@ type Config struct {
 	// over a 1400-byte tunnel).
 	MTU int
 
+	// DNS configures the mesh's name server (dns.go); the zero value
+	// serves the members' names.
+	DNS DNSConfig
+
 	// TLSConfig is used for wss:// relays (custom root CAs).
 	TLSConfig *tls.Config
 	// Proxy picks an HTTP CONNECT proxy per relay request; nil uses
@@ -164,6 +168,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	var err error
+	if cfg.DNS, err = cfg.DNS.withDefaults(cfg.Topic, cfg.TopicID); err != nil {
+		return cfg, err
 	}
 	mode, renamed, err := ParseTransport(cfg.Transport)
 	if err != nil {

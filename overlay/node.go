@@ -39,6 +39,7 @@ type Node struct {
 	relays  []*relay.Client   // primary first, as in cfg.Relays
 	direct  *direct.Transport // nil with Transport "relay"
 	swarm   *swarmMode        // nil unless Transport is "swarm"
+	dns     *dnsService       // nil with DNS off
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -190,6 +191,10 @@ func (n *Node) setup() error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
+	// Before ready: every membership change after this updates the names.
+	if err := n.startDNS(ctx, ula); err != nil {
+		return err
+	}
 	// Only now may sealed messages be acted on: a member joining
 	// configures the device.
 	close(n.ready)
@@ -266,6 +271,10 @@ func (n *Node) Close() error {
 		if n.cancel != nil {
 			n.cancel()
 		}
+		// Split DNS is reverted while its interface still exists.
+		if n.dns != nil {
+			n.dns.closeLink()
+		}
 		// The device first, so WireGuard stops sending before the relays
 		// go; closing it closes the Bind and the adapter too.
 		if n.dev != nil {
@@ -275,6 +284,9 @@ func (n *Node) Close() error {
 			if err := n.adapter.close(); err != nil {
 				n.log.Warn("closing adapter", "adapter", n.adapter, "err", err)
 			}
+		}
+		if n.dns != nil {
+			n.dns.close()
 		}
 		for _, c := range n.relays {
 			c.Close()

@@ -81,6 +81,7 @@ type nodeOpts struct {
 	// auto turns the direct path on; the relay tests leave it off so that
 	// the path they assert cannot change under them.
 	auto bool
+	dns  DNSConfig
 }
 
 // testSecret is the tests' mesh secret: a generated one, which members use
@@ -111,6 +112,7 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 		Secret:      o.secret,
 		Name:        name,
 		Relays:      relays,
+		DNS:         o.dns,
 		Logger:      testLogger(t).With("node", name),
 	})
 	if err != nil {

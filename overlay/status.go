@@ -29,6 +29,8 @@ type Status struct {
 	Relays         []RelayStatus  `json:"relays"`
 	Members        []MemberStatus `json:"members"`
 	Warnings       []string       `json:"warnings,omitempty"`
+	// DNS describes the mesh's name server; absent with DNS off.
+	DNS *DNSStatus `json:"dns,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -44,6 +46,7 @@ type RelayStatus struct {
 // MemberStatus describes one other member of the mesh.
 type MemberStatus struct {
 	Name          string    `json:"name"`
+	DNSName       string    `json:"dnsName,omitempty"` // the member's first name under the DNS suffix, if it has one
 	PublicKey     string    `json:"publicKey"`
 	IPv4          string    `json:"ipv4"`
 	IPv6          string    `json:"ipv6"`
@@ -86,6 +89,11 @@ func (n *Node) Status() Status {
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
 	}
+	var dnsNames map[nodekey.Public]string
+	if n.dns != nil {
+		st.DNS, dnsNames = n.dns.status(n.pub)
+		st.Warnings = append(st.Warnings, n.dns.warningList()...)
+	}
 	for i, c := range n.relays {
 		rs := c.Status()
 		st.Relays = append(st.Relays, RelayStatus{
@@ -101,6 +109,7 @@ func (n *Node) Status() Status {
 	for _, m := range n.members.List() {
 		ms := MemberStatus{
 			Name:      m.Name,
+			DNSName:   dnsNames[m.Key],
 			PublicKey: m.Key.String(),
 			IPv4:      m.V4.String(),
 			IPv6:      m.V6.String(),

@@ -68,6 +68,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	defer node.Close()
 	v4, v6 := node.Addrs()
 	fmt.Fprintf(stdout, "plurenet: %s is up: IPv4 %s, IPv6 %s (status: plurenet status --state-dir %s)\n", cfg.Name, v4, v6, cfg.StateDir)
+	printDNS(stdout, "plurenet: ", node.Status().DNS)
 
 	// Every listener below is served until ctx ends; the first failure
 	// stops the node, so a half-working node never looks healthy.
@@ -235,6 +236,9 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 			return cfg, usageErrorf("--ipv4-prefix %q: want a prefix like 100.64.0.0/10", s.IPv4Prefix)
 		}
 		cfg.V4Prefix = p.Masked()
+	}
+	if err := s.dnsConfig(&cfg); err != nil {
+		return cfg, err
 	}
 	if s.CAFile != "" {
 		pem, err := os.ReadFile(s.CAFile)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -40,17 +39,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var s upSettings
-			var configPath string
-			fs := flag.NewFlagSet("up", flag.ContinueOnError)
-			s.registerFlags(fs, &configPath)
-			if err := fs.Parse(append([]string{"--config", file}, tt.args...)); err != nil {
-				t.Fatal(err)
-			}
-			env := func(k string) string { return tt.env[k] }
-			if err := s.resolve(fs, configPath, env); err != nil {
-				t.Fatal(err)
-			}
+			s := parseUp(t, append([]string{"--config", file}, tt.args...), tt.env)
 			if s.Relay != tt.wantRelay || s.Key != tt.wantKey || s.Transport != "relay" || s.Topic != "t" {
 				t.Fatalf("relay %q key %q transport %q topic %q", s.Relay, s.Key, s.Transport, s.Topic)
 			}
@@ -172,17 +161,7 @@ func TestSwarmSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var s upSettings
-			var configPath string
-			fs := flag.NewFlagSet("up", flag.ContinueOnError)
-			s.registerFlags(fs, &configPath)
-			if err := fs.Parse(append([]string{"--config", file}, tt.args...)); err != nil {
-				t.Fatal(err)
-			}
-			env := func(k string) string { return tt.env[k] }
-			if err := s.resolve(fs, configPath, env); err != nil {
-				t.Fatal(err)
-			}
+			s := parseUp(t, append([]string{"--config", file}, tt.args...), tt.env)
 			var logged bytes.Buffer
 			cfg, err := s.nodeConfig(slog.New(slog.NewTextHandler(&logged, nil)))
 			if err != nil {

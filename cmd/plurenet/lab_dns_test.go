@@ -38,7 +38,9 @@ const (
 //   - a LAN neighbour that routes the overlay prefix to a node reaches the
 //     node's overlay address (ping) but gets no DNS answer, UDP or TCP;
 //   - a member that stops (its goodbye) resolves to NXDOMAIN, and the block
-//     it kept in its --hosts-file is gone, the file restored.
+//     it kept in its --hosts-file is gone, the file restored;
+//   - when the collision rule moves a node's IPv4, its resolver answers on
+//     the new address.
 func TestLabNamesOverDNS(t *testing.T) {
 	m := newLabMesh(t)
 	r1 := m.lab.NATRouter("r1", netlab.RouterConfig{})
@@ -158,6 +160,32 @@ func TestLabNamesOverDNS(t *testing.T) {
 				t.Fatalf("getent from b still resolves c after it left: %q", out)
 			}
 			time.Sleep(labPoll)
+		}
+	})
+
+	t.Run("the resolver follows a moved address", func(t *testing.T) {
+		old := a.ip4
+		// d pins a's IPv4: the collision rule gives it d and moves a.
+		d := m.startNode(m.lab.Host("d", m.lab.NATRouter("r4", netlab.RouterConfig{})), "d", "--ip", old.String())
+		deadline := time.Now().Add(labMeshWait)
+		for a.ip4 == old {
+			if time.Now().After(deadline) {
+				t.Fatalf("a still has %s after d pinned it", old)
+			}
+			time.Sleep(labPoll)
+			if st, err := a.status(); err == nil {
+				a.ip4 = netip.MustParseAddr(st.IPv4)
+			}
+		}
+		waitMesh(t, a, b, d)
+		if st := a.mustStatus(); st.DNS == nil || st.DNS.Address != netip.AddrPortFrom(a.ip4, 53).String() {
+			t.Fatalf("a moved to %s; its dns status: %+v", a.ip4, st.DNS)
+		}
+		for _, network := range []string{"udp", "tcp"} {
+			r, err := askIn(hb, network, netip.AddrPortFrom(a.ip4, 53).String(), "d."+labSuffix, dns.TypeA)
+			if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != old.String() {
+				t.Fatalf("b asks a at its new address %s over %s for d: %v, %v; want %s", a.ip4, network, r, err, old)
+			}
 		}
 	})
 }

@@ -25,6 +25,10 @@ import (
 // nameserver line need nothing else.
 const DNSPort = 53
 
+// splitDNSCheck is splitDNSApplies; tests that run a node in a namespace
+// of their own, with a fake resolved, replace it.
+var splitDNSCheck = splitDNSApplies
+
 // splitDNSTimeout bounds one systemd-resolved call made while the node
 // holds its lock (after an IPv4 move): resolved answers in milliseconds.
 const splitDNSTimeout = 5 * time.Second
@@ -319,7 +323,7 @@ func dnsServers(v4, v6 netip.Addr) []netip.AddrPort {
 // whoever asks the resolver.
 func (d *dnsService) registerSplitDNS(ctx context.Context, ifname string, v4, v6 netip.Addr, v4Prefix, ula netip.Prefix, bus string) {
 	hint := resolved.Hint(netip.AddrPortFrom(v4, DNSPort), d.suffix)
-	if ok, why := splitDNSApplies(); !ok {
+	if ok, why := splitDNSCheck(); !ok {
 		d.log.Info("split DNS not registered: "+why, "hint", hint)
 		return
 	}

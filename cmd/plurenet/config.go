@@ -47,6 +47,7 @@ type upSettings struct {
 	CAFile        string
 	LogLevel      string
 	Open          bool
+	Invite        string
 
 	// unknownKeys lists config file keys we do not use. A seed config
 	// holds PluresDB's own settings too, so they are reported, not refused.
@@ -105,6 +106,7 @@ func (s *upSettings) table() []setting {
 		{flag: "dns-listen", env: "PLURENET_DNS_LISTEN", fileKeys: []string{"dnsListen"}, usage: "also serve members' names to this host's programs on this loopback ADDR:PORT, UDP and TCP (repeatable)", list: &s.DNSListen},
 		{flag: "hosts-file", env: "PLURENET_HOSTS_FILE", fileKeys: []string{"hostsFile"}, usage: "keep members' names in a marked block of this hosts file (e.g. /etc/hosts) while running; removed on exit", str: &s.HostsFile},
 		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},
+		{flag: "invite", env: "PLURENET_INVITE", fileKeys: []string{"invite"}, usage: "enrol in an owned mesh with this token from \"plurenet invite\" (once: later starts need only --state-dir)", str: &s.Invite},
 		{flag: "log-level", env: "PLURENET_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "debug, info, warn or error", str: &s.LogLevel},
 	}
 }

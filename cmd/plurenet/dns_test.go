@@ -40,7 +40,7 @@ func TestDNSSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := parseUp(t, append([]string{"--config", file}, tt.args...), tt.env)
+			s := resolveUp(t, file, tt.args, tt.env)
 			cfg, err := s.nodeConfig(slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
@@ -64,21 +64,11 @@ func TestDNSSettings(t *testing.T) {
 	}
 
 	// Off alone is fine.
-	s := parseUp(t, []string{"--topic", "t", "--key", "flag-secret-0123456789", "--relay", "ws://x", "--dns", "off"}, nil)
+	s := resolveUp(t, "", []string{"--topic", "t", "--key", "flag-secret-0123456789", "--relay", "ws://x", "--dns", "off"}, nil)
 	cfg, err := s.nodeConfig(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil || !cfg.DNS.Off {
 		t.Fatalf("--dns off: %+v, %v", cfg.DNS, err)
 	}
-}
-
-// parseUp is resolveArgs for settings that must resolve.
-func parseUp(t *testing.T, args []string, env map[string]string) *upSettings {
-	t.Helper()
-	s, err := resolveArgs(t, args, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // TestPrintDNS shows where names resolve, in up's banner and in status.

@@ -164,19 +164,7 @@ func TestLabNamesOverDNS(t *testing.T) {
 	})
 
 	t.Run("the resolver follows a moved address", func(t *testing.T) {
-		old := a.ip4
-		// d pins a's IPv4: the collision rule gives it d and moves a.
-		d := m.startNode(m.lab.Host("d", m.lab.NATRouter("r4", netlab.RouterConfig{})), "d", "--ip", old.String())
-		deadline := time.Now().Add(labMeshWait)
-		for a.ip4 == old {
-			if time.Now().After(deadline) {
-				t.Fatalf("a still has %s after d pinned it", old)
-			}
-			time.Sleep(labPoll)
-			if st, err := a.status(); err == nil {
-				a.ip4 = netip.MustParseAddr(st.IPv4)
-			}
-		}
+		d, old := m.takeIPv4(a, "d")
 		waitMesh(t, a, b, d)
 		if st := a.mustStatus(); st.DNS == nil || st.DNS.Address != netip.AddrPortFrom(a.ip4, 53).String() {
 			t.Fatalf("a moved to %s; its dns status: %+v", a.ip4, st.DNS)

@@ -125,6 +125,7 @@ func New(cfg Config) (*Transport, error) {
 	t.local = t.udp.LocalAddr().(*net.UDPAddr).AddrPort()
 	t.pc4 = ipv4.NewPacketConn(t.udp)
 	gso, gro := enableOffload(t.udp)
+	warnGSOBroken(t.log)
 	t.gso.Store(gso)
 	t.gro = gro
 	if t.inet, err = stdnet.NewNet(); err != nil {

@@ -58,6 +58,13 @@ type Config struct {
 	// ListenAddr is the IPv4 address the direct path binds (zero: all).
 	ListenAddr netip.Addr
 
+	// NoPortMapping turns off asking the gateway (UPnP IGD, NAT-PMP, PCP)
+	// to forward the direct path's UDP port, which is on by default in
+	// auto mode: the mapped address is offered to members as a candidate
+	// that works through NATs no hole punch gets through. Relay mode sends
+	// no UDP at all and direct mode has no ICE, so neither maps.
+	NoPortMapping bool
+
 	// STUNServers ("host:port") tell the direct path this node's public
 	// address. Nil means the relays' own STUN responders (each relay's
 	// host, port 3478); an empty non-nil slice means none.

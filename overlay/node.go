@@ -14,6 +14,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/direct"
 	"github.com/plures/plurenet/transports/relay"
@@ -38,6 +39,7 @@ type Node struct {
 	dev     *device.Device
 	links   []*relayLink
 	direct  *direct.Transport // nil with Transport "relay"
+	portmap *portmap.Mapper   // nil unless auto mode maps the direct port (directpath.go)
 	dm      *directMode       // nil unless Transport is "direct"
 	ctl     *controlServer
 	stamp   *mesh.Stamper
@@ -241,6 +243,9 @@ func (n *Node) Close() error {
 			l.client.Close()
 		}
 		n.closeDirectMode()
+		if n.portmap != nil {
+			n.portmap.Close() // removes the mapping from the gateway
+		}
 		if n.direct != nil {
 			n.direct.Close()
 		}

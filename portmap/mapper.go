@@ -51,6 +51,11 @@ const (
 type Config struct {
 	// Port is the UDP port to map: the node's one UDP socket's.
 	Port uint16
+	// Local is the address the socket is bound to; the zero value (or the
+	// unspecified address) means every address. A socket bound to another
+	// address than the one facing the gateway cannot be mapped, and one
+	// bound to loopback is never asked for.
+	Local netip.Addr
 	// Gateway is the router to ask; the zero value means the IPv4 default
 	// route's gateway.
 	Gateway netip.Addr
@@ -123,6 +128,9 @@ func New(cfg Config) (*Mapper, error) {
 	}
 	if cfg.Port == 0 {
 		return nil, errors.New("portmap: no port to map")
+	}
+	if cfg.Local.IsLoopback() {
+		return nil, fmt.Errorf("portmap: the socket is bound to %s: no gateway can forward to loopback", cfg.Local)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Mapper{cfg: cfg, log: cfg.Logger, cancel: cancel, done: make(chan struct{})}
@@ -214,6 +222,9 @@ func (m *Mapper) establish(ctx context.Context) (client, Mapping, error) {
 	gw, err := m.gateway()
 	if err != nil {
 		return nil, Mapping{}, err
+	}
+	if l := m.cfg.Local; l.IsValid() && !l.IsUnspecified() && l.Unmap() != gw.Self {
+		return nil, Mapping{}, fmt.Errorf("the socket is bound to %s, but the gateway %s is reached from %s", l, gw.Addr, gw.Self)
 	}
 	results, clients := probeAll(ctx, gw, m.cfg.Protocols, m.cfg.hooks)
 	var errs []error

@@ -197,6 +197,17 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 			cfg.Relays = append(cfg.Relays, u.String())
 		}
 	}
+	switch s.PortMapping {
+	case "", "on":
+		if s.PortMapping == "on" && cfg.Transport != "" && cfg.Transport != "auto" {
+			return cfg, usageErrorf("--port-mapping on is for --transport auto: relay sends no UDP at all, and direct has no ICE to offer the mapped address to")
+		}
+		cfg.NoPortMapping = cfg.Transport != "" && cfg.Transport != "auto"
+	case "off":
+		cfg.NoPortMapping = true
+	default:
+		return cfg, usageErrorf("--port-mapping %q: want on or off", s.PortMapping)
+	}
 	cfg.StateDir = pick(s.StateDir, defaultStateDir(getenv))
 	if s.ListenPort != "" {
 		p, err := strconv.ParseUint(s.ListenPort, 10, 16)

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -64,6 +65,9 @@ type Config struct {
 	// that works through NATs no hole punch gets through. Relay mode sends
 	// no UDP at all and direct mode has no ICE, so neither maps.
 	NoPortMapping bool
+	// PortMappingProtocols limits port mapping to these protocols, in
+	// this order of preference; nil means portmap.Protocols.
+	PortMappingProtocols []portmap.Protocol
 
 	// STUNServers ("host:port") tell the direct path this node's public
 	// address. Nil means the relays' own STUN responders (each relay's

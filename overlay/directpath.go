@@ -43,8 +43,9 @@ func (n *Node) startPortMapping() {
 	}
 	d := n.direct
 	m, err := portmap.New(portmap.Config{
-		Port:  local.Port(),
-		Local: local.Addr(),
+		Port:      local.Port(),
+		Local:     local.Addr(),
+		Protocols: n.cfg.PortMappingProtocols,
 		OnChange: func(mp portmap.Mapping) {
 			d.SetMapped(mp.External, mp.Internal)
 		},

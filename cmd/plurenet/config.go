@@ -96,7 +96,7 @@ func (s *upSettings) table() []setting {
 		{flag: "expose", env: "PLURENET_EXPOSE", fileKeys: []string{"expose"}, usage: "PORT[=HOST:PORT]: let members reach a local service on this node's overlay IP (repeatable)", list: &s.Expose},
 		{flag: "listen-port", env: "PLURENET_LISTEN_PORT", fileKeys: []string{"listenPort"}, usage: "UDP port of the direct path (default: random; 51898 with --transport direct)", str: &s.ListenPort},
 		{flag: "stun", env: "PLURENET_STUN", fileKeys: []string{"stun"}, usage: "STUN server host:port for the direct path, repeatable (default: each relay's host, port 3478; \"none\" for none)", list: &s.STUN},
-		{flag: "port-mapping", env: "PLURENET_PORT_MAPPING", fileKeys: []string{"portMapping"}, usage: "on or off: ask the router (UPnP, NAT-PMP, PCP) to forward the direct path's UDP port (default on with --transport auto)", str: &s.PortMapping},
+		{flag: "port-mapping", env: "PLURENET_PORT_MAPPING", fileKeys: []string{"portMapping"}, usage: "on, off, or the protocols to try in order (upnp,nat-pmp,pcp): ask the router to forward the direct path's UDP port (default on with --transport auto)", str: &s.PortMapping},
 		{flag: "tun", env: "PLURENET_TUN", fileKeys: []string{"tun"}, usage: "use a kernel TUN device with this name (needs CAP_NET_ADMIN)", str: &s.TUN},
 		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},
 		{flag: "log-level", env: "PLURENET_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "debug, info, warn or error", str: &s.LogLevel},

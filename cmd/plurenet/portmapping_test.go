@@ -3,7 +3,10 @@ package main
 import (
 	"errors"
 	"flag"
+	"slices"
 	"testing"
+
+	"github.com/plures/plurenet/portmap"
 )
 
 // TestPortMappingSetting: port mapping is on by default in auto mode, off
@@ -29,6 +32,10 @@ func TestPortMappingSetting(t *testing.T) {
 		{"relay", []string{"--transport", "relay"}, nil, true, false},
 		{"relay on", []string{"--transport", "relay", "--port-mapping", "on"}, nil, false, true},
 		{"bad value", []string{"--port-mapping", "yes"}, nil, false, true},
+		{"protocols", []string{"--port-mapping", "pcp, nat-pmp"}, nil, false, false},
+		{"protocol twice", []string{"--port-mapping", "pcp,pcp"}, nil, false, true},
+		{"unknown protocol", []string{"--port-mapping", "igd"}, nil, false, true},
+		{"relay with protocols", []string{"--transport", "relay", "--port-mapping", "upnp"}, nil, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +61,13 @@ func TestPortMappingSetting(t *testing.T) {
 			}
 			if cfg.NoPortMapping != tt.wantOff {
 				t.Fatalf("NoPortMapping = %v, want %v", cfg.NoPortMapping, tt.wantOff)
+			}
+			want := []portmap.Protocol(nil)
+			if tt.name == "protocols" {
+				want = []portmap.Protocol{portmap.PCP, portmap.NATPMP}
+			}
+			if !slices.Equal(cfg.PortMappingProtocols, want) {
+				t.Fatalf("protocols %q, want %q", cfg.PortMappingProtocols, want)
 			}
 		})
 	}

@@ -11,11 +11,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/overlay"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/proxy/portfwd"
 	"github.com/plures/plurenet/transports/relay"
 )
@@ -197,16 +200,8 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 			cfg.Relays = append(cfg.Relays, u.String())
 		}
 	}
-	switch s.PortMapping {
-	case "", "on":
-		if s.PortMapping == "on" && cfg.Transport != "" && cfg.Transport != "auto" {
-			return cfg, usageErrorf("--port-mapping on is for --transport auto: relay sends no UDP at all, and direct has no ICE to offer the mapped address to")
-		}
-		cfg.NoPortMapping = cfg.Transport != "" && cfg.Transport != "auto"
-	case "off":
-		cfg.NoPortMapping = true
-	default:
-		return cfg, usageErrorf("--port-mapping %q: want on or off", s.PortMapping)
+	if err := s.portMapping(&cfg); err != nil {
+		return cfg, err
 	}
 	cfg.StateDir = pick(s.StateDir, defaultStateDir(getenv))
 	if s.ListenPort != "" {
@@ -300,4 +295,31 @@ func (s *upSettings) portSpecs() ([]portfwd.ForwardSpec, []portfwd.ExposeSpec, e
 		ex = append(ex, e)
 	}
 	return fw, ex, nil
+}
+
+// portMapping checks --port-mapping: on (the default in auto mode), off, or
+// a comma-separated list of protocols to try in that order.
+func (s *upSettings) portMapping(cfg *overlay.Config) error {
+	auto := cfg.Transport == "" || cfg.Transport == overlay.TransportAuto
+	switch s.PortMapping {
+	case "":
+		cfg.NoPortMapping = !auto
+		return nil
+	case "off":
+		cfg.NoPortMapping = true
+		return nil
+	case "on":
+	default:
+		for _, p := range strings.Split(s.PortMapping, ",") {
+			p := portmap.Protocol(strings.TrimSpace(p))
+			if !slices.Contains(portmap.Protocols, p) || slices.Contains(cfg.PortMappingProtocols, p) {
+				return usageErrorf("--port-mapping %q: want on, off, or protocols from %q, each once", s.PortMapping, portmap.Protocols)
+			}
+			cfg.PortMappingProtocols = append(cfg.PortMappingProtocols, p)
+		}
+	}
+	if !auto {
+		return usageErrorf("--port-mapping %s is for --transport auto: relay sends no UDP at all, and direct has no ICE to offer the mapped address to", s.PortMapping)
+	}
+	return nil
 }

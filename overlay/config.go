@@ -120,9 +120,10 @@ const (
 // --stun-listen), so a deployment needs no other server.
 const relaySTUNPort = "3478"
 
-// relaySTUN returns the STUN responders of the relays, whose URLs
-// withDefaults has checked.
-func relaySTUN(relays []string) []string {
+// RelaySTUN returns the STUN responders of the relays (each relay's host,
+// port 3478): the default STUN servers of the direct path and of netcheck.
+// URLs that do not parse are skipped.
+func RelaySTUN(relays []string) []string {
 	out := []string{}
 	for _, r := range relays {
 		if u, err := relay.ParseURL(r); err == nil {
@@ -195,7 +196,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("UDP listen port %d: want 0 to 65535", cfg.ListenPort)
 	}
 	if cfg.STUNServers == nil {
-		cfg.STUNServers = relaySTUN(cfg.Relays)
+		cfg.STUNServers = RelaySTUN(cfg.Relays)
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU

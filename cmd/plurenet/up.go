@@ -236,21 +236,29 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		}
 		cfg.V4Prefix = p.Masked()
 	}
-	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			return cfg, fmt.Errorf("--ca-file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return cfg, fmt.Errorf("--ca-file %s: no PEM certificate in it", s.CAFile)
-		}
-		cfg.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tlsConf, err := s.tlsConfig()
+	cfg.TLSConfig = tlsConf
+	return cfg, err
+}
+
+// tlsConfig returns the TLS settings for wss:// relays: nil (the system's
+// roots) unless --ca-file adds roots.
+func (s *upSettings) tlsConfig() (*tls.Config, error) {
+	if s.CAFile == "" {
+		return nil, nil
 	}
-	return cfg, nil
+	pem, err := os.ReadFile(s.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", s.CAFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // directConfig checks the settings of --transport direct.

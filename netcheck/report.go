@@ -123,7 +123,7 @@ func (r *Report) judge() {
 		r.Verdict, r.Summary = VerdictDirect, fmt.Sprintf("Direct paths should work: the router forwards a port on request (%s), and members can reach this host at the forwarded address%s.",
 			strings.Join(mapped, ", "), r.mappingNote())
 	case r.Mapping == MappingDependent:
-		r.Verdict, r.Summary = VerdictEasyOnly, "Direct paths only to members whose NAT is easy: this NAT gives every destination a new public port (endpoint-dependent mapping, a \"symmetric\" NAT), so only members with a public address or an endpoint-independent NAT can reach this host directly; with the others traffic stays on the relay. A router that allows UPnP, NAT-PMP or PCP port mapping would let every member in."
+		r.Verdict, r.Summary = VerdictEasyOnly, "Direct paths only to members whose NAT is easy: this NAT gives every destination a new public port (endpoint-dependent mapping, a \"symmetric\" NAT), so direct paths form only with members that have a public address or a port mapping (and with some behind easy NATs); with the others traffic stays on the relay. A router that allows UPnP, NAT-PMP or PCP port mapping would let every member in."
 	default:
 		r.Verdict, r.Summary = VerdictUnknown, "UDP gets out, but with one STUN server answering the NAT's mapping cannot be told. Run again with two (--stun HOST:PORT twice; every plurenet relay answers STUN on port 3478)."
 	}

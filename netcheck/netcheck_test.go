@@ -7,12 +7,11 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/pion/stun/v4"
 	"go.uber.org/goleak"
 
+	"github.com/plures/plurenet/internal/stuntest"
 	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/relayserver"
 )
@@ -20,49 +19,6 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// stunServer serves STUN on 127.0.0.1 until the test ends. With lie set
-// it answers with that address instead of the client's, as a server behind
-// a NAT that maps each destination apart would report.
-func stunServer(t *testing.T, lie netip.AddrPort) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if !lie.IsValid() {
-			_ = relayserver.ServeSTUN(ctx, pc, quiet())
-			return
-		}
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			req := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if req.Decode() != nil {
-				continue
-			}
-			resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-				&stun.XORMappedAddress{IP: lie.Addr().AsSlice(), Port: int(lie.Port())})
-			if err == nil {
-				_, _ = pc.WriteTo(resp.Raw, from)
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		pc.Close()
-		wg.Wait()
-	})
-	return pc.LocalAddr().String()
-}
 
 // silentServer is a UDP port that never answers.
 func silentServer(t *testing.T) string {
@@ -94,9 +50,9 @@ func relayURL(t *testing.T) string {
 // truth (this host's own address: no NAT), lie the way servers behind the
 // two kinds of NAT would, or never answer; and a relay on loopback.
 func TestRun(t *testing.T) {
-	honest1, honest2 := stunServer(t, netip.AddrPort{}), stunServer(t, netip.AddrPort{})
-	sameA, sameB := stunServer(t, netip.MustParseAddrPort("198.51.100.7:40000")), stunServer(t, netip.MustParseAddrPort("198.51.100.7:40000"))
-	diffB := stunServer(t, netip.MustParseAddrPort("198.51.100.7:40001"))
+	honest1, honest2 := stuntest.Server(t), stuntest.Server(t)
+	sameA, sameB := stuntest.Reporting(t, netip.MustParseAddrPort("198.51.100.7:40000")), stuntest.Reporting(t, netip.MustParseAddrPort("198.51.100.7:40000"))
+	diffB := stuntest.Reporting(t, netip.MustParseAddrPort("198.51.100.7:40001"))
 	silent := silentServer(t)
 	relay := relayURL(t)
 

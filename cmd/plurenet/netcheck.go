@@ -13,7 +13,6 @@ import (
 
 	"github.com/plures/plurenet/netcheck"
 	"github.com/plures/plurenet/overlay"
-	"github.com/plures/plurenet/transports/relay"
 )
 
 func init() {
@@ -65,16 +64,11 @@ func runNetcheck(ctx context.Context, args []string, stdout io.Writer) error {
 // netcheckConfig checks the settings netcheck uses.
 func (s *upSettings) netcheckConfig() (netcheck.Config, error) {
 	var cfg netcheck.Config
-	for _, r := range []struct{ flag, url string }{{"--relay", s.Relay}, {"--relay-fallback", s.RelayFallback}} {
-		if r.url == "" {
-			continue
-		}
-		u, err := relay.ParseURL(r.url)
-		if err != nil {
-			return cfg, usageErrorf("%s: %v", r.flag, err)
-		}
-		cfg.Relays = append(cfg.Relays, u.String())
+	relays, err := s.relayURLs()
+	if err != nil {
+		return cfg, err
 	}
+	cfg.Relays = relays
 	switch {
 	case len(s.STUN) == 1 && s.STUN[0] == "none":
 	case len(s.STUN) > 0:

@@ -2,41 +2,20 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/plures/plurenet/internal/stuntest"
 	"github.com/plures/plurenet/netcheck"
-	"github.com/plures/plurenet/relayserver"
 )
-
-// loopbackSTUN serves STUN on 127.0.0.1 until the test ends.
-func loopbackSTUN(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = relayserver.ServeSTUN(ctx, pc, quietLogger())
-	}()
-	t.Cleanup(func() { cancel(); pc.Close(); wg.Wait() })
-	return pc.LocalAddr().String()
-}
 
 // TestNetcheckCommand runs "plurenet netcheck" against a relay and two
 // STUN servers on loopback (port mapping off: the test must not talk to
 // this machine's real gateway), as text and as JSON.
 func TestNetcheckCommand(t *testing.T) {
 	relayURL := startTestRelay(t)
-	args := []string{"netcheck", "--relay", relayURL, "--stun", loopbackSTUN(t), "--stun", loopbackSTUN(t), "--port-mapping", "off"}
+	args := []string{"netcheck", "--relay", relayURL, "--stun", stuntest.Server(t), "--stun", stuntest.Server(t), "--port-mapping", "off"}
 
 	var out, errOut bytes.Buffer
 	if code := run(append(args, "--json"), &out, &errOut); code != 0 {

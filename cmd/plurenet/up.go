@@ -189,16 +189,11 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		if s.Relay == "" {
 			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport direct on a LAN")
 		}
-		for _, r := range []struct{ flag, url string }{{"--relay", s.Relay}, {"--relay-fallback", s.RelayFallback}} {
-			if r.url == "" {
-				continue
-			}
-			u, err := relay.ParseURL(r.url)
-			if err != nil {
-				return cfg, usageErrorf("%s: %v", r.flag, err)
-			}
-			cfg.Relays = append(cfg.Relays, u.String())
+		relays, err := s.relayURLs()
+		if err != nil {
+			return cfg, err
 		}
+		cfg.Relays = relays
 	}
 	if err := s.portMapping(&cfg); err != nil {
 		return cfg, err
@@ -330,4 +325,21 @@ func (s *upSettings) portMapping(cfg *overlay.Config) error {
 		return usageErrorf("--port-mapping %s is for --transport auto: relay sends no UDP at all, and direct has no ICE to offer the mapped address to", s.PortMapping)
 	}
 	return nil
+}
+
+// relayURLs returns the relay and the fallback relay, normalized, primary
+// first; neither is required.
+func (s *upSettings) relayURLs() ([]string, error) {
+	var out []string
+	for _, r := range []struct{ flag, url string }{{"--relay", s.Relay}, {"--relay-fallback", s.RelayFallback}} {
+		if r.url == "" {
+			continue
+		}
+		u, err := relay.ParseURL(r.url)
+		if err != nil {
+			return nil, usageErrorf("%s: %v", r.flag, err)
+		}
+		out = append(out, u.String())
+	}
+	return out, nil
 }

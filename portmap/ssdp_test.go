@@ -118,3 +118,19 @@ func TestGatewayHTTPOnlyGateway(t *testing.T) {
 		t.Error("onGateway accepted another host")
 	}
 }
+
+func FuzzParseSSDPAnswer(f *testing.F) {
+	gw := netip.MustParseAddr("192.168.1.1")
+	f.Add([]byte("HTTP/1.1 200 OK\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\nLOCATION: http://192.168.1.1:5000/rootDesc.xml\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nLOCATION: http://192.168.1.20/x\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 404 Not Found\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		loc, err := parseSSDPAnswer(b, gw)
+		if err != nil {
+			return
+		}
+		if onGateway(loc, gw) != nil {
+			t.Fatalf("accepted %q, which is not on the gateway", loc)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -76,7 +77,7 @@ type Config struct {
 
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Protocols == nil {
-		cfg.Protocols = Protocols
+		cfg.Protocols = slices.Clone(Protocols)
 	}
 	seen := map[Protocol]bool{}
 	for _, p := range cfg.Protocols {
@@ -305,20 +306,21 @@ func validFor(mp Mapping) time.Duration {
 
 // remove deletes mp from the gateway on the way out, bounded by
 // closeTimeout.
+// The Mapper stops offering it either way.
 func (m *Mapper) remove(c client, mp Mapping) {
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	if err := c.remove(ctx, mp); err != nil {
-		m.log.Info("port mapping: not removed; it lapses on its own", "external", mp.External.String(), "err", err.Error())
-		return
-	}
-	m.log.Info("port mapping: removed", "external", mp.External.String(), "protocol", string(mp.Protocol))
 	m.mu.Lock()
 	m.current = Mapping{}
 	m.mu.Unlock()
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(Mapping{})
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if err := c.remove(ctx, mp); err != nil {
+		m.log.Info("port mapping: not removed; it lapses with its lease", "external", mp.External.String(), "err", err.Error())
+		return
+	}
+	m.log.Info("port mapping: removed", "external", mp.External.String(), "protocol", string(mp.Protocol))
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -305,8 +305,7 @@ func validFor(mp Mapping) time.Duration {
 }
 
 // remove deletes mp from the gateway on the way out, bounded by
-// closeTimeout.
-// The Mapper stops offering it either way.
+// closeTimeout; the Mapper stops offering it either way.
 func (m *Mapper) remove(c client, mp Mapping) {
 	m.mu.Lock()
 	m.current = Mapping{}

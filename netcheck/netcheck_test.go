@@ -125,3 +125,30 @@ func TestRunPortMapping(t *testing.T) {
 		t.Errorf("symmetric NAT with UPnP: %q: %s", sym.Verdict, sym.Summary)
 	}
 }
+
+// TestRunIPv6: a STUN server with an IPv6 address is asked over IPv6 too,
+// and one without is not.
+func TestRunIPv6(t *testing.T) {
+	v6 := stuntest.ServerOn(t, "[::1]:0")
+	v4 := stuntest.Server(t)
+	r, err := Run(context.Background(), Config{STUNServers: []string{v4, v6}, NoPortMapping: true, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.IPv6.UDP || len(r.IPv6.STUN) != 1 || r.IPv6.STUN[0].Server != v6 || !strings.HasPrefix(r.IPv6.STUN[0].Mapped, "[::1]:") {
+		t.Fatalf("IPv6 report %+v; want %s answering over IPv6", r.IPv6, v6)
+	}
+	if r.IPv6.Global == nil {
+		t.Error("ipv6.global is null; want a list (empty when there is none)")
+	}
+	for _, a := range r.IPv6.Global {
+		if p := netip.MustParseAddr(a); !isGlobal6(p) {
+			t.Errorf("%s listed as global", a)
+		}
+	}
+	// Over IPv4 the IPv6-only server has no address, and the other sees
+	// one of this host's own: no NAT.
+	if !r.UDP || r.Mapping != MappingNone || len(r.STUN) != 2 {
+		t.Errorf("udp %v mapping %q", r.UDP, r.Mapping)
+	}
+}

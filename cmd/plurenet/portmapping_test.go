@@ -49,7 +49,7 @@ func TestPortMappingSetting(t *testing.T) {
 			if err := s.resolve(fs, configPath, func(k string) string { return tt.env[k] }); err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := s.nodeConfig(nil)
+			cfg, err := s.nodeConfig(quietLogger())
 			if tt.wantErr {
 				if !errors.Is(err, errUsage) {
 					t.Fatalf("err = %v; want a usage error", err)
@@ -82,7 +82,7 @@ func TestPortMappingSetting(t *testing.T) {
 	if err := s.resolve(fs, configPath, func(string) string { return "" }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.nodeConfig(nil); !errors.Is(err, errUsage) {
+	if _, err := s.nodeConfig(quietLogger()); !errors.Is(err, errUsage) {
 		t.Fatalf("--transport direct --port-mapping on: %v; want a usage error", err)
 	}
 }

@@ -322,7 +322,7 @@ func (s *upSettings) portMapping(cfg *overlay.Config) error {
 		}
 	}
 	if !auto {
-		return usageErrorf("--port-mapping %s is for --transport auto: relay sends no UDP at all, and direct has no ICE to offer the mapped address to", s.PortMapping)
+		return usageErrorf("--port-mapping %s is for --transport auto: relay sends no UDP at all, and the mode without a relay runs no ICE to offer the mapped address to", s.PortMapping)
 	}
 	return nil
 }

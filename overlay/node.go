@@ -14,6 +14,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/direct"
 	"github.com/plures/plurenet/transports/relay"
@@ -41,6 +42,7 @@ type Node struct {
 	swarm   *swarmMode        // nil unless Transport is "swarm"
 	own     *ownedState       // nil in an open mesh
 	dns     *dnsService       // nil with DNS off
+	portmap *portmap.Mapper   // nil unless auto mode maps the direct port (directpath.go)
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -297,6 +299,9 @@ func (n *Node) Close() error {
 			c.Close()
 		}
 		n.closeSwarm()
+		if n.portmap != nil {
+			n.portmap.Close() // removes the mapping from the gateway
+		}
 		if n.direct != nil {
 			n.direct.Close()
 		}

@@ -33,6 +33,10 @@ type Status struct {
 	Owned *OwnedStatus `json:"owned,omitempty"`
 	// DNS describes the mesh's name server; absent with DNS off.
 	DNS *DNSStatus `json:"dns,omitempty"`
+
+	// PortMapping is the gateway's mapping of the UDP socket's port, while
+	// there is one.
+	PortMapping *PortMappingStatus `json:"portMapping,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -67,6 +71,13 @@ type MemberStatus struct {
 	Tags      []string `json:"tags,omitempty"`
 }
 
+// PortMappingStatus describes the gateway's port mapping of the direct
+// path's socket.
+type PortMappingStatus struct {
+	Protocol string `json:"protocol"` // "upnp", "nat-pmp" or "pcp"
+	External string `json:"external"` // the address members are offered
+}
+
 // DirectStatus describes the direct UDP path to one member.
 type DirectStatus struct {
 	State  string    `json:"state"`            // connecting, direct or lost
@@ -92,6 +103,11 @@ func (n *Node) Status() Status {
 	}
 	if n.direct != nil {
 		st.UDP = n.direct.LocalAddr().String()
+	}
+	if n.portmap != nil {
+		if mp, ok := n.portmap.Mapping(); ok {
+			st.PortMapping = &PortMappingStatus{Protocol: string(mp.Protocol), External: mp.External.String()}
+		}
 	}
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")

@@ -17,6 +17,7 @@ import (
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/direct"
 	"github.com/plures/plurenet/transports/relay"
+	"github.com/plures/plurenet/tun/filter"
 )
 
 // maintainInterval is how often the node expires silent members. It is a
@@ -40,6 +41,7 @@ type Node struct {
 	direct  *direct.Transport // nil with Transport "relay"
 	swarm   *swarmMode        // nil unless Transport is "swarm"
 	own     *ownedState       // nil in an open mesh
+	filter  *filter.Device    // the access filter; nil in an open mesh (access.go)
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -187,7 +189,7 @@ func (n *Node) setup() error {
 	// The device comes up after the transports are set: the Bind gathers
 	// the transports' own receive functions (the direct path's batched
 	// socket reads) when the device opens it.
-	n.dev = device.NewDevice(n.adapter.device(), n.bind, wireguardLogger(n.log))
+	n.dev = device.NewDevice(n.wrapFilter(n.adapter.device()), n.bind, wireguardLogger(n.log))
 	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
 		return fmt.Errorf("wireguard: setting key: %w", err)
 	}

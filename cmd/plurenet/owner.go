@@ -245,24 +245,46 @@ func (st *ownerState) revokedGrant(id string) bool { return slices.Contains(st.R
 // revokeTimeout bounds the hand-over to the running member.
 const revokeTimeout = 10 * time.Second
 
-func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("revoke")
-	dir := fs.String("owner-dir", "", ownerDirUsage())
-	stateDir := fs.String("state-dir", "", "state dir of a running member, which takes the revocation and spreads it")
+// documentFlags parses the flags of a command that signs an owner
+// document and hands it to a running member: --owner-dir, --state-dir and
+// one argument after them (want says what it is).
+func documentFlags(name, what string, args []string, want string) (dir, stateDir, arg string, err error) {
+	fs := newFlagSet(name)
+	d := fs.String("owner-dir", "", ownerDirUsage())
+	sd := fs.String("state-dir", "", "state dir of a running member, which takes the "+what+" and spreads it")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return "", "", "", err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return "", "", "", fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() != 1 {
-		return usageErrorf("want one member to revoke: its name or its node key (after the flags)")
+		return "", "", "", usageErrorf("want %s (after the flags)", want)
 	}
-	if *stateDir == "" {
-		return usageErrorf("--state-dir of a running member is required: it spreads the revocation")
+	if *sd == "" {
+		return "", "", "", usageErrorf("--state-dir of a running member is required: it spreads the %s", what)
 	}
-	who := fs.Arg(0)
-	k, st, err := loadOwner(*dir)
+	return *d, *sd, fs.Arg(0), nil
+}
+
+// handOver gives a signed document to the member running with stateDir.
+// The owner state already keeps it, so the error says to run again.
+func handOver(ctx context.Context, stateDir, ownerDir string, doc []byte, what string, version uint64) (overlay.DocumentResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
+	defer cancel()
+	res, err := overlay.PushDocument(ctx, stateDir, doc)
+	if err != nil {
+		return res, fmt.Errorf("%s version %d is signed and kept in %s, but the member did not take it: %w (run the same command again when it runs)", what, version, ownerDir, err)
+	}
+	return res, nil
+}
+
+func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
+	dir, stateDir, who, err := documentFlags("revoke", "revocation", args, "one member to revoke: its name or its node key")
+	if err != nil {
+		return err
+	}
+	k, st, err := loadOwner(dir)
 	if err != nil {
 		return err
 	}
@@ -297,14 +319,12 @@ func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	// Kept before it is handed over, so that a version is never signed
 	// twice with different lists; re-running hands the same one over.
-	if err := saveOwnerState(*dir, st); err != nil {
+	if err := saveOwnerState(dir, st); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
-	defer cancel()
-	res, err := overlay.PushDocument(ctx, *stateDir, doc)
+	res, err := handOver(ctx, stateDir, dir, doc, "revocation list", st.Revocations.Version)
 	if err != nil {
-		return fmt.Errorf("revocation list version %d is signed and kept in %s, but the member did not take it: %w (run the same command again when it runs)", st.Revocations.Version, *dir, err)
+		return err
 	}
 	fmt.Fprintf(stdout, "plurenet: revoked %s: revocation list version %d handed to the member (it holds version %d) and spread to the mesh\n", who, st.Revocations.Version, res.Held)
 	return nil
@@ -346,44 +366,33 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "set" {
 		return usageErrorf("want \"policy set --owner-dir DIR --state-dir STATE_OF_A_RUNNING_MEMBER policy.json\"")
 	}
-	fs := newFlagSet("policy set")
-	dir := fs.String("owner-dir", "", ownerDirUsage())
-	stateDir := fs.String("state-dir", "", "state dir of a running member, which takes the policy and spreads it")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() != 1 {
-		return usageErrorf("want one policy file (after the flags), e.g. {\"allow\":[{\"from\":\"tag:dev\",\"to\":\"tag:server\",\"ports\":[\"tcp/22\"]}]}")
-	}
-	if *stateDir == "" {
-		return usageErrorf("--state-dir of a running member is required: it spreads the policy")
-	}
-	k, st, err := loadOwner(*dir)
+	dir, stateDir, path, err := documentFlags("policy set", "policy", args[1:], `one policy file, e.g. {"allow":[{"from":"tag:dev","to":"tag:server","ports":["tcp/22"]}]}`)
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(fs.Arg(0))
+	k, st, err := loadOwner(dir)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("policy file: %w", err)
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("policy file %s: %w", fs.Arg(0), err)
+		return fmt.Errorf("policy file %s: %w", path, err)
 	}
 	if len(raw) > maxPolicyFile {
-		return usageErrorf("policy file %s: over %d bytes", fs.Arg(0), maxPolicyFile)
+		return usageErrorf("policy file %s: over %d bytes", path, maxPolicyFile)
 	}
 	pol, err := owner.ParsePolicy(raw)
 	if err != nil {
-		return usageErrorf("%s: %v", fs.Arg(0), err)
+		return usageErrorf("%s: %v", path, err)
 	}
 	body, err := pol.Marshal()
 	if err != nil {
-		return usageErrorf("%s: %v", fs.Arg(0), err)
+		return usageErrorf("%s: %v", path, err)
 	}
 	// The same rules keep their version, so re-running hands the same
 	// document over; new rules get the next one. Kept before it is
@@ -404,14 +413,12 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := saveOwnerState(*dir, st); err != nil {
+	if err := saveOwnerState(dir, st); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
-	defer cancel()
-	res, err := overlay.PushDocument(ctx, *stateDir, d.Append(nil))
+	res, err := handOver(ctx, stateDir, dir, d.Append(nil), "policy", st.Policy.Version)
 	if err != nil {
-		return fmt.Errorf("policy version %d is signed and kept in %s, but the member did not take it: %w (run the same command again when it runs)", st.Policy.Version, *dir, err)
+		return err
 	}
 	fmt.Fprintf(stdout, "plurenet: policy version %d (%d rules) handed to the member (it holds version %d) and spread to the mesh\n", st.Policy.Version, len(pol.Allow), res.Held)
 	return nil

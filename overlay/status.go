@@ -69,6 +69,8 @@ type MemberStatus struct {
 	// its certificate's.
 	Certified bool     `json:"certified"`
 	Tags      []string `json:"tags,omitempty"`
+	// Denied counts this member's packets the access policy dropped here.
+	Denied uint64 `json:"denied,omitempty"`
 }
 
 // PortMappingStatus describes the gateway's port mapping of the direct
@@ -128,8 +130,8 @@ func (n *Node) Status() Status {
 			Reconnects: rs.Reconnects,
 		})
 	}
-	var tags map[nodekey.Public][]string
-	st.Owned, tags = n.ownedStatus()
+	var owned map[nodekey.Public]memberOwned
+	st.Owned, owned = n.ownedStatus()
 	wg := n.wireguardPeers()
 	for _, m := range n.members.List() {
 		ms := MemberStatus{
@@ -140,8 +142,8 @@ func (n *Node) Status() Status {
 			IPv6:      m.V6.String(),
 			LastSeen:  m.LastSeen,
 		}
-		if t, ok := tags[m.Key]; ok {
-			ms.Certified, ms.Tags = true, t
+		if o, ok := owned[m.Key]; ok {
+			ms.Certified, ms.Tags, ms.Denied = true, o.tags, o.denied
 		}
 		p := n.bind.PathTo(m.Key)
 		ms.Path, ms.PathSince = p.Name, p.Since

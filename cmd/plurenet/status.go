@@ -63,6 +63,9 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 	if st.ForeignDropped > 0 {
 		fmt.Fprintf(w, "dropped %d packets from members that were not addressed to this node\n", st.ForeignDropped)
 	}
+	if o := st.Owned; o != nil && o.PolicyVersion > 0 {
+		fmt.Fprintf(w, "access policy version %d: denied %d packets from members\n", o.PolicyVersion, o.Denied)
+	}
 	for _, r := range st.Relays {
 		state := "connected"
 		if !r.Connected {

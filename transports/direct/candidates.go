@@ -38,7 +38,7 @@ func (t *Transport) refuseRemote(a netip.Addr, sameHost func() bool) string {
 	case !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a == limitedBroadcast ||
 		thisNetwork.Contains(a) || reserved4.Contains(a):
 		return "not a unicast IPv4 address"
-	case a.IsLoopback() || t.ownAddrs[a]:
+	case a.IsLoopback() || (*t.ownAddrs.Load())[a]:
 		if !sameHost() {
 			return "this host's own address, and the peer does not run on this host"
 		}

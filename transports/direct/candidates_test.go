@@ -30,7 +30,7 @@ func srflxCandidate(t *testing.T, addr string, port int) string {
 // ownLANAddr is one of this host's own non-loopback IPv4 addresses, if it
 // has one.
 func ownLANAddr(tr *Transport) (netip.Addr, bool) {
-	for a := range tr.ownAddrs {
+	for a := range *tr.ownAddrs.Load() {
 		if a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
 			return a, true
 		}

@@ -31,10 +31,11 @@ type peer struct {
 	controlling bool
 	log         *slog.Logger
 
-	inbox  chan signal
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
+	inbox    chan signal
+	kick     chan struct{}
+	restartc chan struct{} // Restart asks for a fresh session (restart.go)
+	cancel   context.CancelFunc
+	done     chan struct{}
 
 	path   atomic.Pointer[directPath] // ICE's validated path; nil unless direct
 	static atomic.Pointer[directPath] // the static path (SetStatic); nil if none
@@ -83,6 +84,7 @@ func newPeer(t *Transport, key nodekey.Public) *peer {
 		log:         t.log.With("peer", key.ShortString(), "role", role),
 		inbox:       make(chan signal, peerInbox),
 		kick:        make(chan struct{}, 1),
+		restartc:    make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
 }
@@ -187,6 +189,8 @@ func (p *peer) run(ctx context.Context) {
 		case s := <-p.inbox:
 			p.onSignal(s, time.Now())
 		case <-p.kick:
+		case <-p.restartc:
+			p.restart(time.Now())
 		case <-tick.C:
 		}
 		p.step(time.Now())

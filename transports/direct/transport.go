@@ -49,7 +49,7 @@ type Transport struct {
 	inet  *stdnet.Net // interfaces as seen from the namespace New ran in
 	// ownAddrs are this host's addresses and marker its same-host
 	// evidence (nil without ICE): see candidates.go.
-	ownAddrs map[netip.Addr]bool
+	ownAddrs atomic.Pointer[map[netip.Addr]bool] // replaced by Restart (restart.go)
 	marker   *hostMarker
 	urls     []*stun.URI
 	epoch    time.Time              // monotonic base for packet timestamps
@@ -133,7 +133,8 @@ func New(cfg Config) (*Transport, error) {
 		t.udp.Close()
 		return nil, fmt.Errorf("direct: listing interfaces: %w", err)
 	}
-	t.ownAddrs = ownAddrs(t.inet)
+	own := ownAddrs(t.inet)
+	t.ownAddrs.Store(&own)
 	if !cfg.DisableICE {
 		if t.marker, err = newHostMarker(t.self); err != nil {
 			t.udp.Close()

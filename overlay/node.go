@@ -224,6 +224,7 @@ func (n *Node) setup() error {
 		defer n.wg.Done()
 		n.maintain(ctx)
 	}()
+	n.watchNetwork(ctx)
 	n.log.Info("node up", "name", cfg.Name, "adapter", n.adapter, "key", n.pub.ShortString(), "ipv4", n.selfV4, "ipv6", n.v6,
 		"rendezvous", hex.EncodeToString(n.keys.Rendezvous[:4]))
 	return nil

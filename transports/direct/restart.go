@@ -5,6 +5,13 @@ import (
 	"time"
 )
 
+// stunCacheTTL is how long one STUN answer (this node's public address)
+// serves new ICE sessions. Long enough to share one answer among the
+// sessions a join burst starts together; short enough (netmon's debounce)
+// that a session started after a move never gets the address from before
+// it, which would leave the move unhealed until the cache expired.
+const stunCacheTTL = 250 * time.Millisecond
+
 // Restart is what a node does when its network changed under it (package
 // netmon): an address came or went, the default route moved, or the host
 // woke from sleep. Every candidate gathered before may be stale, and so

@@ -146,6 +146,9 @@ func New(cfg Config) (*Transport, error) {
 		Logger:  pionLogger{log: t.log}.NewLogger("mux"),
 		UDPConn: t.stun,
 		Net:     t.inet,
+		// pion's default (25 s) would hand a session started after a
+		// move the pre-move public address (restart.go).
+		XORMappedAddrCacheTTL: stunCacheTTL,
 	})
 	empty := map[nodekey.Public]*peer{}
 	t.peers.Store(&empty)

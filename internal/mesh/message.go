@@ -18,6 +18,7 @@ const (
 	KindAnnounce Kind = 1 // "I am a member": key, addresses, name, candidates
 	KindLeave    Kind = 2 // "I am leaving": remove me now rather than after MemberTimeout
 	KindSignal   Kind = 3 // reserved for ICE signaling; the body is opaque to this package
+	KindForward  Kind = 4 // "here is another member": its sealed announcement and where it was heard (forward.go)
 )
 
 func (k Kind) String() string {
@@ -28,6 +29,8 @@ func (k Kind) String() string {
 		return "leave"
 	case KindSignal:
 		return "signal"
+	case KindForward:
+		return "forward"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -75,6 +78,8 @@ type Message struct {
 	Announce Announce
 	// Signal is the body of KindSignal, opaque until ICE signaling defines it.
 	Signal []byte
+	// Forward is the body of KindForward.
+	Forward Forward
 }
 
 // Announce is what a member tells the mesh about itself.
@@ -129,6 +134,8 @@ func appendBody(b []byte, m *Message) ([]byte, error) {
 		return b, nil
 	case KindSignal:
 		return append(b, m.Signal...), nil
+	case KindForward:
+		return appendForward(b, &m.Forward)
 	}
 	return nil, fmt.Errorf("mesh: cannot seal message of %v", m.Kind)
 }
@@ -187,7 +194,7 @@ func parsePlaintext(rendezvous [32]byte, p []byte) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	m.Announce, m.Signal = body.Announce, body.Signal
+	m.Announce, m.Signal, m.Forward = body.Announce, body.Signal, body.Forward
 	return m, nil
 }
 
@@ -209,6 +216,12 @@ func parseBody(k Kind, b []byte) (Message, error) {
 	case KindLeave:
 	case KindSignal:
 		m.Signal = append([]byte(nil), b...)
+	case KindForward:
+		f, err := parseForward(b)
+		if err != nil {
+			return m, err
+		}
+		m.Forward = f
 	default:
 		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformed, byte(k))
 	}

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"slices"
@@ -109,7 +110,8 @@ func TestParseBodyKinds(t *testing.T) {
 		{"leave with future fields", KindLeave, []byte{1, 2, 3}, true},
 		{"signal", KindSignal, []byte("x"), true},
 		{"kind 0", 0, nil, false},
-		{"kind 4", 4, nil, false},
+		{"forward empty", KindForward, nil, false},
+		{"kind 5", 5, nil, false},
 		{"kind 255", 255, []byte{1}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -132,11 +134,24 @@ func FuzzParseBody(f *testing.F) {
 	f.Add(byte(KindLeave), []byte{})
 	f.Add(byte(KindSignal), []byte("sdp"))
 	f.Add(byte(KindAnnounce), make([]byte, announceFixedLen+2))
+	f.Add(byte(KindForward), forwardBody(f))
 	f.Fuzz(func(t *testing.T, kind byte, body []byte) {
 		m, err := parseBody(Kind(kind), body)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if Kind(kind) == KindForward {
+			fw := m.Forward
+			enc, err := appendForward(nil, &fw)
+			if err != nil {
+				t.Fatalf("accepted forward does not re-encode: %v (%+v)", err, fw)
+			}
+			back, err := parseBody(KindForward, enc)
+			if err != nil || back.Forward.Addr != fw.Addr || !bytes.Equal(back.Forward.Sealed, fw.Sealed) {
+				t.Fatalf("re-decoded %+v, %v; want %+v", back.Forward, err, fw)
 			}
 			return
 		}

@@ -91,9 +91,13 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			}
 		}
 		return
+	case mesh.KindForward:
+		n.handleForward(c, from, m.Forward)
+		return
 	case mesh.KindAnnounce:
 		if c.src.IsValid() {
 			n.learnPath(c, from, m.Announce.Candidates)
+			n.heardDirect(c, from, payload)
 		}
 	}
 	switch ev.Kind {
@@ -103,6 +107,9 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		// last periodic announcement).
 		n.answer(c, from)
 		n.syncPeers()
+		if n.swarm != nil && c.src.IsValid() && !c.multicast {
+			n.introduce(from)
+		}
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
 			n.log.Info("member left", "peer", from.ShortString())

@@ -28,7 +28,9 @@ type Status struct {
 	Started        time.Time      `json:"started"`
 	Relays         []RelayStatus  `json:"relays"`
 	Members        []MemberStatus `json:"members"`
-	Warnings       []string       `json:"warnings,omitempty"`
+	// DHT is the Mainline DHT's state in swarm mode; absent without it.
+	DHT      *DHTStatus `json:"dht,omitempty"`
+	Warnings []string   `json:"warnings,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -55,6 +57,10 @@ type MemberStatus struct {
 	LastSeen      time.Time `json:"lastSeen"` // last membership announcement
 	// Direct is the direct UDP path's state; absent with transport "relay".
 	Direct *DirectStatus `json:"direct,omitempty"`
+	// Via is how a swarm-mode member was first met: "dht" (at an address
+	// the DHT found), "forward" (another member introduced it), or the
+	// carrier ("direct", "lan").
+	Via string `json:"via,omitempty"`
 }
 
 // DirectStatus describes the direct UDP path to one member.
@@ -120,11 +126,13 @@ func (n *Node) Status() Status {
 				ms.Direct = ds
 			}
 		}
+		ms.Via = n.howMet(m.Key)
 		if w, ok := wg[m.Key]; ok {
 			ms.LastHandshake, ms.RxBytes, ms.TxBytes = w.lastHandshake, w.rx, w.tx
 		}
 		st.Members = append(st.Members, ms)
 	}
+	st.DHT = n.dhtStatus(st.Members)
 	return st
 }
 

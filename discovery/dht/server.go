@@ -9,6 +9,7 @@ import (
 
 	anacrolixdht "github.com/anacrolix/dht/v2"
 	"github.com/anacrolix/dht/v2/bep44"
+	"github.com/anacrolix/dht/v2/krpc"
 	alog "github.com/anacrolix/log"
 	"golang.org/x/time/rate"
 )
@@ -81,6 +82,12 @@ func NewServer(conn net.PacketConn, cfg ServerConfig) (*anacrolixdht.Server, *Pe
 			}
 			return anacrolixdht.ResolveHostPorts(boot)
 		},
+		// v2.23.0 dereferences the arguments of an announce_peer (and a
+		// put) query without checking that it has any: one 34-byte
+		// datagram from anyone crashes the process. BEP 5 queries all
+		// carry arguments (at least the sender's id), so a query without
+		// them is dropped here. Found by FuzzServerDatagram.
+		OnQuery:     func(m *krpc.Msg, _ net.Addr) bool { return m.A != nil },
 		PeerStore:   ps,
 		Store:       refuseStore{},
 		SendLimiter: rate.NewLimiter(rate.Limit(cfg.SendRate), cfg.SendRate),

@@ -65,7 +65,7 @@ type bench struct {
 	stateDir string
 }
 
-// labRows measures rows (a) to (h) in a fresh lab. The outcome says whether
+// labRows measures rows (a) to (j) in a fresh lab. The outcome says whether
 // the lab could run at all.
 func labRows(cfg labConfig) ([]*row, labOutcome) {
 	var rows []*row

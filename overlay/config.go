@@ -48,6 +48,10 @@ type Config struct {
 	// PinnedV4 pins this node's IPv4 address instead of deriving it.
 	PinnedV4 netip.Addr
 
+	// Owned makes the node a member of an owned mesh (owned.go); nil for
+	// an open mesh.
+	Owned *Owned
+
 	// Transport is "auto" (the default: relays at once, direct UDP when ICE
 	// succeeds), "relay" (relays only) or "swarm" (no relay at all: members
 	// find each other by LAN discovery and static peers, see Peers and LAN,
@@ -103,6 +107,10 @@ type Config struct {
 	// every path: a relay frame inside TLS inside TCP, or WireGuard in UDP
 	// over a 1400-byte tunnel).
 	MTU int
+
+	// DNS configures the mesh's name server (dns.go); the zero value
+	// serves the members' names.
+	DNS DNSConfig
 
 	// TLSConfig is used for wss:// relays (custom root CAs).
 	TLSConfig *tls.Config
@@ -175,6 +183,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	var err error
+	if cfg.DNS, err = cfg.DNS.withDefaults(cfg.Topic, cfg.TopicID); err != nil {
+		return cfg, err
 	}
 	mode, renamed, err := ParseTransport(cfg.Transport)
 	if err != nil {

@@ -39,6 +39,8 @@ type Node struct {
 	relays  []*relay.Client   // primary first, as in cfg.Relays
 	direct  *direct.Transport // nil with Transport "relay"
 	swarm   *swarmMode        // nil unless Transport is "swarm"
+	own     *ownedState       // nil in an open mesh
+	dns     *dnsService       // nil with DNS off
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -106,6 +108,9 @@ func (n *Node) setup() error {
 	}
 	n.log.Debug("derived mesh keys", "secret", kind, "took", time.Since(began))
 	n.keys = mesh.DeriveKeys(cfg.TopicID, stretched)
+	if err := n.setupOwned(); err != nil {
+		return err
+	}
 	ula := mesh.ULAPrefix(cfg.TopicID)
 	n.v6 = mesh.V6(ula, n.pub)
 	n.members, err = mesh.NewMembers(mesh.Config{
@@ -190,6 +195,10 @@ func (n *Node) setup() error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
+	// Before ready: every membership change after this updates the names.
+	if err := n.startDNS(ctx, ula); err != nil {
+		return err
+	}
 	// Only now may sealed messages be acted on: a member joining
 	// configures the device.
 	close(n.ready)
@@ -245,6 +254,7 @@ func (n *Node) maintain(ctx context.Context) {
 		case <-announce.C:
 			n.announce()
 		case <-expire.C:
+			n.recheck(time.Now()) // certificates that expired
 			if gone := n.members.Expire(time.Now()); len(gone) > 0 {
 				for _, m := range gone {
 					n.log.Info("member timed out", "peer", m.Key.ShortString(), "name", m.Name)
@@ -266,6 +276,10 @@ func (n *Node) Close() error {
 		if n.cancel != nil {
 			n.cancel()
 		}
+		// Split DNS is reverted while its interface still exists.
+		if n.dns != nil {
+			n.dns.closeLink()
+		}
 		// The device first, so WireGuard stops sending before the relays
 		// go; closing it closes the Bind and the adapter too.
 		if n.dev != nil {
@@ -275,6 +289,9 @@ func (n *Node) Close() error {
 			if err := n.adapter.close(); err != nil {
 				n.log.Warn("closing adapter", "adapter", n.adapter, "err", err)
 			}
+		}
+		if n.dns != nil {
+			n.dns.close()
 		}
 		for _, c := range n.relays {
 			c.Close()

@@ -71,6 +71,10 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			return // our own multicast, looped back
 		}
 	}
+	// In an owned mesh only a certified member enters the membership.
+	if m.Kind == mesh.KindAnnounce && from == m.From && !n.admit(from, &m.Announce, time.Now()) {
+		return
+	}
 	// With a relay-authenticated key, Observe refuses a message sealed by
 	// another member: a member cannot speak for another.
 	ev, err := n.members.Observe(from, m, time.Now())
@@ -91,6 +95,9 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			}
 		}
 		return
+	case mesh.KindDocument:
+		n.receiveDocument(c, m.Document)
+		return
 	case mesh.KindForward:
 		n.handleForward(c, from, m.Forward)
 		return
@@ -99,6 +106,7 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			n.learnPath(c, from, m.Announce.Candidates)
 			n.heardDirect(c, from, payload)
 		}
+		n.compareDocuments(c, from, m.Announce.Owned)
 	}
 	switch ev.Kind {
 	case mesh.EventJoined:
@@ -121,13 +129,25 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 // answer sends this node's announcement to a member that just joined, the
 // way its message came: over the same relay, or to its direct path.
 func (n *Node) answer(c carrier, peer nodekey.Public) {
+	n.sendSealedTo(c, peer, n.selfAnnounce())
+}
+
+// sendSealedTo sends one member a sealed message the way its message came.
+func (n *Node) sendSealedTo(c carrier, peer nodekey.Public, m mesh.Message) {
+	b, ok := n.seal(m)
+	if !ok {
+		return
+	}
 	if c.relay != nil {
-		n.announceTo(c.relay, peer)
+		if err := c.relay.Send(peer, b); err != nil {
+			n.log.Debug("sealed message not sent", "relay", c.relay.URL(), "peer", peer.ShortString(), "kind", m.Kind, "err", err)
+		}
+		return
+	}
+	if n.direct == nil {
 		return
 	}
 	if addr, _, ok := n.direct.StaticAddr(peer); ok {
-		if b, ok := n.seal(n.selfAnnounce()); ok {
-			n.sendMeshTo(addr, b)
-		}
+		n.sendMeshTo(addr, b)
 	}
 }

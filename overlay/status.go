@@ -28,9 +28,13 @@ type Status struct {
 	Started        time.Time      `json:"started"`
 	Relays         []RelayStatus  `json:"relays"`
 	Members        []MemberStatus `json:"members"`
+	Warnings       []string       `json:"warnings,omitempty"`
+	// Owned describes the owned mesh; absent in an open mesh.
+	Owned *OwnedStatus `json:"owned,omitempty"`
+	// DNS describes the mesh's name server; absent with DNS off.
+	DNS *DNSStatus `json:"dns,omitempty"`
 	// DHT is the Mainline DHT's state in swarm mode; absent without it.
-	DHT      *DHTStatus `json:"dht,omitempty"`
-	Warnings []string   `json:"warnings,omitempty"`
+	DHT *DHTStatus `json:"dht,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -46,6 +50,7 @@ type RelayStatus struct {
 // MemberStatus describes one other member of the mesh.
 type MemberStatus struct {
 	Name          string    `json:"name"`
+	DNSName       string    `json:"dnsName,omitempty"` // the member's first name under the DNS suffix, if it has one
 	PublicKey     string    `json:"publicKey"`
 	IPv4          string    `json:"ipv4"`
 	IPv6          string    `json:"ipv6"`
@@ -57,6 +62,11 @@ type MemberStatus struct {
 	LastSeen      time.Time `json:"lastSeen"` // last membership announcement
 	// Direct is the direct UDP path's state; absent with transport "relay".
 	Direct *DirectStatus `json:"direct,omitempty"`
+	// Certified says the member's certificate chains to the mesh owner
+	// (always false in an open mesh, where nobody is certified); Tags are
+	// its certificate's.
+	Certified bool     `json:"certified"`
+	Tags      []string `json:"tags,omitempty"`
 	// Via is how a swarm-mode member was first met: "dht" (at an address
 	// the DHT found), "forward" (another member introduced it), or the
 	// carrier ("direct", "lan").
@@ -92,6 +102,11 @@ func (n *Node) Status() Status {
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
 	}
+	var dnsNames map[nodekey.Public]string
+	if n.dns != nil {
+		st.DNS, dnsNames = n.dns.status(n.pub)
+		st.Warnings = append(st.Warnings, n.dns.warningList()...)
+	}
 	for i, c := range n.relays {
 		rs := c.Status()
 		st.Relays = append(st.Relays, RelayStatus{
@@ -103,14 +118,20 @@ func (n *Node) Status() Status {
 			Reconnects: rs.Reconnects,
 		})
 	}
+	var tags map[nodekey.Public][]string
+	st.Owned, tags = n.ownedStatus()
 	wg := n.wireguardPeers()
 	for _, m := range n.members.List() {
 		ms := MemberStatus{
 			Name:      m.Name,
+			DNSName:   dnsNames[m.Key],
 			PublicKey: m.Key.String(),
 			IPv4:      m.V4.String(),
 			IPv6:      m.V6.String(),
 			LastSeen:  m.LastSeen,
+		}
+		if t, ok := tags[m.Key]; ok {
+			ms.Certified, ms.Tags = true, t
 		}
 		p := n.bind.PathTo(m.Key)
 		ms.Path, ms.PathSince = p.Name, p.Since

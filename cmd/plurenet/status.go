@@ -56,6 +56,7 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING: %s\n", warn)
 	}
+	printDNS(w, "", st.DNS)
 	if st.ForeignDropped > 0 {
 		fmt.Fprintf(w, "dropped %d packets from members that were not addressed to this node\n", st.ForeignDropped)
 	}

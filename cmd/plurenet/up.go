@@ -46,9 +46,20 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if flagGiven(fs, "key") {
 		warnSecretOnCommandLine(log, "key", "--key-file FILE (chmod 600) or PLURENET_KEY")
 	}
+	if flagGiven(fs, "invite") {
+		warnSecretOnCommandLine(log, "invite", "PLURENET_INVITE (the token holds the mesh secret; after enrolling, later starts need no token)")
+	}
+	owned, relays, err := s.applyEnrolment(log)
+	if err != nil {
+		return err
+	}
 	cfg, err := s.nodeConfig(log)
 	if err != nil {
 		return err
+	}
+	cfg.Owned = owned
+	if relays != nil && s.RelayFallback == "" {
+		cfg.Relays = relays // every relay of the invite
 	}
 	forwards, exposes, err := s.portSpecs()
 	if err != nil {
@@ -68,6 +79,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	defer node.Close()
 	v4, v6 := node.Addrs()
 	fmt.Fprintf(stdout, "plurenet: %s is up: IPv4 %s, IPv6 %s (status: plurenet status --state-dir %s)\n", cfg.Name, v4, v6, cfg.StateDir)
+	printDNS(stdout, "plurenet: ", node.Status().DNS)
 
 	// Every listener below is served until ctx ends; the first failure
 	// stops the node, so a half-working node never looks healthy.
@@ -119,6 +131,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}, log)
 		})
 	}
+	defer systemdReady(log, fmt.Sprintf("up: IPv4 %s, IPv6 %s", v4, v6))() // Type=notify units: ready now, stopping on return
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -241,6 +254,9 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 			return cfg, usageErrorf("--ipv4-prefix %q: want a prefix like 100.64.0.0/10", s.IPv4Prefix)
 		}
 		cfg.V4Prefix = p.Masked()
+	}
+	if err := s.dnsConfig(&cfg); err != nil {
+		return cfg, err
 	}
 	if s.CAFile != "" {
 		pem, err := os.ReadFile(s.CAFile)

@@ -81,39 +81,11 @@ func (d *labDHT) startMember(h *netlab.Host, name, key, dir string, extra ...str
 	return n
 }
 
-// waitMeet waits until a and b list each other (like waitMesh, with the
+// waitMeet waits until the nodes list each other (waitMesh, with the
 // DHT's longer wait) and returns how long that took from since.
 func waitMeet(t *testing.T, since time.Time, nodes ...*labNode) time.Duration {
 	t.Helper()
-	deadline := time.Now().Add(labDHTMeetWait)
-	for _, n := range nodes {
-		for {
-			st, err := n.status()
-			if err == nil {
-				n.ip4, _ = netip.ParseAddr(st.IPv4)
-				n.ip6, _ = netip.ParseAddr(st.IPv6)
-			}
-			if err == nil && n.ip4.IsValid() {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never answered a status query: %v\n%s", n.name, err, n.proc.Output())
-			}
-			time.Sleep(labPoll)
-		}
-	}
-	for _, n := range nodes {
-		for {
-			st := n.mustStatus()
-			if len(missingMembers(st, n, nodes)) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s does not list %s after %v: status %+v\n%s", n.name, missingMembers(st, n, nodes), labDHTMeetWait, st, n.proc.Output())
-			}
-			time.Sleep(labPoll / 4)
-		}
-	}
+	waitMeshWithin(t, labDHTMeetWait, nodes...)
 	return time.Since(since)
 }
 

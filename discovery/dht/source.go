@@ -120,15 +120,11 @@ func New(cfg Config) (*Source, error) {
 // Start starts the DHT node and the lookups, reporting new addresses to
 // sink.Found, until ctx ends or Close.
 func (s *Source) Start(ctx context.Context, sink discovery.Sink) error {
-	if sink.Found == nil {
-		return errors.New("DHT discovery: no Found func in the sink")
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.started {
-		return errors.New("DHT discovery: started twice")
+	if err := discovery.BeginStart(sink, &s.started, "DHT discovery"); err != nil {
+		return err
 	}
-	s.started = true
 	srv, _, err := NewServer(s.cfg.Conn, s.cfg.Server)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 
 	anacrolixdht "github.com/anacrolix/dht/v2"
 	"github.com/anacrolix/dht/v2/bep44"
@@ -69,6 +70,11 @@ func NewServer(conn net.PacketConn, cfg ServerConfig) (*anacrolixdht.Server, *Pe
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// The library also logs through its package's default logger (for
+	// instance every malformed KRPC datagram, to stderr): anyone could fill
+	// a member's log at the DHT's receive rate. It goes to slog at debug
+	// level too, set once, before any DHT node runs.
+	libraryLog.Do(func() { alog.Default.Handlers = []alog.Handler{slogHandler{cfg.Logger}} })
 	boot := cfg.Bootstrap
 	ps := NewPeerStore()
 	lg := alog.NewLogger("dht").WithFilterLevel(alog.Debug)
@@ -99,6 +105,8 @@ func NewServer(conn net.PacketConn, cfg ServerConfig) (*anacrolixdht.Server, *Pe
 	}
 	return s, ps, nil
 }
+
+var libraryLog sync.Once
 
 // refuseStore is a bep44.Store that stores nothing.
 type refuseStore struct{}

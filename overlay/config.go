@@ -14,6 +14,7 @@ import (
 
 	dhtdisc "github.com/plures/plurenet/discovery/dht"
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -66,6 +67,16 @@ type Config struct {
 	ListenPort int
 	// ListenAddr is the IPv4 address the direct path binds (zero: all).
 	ListenAddr netip.Addr
+
+	// NoPortMapping turns off asking the gateway (UPnP IGD, NAT-PMP, PCP)
+	// to forward the direct path's UDP port, which is on by default in
+	// auto mode: the mapped address is offered to members as a candidate
+	// that works through NATs no hole punch gets through. Relay mode sends
+	// no UDP at all and direct mode has no ICE, so neither maps.
+	NoPortMapping bool
+	// PortMappingProtocols limits port mapping to these protocols, in
+	// this order of preference; nil means portmap.Protocols.
+	PortMappingProtocols []portmap.Protocol
 
 	// STUNServers ("host:port") tell the direct path this node's public
 	// address. Nil means the relays' own STUN responders (each relay's
@@ -156,9 +167,10 @@ func ParseTransport(s string) (mode string, renamed bool, err error) {
 // --stun-listen), so a deployment needs no other server.
 const relaySTUNPort = "3478"
 
-// relaySTUN returns the STUN responders of the relays, whose URLs
-// withDefaults has checked.
-func relaySTUN(relays []string) []string {
+// RelaySTUN returns the STUN responders of the relays (each relay's host,
+// port 3478): the default STUN servers of the direct path and of netcheck.
+// URLs that do not parse are skipped.
+func RelaySTUN(relays []string) []string {
 	out := []string{}
 	for _, r := range relays {
 		if u, err := relay.ParseURL(r); err == nil {
@@ -248,7 +260,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("UDP listen port %d: want 0 to 65535", cfg.ListenPort)
 	}
 	if cfg.STUNServers == nil {
-		cfg.STUNServers = relaySTUN(cfg.Relays)
+		cfg.STUNServers = RelaySTUN(cfg.Relays)
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU

@@ -35,6 +35,10 @@ type Status struct {
 	DNS *DNSStatus `json:"dns,omitempty"`
 	// DHT is the Mainline DHT's state in swarm mode; absent without it.
 	DHT *DHTStatus `json:"dht,omitempty"`
+
+	// PortMapping is the gateway's mapping of the UDP socket's port, while
+	// there is one.
+	PortMapping *PortMappingStatus `json:"portMapping,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -71,6 +75,15 @@ type MemberStatus struct {
 	// the DHT found), "forward" (another member introduced it), or the
 	// carrier ("direct", "lan").
 	Via string `json:"via,omitempty"`
+	// Denied counts this member's packets the access policy dropped here.
+	Denied uint64 `json:"denied,omitempty"`
+}
+
+// PortMappingStatus describes the gateway's port mapping of the direct
+// path's socket.
+type PortMappingStatus struct {
+	Protocol string `json:"protocol"` // "upnp", "nat-pmp" or "pcp"
+	External string `json:"external"` // the address members are offered
 }
 
 // DirectStatus describes the direct UDP path to one member.
@@ -99,6 +112,11 @@ func (n *Node) Status() Status {
 	if n.direct != nil {
 		st.UDP = n.direct.LocalAddr().String()
 	}
+	if n.portmap != nil {
+		if mp, ok := n.portmap.Mapping(); ok {
+			st.PortMapping = &PortMappingStatus{Protocol: string(mp.Protocol), External: mp.External.String()}
+		}
+	}
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
 	}
@@ -118,8 +136,8 @@ func (n *Node) Status() Status {
 			Reconnects: rs.Reconnects,
 		})
 	}
-	var tags map[nodekey.Public][]string
-	st.Owned, tags = n.ownedStatus()
+	var owned map[nodekey.Public]memberOwned
+	st.Owned, owned = n.ownedStatus()
 	wg := n.wireguardPeers()
 	for _, m := range n.members.List() {
 		ms := MemberStatus{
@@ -130,8 +148,8 @@ func (n *Node) Status() Status {
 			IPv6:      m.V6.String(),
 			LastSeen:  m.LastSeen,
 		}
-		if t, ok := tags[m.Key]; ok {
-			ms.Certified, ms.Tags = true, t
+		if o, ok := owned[m.Key]; ok {
+			ms.Certified, ms.Tags, ms.Denied = true, o.tags, o.denied
 		}
 		p := n.bind.PathTo(m.Key)
 		ms.Path, ms.PathSince = p.Name, p.Since

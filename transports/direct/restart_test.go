@@ -10,14 +10,8 @@ import (
 // controlling and the controlled one), the path is re-established by a new
 // ICE session, not left on the old one.
 func TestRestartMakesFreshSessions(t *testing.T) {
-	n := newSignalNet()
-	ka, kb := newKey(t), newKey(t)
-	a := newLoopback(t, n, ka, nil)
-	b := newLoopback(t, n, kb, nil)
-	a.AddPeer(kb.Public())
-	b.AddPeer(ka.Public())
-	waitState(t, a, kb.Public(), StateDirect, 10*time.Second)
-	waitState(t, b, ka.Public(), StateDirect, 10*time.Second)
+	a, b := directPair(t)
+	ka, kb := a.cfg.PrivateKey, b.cfg.PrivateKey
 
 	// Since moves when the state does: a path that went connecting and
 	// came back direct is a new session's.
@@ -50,4 +44,18 @@ func TestRestartMakesFreshSessions(t *testing.T) {
 	if err := a.Restart("after close"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Restart after Close: %v, want ErrClosed", err)
 	}
+}
+
+// directPair makes two loopback transports that are peers of each other
+// and waits until each has a direct path to the other.
+func directPair(t *testing.T) (a, b *Transport) {
+	t.Helper()
+	n := newSignalNet()
+	a = newLoopback(t, n, newKey(t), nil)
+	b = newLoopback(t, n, newKey(t), nil)
+	a.AddPeer(b.self)
+	b.AddPeer(a.self)
+	waitState(t, a, b.self, StateDirect, 20*time.Second)
+	waitState(t, b, a.self, StateDirect, 20*time.Second)
+	return a, b
 }

@@ -46,6 +46,12 @@ type Node struct {
 	dns     *dnsService       // nil with DNS off
 	portmap *portmap.Mapper   // nil unless auto mode maps the direct port (directpath.go)
 	ctl     *controlServer
+
+	// pmMu guards portmap and pmClosed once the node is up: a network
+	// change replaces the mapper (roam.go).
+	pmMu     sync.Mutex
+	pmClosed bool
+
 	stamp   *mesh.Stamper
 	started time.Time
 	// ready is closed once the device is up: handleSealed waits for it
@@ -305,9 +311,7 @@ func (n *Node) Close() error {
 			c.Close()
 		}
 		n.closeSwarm()
-		if n.portmap != nil {
-			n.portmap.Close() // removes the mapping from the gateway
-		}
+		n.closePortMapping() // removes the mapping from the gateway
 		if n.direct != nil {
 			n.direct.Close()
 		}

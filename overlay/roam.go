@@ -2,8 +2,10 @@ package overlay
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/plures/plurenet/netmon"
+	"github.com/plures/plurenet/portmap"
 )
 
 // watchNetwork follows the host's network (package netmon) for the life of
@@ -42,10 +44,59 @@ func (n *Node) onNetChange(e netmon.Event) {
 	for _, c := range n.relays {
 		c.Rebind(why)
 	}
+	mapping := n.hasPortMapping()
 	if n.direct != nil {
+		if mapping {
+			// The mapping was made on the gateway of the network left
+			// behind: the new sessions must not offer it.
+			n.direct.SetMapped(netip.AddrPort{}, netip.AddrPort{})
+		}
 		if err := n.direct.Restart(string(e.Reason)); err != nil {
 			n.log.Warn("direct path after the network change", "err", err)
 		}
 	}
 	n.announce()
+	if mapping {
+		n.remapPort()
+	}
+}
+
+func (n *Node) hasPortMapping() bool { return n.portMapper() != nil }
+
+// portMapper is the current port mapper, nil if none.
+func (n *Node) portMapper() *portmap.Mapper {
+	n.pmMu.Lock()
+	defer n.pmMu.Unlock()
+	return n.portmap
+}
+
+// remapPort replaces the port mapper, so the new network's gateway is found
+// and asked. It runs last in onNetChange: removing the old mapping waits
+// up to portmap's close timeout for a gateway that is likely out of reach,
+// so that happens outside the lock status reads under.
+func (n *Node) remapPort() {
+	n.pmMu.Lock()
+	old := n.portmap
+	n.portmap = nil
+	n.pmMu.Unlock()
+	if old == nil {
+		return
+	}
+	old.Close()
+	n.pmMu.Lock()
+	defer n.pmMu.Unlock()
+	if !n.pmClosed {
+		n.startPortMapping()
+	}
+}
+
+// closePortMapping stops the port mapper for good (Node.Close).
+func (n *Node) closePortMapping() {
+	n.pmMu.Lock()
+	pm := n.portmap
+	n.portmap, n.pmClosed = nil, true
+	n.pmMu.Unlock()
+	if pm != nil {
+		pm.Close()
+	}
 }

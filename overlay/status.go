@@ -112,8 +112,8 @@ func (n *Node) Status() Status {
 	if n.direct != nil {
 		st.UDP = n.direct.LocalAddr().String()
 	}
-	if n.portmap != nil {
-		if mp, ok := n.portmap.Mapping(); ok {
+	if pm := n.portMapper(); pm != nil {
+		if mp, ok := pm.Mapping(); ok {
 			st.PortMapping = &PortMappingStatus{Protocol: string(mp.Protocol), External: mp.External.String()}
 		}
 	}

@@ -76,32 +76,45 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	ev, err := n.members.Observe(from, m, time.Now())
 	if err != nil {
 		// The same announcement arrives once per relay and per carriage;
-		// the second copy is a replay by design.
+		// the second copy is a replay by design. In swarm mode a replay
+		// from elsewhere may still be the member's own copy racing one an
+		// outsider sent first: the direct transport checks its source.
 		if !errors.Is(err, mesh.ErrReplay) {
 			n.log.Info("rejected mesh message", "via", c.name, "from", c.who(), "peer", m.From.ShortString(), "kind", m.Kind, "err", err)
+		} else if m.Kind == mesh.KindAnnounce {
+			n.heard(c, from, m.Announce.Candidates, false)
 		}
 		return
 	}
+	if c.multicast && n.swarm != nil && n.swarm.lan != nil {
+		// A member's sending socket: its next messages get a member's
+		// budget in the group reader.
+		n.swarm.lan.Vouch(c.src)
+	}
 	switch m.Kind {
 	case mesh.KindSignal:
-		// ICE signaling rides the relays only: swarm mode has no ICE.
-		if n.direct != nil && c.relay != nil {
+		switch {
+		case n.direct == nil:
+		case c.relay != nil:
 			if err := n.direct.HandleSignal(from, m.Signal); err != nil {
 				n.log.Debug("dropping direct-path signal", "peer", from.ShortString(), "err", err)
+			}
+		case c.src.IsValid() && !c.multicast:
+			// Swarm mode: a path check (no ICE without a relay).
+			if err := n.direct.HandlePathSignal(from, c.src, m.Signal); err != nil {
+				n.log.Debug("dropping path check", "peer", from.ShortString(), "from", c.src.String(), "err", err)
 			}
 		}
 		return
 	case mesh.KindAnnounce:
-		if c.src.IsValid() {
-			n.learnPath(c, from, m.Announce.Candidates)
-		}
+		n.heard(c, from, m.Announce.Candidates, true)
 	}
 	switch ev.Kind {
 	case mesh.EventJoined:
 		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name, "via", c.name)
 		// The newcomer may not have heard us yet (it joined after our
 		// last periodic announcement).
-		n.answer(c, from)
+		n.answer(c, from, m.Announce.Candidates)
 		n.syncPeers()
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
@@ -113,14 +126,19 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 
 // answer sends this node's announcement to a member that just joined, the
 // way its message came: over the same relay, or to its direct path.
-func (n *Node) answer(c carrier, peer nodekey.Public) {
+func (n *Node) answer(c carrier, peer nodekey.Public, cands []string) {
 	if c.relay != nil {
 		n.announceTo(c.relay, peer)
 		return
 	}
-	if addr, _, ok := n.direct.StaticAddr(peer); ok {
-		if b, ok := n.seal(n.selfAnnounce()); ok {
-			n.sendMeshTo(addr, b)
-		}
+	// To where its message came from: its path is not checked yet. At
+	// worst (a copy replayed from another address) this sends one
+	// announcement there per member that joins.
+	addr, ok := n.carrierAddr(c, cands)
+	if !ok {
+		return
+	}
+	if b, ok := n.seal(n.selfAnnounce()); ok {
+		n.sendMeshTo(addr, b)
 	}
 }

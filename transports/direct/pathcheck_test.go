@@ -49,6 +49,7 @@ type checkNode struct {
 func newCheckNode(t *testing.T, key nodekey.Private) *checkNode {
 	t.Helper()
 	n := &checkNode{got: make(chan []byte, 16)}
+	ready := make(chan struct{}) // n.Transport is set
 	tr, err := New(Config{
 		PrivateKey: key,
 		ListenAddr: netip.MustParseAddr("127.0.0.1"),
@@ -59,6 +60,7 @@ func newCheckNode(t *testing.T, key nodekey.Private) *checkNode {
 			if !ok {
 				return
 			}
+			<-ready
 			select {
 			case n.got <- msg:
 			default:
@@ -72,6 +74,7 @@ func newCheckNode(t *testing.T, key nodekey.Private) *checkNode {
 	}
 	t.Cleanup(func() { tr.Close() })
 	n.Transport = tr
+	close(ready)
 	return n
 }
 

@@ -178,6 +178,9 @@ func (t *Transport) HandlePathSignal(from nodekey.Public, src netip.AddrPort, ms
 		return fmt.Errorf("direct: path signal from %s: %w", from.ShortString(), err)
 	}
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	if !ValidRemote(src) || t.excluded(src.Addr()) {
+		return fmt.Errorf("direct: path signal from %s at %s: not an address a path may have", from.ShortString(), src)
+	}
 	switch s.Type {
 	case sigProbe:
 		if err := t.sendPathSignal(src, &signal{Type: sigReply, Session: s.Session}); err != nil {

@@ -156,6 +156,23 @@ func TestPathCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Racing copies can make all of a's own messages look like replays:
+	// once the path's confirmation is old, a replayed one from the path
+	// itself is checked, and a's answer confirms the path again.
+	p := b.peer(a.self)
+	p.static.Load().confirmed.Store(b.now() - int64(recheckAfter) - 1)
+	b.Heard(a.self, a.LocalAddr(), false)
+	deadline = time.Now().Add(staticWait)
+	for b.Stats().PathsProven != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the path was not checked again: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := b.now() - p.static.Load().confirmed.Load(); got >= int64(recheckAfter) {
+		t.Fatalf("the check did not confirm the path: confirmed %v ago", time.Duration(got))
+	}
+
 	// a really moves (it restarted on another port): it answers there,
 	// and the path follows.
 	a2 := newCheckNode(t, aKey)

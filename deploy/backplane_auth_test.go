@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // accessKey looks like an Azure Managed Redis access key: base64, so it may
@@ -25,7 +27,7 @@ func TestBackplanePassword(t *testing.T) {
 	}
 	i1 := impls[0].start(t, options{redis: redisURL})
 	i2 := impls[1].start(t, options{redis: redisURL})
-	a, b := meet(t, i1, i2, newKey(t), newKey(t), rendezvous(21))
+	a, b := meet(t, i1, i2, testkit.Key(t), testkit.Key(t), testkit.Admission(21))
 	exchange(t, a, b)
 }
 

@@ -15,6 +15,7 @@ import (
 type child struct {
 	cmd    *exec.Cmd
 	stderr *lockedBuffer
+	stdout *lockedBuffer // the lines read so far, for what follows the ready line's
 	done   chan struct{} // closed once the process has exited
 	err    error         // how it exited; read only after done
 }
@@ -25,7 +26,7 @@ type child struct {
 // if still running, and its stderr shown if the test failed.
 func startChild(t *testing.T, name string, cmd *exec.Cmd, ready *regexp.Regexp) (string, *child) {
 	t.Helper()
-	c := &child{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{cmd: cmd, stderr: &lockedBuffer{}, stdout: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -39,6 +40,7 @@ func startChild(t *testing.T, name string, cmd *exec.Cmd, ready *regexp.Regexp) 
 		defer close(c.done)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			_, _ = c.stdout.Write(append(sc.Bytes(), '\n'))
 			if m := ready.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case matched <- m[1]:

@@ -13,6 +13,7 @@ import (
 
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -42,6 +43,11 @@ var scenarios = []scenario{
 	{name: "drain on SIGTERM", opts: options{drainGrace: 3 * time.Second}, run: testDrainOnStop},
 	{name: "connection lifetime", opts: options{lifetime: time.Second, drainGrace: time.Second}, run: testLifetime},
 	{name: "make-before-break at lifetime", opts: options{lifetime: 2 * time.Second, drainGrace: 2 * time.Second}, run: testLifetimeSwitch},
+	{name: "metrics not on the relay listener", opts: options{metrics: true}, run: testMetricsNotPublic},
+	{name: "members per rendezvous", opts: options{maxMembers: 3}, run: testMembersCap},
+	{name: "snapshot before later presence", run: testSnapshotOrder},
+	{name: "broadcast charged per receiver", opts: options{rate: 1000, rateBurst: 100_000}, run: testBroadcastCharged},
+	{name: "IPv6 /56 and /48 limits", opts: options{perIP: 1, trustProxy: true}, run: testPrefixLimits},
 	{name: "stalled reader cut", opts: options{writeTimeout: stallWriteTimeout}, run: testWriteStall},
 }
 
@@ -89,7 +95,7 @@ func testHTTP(t *testing.T, tg *target) {
 }
 
 func testHandshake(t *testing.T, tg *target) {
-	rv := rendezvous(1)
+	rv := testkit.Admission(1)
 	a := dialRaw(t, tg)
 	b := dialRaw(t, tg)
 	if a.sh.Challenge == b.sh.Challenge {
@@ -98,7 +104,7 @@ func testHandshake(t *testing.T, tg *target) {
 	if a.sh.ServerKey != b.sh.ServerKey || a.sh.ServerKey.IsZero() {
 		t.Fatalf("relay keys %v and %v: want one non-zero key per instance", a.sh.ServerKey, b.sh.ServerKey)
 	}
-	ka, kb := newKey(t), newKey(t)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	w := a.join(ka, rv)
 	if w.MaxPayload != relayproto.MaxPayload || w.LifetimeSecs != 0 {
 		t.Errorf("Welcome = %+v, want MaxPayload %d and no lifetime", w, relayproto.MaxPayload)
@@ -110,8 +116,8 @@ func testHandshake(t *testing.T, tg *target) {
 }
 
 func testAuth(t *testing.T, tg *target) {
-	rv := rendezvous(2)
-	victim, attacker := newKey(t), newKey(t)
+	rv := testkit.Admission(2)
+	victim, attacker := testkit.Key(t), testkit.Key(t)
 	cases := []struct {
 		name  string
 		hello func(r *raw) relayproto.ClientHello
@@ -126,12 +132,12 @@ func testAuth(t *testing.T, tg *target) {
 		}},
 		{"hello moved to another rendezvous", func(r *raw) relayproto.ClientHello {
 			h := r.hello(victim, victim, rv)
-			h.Rendezvous = rendezvous(3).Rendezvous()
+			h.Rendezvous = testkit.Admission(3).Rendezvous()
 			return h
 		}},
 		{"hello moved to another mesh", func(r *raw) relayproto.ClientHello {
 			h := r.hello(victim, victim, rv)
-			other := r.hello(victim, victim, rendezvous(3))
+			other := r.hello(victim, victim, testkit.Admission(3))
 			h.Admission, h.Rendezvous = other.Admission, other.Rendezvous
 			return h
 		}},
@@ -157,11 +163,11 @@ func testAuth(t *testing.T, tg *target) {
 // secret, can neither join nor send. Under protocol v1 the rendezvous alone
 // admitted any key.
 func testAdmission(t *testing.T, tg *target) {
-	mesh := rendezvous(15)
-	member := connect(t, tg, newKey(t), mesh)
+	mesh := testkit.Admission(15)
+	member := connect(t, tg, testkit.Key(t), mesh)
 	// What the attacker saw: a member's hello on another connection.
-	seen := dialRaw(t, tg).hello(newKey(t), newKey(t), mesh)
-	attacker, own := newKey(t), rendezvous(99)
+	seen := dialRaw(t, tg).hello(testkit.Key(t), testkit.Key(t), mesh)
+	attacker, own := testkit.Key(t), testkit.Admission(99)
 	cases := []struct {
 		name  string
 		hello func(r *raw) relayproto.ClientHello
@@ -192,7 +198,7 @@ func testAdmission(t *testing.T, tg *target) {
 		}},
 		{"a member's signature under another node key", func(r *raw) relayproto.ClientHello {
 			h := r.hello(attacker, attacker, mesh) // what a member would send...
-			honest := r.hello(newKey(t), newKey(t), mesh)
+			honest := r.hello(testkit.Key(t), testkit.Key(t), mesh)
 			h.Signature = honest.Signature // ...with a signature made for another key
 			return h
 		}},
@@ -211,7 +217,7 @@ func testAdmission(t *testing.T, tg *target) {
 	}
 	// The member heard nothing of it: the next frame it gets is an honest
 	// joiner's PeerPresent, then that joiner's data.
-	kb := newKey(t)
+	kb := testkit.Key(t)
 	other := connect(t, tg, kb, mesh)
 	member.expect(relayproto.TypePeerPresent, kb.Public())
 	other.write(relayproto.AppendBroadcast(nil, []byte("after")))
@@ -251,8 +257,8 @@ func testV1Client(t *testing.T, tg *target) {
 }
 
 func testBadFrames(t *testing.T, tg *target) {
-	rv := rendezvous(4)
-	key := newKey(t)
+	rv := testkit.Admission(4)
+	key := testkit.Key(t)
 	before := []struct {
 		name   string
 		frame  func(r *raw) []byte
@@ -290,7 +296,7 @@ func testBadFrames(t *testing.T, tg *target) {
 	}
 	for _, tc := range after {
 		t.Run(tc.name, func(t *testing.T) {
-			r := connect(t, tg, newKey(t), rv)
+			r := connect(t, tg, testkit.Key(t), rv)
 			r.writeType(tc.typ, tc.b)
 			r.expectFatal(relayproto.ErrBadFrame, websocket.StatusProtocolError)
 		})
@@ -298,7 +304,7 @@ func testBadFrames(t *testing.T, tg *target) {
 }
 
 func testUnicast(t *testing.T, tg *target) {
-	a, b := meet(t, tg, tg, newKey(t), newKey(t), rendezvous(5))
+	a, b := meet(t, tg, tg, testkit.Key(t), testkit.Key(t), testkit.Admission(5))
 	exchange(t, a, b)
 }
 
@@ -330,8 +336,8 @@ func exchange(t *testing.T, a, b *relay.Client) {
 }
 
 func testBroadcast(t *testing.T, tg *target) {
-	rv := rendezvous(6)
-	keys := []nodekey.Private{newKey(t), newKey(t), newKey(t)}
+	rv := testkit.Admission(6)
+	keys := []nodekey.Private{testkit.Key(t), testkit.Key(t), testkit.Key(t)}
 	var cs []*relay.Client
 	for _, k := range keys {
 		cs = append(cs, newClient(t, tg, k, rv))
@@ -366,11 +372,11 @@ func broadcastAll(t *testing.T, cs []*relay.Client) {
 }
 
 func testPresence(t *testing.T, tg *target) {
-	rv := rendezvous(7)
-	ka := newKey(t)
+	rv := testkit.Admission(7)
+	ka := testkit.Key(t)
 	a := newClient(t, tg, ka, rv)
 	t.Run("polite leave", func(t *testing.T) {
-		kb := newKey(t)
+		kb := testkit.Key(t)
 		b := newClient(t, tg, kb, rv)
 		waitKind(t, a, relay.KindPeerPresent, kb.Public())
 		waitKind(t, b, relay.KindPeerPresent, ka.Public())
@@ -378,7 +384,7 @@ func testPresence(t *testing.T, tg *target) {
 		waitKind(t, a, relay.KindPeerGone, kb.Public())
 	})
 	t.Run("connection dropped", func(t *testing.T) {
-		kc := newKey(t)
+		kc := testkit.Key(t)
 		c := connect(t, tg, kc, rv)
 		waitKind(t, a, relay.KindPeerPresent, kc.Public())
 		c.ws.CloseNow()
@@ -387,7 +393,7 @@ func testPresence(t *testing.T, tg *target) {
 }
 
 func testOversized(t *testing.T, tg *target) {
-	rv := rendezvous(8)
+	rv := testkit.Admission(8)
 	cases := []struct {
 		name  string
 		frame func(dst relayproto.Key) []byte
@@ -409,7 +415,7 @@ func testOversized(t *testing.T, tg *target) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			k := newKey(t)
+			k := testkit.Key(t)
 			r := connect(t, tg, k, rv)
 			ctx, cancel := context.WithTimeout(context.Background(), patience)
 			defer cancel()
@@ -424,7 +430,7 @@ func testOversized(t *testing.T, tg *target) {
 		})
 	}
 	// A full-size frame is fine.
-	a, b := newKey(t), newKey(t)
+	a, b := testkit.Key(t), testkit.Key(t)
 	ra := connect(t, tg, a, rv)
 	rb := connect(t, tg, b, rv)
 	ra.expect(relayproto.TypePeerPresent, b.Public())
@@ -439,8 +445,8 @@ func testOversized(t *testing.T, tg *target) {
 }
 
 func testTooManyConns(t *testing.T, tg *target) {
-	rv := rendezvous(9)
-	k := newKey(t)
+	rv := testkit.Admission(9)
+	k := testkit.Key(t)
 	const perKey = 4 // the default MaxConnsPerKey of both implementations
 	for range perKey {
 		connect(t, tg, k, rv)
@@ -450,12 +456,12 @@ func testTooManyConns(t *testing.T, tg *target) {
 	r.write(h.Append(nil))
 	r.expectFatal(relayproto.ErrTooManyConns, websocket.StatusTryAgainLater)
 	// The same key in another rendezvous is another matter.
-	connect(t, tg, k, rendezvous(10))
+	connect(t, tg, k, testkit.Admission(10))
 }
 
 func testLeaveFlushes(t *testing.T, tg *target) {
-	rv := rendezvous(11)
-	ka, kb := newKey(t), newKey(t)
+	rv := testkit.Admission(11)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	a := connect(t, tg, ka, rv)
 	b := connect(t, tg, kb, rv)
 	a.expect(relayproto.TypePeerPresent, kb.Public())
@@ -482,8 +488,8 @@ func testLeaveFlushes(t *testing.T, tg *target) {
 }
 
 func testDrainOnStop(t *testing.T, tg *target) {
-	rv := rendezvous(12)
-	a := connect(t, tg, newKey(t), rv)
+	rv := testkit.Admission(12)
+	a := connect(t, tg, testkit.Key(t), rv)
 	wait := tg.stop()
 	f := a.expect(relayproto.TypeDrain, relayproto.Key{})
 	if f.Millis != 3000 {
@@ -504,7 +510,7 @@ func testDrainOnStop(t *testing.T, tg *target) {
 
 func testLifetime(t *testing.T, tg *target) {
 	r := dialRaw(t, tg)
-	w := r.join(newKey(t), rendezvous(13))
+	w := r.join(testkit.Key(t), testkit.Admission(13))
 	if w.LifetimeSecs != 1 {
 		t.Errorf("Welcome lifetime %d s, want 1", w.LifetimeSecs)
 	}
@@ -519,8 +525,8 @@ func testLifetime(t *testing.T, tg *target) {
 // testLifetimeSwitch: clients replace a connection before its lifetime ends
 // (make-before-break), so peers never see them gone and traffic goes on.
 func testLifetimeSwitch(t *testing.T, tg *target) {
-	rv := rendezvous(14)
-	ka, kb := newKey(t), newKey(t)
+	rv := testkit.Admission(14)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	a := newClient(t, tg, ka, rv)
 	b := newClient(t, tg, kb, rv)
 	waitKind(t, a, relay.KindPeerPresent, kb.Public())
@@ -560,8 +566,8 @@ func TestBackplane(t *testing.T) {
 			redisURL := startRedis(t)
 			i1 := pair[0].start(t, options{redis: redisURL})
 			i2 := pair[1].start(t, options{redis: redisURL})
-			rv := rendezvous(20)
-			ka, kb, kc := newKey(t), newKey(t), newKey(t)
+			rv := testkit.Admission(20)
+			ka, kb, kc := testkit.Key(t), testkit.Key(t), testkit.Key(t)
 			a, b := meet(t, i1, i2, ka, kb, rv)
 			exchange(t, a, b)
 

@@ -4,7 +4,10 @@
 //
 //   - Dockerfile: a static plurenet binary in a distroless image on port
 //     8080: plain ws:// behind a platform's TLS ingress, or wss:// itself
-//     with a mounted certificate.
+//     with a mounted certificate. Its "node" target is a node image
+//     (plurenet up, userspace by default).
+//   - compose/: a relay, its Redis and two members (tested, without a
+//     Docker engine, in packaging/).
 //   - azure/: Bicep and scripts for Azure Container Apps, with an optional
 //     Azure Managed Redis backplane.
 //   - vercel/: relay protocol v2 in Node.js (for Vercel Functions'

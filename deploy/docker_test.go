@@ -75,17 +75,19 @@ func readmeDockerRun(t *testing.T) dockerRun {
 	return r
 }
 
-// entrypoint reads the Dockerfile's ENTRYPOINT (exec form).
+// entrypoint reads the relay's ENTRYPOINT (exec form): the last stage's,
+// the default target (the node stage before it has its own).
 func entrypoint(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile("Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^ENTRYPOINT (\[.*\])$`).FindSubmatch(b)
-	if m == nil {
+	all := regexp.MustCompile(`(?m)^ENTRYPOINT (\[.*\])$`).FindAllSubmatch(b, -1)
+	if all == nil {
 		t.Fatal("the Dockerfile has no exec-form ENTRYPOINT")
 	}
+	m := all[len(all)-1]
 	var ep []string
 	if err := json.Unmarshal(m[1], &ep); err != nil {
 		t.Fatalf("ENTRYPOINT %s: %v", m[1], err)

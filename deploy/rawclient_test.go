@@ -23,25 +23,6 @@ type raw struct {
 	sh relayproto.ServerHello
 }
 
-func newKey(t *testing.T) nodekey.Private {
-	t.Helper()
-	k, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// rendezvous returns the admission key of test mesh b: what a member needs
-// to join the rendezvous it names (its Rendezvous method).
-func rendezvous(b byte) relayproto.AdmissionKey {
-	var seed [32]byte
-	for i := range seed {
-		seed[i] = b
-	}
-	return relayproto.NewAdmissionKey(seed)
-}
-
 // dialRaw opens a WebSocket offering the subprotocol and reads ServerHello.
 func dialRaw(t *testing.T, tg *target) *raw {
 	t.Helper()

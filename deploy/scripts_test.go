@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/plures/plurenet/deploy/vercel/backplanelua"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // sharedScripts are the backplane's Lua scripts as the Go relay sends them,
@@ -64,10 +66,10 @@ func TestBackplaneScriptsShared(t *testing.T) {
 			// instance reaches Redis and be left to that sync; once sync
 			// has run, Redis is reachable and a second member's join and
 			// leave run as such.
-			rv := rendezvous(30)
-			newClient(t, tg, newKey(t), rv)
+			rv := testkit.Admission(30)
+			newClient(t, tg, testkit.Key(t), rv)
 			waitScriptsRun(t, redisURL, "sync")
-			c := newClient(t, tg, newKey(t), rv)
+			c := newClient(t, tg, testkit.Key(t), rv)
 			waitScriptsRun(t, redisURL, "join")
 			c.Close()
 			waitScriptsRun(t, redisURL, "leave")
@@ -79,24 +81,15 @@ func TestBackplaneScriptsShared(t *testing.T) {
 // scripts, as identified by their SHA-1.
 func waitScriptsRun(t *testing.T, redisURL string, names ...string) {
 	t.Helper()
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
 	hashes := make([]string, len(names))
 	for i, n := range names {
 		sum := sha1.Sum([]byte(sharedScripts[n]))
 		hashes[i] = hex.EncodeToString(sum[:])
 	}
-	deadline := time.Now().Add(patience)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), patience)
+	waitRedis(t, redisURL, func(ctx context.Context, rdb *redis.Client) error {
 		exists, err := rdb.ScriptExists(ctx, hashes...).Result()
-		cancel()
 		if err != nil {
-			t.Fatalf("SCRIPT EXISTS: %v", err)
+			return fmt.Errorf("SCRIPT EXISTS: %w", err)
 		}
 		var missing []string
 		for i, ok := range exists {
@@ -104,11 +97,33 @@ func waitScriptsRun(t *testing.T, redisURL string, names ...string) {
 				missing = append(missing, names[i])
 			}
 		}
-		if len(missing) == 0 {
+		if len(missing) > 0 {
+			return fmt.Errorf("the shared scripts %v never ran on Redis: this relay runs other scripts than backplanelua's", missing)
+		}
+		return nil
+	})
+}
+
+// waitRedis polls the Redis at redisURL until check returns nil, and fails
+// the test with check's last error after patience.
+func waitRedis(t *testing.T, redisURL string, check func(context.Context, *redis.Client) error) {
+	t.Helper()
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	deadline := time.Now().Add(patience)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		err := check(ctx, rdb)
+		cancel()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Redis never ran the shared scripts %v: this relay runs other scripts than backplanelua's", missing)
+			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // stallWriteTimeout is the write timeout of the stall scenario's relay:
@@ -24,13 +25,13 @@ const stallSendEvery = 100 * time.Millisecond
 // it gone. Without that bound it would hold its send queue (up to 4 MiB) for
 // as long as it keeps talking.
 func testWriteStall(t *testing.T, tg *target) {
-	rv := rendezvous(15)
-	ka, kb := newKey(t), newKey(t)
+	rv := testkit.Admission(15)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	a := connect(t, tg, ka, rv)
 	b := connect(t, tg, kb, rv) // from here on, b reads nothing
 	a.expect(relayproto.TypePeerPresent, kb.Public())
 
-	nobody := newKey(t).Public()
+	nobody := testkit.Key(t).Public()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -22,12 +22,12 @@ import (
 	"time"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
-// patience bounds every wait in these tests; it only keeps a broken test
-// from hanging, nothing is asserted about it.
-const patience = 20 * time.Second
+// patience bounds every wait in these tests (testkit.Patience).
+const patience = testkit.Patience
 
 // npmTimeout bounds installing the Node relay's two dependencies.
 const npmTimeout = 5 * time.Minute
@@ -39,12 +39,19 @@ type options struct {
 	drainGrace   time.Duration // DrainGrace / --drain-grace
 	writeTimeout time.Duration // WriteTimeout / --write-timeout
 	redis        string        // backplane URL
+	maxMembers   int           // MaxMembersPerRendezvous / --max-members
+	rate         int           // RateBytesPerSec / --rate
+	rateBurst    int           // RateBurstBytes / --rate-burst
+	perIP        int           // MaxConnsPerIP / --max-conns-per-ip
+	trustProxy   bool          // TrustProxyHeaders / --trust-proxy-headers
+	metrics      bool          // serve metrics on a listener of their own
 }
 
 // target is one running relay instance.
 type target struct {
-	url  string // ws://127.0.0.1:port/v1/relay
-	base string // http://127.0.0.1:port
+	url     string // ws://127.0.0.1:port/v1/relay
+	base    string // http://127.0.0.1:port
+	metrics string // http://127.0.0.1:otherport, with options.metrics
 	// stop begins what SIGTERM begins (a drain) and returns a function that
 	// waits for the instance to have stopped and reports how it ended.
 	stop func() (wait func() error)
@@ -67,11 +74,16 @@ var impls = []impl{
 func startGo(t *testing.T, o options) *target {
 	t.Helper()
 	srv, err := relayserver.New(relayserver.Config{
-		Logger:          slog.New(slog.DiscardHandler),
-		MaxConnLifetime: o.lifetime,
-		DrainGrace:      o.drainGrace,
-		WriteTimeout:    o.writeTimeout,
-		Backplane:       o.redis,
+		Logger:                  slog.New(slog.DiscardHandler),
+		MaxConnLifetime:         o.lifetime,
+		DrainGrace:              o.drainGrace,
+		WriteTimeout:            o.writeTimeout,
+		Backplane:               o.redis,
+		MaxMembersPerRendezvous: o.maxMembers,
+		RateBytesPerSec:         o.rate,
+		RateBurstBytes:          o.rateBurst,
+		MaxConnsPerIP:           o.perIP,
+		TrustProxyHeaders:       o.trustProxy,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +95,22 @@ func startGo(t *testing.T, o options) *target {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, "", "") }()
+	metricsURL := ""
+	if o.metrics {
+		mln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metricsURL = "http://" + mln.Addr().String()
+		mdone := make(chan error, 1)
+		go func() { mdone <- srv.ServeMetrics(ctx, mln) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-mdone; err != nil {
+				t.Errorf("metrics listener: %v", err)
+			}
+		})
+	}
 	var once sync.Once
 	var serveErr error
 	wait := func() error {
@@ -96,8 +124,9 @@ func startGo(t *testing.T, o options) *target {
 	})
 	addr := ln.Addr().String()
 	return &target{
-		url:  "ws://" + addr + relayproto.Path,
-		base: "http://" + addr,
+		url:     "ws://" + addr + relayproto.Path,
+		base:    "http://" + addr,
+		metrics: metricsURL,
 		stop: func() func() error {
 			cancel()
 			return wait
@@ -162,7 +191,10 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var listenLine = regexp.MustCompile(`listening on http://127\.0\.0\.1:(\d+)/v1/relay`)
+var (
+	listenLine  = regexp.MustCompile(`listening on http://127\.0\.0\.1:(\d+)/v1/relay`)
+	metricsLine = regexp.MustCompile(`metrics on http://127\.0\.0\.1:(\d+)/metrics`)
+)
 
 // startNode runs the Node relay as a child process on a free port (it
 // binds port 0 and prints the one it got) and waits for /healthz.
@@ -182,22 +214,46 @@ func startNode(t *testing.T, o options) *target {
 	if o.redis != "" {
 		args = append(args, "--redis", o.redis)
 	}
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"--max-members", o.maxMembers}, {"--rate", o.rate}, {"--rate-burst", o.rateBurst}, {"--max-conns-per-ip", o.perIP}} {
+		if f.v != 0 {
+			args = append(args, f.flag, strconv.Itoa(f.v))
+		}
+	}
+	if o.trustProxy {
+		args = append(args, "--trust-proxy-headers")
+	}
+	if o.metrics {
+		args = append(args, "--metrics-listen", "127.0.0.1:0")
+	}
 	if os.Getenv("RELAY_TEST_LOG") != "" {
 		args = append(args, "--log-level", "debug")
 	}
 	cmd := exec.Command("node", args...)
 	cmd.Dir = nodeDir
 	// The child must not pick up a developer's settings.
-	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=", "PLURENET_RELAY_SINGLE_INSTANCE=")
+	cmd.Env = append(os.Environ(), "VERCEL=", "PORT=", "HOST=", "PLURENET_RELAY_BACKPLANE=", "PLURENET_RELAY_MAX_CONN_LIFETIME=", "PLURENET_RELAY_SINGLE_INSTANCE=", "PLURENET_RELAY_METRICS_LISTEN=")
 	port, c := startChild(t, "node relay", cmd, listenLine)
 	if port == "" {
 		t.Fatalf("node relay exited before listening: %v\n%s", c.err, c.stderr.String())
 	}
 	base := "http://127.0.0.1:" + port
 	waitHealthy(t, base)
+	metricsURL := ""
+	if o.metrics {
+		// The Node relay prints its metrics line before the listening one.
+		m := metricsLine.FindStringSubmatch(c.stdout.String())
+		if m == nil {
+			t.Fatalf("node relay printed no metrics line before listening:\n%s", c.stdout.String())
+		}
+		metricsURL = "http://127.0.0.1:" + m[1]
+	}
 	return &target{
-		url:  "ws://127.0.0.1:" + port + relayproto.Path,
-		base: base,
+		url:     "ws://127.0.0.1:" + port + relayproto.Path,
+		base:    base,
+		metrics: metricsURL,
 		stop: func() func() error {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			return func() error {
@@ -323,12 +379,12 @@ func redisAnswers(addr string) bool {
 	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH"))
 }
 
-// TestNodeUnit runs the Node relay's own tests (deploy/vercel/test), which
-// check its handshake against the test vectors of docs/protocol.md §1.11.
+// TestNodeUnit runs the Node relay's own tests (deploy/vercel/test, node:test):
+// its handshake against the test vectors of docs/protocol.md §1.11, and its
+// connection queue against a fake socket (the interleavings a socket on
+// loopback never shows). The queue tests load relay.js, hence needNode's ws.
 func TestNodeUnit(t *testing.T) {
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed (scripts/deps.sh installs nodejs and npm): skipping the Node relay's tests")
-	}
+	needNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "--test", "test/")

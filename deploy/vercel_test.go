@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // vercelLifetimeSecs is the connection lifetime the Node relay announces on
@@ -110,7 +111,7 @@ func TestVercelSingleInstance(t *testing.T) {
 	}
 	tg := &target{url: "ws://" + base + relayproto.Path, base: "http://" + base}
 	r := dialRaw(t, tg)
-	if w := r.join(newKey(t), rendezvous(30)); w.LifetimeSecs != vercelLifetimeSecs {
+	if w := r.join(testkit.Key(t), testkit.Admission(30)); w.LifetimeSecs != vercelLifetimeSecs {
 		t.Errorf("Welcome lifetime %d s on Vercel, want %d", w.LifetimeSecs, vercelLifetimeSecs)
 	}
 }

@@ -47,6 +47,10 @@ type Config struct {
 	// PinnedV4 pins this node's IPv4 address instead of deriving it.
 	PinnedV4 netip.Addr
 
+	// Owned makes the node a member of an owned mesh (owned.go); nil for
+	// an open mesh.
+	Owned *Owned
+
 	// Transport is "auto" (the default: relays at once, direct UDP when ICE
 	// succeeds), "relay" (relays only) or "swarm" (no relay at all: members
 	// find each other by LAN discovery and static peers, see Peers and LAN,

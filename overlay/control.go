@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/plures/plurenet/internal/mesh"
 )
 
 // ControlSocketName is the file name of the control socket in the state dir.
@@ -46,6 +49,7 @@ type controlServer struct {
 type controlled interface {
 	Status() Status
 	Ping(ctx context.Context, peer string) (PingResult, error)
+	ApplyDocument(b []byte) (DocumentResult, error)
 }
 
 // pingTimeout bounds one ping requested over the control socket.
@@ -82,6 +86,21 @@ func startControl(stateDir string, node controlled, log *slog.Logger) (*controlS
 		res, err := node.Ping(ctx, r.URL.Query().Get("peer"))
 		if err != nil {
 			reply(w, http.StatusBadGateway, controlError{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST /document", func(w http.ResponseWriter, r *http.Request) {
+		// Anyone who can open the socket may hand over a document, but
+		// only an owner-signed one newer than the node's is applied.
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxDocumentRequest+1))
+		if err != nil || len(b) > maxDocumentRequest {
+			reply(w, http.StatusBadRequest, controlError{Error: fmt.Sprintf("owner document: unreadable or over %d bytes", maxDocumentRequest)})
+			return
+		}
+		res, err := node.ApplyDocument(b)
+		if err != nil {
+			reply(w, http.StatusUnprocessableEntity, controlError{Error: err.Error()})
 			return
 		}
 		reply(w, http.StatusOK, res)
@@ -151,7 +170,23 @@ func QueryPing(ctx context.Context, stateDir, peer string) (PingResult, error) {
 	return res, err
 }
 
+// maxDocumentRequest bounds an owner document handed over the control
+// socket: one fits a sealed message.
+const maxDocumentRequest = mesh.MaxSealed
+
+// PushDocument hands an owner document to the node running with stateDir,
+// which applies and spreads it.
+func PushDocument(ctx context.Context, stateDir string, doc []byte) (DocumentResult, error) {
+	var res DocumentResult
+	err := controlDo(ctx, stateDir, http.MethodPost, "/document", doc, &res)
+	return res, err
+}
+
 func controlGet(ctx context.Context, stateDir, path string, out any) error {
+	return controlDo(ctx, stateDir, http.MethodGet, path, nil, out)
+}
+
+func controlDo(ctx context.Context, stateDir, method, path string, body []byte, out any) error {
 	sock := ControlSocketPath(stateDir)
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -160,7 +195,7 @@ func controlGet(ctx context.Context, stateDir, path string, out any) error {
 		},
 	}}
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://plurenet"+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, "http://plurenet"+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -172,15 +207,15 @@ func controlGet(ctx context.Context, stateDir, path string, out any) error {
 		return fmt.Errorf("control socket %s: %w", sock, err)
 	}
 	defer resp.Body.Close()
-	body := io.LimitReader(resp.Body, maxStatusResponse)
+	reply := io.LimitReader(resp.Body, maxStatusResponse)
 	if resp.StatusCode != http.StatusOK {
 		var ce controlError
-		if json.NewDecoder(body).Decode(&ce) == nil && ce.Error != "" {
+		if json.NewDecoder(reply).Decode(&ce) == nil && ce.Error != "" {
 			return errors.New(ce.Error)
 		}
 		return fmt.Errorf("control socket %s: %s", sock, resp.Status)
 	}
-	if err := json.NewDecoder(body).Decode(out); err != nil {
+	if err := json.NewDecoder(reply).Decode(out); err != nil {
 		return fmt.Errorf("control socket %s: decoding reply: %w", sock, err)
 	}
 	return nil

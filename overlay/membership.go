@@ -22,6 +22,7 @@ func (n *Node) selfAnnounce() mesh.Message {
 			PinnedV4:   n.cfg.PinnedV4.IsValid(),
 			Name:       n.cfg.Name,
 			Candidates: n.selfCandidates(), // swarm mode only
+			Owned:      n.ownedFields(),    // owned mesh only
 		},
 	}
 }
@@ -53,11 +54,5 @@ func (n *Node) broadcastSealed(m mesh.Message) {
 
 // announceTo sends this node's announcement to one peer through relay c.
 func (n *Node) announceTo(c *relay.Client, peer nodekey.Public) {
-	b, ok := n.seal(n.selfAnnounce())
-	if !ok {
-		return
-	}
-	if err := c.Send(peer, b); err != nil {
-		n.log.Debug("announcement not sent", "relay", c.URL(), "peer", peer.ShortString(), "err", err)
-	}
+	n.sendSealedTo(carrier{relay: c}, peer, n.selfAnnounce())
 }

@@ -39,6 +39,7 @@ type Node struct {
 	relays  []*relay.Client   // primary first, as in cfg.Relays
 	direct  *direct.Transport // nil with Transport "relay"
 	swarm   *swarmMode        // nil unless Transport is "swarm"
+	own     *ownedState       // nil in an open mesh
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -106,6 +107,9 @@ func (n *Node) setup() error {
 	}
 	n.log.Debug("derived mesh keys", "secret", kind, "took", time.Since(began))
 	n.keys = mesh.DeriveKeys(cfg.TopicID, stretched)
+	if err := n.setupOwned(); err != nil {
+		return err
+	}
 	ula := mesh.ULAPrefix(cfg.TopicID)
 	n.v6 = mesh.V6(ula, n.pub)
 	n.members, err = mesh.NewMembers(mesh.Config{
@@ -245,6 +249,7 @@ func (n *Node) maintain(ctx context.Context) {
 		case <-announce.C:
 			n.announce()
 		case <-expire.C:
+			n.recheck(time.Now()) // certificates that expired
 			if gone := n.members.Expire(time.Now()); len(gone) > 0 {
 				for _, m := range gone {
 					n.log.Info("member timed out", "peer", m.Key.ShortString(), "name", m.Name)

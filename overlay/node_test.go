@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -81,6 +82,9 @@ type nodeOpts struct {
 	// auto turns the direct path on; the relay tests leave it off so that
 	// the path they assert cannot change under them.
 	auto bool
+	// pin and owned are Config.PinnedV4 and Config.Owned.
+	pin   netip.Addr
+	owned *Owned
 }
 
 // testSecret is the tests' mesh secret: a generated one, which members use
@@ -111,6 +115,8 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 		Secret:      o.secret,
 		Name:        name,
 		Relays:      relays,
+		PinnedV4:    o.pin,
+		Owned:       o.owned,
 		Logger:      testLogger(t).With("node", name),
 	})
 	if err != nil {
@@ -282,11 +288,8 @@ func TestLargeTransferIntact(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		h := sha256.New()
-		n, err := io.Copy(h, c)
 		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
+		r.sum, r.n, r.err = testkit.HashStream(c)
 		got <- r
 	}()
 	ip := waitMember(t, a, "beta")
@@ -487,9 +490,8 @@ func TestPrimaryRelayLossFallsBack(t *testing.T) {
 	done := make(chan error, 1)
 	var got [32]byte
 	go func() {
-		h := sha256.New()
-		_, err := io.CopyN(h, s, int64(len(data)))
-		copy(got[:], h.Sum(nil))
+		var err error
+		got, _, err = testkit.HashStream(io.LimitReader(s, int64(len(data))))
 		done <- err
 	}()
 	for i := 0; i < len(data); i += chunk {

@@ -29,6 +29,9 @@ type carrier struct {
 	// multicast says src is a LAN sender's interface address, not its
 	// direct socket (which its candidates name).
 	multicast bool
+	// answerTo is the sender's direct socket as its announcement gave it
+	// (carrierAddr), where an answer goes while the sender has no path.
+	answerTo netip.AddrPort
 }
 
 // fromRelay is the carrier of a message relay c says came from key.
@@ -71,6 +74,10 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			return // our own multicast, looped back
 		}
 	}
+	// In an owned mesh only a certified member enters the membership.
+	if m.Kind == mesh.KindAnnounce && from == m.From && !n.admit(from, &m.Announce, time.Now()) {
+		return
+	}
 	// With a relay-authenticated key, Observe refuses a message sealed by
 	// another member: a member cannot speak for another.
 	ev, err := n.members.Observe(from, m, time.Now())
@@ -106,15 +113,20 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			}
 		}
 		return
+	case mesh.KindDocument:
+		n.receiveDocument(c, m.Document)
+		return
 	case mesh.KindAnnounce:
 		n.heard(c, from, m.Announce.Candidates, true)
+		c.answerTo, _ = n.carrierAddr(c, m.Announce.Candidates)
+		n.compareDocuments(c, from, m.Announce.Owned)
 	}
 	switch ev.Kind {
 	case mesh.EventJoined:
 		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name, "via", c.name)
 		// The newcomer may not have heard us yet (it joined after our
 		// last periodic announcement).
-		n.answer(c, from, m.Announce.Candidates)
+		n.answer(c, from)
 		n.syncPeers()
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
@@ -125,20 +137,35 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 }
 
 // answer sends this node's announcement to a member that just joined, the
-// way its message came: over the same relay, or to its direct path.
-func (n *Node) answer(c carrier, peer nodekey.Public, cands []string) {
-	if c.relay != nil {
-		n.announceTo(c.relay, peer)
-		return
-	}
-	// To where its message came from: its path is not checked yet. At
-	// worst (a copy replayed from another address) this sends one
-	// announcement there per member that joins.
-	addr, ok := n.carrierAddr(c, cands)
+// way its message came: over the same relay, or to its direct path (while
+// it has none, to where its announcement came from).
+func (n *Node) answer(c carrier, peer nodekey.Public) {
+	n.sendSealedTo(c, peer, n.selfAnnounce())
+}
+
+// sendSealedTo sends one member a sealed message the way its message came.
+func (n *Node) sendSealedTo(c carrier, peer nodekey.Public, m mesh.Message) {
+	b, ok := n.seal(m)
 	if !ok {
 		return
 	}
-	if b, ok := n.seal(n.selfAnnounce()); ok {
+	if c.relay != nil {
+		if err := c.relay.Send(peer, b); err != nil {
+			n.log.Debug("sealed message not sent", "relay", c.relay.URL(), "peer", peer.ShortString(), "kind", m.Kind, "err", err)
+		}
+		return
+	}
+	if n.direct == nil {
+		return
+	}
+	addr, _, ok := n.direct.StaticAddr(peer)
+	if !ok {
+		// No path yet (it waits for a check): to where the member's
+		// message came from. At worst (a copy replayed from elsewhere and
+		// accepted as new) one message goes there per such copy.
+		addr, ok = c.answerTo, c.answerTo.IsValid()
+	}
+	if ok {
 		n.sendMeshTo(addr, b)
 	}
 }

@@ -29,6 +29,8 @@ type Status struct {
 	Relays         []RelayStatus  `json:"relays"`
 	Members        []MemberStatus `json:"members"`
 	Warnings       []string       `json:"warnings,omitempty"`
+	// Owned describes the owned mesh; absent in an open mesh.
+	Owned *OwnedStatus `json:"owned,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -55,6 +57,11 @@ type MemberStatus struct {
 	LastSeen      time.Time `json:"lastSeen"` // last membership announcement
 	// Direct is the direct UDP path's state; absent with transport "relay".
 	Direct *DirectStatus `json:"direct,omitempty"`
+	// Certified says the member's certificate chains to the mesh owner
+	// (always false in an open mesh, where nobody is certified); Tags are
+	// its certificate's.
+	Certified bool     `json:"certified"`
+	Tags      []string `json:"tags,omitempty"`
 }
 
 // DirectStatus describes the direct UDP path to one member.
@@ -97,6 +104,8 @@ func (n *Node) Status() Status {
 			Reconnects: rs.Reconnects,
 		})
 	}
+	var tags map[nodekey.Public][]string
+	st.Owned, tags = n.ownedStatus()
 	wg := n.wireguardPeers()
 	for _, m := range n.members.List() {
 		ms := MemberStatus{
@@ -105,6 +114,9 @@ func (n *Node) Status() Status {
 			IPv4:      m.V4.String(),
 			IPv6:      m.V6.String(),
 			LastSeen:  m.LastSeen,
+		}
+		if t, ok := tags[m.Key]; ok {
+			ms.Certified, ms.Tags = true, t
 		}
 		p := n.bind.PathTo(m.Key)
 		ms.Path, ms.PathSince = p.Name, p.Since

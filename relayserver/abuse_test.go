@@ -8,6 +8,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -32,8 +33,8 @@ func xff(v string) http.Header { return http.Header{"X-Forwarded-For": {v}} }
 
 func TestMaxConnsPerIP(t *testing.T) {
 	r := newRelay(t, relayserver.Config{MaxConnsPerIP: 2})
-	first := connect(t, r, newKey(t), rendezvous(1))
-	connect(t, r, newKey(t), rendezvous(2))
+	first := connect(t, r, testkit.Key(t), testkit.Admission(1))
+	connect(t, r, testkit.Key(t), testkit.Admission(2))
 	if got := dialStatus(t, r, nil); got != http.StatusTooManyRequests {
 		t.Fatalf("third connection from one address: HTTP %d, want 429", got)
 	}
@@ -44,8 +45,8 @@ func TestMaxConnsPerIP(t *testing.T) {
 		t.Fatalf("source_addresses = %v, want 1", got)
 	}
 	first.ws.CloseNow()
-	eventually(t, "a slot freed", func() bool { return r.srv.Stats().Connections == 1 })
-	connect(t, r, newKey(t), rendezvous(1))
+	testkit.Eventually(t, "a slot freed", func() bool { return r.srv.Stats().Connections == 1 })
+	connect(t, r, testkit.Key(t), testkit.Admission(1))
 }
 
 func TestHandshakeRatePerIP(t *testing.T) {
@@ -123,8 +124,8 @@ func TestTrustProxyHeaders(t *testing.T) {
 // client that tries is cut off.
 func TestOneRendezvousPerConnection(t *testing.T) {
 	r := newRelay(t, relayserver.Config{})
-	k := newKey(t)
-	c := connect(t, r, k, rendezvous(1))
+	k := testkit.Key(t)
+	c := connect(t, r, k, testkit.Admission(1))
 	writeMsg(t, c.ws, []byte{byte(relayproto.TypeClientHello), relayproto.Version})
 	expectClose(t, c.ws, relayproto.ErrBadFrame, websocket.StatusProtocolError)
 	if got := r.srv.Stats().Rendezvous; got != 0 {

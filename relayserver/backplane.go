@@ -344,6 +344,7 @@ type bpMetrics struct {
 	drops     map[string]prometheus.Counter // by reason
 	ops       map[string]prometheus.Counter // presence operations sent to Redis
 	opErrors  prometheus.Counter
+	evicted   prometheus.Counter
 	// forwarded and relayDrop count frames delivered here from another
 	// instance in the relay's own metrics.
 	forwarded func(kind string, frames, payloadBytes int)
@@ -371,12 +372,17 @@ func newBPMetrics(reg prometheus.Registerer, up *atomic.Bool) *bpMetrics {
 		Name: "plurenet_relay_backplane_presence_errors_total",
 		Help: "Presence operations that failed in Redis.",
 	})
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "plurenet_relay_backplane_evicted_total",
+		Help: "Connections admitted here and then evicted because Redis found their rendezvous at its member cap across instances.",
+	})
 	m := &bpMetrics{
 		published: map[string]prometheus.Counter{},
 		received:  map[string]prometheus.Counter{},
 		drops:     map[string]prometheus.Counter{},
 		ops:       map[string]prometheus.Counter{},
 		opErrors:  opErrors,
+		evicted:   evicted,
 	}
 	for _, k := range []string{kindUnicast, kindBroadcast} {
 		m.published[k] = published.WithLabelValues(k)
@@ -390,7 +396,7 @@ func newBPMetrics(reg prometheus.Registerer, up *atomic.Bool) *bpMetrics {
 	for _, o := range []string{bpOpJoin, bpOpLeave, bpOpSync} {
 		m.ops[o] = ops.WithLabelValues(o)
 	}
-	reg.MustRegister(published, received, drops, ops, opErrors,
+	reg.MustRegister(published, received, drops, ops, opErrors, evicted,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "plurenet_relay_backplane_up",
 			Help: "1 while the last exchange with Redis succeeded, else 0.",

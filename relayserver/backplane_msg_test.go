@@ -73,16 +73,20 @@ func TestParseSyncReply(t *testing.T) {
 		v    any
 		ok   bool
 	}{
-		{"empty", []any{}, true},
-		{"one", []any{key, inst}, true},
+		{"empty", []any{[]any{}, []any{}}, true},
+		{"one", []any{[]any{key, inst}, []any{}}, true},
+		{"one refused", []any{[]any{}, []any{key}}, true},
 		{"not a list", "x", false},
-		{"odd", []any{key}, false},
-		{"short key", []any{"k", inst}, false},
-		{"short instance", []any{key, "i"}, false},
-		{"not strings", []any{int64(1), inst}, false},
+		{"flat list", []any{key, inst}, false},
+		{"three lists", []any{[]any{}, []any{}, []any{}}, false},
+		{"odd", []any{[]any{key}, []any{}}, false},
+		{"short key", []any{[]any{"k", inst}, []any{}}, false},
+		{"short instance", []any{[]any{key, "i"}, []any{}}, false},
+		{"not strings", []any{[]any{int64(1), inst}, []any{}}, false},
+		{"short refused key", []any{[]any{}, []any{"k"}}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := parseSyncReply(c.v)
+			_, _, err := parseSyncReply(c.v)
 			if (err == nil) != c.ok {
 				t.Fatalf("err = %v", err)
 			}

@@ -172,7 +172,8 @@ func (b *backplane) runOps(ops []ctrlOp) {
 	pipe := b.rdb.Pipeline()
 	n := 0
 	me := string(b.id[:])
-	for _, op := range ops {
+	joins := make(map[int]*redis.Cmd) // by index in ops
+	for i, op := range ops {
 		if op.flush != nil {
 			continue
 		}
@@ -180,7 +181,7 @@ func (b *backplane) runOps(ops []ctrlOp) {
 		key := rvMembersKey(op.rv)
 		if op.join {
 			msg := appendBPKey(nil, bpJoin, b.id, op.rv, op.key)
-			joinScript.Eval(ctx, pipe, []string{key}, op.key[:], me, b.ttlMillis(), rvChannel(op.rv), msg)
+			joins[i] = joinScript.Eval(ctx, pipe, []string{key}, op.key[:], me, b.ttlMillis(), rvChannel(op.rv), msg, b.cfg.MaxMembersPerRendezvous)
 			b.m.ops[bpOpJoin].Inc()
 		} else {
 			msg := appendBPKey(nil, bpLeave, b.id, op.rv, op.key)
@@ -190,6 +191,11 @@ func (b *backplane) runOps(ops []ctrlOp) {
 	}
 	if n > 0 {
 		b.execScripts(ctx, pipe)
+	}
+	for i, cmd := range joins {
+		if v, err := cmd.Int(); err == nil && v == 0 {
+			b.refused(ops[i].rv, ops[i].key)
+		}
 	}
 	for _, op := range ops {
 		if op.flush != nil {
@@ -227,7 +233,7 @@ func (b *backplane) execScripts(ctx context.Context, pipe redis.Pipeliner) []red
 // already there. It subscribes before that sync so no join in between is
 // missed.
 func (b *backplane) resubscribe(subscribed map[relayproto.Rendezvous]bool) []relayproto.Rendezvous {
-	local := b.rooms.localKeys()
+	local := b.rooms.localRendezvous()
 	var add []string
 	var fresh []relayproto.Rendezvous
 	for rv := range local {
@@ -277,8 +283,8 @@ func (b *backplane) sync(only []relayproto.Rendezvous) {
 		pipe := b.rdb.Pipeline()
 		for _, rv := range chunk {
 			keys := local[rv]
-			args := make([]any, 0, 4+len(keys))
-			args = append(args, me, b.ttlMillis(), rvChannel(rv), appendBPHeader(nil, bpJoin, b.id, rv))
+			args := make([]any, 0, 5+len(keys))
+			args = append(args, me, b.ttlMillis(), rvChannel(rv), appendBPHeader(nil, bpJoin, b.id, rv), b.cfg.MaxMembersPerRendezvous)
 			for _, k := range keys {
 				args = append(args, k[:])
 			}
@@ -291,13 +297,16 @@ func (b *backplane) sync(only []relayproto.Rendezvous) {
 			if i >= len(chunk) || c.Err() != nil {
 				continue
 			}
-			view, err := parseSyncReply(c.(*redis.Cmd).Val())
+			view, refused, err := parseSyncReply(c.(*redis.Cmd).Val())
 			if err != nil {
 				b.m.drops[bpDropBadMessage].Inc()
 				b.log.Debug("relay: backplane: bad sync reply", "err", err)
 				continue
 			}
 			b.rooms.setRemote(chunk[i], view, seq)
+			for _, k := range refused {
+				b.refused(chunk[i], k)
+			}
 		}
 		if b.ctx.Err() != nil {
 			return
@@ -305,33 +314,65 @@ func (b *backplane) sync(only []relayproto.Rendezvous) {
 	}
 }
 
-// parseSyncReply checks syncScript's answer: pairs of a 32-byte key and a
-// 16-byte instance id, at most maxRemoteMembers of them.
-func parseSyncReply(v any) (map[relayproto.Key]instanceID, error) {
-	list, ok := v.([]any)
-	if !ok {
-		return nil, fmt.Errorf("sync reply is %T, want a list", v)
+// refused evicts key's local connections in rv: Redis found the rendezvous
+// at its member cap across instances.
+func (b *backplane) refused(rv relayproto.Rendezvous, key relayproto.Key) {
+	if n := b.rooms.evict(rv, key); n > 0 {
+		b.m.evicted.Add(float64(n))
+		b.log.Debug("relay: backplane: rendezvous full across instances, member evicted", "peer", key.ShortString(), "conns", n)
+	}
+}
+
+// parseSyncReply checks syncScript's answer: a list of pairs of a 32-byte
+// key and a 16-byte instance id, at most maxRemoteMembers of them, and a
+// list of the refused local keys.
+func parseSyncReply(v any) (map[relayproto.Key]instanceID, []relayproto.Key, error) {
+	both, ok := v.([]any)
+	if !ok || len(both) != 2 {
+		return nil, nil, fmt.Errorf("sync reply is %T, want a list of two lists", v)
+	}
+	list, ok1 := both[0].([]any)
+	refusedList, ok2 := both[1].([]any)
+	if !ok1 || !ok2 {
+		return nil, nil, fmt.Errorf("sync reply holds %T and %T, want two lists", both[0], both[1])
 	}
 	if len(list)%2 != 0 {
-		return nil, errors.New("sync reply has an odd length")
+		return nil, nil, errors.New("sync reply has an odd length")
 	}
-	if len(list)/2 > maxRemoteMembers {
-		return nil, fmt.Errorf("sync reply lists %d members, over %d", len(list)/2, maxRemoteMembers)
+	if len(list)/2 > maxRemoteMembers || len(refusedList) > maxRemoteMembers {
+		return nil, nil, fmt.Errorf("sync reply lists %d members and %d refused, over %d", len(list)/2, len(refusedList), maxRemoteMembers)
 	}
 	view := make(map[relayproto.Key]instanceID, len(list)/2)
 	for i := 0; i < len(list); i += 2 {
-		f, ok1 := list[i].(string)
+		k, ok1 := replyKey(list[i])
 		inst, ok2 := list[i+1].(string)
-		if !ok1 || !ok2 || len(f) != relayproto.KeySize || len(inst) != len(instanceID{}) {
-			return nil, errors.New("sync reply entry " + strconv.Itoa(i/2) + " is malformed")
+		if !ok1 || !ok2 || len(inst) != len(instanceID{}) {
+			return nil, nil, errors.New("sync reply entry " + strconv.Itoa(i/2) + " is malformed")
 		}
-		var k relayproto.Key
 		var id instanceID
-		copy(k[:], f)
 		copy(id[:], inst)
 		view[k] = id
 	}
-	return view, nil
+	refused := make([]relayproto.Key, 0, len(refusedList))
+	for i, f := range refusedList {
+		k, ok := replyKey(f)
+		if !ok {
+			return nil, nil, errors.New("sync reply refused entry " + strconv.Itoa(i) + " is malformed")
+		}
+		refused = append(refused, k)
+	}
+	return view, refused, nil
+}
+
+// replyKey checks one key of a sync reply.
+func replyKey(v any) (relayproto.Key, bool) {
+	var k relayproto.Key
+	f, ok := v.(string)
+	if !ok || len(f) != relayproto.KeySize {
+		return k, false
+	}
+	copy(k[:], f)
+	return k, true
 }
 
 // sleepCtx sleeps for d unless ctx ends first, and reports whether it slept.

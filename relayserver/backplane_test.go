@@ -11,6 +11,7 @@ import (
 
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 	"github.com/plures/plurenet/transports/relay"
 )
@@ -131,14 +132,14 @@ func (m *member) isPresent(k nodekey.Public) bool {
 
 func (m *member) awaitPresent(k nodekey.Public) {
 	m.t.Helper()
-	eventually(m.t, m.key.ShortString()+" sees "+k.ShortString(), func() bool { return m.isPresent(k) })
+	testkit.Eventually(m.t, m.key.ShortString()+" sees "+k.ShortString(), func() bool { return m.isPresent(k) })
 }
 
 // awaitGone waits for a PeerGone of k and fails if any other key was
 // reported gone.
 func (m *member) awaitGone(k nodekey.Public) {
 	m.t.Helper()
-	eventually(m.t, m.key.ShortString()+" hears "+k.ShortString()+" is gone", func() bool { return !m.isPresent(k) })
+	testkit.Eventually(m.t, m.key.ShortString()+" hears "+k.ShortString()+" is gone", func() bool { return !m.isPresent(k) })
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, g := range m.gone {
@@ -174,11 +175,11 @@ func TestBackplaneAcrossInstances(t *testing.T) {
 	rds := startRedis(t)
 	a := newRelay(t, backplaneConfig(rds))
 	b := newRelay(t, backplaneConfig(rds))
-	rv := rendezvous(7)
+	rv := testkit.Admission(7)
 
-	a1 := join(t, a.url, newKey(t), rv)
-	b1 := join(t, b.url, newKey(t), rv)
-	a2 := join(t, a.url, newKey(t), rv)
+	a1 := join(t, a.url, testkit.Key(t), rv)
+	b1 := join(t, b.url, testkit.Key(t), rv)
+	a2 := join(t, a.url, testkit.Key(t), rv)
 	// Presence crosses instances both ways, whoever came first.
 	a1.awaitPresent(b1.key)
 	a1.awaitPresent(a2.key)
@@ -203,7 +204,7 @@ func TestBackplaneAcrossInstances(t *testing.T) {
 		{b, `plurenet_relay_backplane_received_total{kind="broadcast"}`},
 		{a, `plurenet_relay_backplane_up`},
 	} {
-		eventually(t, c.series+" counted", func() bool { return metric(t, c.r, c.series) >= 1 })
+		testkit.Eventually(t, c.series+" counted", func() bool { return metric(t, c.r, c.series) >= 1 })
 	}
 
 	// A member that leaves is gone everywhere at once, without waiting for
@@ -219,14 +220,14 @@ func TestBackplaneLocalDeliveryStaysLocal(t *testing.T) {
 	rds := startRedis(t)
 	a := newRelay(t, backplaneConfig(rds))
 	b := newRelay(t, backplaneConfig(rds))
-	rv := rendezvous(8)
-	x := join(t, a.url, newKey(t), rv)
-	y := join(t, a.url, newKey(t), rv)
+	rv := testkit.Admission(8)
+	x := join(t, a.url, testkit.Key(t), rv)
+	y := join(t, a.url, testkit.Key(t), rv)
 	x.awaitPresent(y.key)
 	y.awaitPresent(x.key)
 	// A member of another rendezvous on b: the rendezvous of x and y must
 	// still have no remote members.
-	other := join(t, b.url, newKey(t), rendezvous(9))
+	other := join(t, b.url, testkit.Key(t), testkit.Admission(9))
 	_ = other
 
 	const rounds = 20
@@ -250,10 +251,10 @@ func TestBackplaneLocalDeliveryStaysLocal(t *testing.T) {
 	}
 
 	// Once a member of the rendezvous is on b, broadcasts go through Redis.
-	z := join(t, b.url, newKey(t), rv)
+	z := join(t, b.url, testkit.Key(t), rv)
 	x.awaitPresent(z.key)
 	exchange(t, y, nil, "now to b too", z)
-	eventually(t, "a counts a published broadcast", func() bool {
+	testkit.Eventually(t, "a counts a published broadcast", func() bool {
 		return metric(t, a, `plurenet_relay_backplane_published_total{kind="broadcast"}`) >= 1
 	})
 }
@@ -265,12 +266,12 @@ func TestBackplaneInstanceDies(t *testing.T) {
 	rds := startRedis(t)
 	a := newRelay(t, backplaneConfig(rds))
 	b := newRelay(t, backplaneConfig(rds))
-	rv := rendezvous(10)
+	rv := testkit.Admission(10)
 
-	moverKey := newKey(t)
-	mover := join(t, a.url, moverKey, rv) // reconnects to b after a dies
-	lost := join(t, a.url, newKey(t), rv) // dies with a
-	stay := join(t, b.url, newKey(t), rv)
+	moverKey := testkit.Key(t)
+	mover := join(t, a.url, moverKey, rv)      // reconnects to b after a dies
+	lost := join(t, a.url, testkit.Key(t), rv) // dies with a
+	stay := join(t, b.url, testkit.Key(t), rv)
 	stay.awaitPresent(mover.key)
 	stay.awaitPresent(lost.key)
 	exchange(t, stay, &mover.key, "before", mover)
@@ -304,15 +305,15 @@ func TestBackplaneRedisOutage(t *testing.T) {
 	rds := startRedis(t)
 	a := newRelay(t, backplaneConfig(rds))
 	b := newRelay(t, backplaneConfig(rds))
-	rv := rendezvous(11)
-	a1 := join(t, a.url, newKey(t), rv)
-	a2 := join(t, a.url, newKey(t), rv)
-	b1 := join(t, b.url, newKey(t), rv)
+	rv := testkit.Admission(11)
+	a1 := join(t, a.url, testkit.Key(t), rv)
+	a2 := join(t, a.url, testkit.Key(t), rv)
+	b1 := join(t, b.url, testkit.Key(t), rv)
 	a1.awaitPresent(b1.key)
 	exchange(t, a1, &b1.key, "before", b1)
 
 	rds.stop()
-	eventually(t, "a notices Redis is down", func() bool {
+	testkit.Eventually(t, "a notices Redis is down", func() bool {
 		_ = a1.c.Send(b1.key, []byte("into the void"))
 		return metric(t, a, `plurenet_relay_backplane_drops_total{reason="redis_error"}`)+
 			metric(t, a, `plurenet_relay_backplane_drops_total{reason="queue_full"}`) > 0
@@ -322,7 +323,7 @@ func TestBackplaneRedisOutage(t *testing.T) {
 	rds.start() // empty: the instances must register their members again
 	exchange(t, a1, &b1.key, "after", b1)
 	exchange(t, b1, nil, "after, to all", a1, a2)
-	eventually(t, "backplane up again", func() bool {
+	testkit.Eventually(t, "backplane up again", func() bool {
 		return metric(t, a, `plurenet_relay_backplane_up`) == 1 && metric(t, b, `plurenet_relay_backplane_up`) == 1
 	})
 }

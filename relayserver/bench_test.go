@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -104,8 +105,8 @@ func BenchmarkForward(b *testing.B) {
 
 	b.Run("relay", func(b *testing.B) {
 		r := newRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited})
-		tx := connect(b, r, newKey(b), rendezvous(1))
-		rx := connect(b, r, newKey(b), rendezvous(1))
+		tx := connect(b, r, testkit.Key(b), testkit.Admission(1))
+		rx := connect(b, r, testkit.Key(b), testkit.Admission(1))
 		tx.expect(relayproto.TypePeerPresent, rx.key)
 		rx.expect(relayproto.TypePeerPresent, tx.key)
 		frame := relayproto.AppendSend(nil, rx.key, payload)

@@ -62,6 +62,20 @@ const (
 	// jitter from 250 ms) fits the burst, a flood from one host does not.
 	DefaultHandshakeRatePerIP  = 20
 	DefaultHandshakeBurstPerIP = 100
+	// DefaultNet56Factor and DefaultNet48Factor scale the per-address
+	// limits to an IPv6 /56 (what an ISP usually delegates to a home:
+	// 256 /64s) and a /48 (a site: 65 536 /64s). Counting only by /64 let
+	// one home open 256 times the per-address limit, one site 65 536
+	// times; a /56 may hold twice, a /48 four times what one address may,
+	// which still admits a few busy LANs behind one delegation.
+	DefaultNet56Factor = 2
+	DefaultNet48Factor = 4
+
+	// DefaultMaxMembersPerRendezvous is the mesh layer's member limit:
+	// a rendezvous never needs more keys, and each key costs every other
+	// member a presence frame per change and every joiner a snapshot
+	// entry, so the cap is what keeps a rendezvous's cost linear.
+	DefaultMaxMembersPerRendezvous = 1024
 
 	// DefaultBackplaneTTL is how long a member's presence entry in Redis
 	// outlives its last refresh: the members of an instance that died are
@@ -79,7 +93,7 @@ const (
 )
 
 // Unlimited switches off a limit that has one (RateBytesPerSec,
-// MaxConnsPerIP, HandshakeRatePerIP). Zero cannot say it: in Config, zero
+// MaxConnsPerIP, HandshakeRatePerIP and their /56 and /48 counterparts). Zero cannot say it: in Config, zero
 // means "the default", so that the zero Config is a safe relay. The
 // "plurenet relay" command spells it "unlimited" (or 0, as it always has)
 // and passes this value.
@@ -97,6 +111,11 @@ type Config struct {
 	// MaxConnsPerKey limits routable connections of one key in one
 	// rendezvous; the next one gets ErrTooManyConns.
 	MaxConnsPerKey int
+	// MaxMembersPerRendezvous limits the keys present in one rendezvous,
+	// counted across instances with a backplane; a new key beyond it gets
+	// ErrRendezvousFull. At most 16384 (the backplane's remote view cap),
+	// and its snapshot (33 bytes a key) must fit half a send queue.
+	MaxMembersPerRendezvous int
 	// MaxConns limits WebSocket connections on this instance; beyond it the
 	// upgrade is refused with HTTP 503.
 	MaxConns int
@@ -132,6 +151,13 @@ type Config struct {
 	// Unlimited HandshakeRatePerIP disables the limit.
 	HandshakeRatePerIP  float64
 	HandshakeBurstPerIP int
+	// The same limits for all the addresses of an IPv6 /56 and of a /48,
+	// checked besides the /64's. Zero means the per-address value times
+	// DefaultNet56Factor or DefaultNet48Factor (so they follow it, and are
+	// off when it is off); Unlimited disables.
+	MaxConnsPer56, MaxConnsPer48             int
+	HandshakeRatePer56, HandshakeRatePer48   float64
+	HandshakeBurstPer56, HandshakeBurstPer48 int
 	// TrustProxyHeaders takes the client address from the last entry of
 	// X-Forwarded-For, the one the proxy in front of the relay appended.
 	// Set it only when such a proxy (one layer: Azure Container Apps
@@ -180,11 +206,30 @@ func (cfg Config) withDefaults() (Config, error) {
 	defDur(&cfg.IdleTimeout, DefaultIdleTimeout)
 	defDur(&cfg.WriteTimeout, DefaultWriteTimeout)
 	defDur(&cfg.DrainGrace, DefaultDrainGrace)
+	def(&cfg.MaxMembersPerRendezvous, DefaultMaxMembersPerRendezvous)
 	def(&cfg.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	if cfg.HandshakeRatePerIP == 0 {
 		cfg.HandshakeRatePerIP = DefaultHandshakeRatePerIP
 	}
 	def(&cfg.HandshakeBurstPerIP, DefaultHandshakeBurstPerIP)
+	// A prefix limit left at zero follows the per-address one, Unlimited
+	// included (which a factor would turn into another negative number).
+	scaled := func(v float64, factor int) float64 {
+		if v == Unlimited {
+			return Unlimited
+		}
+		return v * float64(factor)
+	}
+	def(&cfg.MaxConnsPer56, int(scaled(float64(cfg.MaxConnsPerIP), DefaultNet56Factor)))
+	def(&cfg.MaxConnsPer48, int(scaled(float64(cfg.MaxConnsPerIP), DefaultNet48Factor)))
+	if cfg.HandshakeRatePer56 == 0 {
+		cfg.HandshakeRatePer56 = scaled(cfg.HandshakeRatePerIP, DefaultNet56Factor)
+	}
+	if cfg.HandshakeRatePer48 == 0 {
+		cfg.HandshakeRatePer48 = scaled(cfg.HandshakeRatePerIP, DefaultNet48Factor)
+	}
+	def(&cfg.HandshakeBurstPer56, DefaultNet56Factor*cfg.HandshakeBurstPerIP)
+	def(&cfg.HandshakeBurstPer48, DefaultNet48Factor*cfg.HandshakeBurstPerIP)
 	defDur(&cfg.BackplaneTTL, DefaultBackplaneTTL)
 	defDur(&cfg.BackplaneRefresh, DefaultBackplaneRefresh)
 	def(&cfg.BackplaneQueueFrames, DefaultBackplaneQueueFrames)
@@ -205,6 +250,10 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"RateBytesPerSec", float64(cfg.RateBytesPerSec)},
 		{"MaxConnsPerIP", float64(cfg.MaxConnsPerIP)},
 		{"HandshakeRatePerIP", cfg.HandshakeRatePerIP},
+		{"MaxConnsPer56", float64(cfg.MaxConnsPer56)},
+		{"MaxConnsPer48", float64(cfg.MaxConnsPer48)},
+		{"HandshakeRatePer56", cfg.HandshakeRatePer56},
+		{"HandshakeRatePer48", cfg.HandshakeRatePer48},
 	} {
 		if f.v < 0 && f.v != Unlimited {
 			return cfg, fmt.Errorf("relayserver: config: %s is %v: use a positive value, 0 for the default, or Unlimited", f.name, f.v)
@@ -219,6 +268,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"SendQueueFrames", cfg.SendQueueFrames},
 		{"SendQueueBytes", cfg.SendQueueBytes},
 		{"HandshakeBurstPerIP", cfg.HandshakeBurstPerIP},
+		{"HandshakeBurstPer56", cfg.HandshakeBurstPer56},
+		{"HandshakeBurstPer48", cfg.HandshakeBurstPer48},
+		{"MaxMembersPerRendezvous", cfg.MaxMembersPerRendezvous},
 		{"BackplaneQueueFrames", cfg.BackplaneQueueFrames},
 		{"BackplaneQueueBytes", cfg.BackplaneQueueBytes},
 	} {
@@ -228,6 +280,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.SendQueueBytes < relayproto.MaxFrame {
 		return cfg, fmt.Errorf("relayserver: config: SendQueueBytes %d is below one frame (%d)", cfg.SendQueueBytes, relayproto.MaxFrame)
+	}
+	if cfg.MaxMembersPerRendezvous > maxRemoteMembers {
+		return cfg, fmt.Errorf("relayserver: config: MaxMembersPerRendezvous %d is over %d, what the backplane's view of a rendezvous holds", cfg.MaxMembersPerRendezvous, maxRemoteMembers)
+	}
+	if cfg.MaxMembersPerRendezvous*snapshotFrameSize > cfg.SendQueueBytes/2 {
+		// The joiner's snapshot is queued past the caps; it must leave
+		// room in the queue for what follows it.
+		return cfg, fmt.Errorf("relayserver: config: a snapshot of MaxMembersPerRendezvous %d keys (%d bytes) exceeds half of SendQueueBytes %d; raise SendQueueBytes or lower the member cap", cfg.MaxMembersPerRendezvous, cfg.MaxMembersPerRendezvous*snapshotFrameSize, cfg.SendQueueBytes)
 	}
 	for _, f := range []struct {
 		name string

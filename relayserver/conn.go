@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"golang.org/x/time/rate"
 
 	"github.com/plures/plurenet/internal/relayproto"
 )
@@ -63,9 +62,12 @@ type conn struct {
 	// forwarding; nil when not (or no longer) routable.
 	room atomic.Pointer[room]
 
-	limiter        *rate.Limiter // nil when unlimited
-	lastRateNotice time.Time     // reader only
-	lastHeard      atomic.Int64  // unix nanoseconds of the last frame or pong
+	budget         *byteBudget  // reader only; nil when unlimited
+	lastRateNotice time.Time    // reader only
+	lastHeard      atomic.Int64 // unix nanoseconds of the last frame or pong
+	// scratch is where the writer builds the frames of a presence
+	// snapshot, one at a time (snapshot.go).
+	scratch [snapshotFrameSize]byte
 
 	ctx    context.Context // ends on Server.Close
 	cancel context.CancelFunc
@@ -95,7 +97,7 @@ func (s *Server) newConn(remote string) *conn {
 	}
 	c.q = newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.notePeak)
 	if s.cfg.RateBytesPerSec > 0 {
-		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.RateBytesPerSec), s.cfg.RateBurstBytes)
+		c.budget = newByteBudget(s.cfg.RateBytesPerSec, s.cfg.RateBurstBytes, time.Now())
 	}
 	c.heard()
 	return c
@@ -255,8 +257,9 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	if err := s.router.join(c, s.welcome); err != nil {
-		c.fail(relayproto.ErrTooManyConns, fmt.Sprintf("key already holds %d connections in this rendezvous", s.cfg.MaxConnsPerKey))
-		s.metrics.handshake(hsTooMany)
+		code, msg, result := s.joinRefused(err)
+		c.fail(code, msg)
+		s.metrics.handshake(result)
 		return false
 	}
 	s.metrics.handshake(hsOK)
@@ -317,7 +320,16 @@ func (c *conn) handleFrame(b []byte, now time.Time) bool {
 			c.fail(relayproto.ErrFrameTooLarge, fmt.Sprintf("payload larger than %d bytes", relayproto.MaxPayload))
 			return false
 		}
-		if !c.allow(len(b), now) {
+		// Charged for what the relay will queue: the frame as delivered
+		// (a Recv is as long as its Send; a BroadcastRecv adds the
+		// sender's key), once per receiver, plus per-frame overhead. A
+		// Broadcast to n members costs n times a Send, as it costs the
+		// relay n times the work and queue space.
+		receivers := 1
+		if f.Type == relayproto.TypeBroadcast {
+			receivers = s.router.fanout(c)
+		}
+		if !c.allow(relayproto.Charge(1+relayproto.KeySize+len(f.Payload), receivers), now) {
 			return true
 		}
 	case relayproto.TypeLeave:
@@ -351,13 +363,17 @@ func (c *conn) handleFrame(b []byte, now time.Time) bool {
 // allow charges n bytes to the rate limit. Over the limit the frame is
 // dropped, and now and then the client is told.
 func (c *conn) allow(n int, now time.Time) bool {
-	if c.limiter == nil || c.limiter.AllowN(now, n) {
+	if c.budget == nil {
+		return true
+	}
+	if c.budget.take(now, n) {
+		c.srv.metrics.charge(n)
 		return true
 	}
 	c.srv.metrics.drop(dropRateLimited, 1)
 	if now.Sub(c.lastRateNotice) >= rateNoticeInterval {
 		c.lastRateNotice = now
-		msg := fmt.Sprintf("over %d bytes/s: frames dropped", c.srv.cfg.RateBytesPerSec)
+		msg := fmt.Sprintf("over %d bytes/s (a frame costs its size plus %d bytes, once per receiver): frames dropped", c.srv.cfg.RateBytesPerSec, relayproto.FrameOverhead)
 		c.q.push(relayproto.AppendError(nil, relayproto.ErrRateLimited, msg), true)
 	}
 	return false
@@ -377,6 +393,13 @@ func (c *conn) finish(kind closeKind, code relayproto.ErrorCode, msg string) {
 	c.srv.router.leave(c)
 	c.q.shutdown()
 	close(c.stop)
+}
+
+// ending reports whether finish has decided how the connection ends.
+func (c *conn) ending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.kind != closeNone
 }
 
 // fail ends the connection with a fatal Error frame.
@@ -415,7 +438,7 @@ func closeStatus(code relayproto.ErrorCode) websocket.StatusCode {
 		return websocket.StatusMessageTooBig
 	case relayproto.ErrBadFrame, relayproto.ErrBadVersion:
 		return websocket.StatusProtocolError
-	case relayproto.ErrTooManyConns:
+	case relayproto.ErrTooManyConns, relayproto.ErrRendezvousFull:
 		return websocket.StatusTryAgainLater
 	case relayproto.ErrServerShutdown:
 		return websocket.StatusGoingAway

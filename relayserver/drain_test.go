@@ -17,6 +17,7 @@ import (
 
 	"github.com/plures/plurenet/internal/relayproto"
 	"github.com/plures/plurenet/internal/testcert"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -25,9 +26,9 @@ import (
 func TestLeaveSwitchIsLossless(t *testing.T) {
 	const n = 3000
 	r := newRelay(t, relayserver.Config{SendQueueFrames: 2 * n, SendQueueBytes: 8 << 20, RateBytesPerSec: relayserver.Unlimited})
-	rv := rendezvous(1)
-	a := connect(t, r, newKey(t), rv)
-	bKey := newKey(t)
+	rv := testkit.Admission(1)
+	a := connect(t, r, testkit.Key(t), rv)
+	bKey := testkit.Key(t)
 	b1 := connect(t, r, bKey, rv)
 	a.expect(relayproto.TypePeerPresent, b1.key)
 	b1.expect(relayproto.TypePeerPresent, a.key)
@@ -110,9 +111,9 @@ func TestDrain(t *testing.T) {
 	// Long enough for a to move in time on a loaded machine; b waits it out.
 	const grace = 1500 * time.Millisecond
 	r := newRelay(t, relayserver.Config{DrainGrace: grace})
-	rv := rendezvous(1)
-	a := connect(t, r, newKey(t), rv)
-	b := connect(t, r, newKey(t), rv)
+	rv := testkit.Admission(1)
+	a := connect(t, r, testkit.Key(t), rv)
+	b := connect(t, r, testkit.Key(t), rv)
 	a.expect(relayproto.TypePeerPresent, b.key)
 	b.expect(relayproto.TypePeerPresent, a.key)
 	// Connected, but still in the handshake: no Drain for it, just the end.
@@ -157,7 +158,7 @@ func TestDrain(t *testing.T) {
 
 func TestDrainContextEnds(t *testing.T) {
 	r := newRelay(t, relayserver.Config{DrainGrace: time.Hour})
-	a := connect(t, r, newKey(t), rendezvous(1))
+	a := connect(t, r, testkit.Key(t), testkit.Admission(1))
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan relayproto.Type, 1)
 	go func() {
@@ -183,7 +184,7 @@ func TestDrainContextEnds(t *testing.T) {
 
 func TestMaxConnLifetime(t *testing.T) {
 	r := newRelay(t, relayserver.Config{MaxConnLifetime: 500 * time.Millisecond, DrainGrace: 100 * time.Millisecond})
-	a := connect(t, r, newKey(t), rendezvous(1))
+	a := connect(t, r, testkit.Key(t), testkit.Admission(1))
 	if a.welcome.LifetimeSecs != 1 {
 		t.Fatalf("Welcome.LifetimeSecs = %d, want 1 (rounded up from below a second)", a.welcome.LifetimeSecs)
 	}
@@ -204,7 +205,17 @@ func TestHealthzAndMetrics(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
 		t.Fatalf("/healthz: %v %q", resp.Status, body)
 	}
+	// Not on the listener clients reach: they would learn how many
+	// clients the relay has and how its limits stand.
 	resp, err = http.Get(r.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/metrics on the relay's own listener: %v, want 404", resp.Status)
+	}
+	resp, err = http.Get(r.metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +232,8 @@ func TestHealthzAndMetrics(t *testing.T) {
 		`plurenet_relay_drops_total{reason="rate_limited"} 0`,
 		`plurenet_relay_handshakes_total{result="ok"} 0`,
 		`plurenet_relay_handshakes_total{result="auth_failed"} 0`,
+		`plurenet_relay_handshakes_total{result="rendezvous_full"} 0`,
+		"plurenet_relay_rate_charged_bytes_total 0",
 	} {
 		if !strings.Contains(string(body), "\n"+name+"\n") {
 			t.Errorf("/metrics lacks %q", name)
@@ -250,7 +263,7 @@ func TestServeTLS(t *testing.T) {
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	defer httpc.CloseIdleConnections()
 	r := &testRelay{srv: srv, url: "wss://" + ln.Addr().String() + relayproto.Path}
-	a := connectWith(t, r, newKey(t), rendezvous(1), &websocket.DialOptions{HTTPClient: httpc})
+	a := connectWith(t, r, testkit.Key(t), testkit.Admission(1), &websocket.DialOptions{HTTPClient: httpc})
 	cancel()
 	a.expect(relayproto.TypeDrain, relayproto.Key{})
 	writeMsg(t, a.ws, relayproto.AppendLeave(nil))

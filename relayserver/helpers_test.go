@@ -9,27 +9,27 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// patience bounds every wait in these tests; it only keeps a broken test
-// from hanging, nothing is asserted about it.
-const patience = 20 * time.Second
+// patience bounds every wait in these tests (testkit.Patience).
+const patience = testkit.Patience
 
 type testRelay struct {
-	srv  *relayserver.Server
-	hs   *httptest.Server
-	url  string // ws://127.0.0.1:port/v1/relay
-	base string // http://127.0.0.1:port
+	srv     *relayserver.Server
+	hs      *httptest.Server
+	url     string // ws://127.0.0.1:port/v1/relay
+	base    string // http://127.0.0.1:port
+	metrics string // http://127.0.0.1:otherport, the metrics listener
 }
 
 func newRelay(t testing.TB, cfg relayserver.Config) *testRelay {
@@ -42,30 +42,13 @@ func newRelay(t testing.TB, cfg relayserver.Config) *testRelay {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
+	ms := httptest.NewServer(srv.MetricsHandler())
 	t.Cleanup(func() {
 		srv.Close()
 		hs.Close()
+		ms.Close()
 	})
-	return &testRelay{srv: srv, hs: hs, base: hs.URL, url: "ws" + strings.TrimPrefix(hs.URL, "http") + relayproto.Path}
-}
-
-func newKey(t testing.TB) nodekey.Private {
-	t.Helper()
-	k, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// rendezvous returns the admission key of test mesh b: what a member needs
-// to join the rendezvous it names (its Rendezvous method).
-func rendezvous(b byte) relayproto.AdmissionKey {
-	var seed [32]byte
-	for i := range seed {
-		seed[i] = b
-	}
-	return relayproto.NewAdmissionKey(seed)
+	return &testRelay{srv: srv, hs: hs, base: hs.URL, metrics: ms.URL, url: "ws" + strings.TrimPrefix(hs.URL, "http") + relayproto.Path}
 }
 
 // dialWS opens a WebSocket offering the relay subprotocol, closed at test end.
@@ -265,7 +248,7 @@ func expectClose(t testing.TB, ws *websocket.Conn, code relayproto.ErrorCode, st
 // series (name plus labels as exposed, e.g. `x_total{reason="a"}`).
 func metric(t testing.TB, r *testRelay, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(r.base + "/metrics")
+	resp, err := http.Get(r.metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,16 +266,4 @@ func metric(t testing.TB, r *testRelay, series string) float64 {
 	}
 	t.Fatalf("metric %s not exposed", series)
 	return 0
-}
-
-// eventually polls cond until it holds or patience runs out.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

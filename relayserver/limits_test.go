@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -29,10 +30,10 @@ func TestSlowReaderBounded(t *testing.T) {
 		RateBytesPerSec: relayserver.Unlimited,
 		WriteTimeout:    time.Minute, // keep the stuck reader connected for the test
 	})
-	rv := rendezvous(1)
-	slow := connect(t, r, newKey(t), rv) // reads nothing from now on
-	fast := connect(t, r, newKey(t), rv)
-	sender := connect(t, r, newKey(t), rv)
+	rv := testkit.Admission(1)
+	slow := connect(t, r, testkit.Key(t), rv) // reads nothing from now on
+	fast := connect(t, r, testkit.Key(t), rv)
+	sender := connect(t, r, testkit.Key(t), rv)
 	fast.expect(relayproto.TypePeerPresent, slow.key)
 	fast.expect(relayproto.TypePeerPresent, sender.key)
 
@@ -83,12 +84,12 @@ func TestSlowReaderBounded(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	const rate = 1000
 	r := newRelay(t, relayserver.Config{RateBytesPerSec: rate, RateBurstBytes: 1})
-	rv := rendezvous(1)
-	a := connect(t, r, newKey(t), rv)
+	rv := testkit.Admission(1)
+	a := connect(t, r, testkit.Key(t), rv)
 	if a.welcome.RateBytes != rate {
 		t.Fatalf("Welcome.RateBytes = %d, want %d", a.welcome.RateBytes, rate)
 	}
-	b := connect(t, r, newKey(t), rv)
+	b := connect(t, r, testkit.Key(t), rv)
 	a.expect(relayproto.TypePeerPresent, b.key)
 	b.expect(relayproto.TypePeerPresent, a.key)
 
@@ -143,7 +144,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	readServerHello(t, ws)
 	// ...and never answer.
 	expectClose(t, ws, relayproto.ErrHandshakeSlow, websocket.StatusPolicyViolation)
-	eventually(t, "timeout counted", func() bool {
+	testkit.Eventually(t, "timeout counted", func() bool {
 		return metric(t, r, `plurenet_relay_handshakes_total{result="timeout"}`) == 1
 	})
 }
@@ -152,17 +153,17 @@ func TestIdleTimeout(t *testing.T) {
 	// Short, but not so short that a loaded test machine looks idle.
 	cfg := relayserver.Config{PingInterval: 50 * time.Millisecond, IdleTimeout: time.Second}
 	r := newRelay(t, cfg)
-	rv := rendezvous(1)
+	rv := testkit.Admission(1)
 
 	// Reads, but does not answer pings: dead to the relay.
-	mute := connectWith(t, r, newKey(t), rv, &websocket.DialOptions{
+	mute := connectWith(t, r, testkit.Key(t), rv, &websocket.DialOptions{
 		OnPingReceived: func(context.Context, []byte) bool { return false },
 	})
 	expectClose(t, mute.ws, relayproto.ErrIdle, websocket.StatusPolicyViolation)
 
 	// Quiet clients that answer pings stay, however long they say nothing.
-	a := connect(t, r, newKey(t), rv)
-	b := connect(t, r, newKey(t), rv)
+	a := connect(t, r, testkit.Key(t), rv)
+	b := connect(t, r, testkit.Key(t), rv)
 	frames := make(chan relayproto.Frame, 4)
 	var readers sync.WaitGroup
 	readers.Go(func() {
@@ -199,25 +200,25 @@ func TestIdleTimeout(t *testing.T) {
 
 func TestMaxConnsPerKey(t *testing.T) {
 	r := newRelay(t, relayserver.Config{MaxConnsPerKey: 2})
-	k := newKey(t)
-	first := connect(t, r, k, rendezvous(1))
-	connect(t, r, k, rendezvous(1))
+	k := testkit.Key(t)
+	first := connect(t, r, k, testkit.Admission(1))
+	connect(t, r, k, testkit.Admission(1))
 	ws := dialWS(t, r.url, nil)
 	sh := readServerHello(t, ws)
-	ch := answer(t, sh, k, k, rendezvous(1))
+	ch := answer(t, sh, k, k, testkit.Admission(1))
 	writeMsg(t, ws, ch.Append(nil))
 	expectClose(t, ws, relayproto.ErrTooManyConns, websocket.StatusTryAgainLater)
 
-	connect(t, r, k, rendezvous(2)) // the limit is per rendezvous
+	connect(t, r, k, testkit.Admission(2)) // the limit is per rendezvous
 	first.ws.Close(websocket.StatusNormalClosure, "")
-	eventually(t, "first connection gone", func() bool { return r.srv.Stats().Connections == 2 })
-	connect(t, r, k, rendezvous(1))
+	testkit.Eventually(t, "first connection gone", func() bool { return r.srv.Stats().Connections == 2 })
+	connect(t, r, k, testkit.Admission(1))
 }
 
 func TestMaxConns(t *testing.T) {
 	r := newRelay(t, relayserver.Config{MaxConns: 2})
-	connect(t, r, newKey(t), rendezvous(1))
-	connect(t, r, newKey(t), rendezvous(1))
+	connect(t, r, testkit.Key(t), testkit.Admission(1))
+	connect(t, r, testkit.Key(t), testkit.Admission(1))
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	_, resp, err := websocket.Dial(ctx, r.url, &websocket.DialOptions{Subprotocols: []string{relayproto.Subprotocol}})

@@ -34,6 +34,11 @@ const (
 	hsRefusedIPRate  = "refused_ip_rate"
 )
 
+// hsRendezvousFull: the rendezvous was at its member cap. With a backplane a
+// connection admitted on this instance's view and then refused by Redis is
+// counted ok here and in plurenet_relay_backplane_evicted_total.
+const hsRendezvousFull = "rendezvous_full"
+
 // metrics are one Server's Prometheus metrics, in a registry of its own so
 // that several servers (tests, or an embedding program) do not collide.
 type metrics struct {
@@ -42,6 +47,7 @@ type metrics struct {
 	bytes      *prometheus.CounterVec
 	drops      *prometheus.CounterVec
 	handshakes *prometheus.CounterVec
+	charged    prometheus.Counter
 
 	// Resolved children for the per-frame paths, sparing a label hash and
 	// lock per frame.
@@ -69,6 +75,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "plurenet_relay_handshakes_total",
 			Help: "Connection attempts by outcome.",
 		}, []string{"result"}),
+		charged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "plurenet_relay_rate_charged_bytes_total",
+			Help: "Bytes charged to connections' rate limits for the frames they had forwarded: each frame's size plus per-frame overhead, once per receiver.",
+		}),
 	}
 	m.framesBy = make(map[string]prometheus.Counter)
 	m.bytesBy = make(map[string]prometheus.Counter)
@@ -80,11 +90,11 @@ func newMetrics(s *Server) *metrics {
 	for _, r := range []string{dropNoSuchPeer, dropQueueFull, dropRateLimited, dropClosed} {
 		m.dropsBy[r] = m.drops.WithLabelValues(r)
 	}
-	for _, r := range []string{hsOK, hsBadFrame, hsBadVersion, hsAuthFailed, hsTooMany, hsTimeout, hsShutdown, hsDisconnect, hsRefusedFull, hsRefusedDrain, hsRefusedIPConns, hsRefusedIPRate} {
+	for _, r := range []string{hsOK, hsBadFrame, hsBadVersion, hsAuthFailed, hsTooMany, hsRendezvousFull, hsTimeout, hsShutdown, hsDisconnect, hsRefusedFull, hsRefusedDrain, hsRefusedIPConns, hsRefusedIPRate} {
 		m.handshakes.WithLabelValues(r)
 	}
 	m.reg.MustRegister(
-		m.frames, m.bytes, m.drops, m.handshakes,
+		m.frames, m.bytes, m.drops, m.handshakes, m.charged,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "plurenet_relay_connections",
 			Help: "Open client WebSocket connections, including those still in the handshake.",
@@ -95,7 +105,7 @@ func newMetrics(s *Server) *metrics {
 		}, func() float64 { return float64(s.router.rendezvousCount()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "plurenet_relay_source_addresses",
-			Help: "Source addresses (IPv4, or IPv6 /64) with a connection open.",
+			Help: "Source addresses (IPv4, or IPv6 /64) with a connection open; IPv6 /56 and /48 are limited too but not counted here.",
 		}, func() float64 { n, _ := s.sources.counts(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "plurenet_relay_queued_bytes",
@@ -126,3 +136,5 @@ func (m *metrics) drop(reason string, n int) {
 }
 
 func (m *metrics) handshake(result string) { m.handshakes.WithLabelValues(result).Inc() }
+
+func (m *metrics) charge(n int) { m.charged.Add(float64(n)) }

@@ -1,6 +1,10 @@
 package relayserver
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/plures/plurenet/internal/relayproto"
+)
 
 // pushResult says what became of a frame offered to a sendQueue.
 type pushResult int
@@ -11,9 +15,25 @@ const (
 	queueShut            // dropped: the connection is closing
 )
 
+// queued is one entry of a sendQueue: a frame, or a joiner's presence
+// snapshot, which the writer expands into one PeerPresent frame per key as
+// it writes (snapshot.go).
+type queued struct {
+	frame []byte
+	snap  *snapshot
+}
+
+// size is what the entry counts against the byte cap.
+func (e queued) size() int {
+	if e.snap != nil {
+		return e.snap.size()
+	}
+	return len(e.frame)
+}
+
 // sendQueue is one connection's outbound queue. Producers (other
 // connections' readers, presence changes) push without blocking; the
-// connection's writer takes frames and reports each one written. A frame
+// connection's writer takes entries and reports each one written. An entry
 // counts against the caps until it is written, so queued plus in-flight data
 // never exceeds them: a client that does not read costs at most the caps.
 //
@@ -22,13 +42,13 @@ const (
 // latency.
 type sendQueue struct {
 	mu        sync.Mutex
-	frames    [][]byte // waiting, oldest first
-	pending   int      // frames waiting or being written
+	entries   []queued // waiting, oldest first
+	pending   int      // entries waiting or being written
 	bytes     int      // bytes waiting or being written
 	shut      bool
 	maxFrames int
 	maxBytes  int
-	// notify holds a token when frames are waiting or the queue shut, so
+	// notify holds a token when entries are waiting or the queue shut, so
 	// the writer can select on it.
 	notify chan struct{}
 	// peak is called with the byte total after each push, for Stats.
@@ -39,22 +59,40 @@ func newSendQueue(maxFrames, maxBytes int, peak func(int)) *sendQueue {
 	return &sendQueue{maxFrames: maxFrames, maxBytes: maxBytes, notify: make(chan struct{}, 1), peak: peak}
 }
 
-// push appends b unless the queue is full or shut. force skips the caps: it is
-// for handshake and presence frames, which are few per connection (bounded by
-// the rendezvous size) and must not be lost.
+// push appends b unless the queue is full or shut. force skips the caps: it
+// is for the handful of control frames a connection gets from the relay
+// itself (ServerHello, Welcome, the rate notice, Drain), never for frames
+// other clients cause.
 func (q *sendQueue) push(b []byte, force bool) pushResult {
+	return q.add(queued{frame: b}, force)
+}
+
+// pushJoin queues the Welcome and then the presence snapshot of keys (less
+// skip, the joiner's own key) as one entry. Both skip the caps: they come
+// first and once per connection, and the snapshot holds no copy of its keys
+// (the room's list is shared and immutable) while it counts as the frames
+// it will become, which Config.withDefaults keeps below the byte cap.
+func (q *sendQueue) pushJoin(welcome []byte, keys []relayproto.Key, skip relayproto.Key) {
+	q.add(queued{frame: welcome}, true)
+	if len(keys) > 0 {
+		q.add(queued{snap: &snapshot{keys: keys, skip: skip}}, true)
+	}
+}
+
+func (q *sendQueue) add(e queued, force bool) pushResult {
+	n := e.size()
 	q.mu.Lock()
 	if q.shut {
 		q.mu.Unlock()
 		return queueShut
 	}
-	if !force && (q.pending >= q.maxFrames || q.bytes+len(b) > q.maxBytes) {
+	if !force && (q.pending >= q.maxFrames || q.bytes+n > q.maxBytes) {
 		q.mu.Unlock()
 		return queueFull
 	}
-	q.frames = append(q.frames, b)
+	q.entries = append(q.entries, e)
 	q.pending++
-	q.bytes += len(b)
+	q.bytes += n
 	total := q.bytes
 	q.mu.Unlock()
 	if q.peak != nil {
@@ -71,18 +109,18 @@ func (q *sendQueue) wake() {
 	}
 }
 
-// take moves every waiting frame into batch (reusing its storage) and returns
-// it. The frames stay counted until written is called for each.
-func (q *sendQueue) take(batch [][]byte) [][]byte {
+// take moves every waiting entry into batch (reusing its storage) and
+// returns it. The entries stay counted until written is called for each.
+func (q *sendQueue) take(batch []queued) []queued {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	batch = append(batch[:0], q.frames...)
-	clear(q.frames) // let the written frames be collected
-	q.frames = q.frames[:0]
+	batch = append(batch[:0], q.entries...)
+	clear(q.entries) // let the written frames be collected
+	q.entries = q.entries[:0]
 	return batch
 }
 
-// written releases one frame of n bytes taken earlier.
+// written releases one entry of n bytes taken earlier.
 func (q *sendQueue) written(n int) {
 	q.mu.Lock()
 	q.pending--
@@ -99,21 +137,21 @@ func (q *sendQueue) shutdown() {
 	q.wake()
 }
 
-// discard drops everything waiting and returns how many frames that was.
+// discard drops everything waiting and returns how many entries that was.
 func (q *sendQueue) discard() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := len(q.frames)
-	for _, b := range q.frames {
-		q.bytes -= len(b)
+	n := len(q.entries)
+	for _, e := range q.entries {
+		q.bytes -= e.size()
 	}
 	q.pending -= n
-	clear(q.frames)
-	q.frames = q.frames[:0]
+	clear(q.entries)
+	q.entries = q.entries[:0]
 	return n
 }
 
-// len returns the frames and bytes waiting or being written.
+// len returns the entries and bytes waiting or being written.
 func (q *sendQueue) len() (frames, bytes int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -11,20 +11,21 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
 func TestUnicastAndBroadcast(t *testing.T) {
 	r := newRelay(t, relayserver.Config{})
-	rv, other := rendezvous(1), rendezvous(2)
-	a := connect(t, r, newKey(t), rv)
+	rv, other := testkit.Admission(1), testkit.Admission(2)
+	a := connect(t, r, testkit.Key(t), rv)
 	if a.welcome != (relayproto.Welcome{MaxPayload: relayproto.MaxPayload, RateBytes: relayserver.DefaultRateBytesPerSec}) {
 		t.Fatalf("Welcome = %+v", a.welcome)
 	}
-	b := connect(t, r, newKey(t), rv)
+	b := connect(t, r, testkit.Key(t), rv)
 	a.expect(relayproto.TypePeerPresent, b.key)
 	b.expect(relayproto.TypePeerPresent, a.key)
-	c := connect(t, r, newKey(t), rv)
+	c := connect(t, r, testkit.Key(t), rv)
 	a.expect(relayproto.TypePeerPresent, c.key)
 	b.expect(relayproto.TypePeerPresent, c.key)
 	seen := map[relayproto.Key]bool{}
@@ -38,7 +39,7 @@ func TestUnicastAndBroadcast(t *testing.T) {
 	if !seen[a.key] || !seen[b.key] {
 		t.Fatalf("c's presence snapshot %v lacks a or b", seen)
 	}
-	d := connect(t, r, newKey(t), other) // another mesh on the same relay
+	d := connect(t, r, testkit.Key(t), other) // another mesh on the same relay
 
 	a.send(b.key, "to b")
 	if f := b.expect(relayproto.TypeRecv, a.key); string(f.Payload) != "to b" {
@@ -57,7 +58,7 @@ func TestUnicastAndBroadcast(t *testing.T) {
 	}
 	// d got neither the unicast nor the broadcast: the next thing it sees
 	// is this.
-	e := connect(t, r, newKey(t), other)
+	e := connect(t, r, testkit.Key(t), other)
 	d.expect(relayproto.TypePeerPresent, e.key)
 	e.expect(relayproto.TypePeerPresent, d.key)
 
@@ -86,9 +87,9 @@ func TestUnicastAndBroadcast(t *testing.T) {
 
 func TestPresence(t *testing.T) {
 	r := newRelay(t, relayserver.Config{})
-	rv := rendezvous(1)
-	a := connect(t, r, newKey(t), rv)
-	bKey := newKey(t)
+	rv := testkit.Admission(1)
+	a := connect(t, r, testkit.Key(t), rv)
+	bKey := testkit.Key(t)
 	b1 := connect(t, r, bKey, rv)
 	a.expect(relayproto.TypePeerPresent, b1.key)
 	b1.expect(relayproto.TypePeerPresent, a.key)
@@ -98,22 +99,22 @@ func TestPresence(t *testing.T) {
 	b2.expect(relayproto.TypePeerPresent, a.key)
 	// ...and neither is the first one going while the second stays.
 	b1.ws.Close(websocket.StatusNormalClosure, "")
-	eventually(t, "b1 gone", func() bool { return r.srv.Stats().Connections == 2 })
+	testkit.Eventually(t, "b1 gone", func() bool { return r.srv.Stats().Connections == 2 })
 	b2.send(a.key, "still here")
 	a.expect(relayproto.TypeRecv, b2.key)
 	// The last one going is.
 	b2.ws.Close(websocket.StatusNormalClosure, "")
 	a.expect(relayproto.TypePeerGone, b2.key)
-	eventually(t, "b2 gone", func() bool { return r.srv.Stats().Connections == 1 })
+	testkit.Eventually(t, "b2 gone", func() bool { return r.srv.Stats().Connections == 1 })
 	a.ws.Close(websocket.StatusNormalClosure, "")
-	eventually(t, "room empty", func() bool { st := r.srv.Stats(); return st.Connections == 0 && st.Rendezvous == 0 })
+	testkit.Eventually(t, "room empty", func() bool { st := r.srv.Stats(); return st.Connections == 0 && st.Rendezvous == 0 })
 }
 
 func TestHandshakeRefused(t *testing.T) {
 	r := newRelay(t, relayserver.Config{})
-	rv := rendezvous(7)
-	victim := newKey(t)
-	attacker := newKey(t)
+	rv := testkit.Admission(7)
+	victim := testkit.Key(t)
+	attacker := testkit.Key(t)
 
 	// A hello recorded on an honest connection, to replay below.
 	var recorded []byte
@@ -145,12 +146,12 @@ func TestHandshakeRefused(t *testing.T) {
 			relayproto.ErrAuthFailed, websocket.StatusPolicyViolation, "auth_failed"},
 		{"rendezvous swapped after signing", func(sh relayproto.ServerHello) []byte {
 			ch := answer(t, sh, victim, victim, rv)
-			ch.Rendezvous = rendezvous(8).Rendezvous()
+			ch.Rendezvous = testkit.Admission(8).Rendezvous()
 			return ch.Append(nil)
 		}, relayproto.ErrAuthFailed, websocket.StatusPolicyViolation, "auth_failed"},
 		{"admission key swapped after signing", func(sh relayproto.ServerHello) []byte {
 			ch := answer(t, sh, victim, victim, rv)
-			other := answer(t, sh, victim, victim, rendezvous(8))
+			other := answer(t, sh, victim, victim, testkit.Admission(8))
 			ch.Admission, ch.Rendezvous = other.Admission, other.Rendezvous
 			return ch.Append(nil)
 		}, relayproto.ErrAuthFailed, websocket.StatusPolicyViolation, "auth_failed"},
@@ -181,14 +182,14 @@ func TestHandshakeRefused(t *testing.T) {
 			if fs := expectClose(t, ws, tt.code, tt.status); len(fs) != 0 {
 				t.Fatalf("frames before the error: %+v", fs)
 			}
-			eventually(t, "handshake metric", func() bool {
+			testkit.Eventually(t, "handshake metric", func() bool {
 				return metric(t, r, `plurenet_relay_handshakes_total{result="`+tt.result+`"}`) == before+1
 			})
 		})
 	}
 	// The victim's key is still free: nobody joined as it.
 	v := connect(t, r, victim, rv)
-	a := connect(t, r, newKey(t), rv)
+	a := connect(t, r, testkit.Key(t), rv)
 	v.expect(relayproto.TypePeerPresent, a.key)
 }
 
@@ -220,8 +221,8 @@ func TestSubprotocolRequired(t *testing.T) {
 
 func TestBadFramesAfterHandshake(t *testing.T) {
 	r := newRelay(t, relayserver.Config{})
-	rv := rendezvous(3)
-	peer := newKey(t).Public()
+	rv := testkit.Admission(3)
+	peer := testkit.Key(t).Public()
 	tests := []struct {
 		name   string
 		typ    websocket.MessageType
@@ -243,7 +244,7 @@ func TestBadFramesAfterHandshake(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := connect(t, r, newKey(t), rv)
+			c := connect(t, r, testkit.Key(t), rv)
 			ctx, cancel := context.WithTimeout(context.Background(), patience)
 			defer cancel()
 			if err := c.ws.Write(ctx, tt.typ, tt.msg); err != nil {
@@ -253,8 +254,8 @@ func TestBadFramesAfterHandshake(t *testing.T) {
 		})
 	}
 	// The relay still serves everyone else, and full-size frames pass.
-	a := connect(t, r, newKey(t), rv)
-	b := connect(t, r, newKey(t), rv)
+	a := connect(t, r, testkit.Key(t), rv)
+	b := connect(t, r, testkit.Key(t), rv)
 	a.expect(relayproto.TypePeerPresent, b.key)
 	big := strings.Repeat("x", relayproto.MaxPayload)
 	a.send(b.key, big)
@@ -268,7 +269,7 @@ func TestBadFramesAfterHandshake(t *testing.T) {
 
 func TestClosedServerRefuses(t *testing.T) {
 	r := newRelay(t, relayserver.Config{})
-	c := connect(t, r, newKey(t), rendezvous(1))
+	c := connect(t, r, testkit.Key(t), testkit.Admission(1))
 	if err := r.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -299,6 +300,8 @@ func TestConfigRejected(t *testing.T) {
 		{RateBytesPerSec: -2},
 		{MaxConnsPerIP: -100},
 		{HandshakeRatePerIP: -0.5},
+		{MaxConnsPer56: -2},
+		{HandshakeRatePer48: -4},
 	}
 	for i, cfg := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {

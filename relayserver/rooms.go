@@ -3,6 +3,7 @@ package relayserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -17,7 +18,8 @@ import (
 type router interface {
 	// join makes c a member of its rendezvous and the routing target of its
 	// key. It queues welcome, then a PeerPresent for every other key present,
-	// on c, and announces c's key to the others if it was absent.
+	// on c, and announces c's key to the others if it was absent. It fails
+	// with errTooManyConns or errRendezvousFull.
 	join(c *conn, welcome []byte) error
 	// leave stops routing to c at once; c's key is announced gone if c was its
 	// last routable connection. Calling it again does nothing.
@@ -25,6 +27,9 @@ type router interface {
 	// unicast queues frame (a Recv frame) on dst's routing target in c's
 	// rendezvous and reports what happened.
 	unicast(c *conn, dst relayproto.Key, frame []byte) deliverResult
+	// fanout is how many keys other than c's a broadcast by c would reach,
+	// here and on other instances: what the rate limit charges it for.
+	fanout(c *conn) int
 	// broadcast queues frame (a BroadcastRecv frame) on every other key's
 	// routing target in c's rendezvous; it returns how many took it and how
 	// many dropped it for a full queue.
@@ -49,19 +54,33 @@ const (
 	relayed
 )
 
-var errTooManyConns = errors.New("too many connections for this key")
+var (
+	errTooManyConns   = errors.New("too many connections for this key")
+	errRendezvousFull = errors.New("rendezvous full")
+)
 
-// rooms is the local router. The map lock is taken only to join and leave
-// (and, with a backplane, to apply remote presence and find a room for a
-// frame from another instance); forwarding takes one room's lock, and only to
-// queue frames, never to write to a socket.
+// joinRefused is the Error frame and handshake metric for a failed join.
+func (s *Server) joinRefused(err error) (relayproto.ErrorCode, string, string) {
+	if errors.Is(err, errRendezvousFull) {
+		return relayproto.ErrRendezvousFull, fmt.Sprintf("rendezvous already holds %d member keys", s.cfg.MaxMembersPerRendezvous), hsRendezvousFull
+	}
+	return relayproto.ErrTooManyConns, fmt.Sprintf("key already holds %d connections in this rendezvous", s.cfg.MaxConnsPerKey), hsTooMany
+}
+
+// rooms is the local router. Its map lock is instance-wide, so it is held
+// only to find, create or remove a room: O(1), never while taking a room's
+// lock. Everything that grows with the members of a rendezvous (the
+// snapshot, announcements, broadcasts) happens under that rendezvous's own
+// lock or on its copy-on-write lists, so a large or churning rendezvous
+// never delays the others.
 type rooms struct {
 	maxConnsPerKey int
+	maxMembers     int
 	// count records what became of presence frames pushed for remote
 	// events, which have no sending connection.
 	count func(pushResult)
 	// hook, when set (by the backplane), learns of local presence changes.
-	// It is called under the locks and must not block.
+	// It is called under a room's lock and must not block.
 	hook presenceHook
 
 	// seq numbers remote presence events, so that a sync reply (a
@@ -84,7 +103,12 @@ type presenceHook interface {
 }
 
 type room struct {
+	rv relayproto.Rendezvous
 	mu sync.Mutex
+	// dead is set, under mu, when the room lost its last local member and
+	// is being removed from rooms.byRV; a joiner that finds a dead room
+	// looks again.
+	dead bool
 	// members maps a key to its routable connections here, oldest first;
 	// the last one receives the key's frames. A key with none is removed.
 	members map[relayproto.Key][]*conn
@@ -96,16 +120,16 @@ type room struct {
 	// changed holds, per key, the seq of the last remote event about it,
 	// until a sync taken after it has been applied.
 	changed map[relayproto.Key]uint64
-}
+	// size is the number of keys present (members ∪ remote), for the
+	// member cap and the broadcast charge. Written under mu.
+	size atomic.Int64
 
-// noteChange records a remote event about k.
-func (r *room) noteChange(k relayproto.Key, seq uint64) {
-	if r.changed == nil {
-		r.changed = make(map[relayproto.Key]uint64)
-	}
-	if _, ok := r.changed[k]; ok || len(r.changed) < maxRemoteMembers {
-		r.changed[k] = seq
-	}
+	// keys and targets are copy-on-write lists, rebuilt under mu when nil
+	// after a change and never modified once built: keys holds every
+	// present key (the joiners' snapshots share it), targets the routing
+	// target of every local key (broadcasts walk it without the lock).
+	keys    []relayproto.Key
+	targets []*conn
 }
 
 // present reports whether k is in the rendezvous, here or elsewhere.
@@ -117,82 +141,150 @@ func (r *room) present(k relayproto.Key) bool {
 	return ok
 }
 
+// changedMembers drops the copy-on-write lists after a change of members;
+// the next reader rebuilds them. Joiners holding the old key list keep it.
+func (r *room) changedMembers() {
+	r.keys, r.targets = nil, nil
+}
+
+// snapshotKeys returns the present keys. The caller must not modify them.
+func (r *room) snapshotKeys() []relayproto.Key {
+	if r.keys == nil {
+		keys := make([]relayproto.Key, 0, len(r.members)+len(r.remote))
+		for k := range r.members {
+			keys = append(keys, k)
+		}
+		for k := range r.remote {
+			if len(r.members[k]) == 0 {
+				keys = append(keys, k)
+			}
+		}
+		r.keys = keys
+	}
+	return r.keys
+}
+
+// routeTargets returns the routing target of every local key. The caller
+// must not modify the list.
+func (r *room) routeTargets() []*conn {
+	if r.targets == nil {
+		targets := make([]*conn, 0, len(r.members))
+		for _, conns := range r.members {
+			targets = append(targets, conns[len(conns)-1])
+		}
+		r.targets = targets
+	}
+	return r.targets
+}
+
 // announce queues frame on the routing target of every local key but skip.
 func (r *room) announce(frame []byte, skip relayproto.Key, count func(pushResult)) {
-	for k, conns := range r.members {
-		if k != skip {
-			count(conns[len(conns)-1].q.push(frame, false))
+	for _, t := range r.routeTargets() {
+		if t.key != skip {
+			count(t.q.push(frame, false))
 		}
 	}
 }
 
-func newRooms(maxConnsPerKey int, count func(pushResult)) *rooms {
-	return &rooms{maxConnsPerKey: maxConnsPerKey, count: count, byRV: make(map[relayproto.Rendezvous]*room)}
+func newRooms(maxConnsPerKey, maxMembers int, count func(pushResult)) *rooms {
+	return &rooms{maxConnsPerKey: maxConnsPerKey, maxMembers: maxMembers, count: count, byRV: make(map[relayproto.Rendezvous]*room)}
 }
 
 func (rs *rooms) close()                    {}
 func (rs *rooms) flush(ctx context.Context) {}
 
-func (rs *rooms) join(c *conn, welcome []byte) error {
+// roomFor returns rv's room, creating it if need be.
+func (rs *rooms) roomFor(rv relayproto.Rendezvous) (r *room, created bool) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	r := rs.byRV[c.rv]
-	created := false
-	if r == nil {
-		r = &room{members: make(map[relayproto.Key][]*conn)}
-		rs.byRV[c.rv] = r
-		created = true
+	if r = rs.byRV[rv]; r != nil {
+		return r, false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r = &room{rv: rv, members: make(map[relayproto.Key][]*conn)}
+	rs.byRV[rv] = r
+	return r, true
+}
+
+// unlink removes r, which its caller found dead, from the map if it is
+// still there.
+func (rs *rooms) unlink(r *room) {
+	rs.mu.Lock()
+	if rs.byRV[r.rv] == r {
+		delete(rs.byRV, r.rv)
+	}
+	rs.mu.Unlock()
+	if rs.hook != nil {
+		rs.hook.roomsChanged()
+	}
+}
+
+func (rs *rooms) join(c *conn, welcome []byte) error {
+	for {
+		r, created := rs.roomFor(c.rv)
+		r.mu.Lock()
+		if r.dead {
+			// Emptied between the lookup and the lock: its last member's
+			// leave is removing it. Help, then find or make the new one.
+			r.mu.Unlock()
+			rs.unlink(r)
+			continue
+		}
+		err := rs.joinLocked(r, c, welcome)
+		empty := err != nil && len(r.members) == 0
+		if empty {
+			r.dead = true
+		}
+		r.mu.Unlock()
+		if empty {
+			rs.unlink(r)
+		} else if created && rs.hook != nil {
+			rs.hook.roomsChanged()
+		}
+		if err == nil && c.ending() {
+			// The connection was told to end while it joined (a drain
+			// deadline, an eviction): its leave found no room to leave.
+			rs.leave(c)
+		}
+		return err
+	}
+}
+
+func (rs *rooms) joinLocked(r *room, c *conn, welcome []byte) error {
 	conns := r.members[c.key]
 	if len(conns) >= rs.maxConnsPerKey {
-		return errTooManyConns // the room holds this key, so it is not empty
+		return errTooManyConns
 	}
-	// The joiner's Welcome and presence snapshot skip the queue caps: they
-	// are queued once per connection, bounded by the rendezvous size, and a
-	// truncated snapshot would hide peers for good. Announcements to the
-	// others obey the caps like data: a client too far behind to take them
-	// is losing data too.
-	c.q.push(welcome, true)
-	for k := range r.members {
-		if k != c.key {
-			c.q.push(relayproto.AppendPeerPresent(nil, k), true)
-		}
+	was := r.present(c.key)
+	if !was && r.size.Load() >= int64(rs.maxMembers) {
+		return errRendezvousFull
 	}
-	for k := range r.remote {
-		if k != c.key && len(r.members[k]) == 0 {
-			c.q.push(relayproto.AppendPeerPresent(nil, k), true)
-		}
-	}
+	c.q.pushJoin(welcome, r.snapshotKeys(), c.key)
 	if len(conns) == 0 {
-		if !r.present(c.key) {
+		if !was {
 			r.announce(relayproto.AppendPeerPresent(nil, c.key), c.key, c.srv.countPush)
+			r.size.Add(1)
 		}
 		if rs.hook != nil {
 			rs.hook.localJoin(c.rv, c.key)
 		}
 	}
 	r.members[c.key] = append(conns, c)
+	r.changedMembers()
 	c.room.Store(r)
-	if created && rs.hook != nil {
-		rs.hook.roomsChanged()
-	}
 	return nil
 }
 
 func (rs *rooms) leave(c *conn) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
 	r := c.room.Swap(nil)
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	conns := slices.DeleteFunc(r.members[c.key], func(x *conn) bool { return x == c })
+	r.changedMembers()
 	if len(conns) > 0 {
 		r.members[c.key] = conns
+		r.mu.Unlock()
 		return
 	}
 	delete(r.members, c.key)
@@ -202,15 +294,16 @@ func (rs *rooms) leave(c *conn) {
 	if len(r.members) == 0 {
 		// The remote view is kept only for rooms with local members: no
 		// one here needs it otherwise.
-		delete(rs.byRV, c.rv)
-		if rs.hook != nil {
-			rs.hook.roomsChanged()
-		}
+		r.dead = true
+		r.mu.Unlock()
+		rs.unlink(r)
 		return
 	}
 	if !r.present(c.key) {
+		r.size.Add(-1)
 		r.announce(relayproto.AppendPeerGone(nil, c.key), c.key, c.srv.countPush)
 	}
+	r.mu.Unlock()
 }
 
 func (rs *rooms) unicast(c *conn, dst relayproto.Key, frame []byte) deliverResult {
@@ -230,18 +323,29 @@ func (rs *rooms) route(c *conn, dst relayproto.Key, frame []byte) (deliverResult
 		return noSuchPeer, instanceID{}
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	conns := r.members[dst]
 	if len(conns) == 0 {
-		if inst, ok := r.remote[dst]; ok {
+		inst, ok := r.remote[dst]
+		r.mu.Unlock()
+		if ok {
 			return relayed, inst
 		}
 		return noSuchPeer, instanceID{}
 	}
-	if conns[len(conns)-1].q.push(frame, false) != pushed {
+	target := conns[len(conns)-1]
+	r.mu.Unlock()
+	if target.q.push(frame, false) != pushed {
 		return dstQueueFull, instanceID{}
 	}
 	return delivered, instanceID{}
+}
+
+func (rs *rooms) fanout(c *conn) int {
+	r := c.room.Load()
+	if r == nil {
+		return 0
+	}
+	return max(int(r.size.Load())-1, 0)
 }
 
 func (rs *rooms) broadcast(c *conn, frame []byte) (n, full int) {
@@ -257,68 +361,22 @@ func (rs *rooms) broadcastLocal(c *conn, frame []byte) (n, full int, remote bool
 		return 0, 0, false
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, conns := range r.members {
-		if k == c.key {
+	targets := r.routeTargets()
+	remote = len(r.remote) > 0
+	r.mu.Unlock()
+	n, full = pushAll(targets, c.key, frame)
+	return n, full, remote
+}
+
+// pushAll queues frame on every target but skip's, outside any lock: the
+// list is immutable, and a target that left meanwhile refuses or discards
+// the frame as a closing connection does.
+func pushAll(targets []*conn, skip relayproto.Key, frame []byte) (n, full int) {
+	for _, t := range targets {
+		if t.key == skip {
 			continue
 		}
-		if conns[len(conns)-1].q.push(frame, false) == pushed {
-			n++
-		} else {
-			full++
-		}
-	}
-	return n, full, len(r.remote) > 0
-}
-
-func (rs *rooms) rendezvousCount() int {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return len(rs.byRV)
-}
-
-// lockRoom returns rv's room locked, or nil if no one here is in rv.
-func (rs *rooms) lockRoom(rv relayproto.Rendezvous) *room {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	r := rs.byRV[rv]
-	if r != nil {
-		r.mu.Lock()
-	}
-	return r
-}
-
-// deliverLocal queues frame, from another instance, on dst's routing target
-// here in rv.
-func (rs *rooms) deliverLocal(rv relayproto.Rendezvous, dst relayproto.Key, frame []byte) deliverResult {
-	r := rs.lockRoom(rv)
-	if r == nil {
-		return noSuchPeer
-	}
-	defer r.mu.Unlock()
-	conns := r.members[dst]
-	if len(conns) == 0 {
-		return noSuchPeer
-	}
-	if conns[len(conns)-1].q.push(frame, false) != pushed {
-		return dstQueueFull
-	}
-	return delivered
-}
-
-// broadcastFromRemote queues frame, a broadcast by src on another instance,
-// on every local key but src.
-func (rs *rooms) broadcastFromRemote(rv relayproto.Rendezvous, src relayproto.Key, frame []byte) (n, full int) {
-	r := rs.lockRoom(rv)
-	if r == nil {
-		return 0, 0
-	}
-	defer r.mu.Unlock()
-	for k, conns := range r.members {
-		if k == src {
-			continue
-		}
-		if conns[len(conns)-1].q.push(frame, false) == pushed {
+		if t.q.push(frame, false) == pushed {
 			n++
 		} else {
 			full++
@@ -327,98 +385,8 @@ func (rs *rooms) broadcastFromRemote(rv relayproto.Rendezvous, src relayproto.Ke
 	return n, full
 }
 
-// remoteJoin records that inst now routes key in rv, announcing key if it
-// is new to the rendezvous.
-func (rs *rooms) remoteJoin(rv relayproto.Rendezvous, key relayproto.Key, inst instanceID) {
-	r := rs.lockRoom(rv)
-	if r == nil {
-		return
-	}
-	defer r.mu.Unlock()
-	if _, ok := r.remote[key]; !ok && len(r.remote) >= maxRemoteMembers {
-		return // the next sync will not add it either; see maxRemoteMembers
-	}
-	r.noteChange(key, rs.seq.Add(1))
-	was := r.present(key)
-	if r.remote == nil {
-		r.remote = make(map[relayproto.Key]instanceID)
-	}
-	r.remote[key] = inst
-	if !was {
-		r.announce(relayproto.AppendPeerPresent(nil, key), key, rs.count)
-	}
-}
-
-// remoteLeave records that inst no longer routes key in rv. An event from an
-// instance that no longer owns key (another took it since) is stale.
-func (rs *rooms) remoteLeave(rv relayproto.Rendezvous, key relayproto.Key, inst instanceID) {
-	r := rs.lockRoom(rv)
-	if r == nil {
-		return
-	}
-	defer r.mu.Unlock()
-	if cur, ok := r.remote[key]; !ok || cur != inst {
-		return
-	}
-	r.noteChange(key, rs.seq.Add(1))
-	delete(r.remote, key)
-	if !r.present(key) {
-		r.announce(relayproto.AppendPeerGone(nil, key), key, rs.count)
-	}
-}
-
-// setRemote replaces rv's remote view with view, a snapshot read from Redis
-// after remote event number seq, and announces what that changes. Keys with
-// a later event keep what the event said: the snapshot is older.
-func (rs *rooms) setRemote(rv relayproto.Rendezvous, view map[relayproto.Key]instanceID, seq uint64) {
-	r := rs.lockRoom(rv)
-	if r == nil {
-		return
-	}
-	defer r.mu.Unlock()
-	old := r.remote
-	next := make(map[relayproto.Key]instanceID, len(view))
-	for k, inst := range view {
-		if r.changed[k] <= seq {
-			next[k] = inst
-		}
-	}
-	for k, inst := range old {
-		if r.changed[k] > seq {
-			next[k] = inst
-		}
-	}
-	for k, s := range r.changed {
-		if s <= seq {
-			delete(r.changed, k)
-		}
-	}
-	r.remote = next
-	for k := range old {
-		if _, still := next[k]; !still && len(r.members[k]) == 0 {
-			r.announce(relayproto.AppendPeerGone(nil, k), k, rs.count)
-		}
-	}
-	for k := range next {
-		if _, was := old[k]; !was && len(r.members[k]) == 0 {
-			r.announce(relayproto.AppendPeerPresent(nil, k), k, rs.count)
-		}
-	}
-}
-
-// localKeys returns, for every rendezvous with members here, their keys.
-func (rs *rooms) localKeys() map[relayproto.Rendezvous][]relayproto.Key {
+func (rs *rooms) rendezvousCount() int {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	out := make(map[relayproto.Rendezvous][]relayproto.Key, len(rs.byRV))
-	for rv, r := range rs.byRV {
-		r.mu.Lock()
-		keys := make([]relayproto.Key, 0, len(r.members))
-		for k := range r.members {
-			keys = append(keys, k)
-		}
-		r.mu.Unlock()
-		out[rv] = keys
-	}
-	return out
+	return len(rs.byRV)
 }

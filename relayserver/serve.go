@@ -26,6 +26,19 @@ const (
 	shutdownSlack = 5 * time.Second
 )
 
+// newHTTPServer returns the server for h with the bounds above.
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleConnTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		// net/http logs every failed TLS handshake from scanners; that is
+		// debug detail for a public relay.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
 // Serve serves Handler on ln, over TLS when certFile and keyFile are given,
 // until ctx ends. It then drains the relay (clients are asked to reconnect
 // elsewhere and get DrainGrace to do it), shuts the HTTP server down and
@@ -34,16 +47,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile s
 	if (certFile == "") != (keyFile == "") {
 		return errors.New("relayserver: serve: a TLS certificate needs its key and a key its certificate")
 	}
-	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleConnTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		// net/http logs every failed TLS handshake from scanners; that is
-		// debug detail for a public relay.
-		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext: func(net.Listener) context.Context { return s.ctx },
-	}
+	hs := s.newHTTPServer(s.Handler())
+	hs.BaseContext = func(net.Listener) context.Context { return s.ctx }
 	errc := make(chan error, 1)
 	go func() {
 		if certFile != "" {

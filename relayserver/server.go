@@ -1,8 +1,8 @@
 // Package relayserver is the plurenet relay: an HTTP handler that speaks relay
 // protocol v2 (docs/protocol.md, Part 1) over WebSocket, admits to a
 // rendezvous only clients that prove the mesh's admission key, matches them
-// by rendezvous hash and forwards their opaque frames, plus /healthz and
-// Prometheus /metrics.
+// by rendezvous hash and forwards their opaque frames, plus /healthz; its
+// Prometheus metrics are served apart (ServeMetrics), never to clients.
 //
 // A relay keeps only live connections, and learns nothing of a mesh but its
 // members' keys and addresses, its rendezvous hash and admission public key
@@ -83,7 +83,7 @@ func New(cfg Config) (*Server, error) {
 	w := cfg.welcome()
 	s.welcome = w.Append(nil)
 	s.metrics = newMetrics(s)
-	rs := newRooms(cfg.MaxConnsPerKey, s.countPush)
+	rs := newRooms(cfg.MaxConnsPerKey, cfg.MaxMembersPerRendezvous, s.countPush)
 	s.router = rs
 	if cfg.Backplane != "" {
 		bp, err := newBackplane(cfg, rs, s.metrics.reg, s.metrics.forwarded, s.metrics.drop)
@@ -103,21 +103,22 @@ func (s *Server) PublicKey() nodekey.Public { return s.pub }
 type Stats struct {
 	Connections    int   // open WebSocket connections, handshaking or not
 	Rendezvous     int   // rendezvous with at least one member
-	QueuedFrames   int   // frames in all send queues, being written included
+	QueuedFrames   int   // entries in all send queues, being written included (a presence snapshot is one)
 	QueuedBytes    int   // bytes of those frames
 	PeakQueueBytes int64 // the most bytes any one send queue has held
 }
 
 // Stats returns the current counts.
 func (s *Server) Stats() Stats {
-	s.mu.Lock()
-	st := Stats{Connections: len(s.conns)}
-	for c := range s.conns {
+	// The instance-wide lock is held only to copy the connection list:
+	// joins and leaves must not wait for a pass over every queue.
+	conns := s.snapshot()
+	st := Stats{Connections: len(conns)}
+	for _, c := range conns {
 		f, b := c.q.len()
 		st.QueuedFrames += f
 		st.QueuedBytes += b
 	}
-	s.mu.Unlock()
 	st.Rendezvous = s.router.rendezvousCount()
 	st.PeakQueueBytes = s.peakQ.Load()
 	return st
@@ -132,8 +133,11 @@ func (s *Server) notePeak(n int) {
 	}
 }
 
-// Handler serves the relay endpoint at relayproto.Path, GET /healthz (503
-// while draining, so a load balancer stops sending clients) and GET /metrics.
+// Handler serves the relay endpoint at relayproto.Path and GET /healthz (503
+// while draining, so a load balancer stops sending clients). It does not
+// serve /metrics: they tell anyone who can reach the relay how many clients
+// it has and how they behave, so they go on a listener of their own
+// (MetricsHandler, ServeMetrics) that the operator chooses.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(relayproto.Path, s.serveRelay)
@@ -146,7 +150,6 @@ func (s *Server) Handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", s.metrics.handler())
 	return mux
 }
 
@@ -178,9 +181,9 @@ func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "plurenet relay: too many connection attempts from your address, slow down", http.StatusTooManyRequests)
 		return
 	}
-	if !s.sources.acquire(src) {
+	if why := s.sources.acquire(src); why != "" {
 		s.metrics.handshake(hsRefusedIPConns)
-		http.Error(w, fmt.Sprintf("plurenet relay: your address already holds %d connections", s.cfg.MaxConnsPerIP), http.StatusTooManyRequests)
+		http.Error(w, "plurenet relay: "+why, http.StatusTooManyRequests)
 		return
 	}
 	defer s.sources.release(src)
@@ -240,6 +243,12 @@ func (s *Server) untrack(c *conn) {
 	}
 }
 
+func (s *Server) connCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 func (s *Server) snapshot() []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -265,7 +274,7 @@ func (s *Server) Drain(ctx context.Context) error {
 	defer deadline.Stop()
 	var err error
 wait:
-	for s.Stats().Connections > 0 {
+	for s.connCount() > 0 {
 		select {
 		case <-s.gone:
 		case <-deadline.C:

@@ -1,6 +1,7 @@
 package relayserver
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,50 +15,81 @@ import (
 // Per-source-address limits: how many connections one address holds and how
 // fast it may open new ones. They are checked before the WebSocket upgrade,
 // so a refused attempt costs the relay no key work and no goroutine.
+//
+// An IPv4 client is one address. An IPv6 client can pick any address of the
+// prefixes it holds, so it is counted three times: by its /64 (a host or a
+// LAN), its /56 (what an ISP usually delegates to a home) and its /48 (a
+// site), each against its own limits. Counting only by /64 let one home
+// open 256 times the per-address limit.
 
 const (
-	// maxRateEntries bounds the handshake-rate table. An entry is a few
-	// hundred bytes; 64 Ki addresses cost about 16 MiB. When the table is
-	// full, entries whose bucket has refilled (idle addresses) are swept,
-	// and if that is not enough an arbitrary entry goes: an attacker with
-	// more addresses than this gets past per-address limits anyway.
+	// maxRateEntries bounds each handshake-rate table (one per prefix
+	// length). An entry is a few hundred bytes; 64 Ki addresses cost about
+	// 16 MiB. When a table is full, entries whose bucket has refilled
+	// (idle addresses) are swept, and if that is not enough an arbitrary
+	// entry goes: an attacker with more addresses than this gets past
+	// per-address limits anyway.
 	maxRateEntries = 64 << 10
 	// sweepEvery spaces the sweeps of a full table, so a stream of new
 	// addresses costs one O(n) pass per interval, not one per attempt.
 	sweepEvery = time.Second
-	// ipv6Bits is the prefix an IPv6 client is counted by: a host or home
-	// usually holds a whole /64 and can pick any address in it.
-	ipv6Bits = 64
 )
 
-// sourceLimits tracks connections and handshake buckets per source.
-type sourceLimits struct {
-	maxConns  int        // per source; <= 0: unlimited
-	rate      rate.Limit // per source; <= 0: unlimited
+// A source's prefixes, in the order they are checked.
+const (
+	levelAddr = iota // IPv4 /32 or IPv6 /64
+	level56          // IPv6 /56
+	level48          // IPv6 /48
+	numLevels
+)
+
+// levelBits is the IPv6 prefix length of each level.
+var levelBits = [numLevels]int{levelAddr: 64, level56: 56, level48: 48}
+
+// source is the prefixes one client counts against; the /56 and /48 are
+// invalid for IPv4.
+type source [numLevels]netip.Prefix
+
+// String names the client's address prefix, for logs.
+func (s source) String() string { return s[levelAddr].String() }
+
+// prefixLimits are the limits and counts of one prefix length.
+type prefixLimits struct {
+	name      string     // for refusals: "address", "IPv6 /56", "IPv6 /48"
+	maxConns  int        // <= 0: unlimited
+	rate      rate.Limit // <= 0: unlimited
 	burst     int
-	trustXFF  bool
-	mu        sync.Mutex
-	conns     map[netip.Prefix]int // only sources with a connection open
+	conns     map[netip.Prefix]int // only prefixes with a connection open
 	buckets   map[netip.Prefix]*rate.Limiter
 	lastSweep time.Time
 }
 
-func newSourceLimits(cfg Config) *sourceLimits {
-	return &sourceLimits{
-		maxConns: cfg.MaxConnsPerIP,
-		rate:     rate.Limit(cfg.HandshakeRatePerIP),
-		burst:    cfg.HandshakeBurstPerIP,
-		trustXFF: cfg.TrustProxyHeaders,
-		conns:    make(map[netip.Prefix]int),
-		buckets:  make(map[netip.Prefix]*rate.Limiter),
-	}
+// sourceLimits tracks connections and handshake buckets per source.
+type sourceLimits struct {
+	trustXFF bool
+	mu       sync.Mutex
+	levels   [numLevels]prefixLimits
 }
 
-// source returns the address r counts against: the TCP peer, or with
-// TrustProxyHeaders the last X-Forwarded-For entry (the one our proxy
-// appended; earlier entries are whatever the client sent). ok is false when
-// no address can be found, which only a misconfigured proxy causes.
-func (l *sourceLimits) source(r *http.Request) (netip.Prefix, bool) {
+func newSourceLimits(cfg Config) *sourceLimits {
+	l := &sourceLimits{trustXFF: cfg.TrustProxyHeaders}
+	set := func(lv int, name string, maxConns int, r float64, burst int) {
+		l.levels[lv] = prefixLimits{
+			name: name, maxConns: maxConns, rate: rate.Limit(r), burst: burst,
+			conns: make(map[netip.Prefix]int), buckets: make(map[netip.Prefix]*rate.Limiter),
+		}
+	}
+	set(levelAddr, "address", cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
+	set(level56, "IPv6 /56", cfg.MaxConnsPer56, cfg.HandshakeRatePer56, cfg.HandshakeBurstPer56)
+	set(level48, "IPv6 /48", cfg.MaxConnsPer48, cfg.HandshakeRatePer48, cfg.HandshakeBurstPer48)
+	return l
+}
+
+// source returns the prefixes r counts against: those of the TCP peer, or
+// with TrustProxyHeaders of the last X-Forwarded-For entry (the one our
+// proxy appended; earlier entries are whatever the client sent). ok is false
+// when no address can be found, which only a misconfigured proxy causes.
+func (l *sourceLimits) source(r *http.Request) (source, bool) {
 	var addr netip.Addr
 	if l.trustXFF {
 		if hs := r.Header.Values("X-Forwarded-For"); len(hs) > 0 {
@@ -77,84 +109,127 @@ func (l *sourceLimits) source(r *http.Request) (netip.Prefix, bool) {
 		}
 		a, err := netip.ParseAddr(host)
 		if err != nil {
-			return netip.Prefix{}, false
+			return source{}, false
 		}
 		addr = a
 	}
-	addr = addr.Unmap().WithZone("")
-	bits := 32
-	if addr.Is6() {
-		bits = ipv6Bits
-	}
-	p, _ := addr.Prefix(bits)
-	return p, true
+	return sourceOf(addr), true
 }
 
-// allowHandshake takes a token from src's bucket.
-func (l *sourceLimits) allowHandshake(src netip.Prefix, now time.Time) bool {
-	if l.rate <= 0 {
-		return true
+// sourceOf returns the prefixes addr counts against.
+func sourceOf(addr netip.Addr) source {
+	addr = addr.Unmap().WithZone("")
+	var s source
+	if addr.Is4() {
+		s[levelAddr], _ = addr.Prefix(32)
+		return s
 	}
+	for lv, bits := range levelBits {
+		s[lv], _ = addr.Prefix(bits)
+	}
+	return s
+}
+
+// allowHandshake takes a token from each of src's buckets, or from none:
+// an attempt refused by its /48 does not cost its /64 a token.
+func (l *sourceLimits) allowHandshake(src source, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buckets[src]
-	if b == nil {
-		if len(l.buckets) >= maxRateEntries {
-			l.evictLocked(now)
+	var taken [numLevels]*rate.Reservation
+	for lv := range l.levels {
+		p := &l.levels[lv]
+		if !src[lv].IsValid() || p.rate <= 0 {
+			continue
 		}
-		b = rate.NewLimiter(l.rate, l.burst)
-		l.buckets[src] = b
-	}
-	return b.AllowN(now, 1)
-}
-
-// evictLocked makes room in a full bucket table.
-func (l *sourceLimits) evictLocked(now time.Time) {
-	if now.Sub(l.lastSweep) >= sweepEvery {
-		l.lastSweep = now
-		for k, b := range l.buckets {
-			// A full bucket is the state a new entry starts in:
-			// forgetting it changes nothing.
-			if b.TokensAt(now) >= float64(l.burst) {
-				delete(l.buckets, k)
+		res := p.bucket(src[lv], now).ReserveN(now, 1)
+		if res.OK() && res.DelayFrom(now) == 0 {
+			taken[lv] = res
+			continue
+		}
+		res.CancelAt(now)
+		for _, t := range taken {
+			if t != nil {
+				t.CancelAt(now)
 			}
 		}
-	}
-	for k := range l.buckets {
-		if len(l.buckets) < maxRateEntries {
-			break
-		}
-		delete(l.buckets, k)
-	}
-}
-
-// acquire counts a connection from src; it fails at MaxConnsPerIP.
-func (l *sourceLimits) acquire(src netip.Prefix) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := l.conns[src]
-	if l.maxConns > 0 && n >= l.maxConns {
 		return false
 	}
-	l.conns[src] = n + 1
 	return true
 }
 
-// release undoes acquire.
-func (l *sourceLimits) release(src netip.Prefix) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if n := l.conns[src]; n > 1 {
-		l.conns[src] = n - 1
-	} else {
-		delete(l.conns, src)
+// bucket returns the token bucket of prefix p, making room in a full table.
+func (p *prefixLimits) bucket(pfx netip.Prefix, now time.Time) *rate.Limiter {
+	b := p.buckets[pfx]
+	if b == nil {
+		if len(p.buckets) >= maxRateEntries {
+			p.evict(now)
+		}
+		b = rate.NewLimiter(p.rate, p.burst)
+		p.buckets[pfx] = b
+	}
+	return b
+}
+
+// evict makes room in a full bucket table.
+func (p *prefixLimits) evict(now time.Time) {
+	if now.Sub(p.lastSweep) >= sweepEvery {
+		p.lastSweep = now
+		for k, b := range p.buckets {
+			// A full bucket is the state a new entry starts in:
+			// forgetting it changes nothing.
+			if b.TokensAt(now) >= float64(p.burst) {
+				delete(p.buckets, k)
+			}
+		}
+	}
+	for k := range p.buckets {
+		if len(p.buckets) < maxRateEntries {
+			break
+		}
+		delete(p.buckets, k)
 	}
 }
 
-// counts returns the number of sources with connections and of handshake
-// buckets, for metrics.
+// acquire counts a connection from src. It returns "" when admitted, or
+// why not: which of src's prefixes is at its limit.
+func (l *sourceLimits) acquire(src source) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for lv := range l.levels {
+		p := &l.levels[lv]
+		if src[lv].IsValid() && p.maxConns > 0 && p.conns[src[lv]] >= p.maxConns {
+			return fmt.Sprintf("your %s already holds %d connections", p.name, p.maxConns)
+		}
+	}
+	for lv := range l.levels {
+		if src[lv].IsValid() {
+			l.levels[lv].conns[src[lv]]++
+		}
+	}
+	return ""
+}
+
+// release undoes acquire.
+func (l *sourceLimits) release(src source) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for lv := range l.levels {
+		if !src[lv].IsValid() {
+			continue
+		}
+		conns := l.levels[lv].conns
+		if n := conns[src[lv]]; n > 1 {
+			conns[src[lv]] = n - 1
+		} else {
+			delete(conns, src[lv])
+		}
+	}
+}
+
+// counts returns the number of addresses (IPv4, or IPv6 /64) with
+// connections and of their handshake buckets, for metrics.
 func (l *sourceLimits) counts() (sources, buckets int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.conns), len(l.buckets)
+	return len(l.levels[levelAddr].conns), len(l.levels[levelAddr].buckets)
 }

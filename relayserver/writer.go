@@ -44,7 +44,7 @@ func (c *conn) writeLoop() {
 		drainC = drainT.C
 	}
 
-	var batch [][]byte
+	var batch []queued
 	for {
 		select {
 		case <-c.q.notify:
@@ -77,15 +77,20 @@ func (c *conn) writeLoop() {
 
 // writeQueued writes what is queued. It returns false if a write failed, in
 // which case the connection is unusable.
-func (c *conn) writeQueued(batch [][]byte) ([][]byte, bool) {
+func (c *conn) writeQueued(batch []queued) ([]queued, bool) {
 	batch = c.q.take(batch)
-	for i, b := range batch {
-		err := c.write(b)
-		c.q.written(len(b))
-		batch[i] = nil
+	for i, e := range batch {
+		var err error
+		if e.snap != nil {
+			err = e.snap.each(c.scratch[:], c.write)
+		} else {
+			err = c.write(e.frame)
+		}
+		c.q.written(e.size())
+		batch[i] = queued{}
 		if err != nil {
 			for _, rest := range batch[i+1:] {
-				c.q.written(len(rest))
+				c.q.written(rest.size())
 			}
 			c.srv.metrics.drop(dropClosed, len(batch)-i)
 			clear(batch)
@@ -107,7 +112,7 @@ func (c *conn) write(b []byte) error {
 }
 
 // closeAsRequested ends the connection the way finish decided.
-func (c *conn) closeAsRequested(batch [][]byte) {
+func (c *conn) closeAsRequested(batch []queued) {
 	c.mu.Lock()
 	kind, code, msg := c.kind, c.code, c.msg
 	c.mu.Unlock()

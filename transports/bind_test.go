@@ -15,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // memTransport is an in-memory transport: Send delivers straight into the
@@ -70,17 +71,8 @@ func (m *memTransport) count() int {
 	return m.sent
 }
 
-func newKey(t testing.TB) nodekey.Private {
-	t.Helper()
-	k, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func TestBindPathSelection(t *testing.T) {
-	a, b := newKey(t).Public(), newKey(t).Public()
+	a, b := testkit.Key(t).Public(), testkit.Key(t).Public()
 	errBoom := errors.New("boom")
 	tests := []struct {
 		name      string
@@ -174,7 +166,7 @@ func TestBindCloseUnblocksReceive(t *testing.T) {
 
 func TestBindDeliverBounded(t *testing.T) {
 	b := NewBind(BindConfig{})
-	k := newKey(t).Public()
+	k := testkit.Key(t).Public()
 	b.Deliver(k, []byte("x"))
 	if got := b.Stats().DropsClosed; got != 1 {
 		t.Fatalf("DropsClosed = %d, want 1", got)
@@ -209,7 +201,7 @@ func openBind(tb testing.TB) (*Bind, conn.ReceiveFunc) {
 // oversized packets alike.
 func TestBindDeliverCopies(t *testing.T) {
 	b, recv := openBind(t)
-	k := newKey(t).Public()
+	k := testkit.Key(t).Public()
 	for _, n := range []int{1, inboundBufCap, inboundBufCap + 1, 9100} {
 		buf := bytes.Repeat([]byte{0xa5}, n)
 		b.Deliver(k, buf)
@@ -229,7 +221,7 @@ func TestBindDeliverCopies(t *testing.T) {
 // batches.
 func BenchmarkBindDeliver(b *testing.B) {
 	bind, recv := openBind(b)
-	k := newKey(b).Public()
+	k := testkit.Key(b).Public()
 	pkts := make([][]byte, conn.IdealBatchSize)
 	for i := range pkts {
 		pkts[i] = make([]byte, 2048)
@@ -256,7 +248,7 @@ func BenchmarkBindDeliver(b *testing.B) {
 }
 
 func TestParseEndpoint(t *testing.T) {
-	k := newKey(t).Public()
+	k := testkit.Key(t).Public()
 	for _, s := range []string{k.Hex(), k.String()} {
 		ep, err := ParseEndpoint(s)
 		if err != nil || ep.Key != k {
@@ -276,7 +268,7 @@ func TestParseEndpoint(t *testing.T) {
 // away mid-stream: the session must survive on the fallback with no new
 // handshake.
 func TestBindCarriesWireGuard(t *testing.T) {
-	ka, kb := newKey(t), newKey(t)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	ipA, ipB := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2")
 	bindA, bindB := NewBind(BindConfig{}), NewBind(BindConfig{})
 	pA, fA := newMem("primary", ka.Public()), newMem("fallback", ka.Public())
@@ -386,7 +378,7 @@ func (bt *batchTransport) OpenReceive() (conn.ReceiveFunc, func()) {
 }
 
 func TestBindBatchTransport(t *testing.T) {
-	a, peer := newKey(t).Public(), newKey(t).Public()
+	a, peer := testkit.Key(t).Public(), testkit.Key(t).Public()
 	receiver := NewBind(BindConfig{})
 	rfns, _, err := receiver.Open(0)
 	if err != nil {
@@ -452,7 +444,7 @@ func TestBindBatchTransport(t *testing.T) {
 // success (as a UDP socket with a full queue does) instead of reordering the
 // flow onto the next transport.
 func TestBindCongestedIsADropNotAFailover(t *testing.T) {
-	a, b := newKey(t).Public(), newKey(t).Public()
+	a, b := testkit.Key(t).Public(), testkit.Key(t).Public()
 	sender, receiver := NewBind(BindConfig{}), NewBind(BindConfig{})
 	if _, _, err := receiver.Open(0); err != nil {
 		t.Fatal(err)

@@ -40,17 +40,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var s upSettings
-			var configPath string
-			fs := flag.NewFlagSet("up", flag.ContinueOnError)
-			s.registerFlags(fs, &configPath)
-			if err := fs.Parse(append([]string{"--config", file}, tt.args...)); err != nil {
-				t.Fatal(err)
-			}
-			env := func(k string) string { return tt.env[k] }
-			if err := s.resolve(fs, configPath, env); err != nil {
-				t.Fatal(err)
-			}
+			s := resolveUp(t, file, tt.args, tt.env)
 			if s.Relay != tt.wantRelay || s.Key != tt.wantKey || s.Transport != "relay" || s.Topic != "t" {
 				t.Fatalf("relay %q key %q transport %q topic %q", s.Relay, s.Key, s.Transport, s.Topic)
 			}
@@ -172,17 +162,7 @@ func TestSwarmSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var s upSettings
-			var configPath string
-			fs := flag.NewFlagSet("up", flag.ContinueOnError)
-			s.registerFlags(fs, &configPath)
-			if err := fs.Parse(append([]string{"--config", file}, tt.args...)); err != nil {
-				t.Fatal(err)
-			}
-			env := func(k string) string { return tt.env[k] }
-			if err := s.resolve(fs, configPath, env); err != nil {
-				t.Fatal(err)
-			}
+			s := resolveUp(t, file, tt.args, tt.env)
 			var logged bytes.Buffer
 			cfg, err := s.nodeConfig(slog.New(slog.NewTextHandler(&logged, nil)))
 			if err != nil {
@@ -214,4 +194,21 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// resolveUp resolves up's settings from the config file, args and env as
+// "plurenet up --config file args..." would.
+func resolveUp(t *testing.T, file string, args []string, env map[string]string) *upSettings {
+	t.Helper()
+	var s upSettings
+	var configPath string
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	s.registerFlags(fs, &configPath)
+	if err := fs.Parse(append([]string{"--config", file}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.resolve(fs, configPath, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	return &s
 }

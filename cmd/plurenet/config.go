@@ -43,6 +43,7 @@ type upSettings struct {
 	CAFile        string
 	LogLevel      string
 	Open          bool
+	Invite        string
 
 	// unknownKeys lists config file keys we do not use. A seed config
 	// holds PluresDB's own settings too, so they are reported, not refused.
@@ -97,6 +98,7 @@ func (s *upSettings) table() []setting {
 		{flag: "stun", env: "PLURENET_STUN", fileKeys: []string{"stun"}, usage: "STUN server host:port for the direct path, repeatable (default: each relay's host, port 3478; \"none\" for none)", list: &s.STUN},
 		{flag: "tun", env: "PLURENET_TUN", fileKeys: []string{"tun"}, usage: "use a kernel TUN device with this name (needs CAP_NET_ADMIN)", str: &s.TUN},
 		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},
+		{flag: "invite", env: "PLURENET_INVITE", fileKeys: []string{"invite"}, usage: "enrol in an owned mesh with this token from \"plurenet invite\" (once: later starts need only --state-dir)", str: &s.Invite},
 		{flag: "log-level", env: "PLURENET_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "debug, info, warn or error", str: &s.LogLevel},
 	}
 }

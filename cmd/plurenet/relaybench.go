@@ -115,7 +115,7 @@ func benchExternal(ctx context.Context, p benchParams, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	report(stdout, p, res, "the relay is external: read its memory from its /metrics (go_memstats_heap_inuse_bytes, go_memstats_stack_inuse_bytes)")
+	report(stdout, p, res, "the relay is external: read its memory from its metrics listener, --metrics-listen (go_memstats_heap_inuse_bytes, go_memstats_stack_inuse_bytes)")
 	return nil
 }
 

@@ -31,6 +31,10 @@ type relaySettings struct {
 	MaxConnsPerIP       string
 	HandshakeRatePerIP  string
 	HandshakeBurstPerIP string
+	MaxConnsPer56       string
+	MaxConnsPer48       string
+	MaxMembers          string
+	MetricsListen       string
 	LogLevel            string
 
 	res resolved
@@ -65,6 +69,9 @@ func newRelaySettings() *relaySettings {
 		MaxConnsPerIP:       strconv.Itoa(relayserver.DefaultMaxConnsPerIP),
 		HandshakeRatePerIP:  strconv.Itoa(relayserver.DefaultHandshakeRatePerIP),
 		HandshakeBurstPerIP: strconv.Itoa(relayserver.DefaultHandshakeBurstPerIP),
+		MaxConnsPer56:       strconv.Itoa(relayserver.DefaultNet56Factor * relayserver.DefaultMaxConnsPerIP),
+		MaxConnsPer48:       strconv.Itoa(relayserver.DefaultNet48Factor * relayserver.DefaultMaxConnsPerIP),
+		MaxMembers:          strconv.Itoa(relayserver.DefaultMaxMembersPerRendezvous),
 		LogLevel:            "info",
 	}
 }
@@ -86,6 +93,10 @@ func (s *relaySettings) table() []setting {
 		{flag: "max-conns-per-ip", env: "PLURENET_RELAY_MAX_CONNS_PER_IP", fileKeys: []string{"maxConnsPerIP"}, usage: "`number` of connections one client address (IPv4, or IPv6 /64) may hold, or \"unlimited\" (0 too)", str: &s.MaxConnsPerIP, kind: kindNumber},
 		{flag: "handshake-rate-per-ip", env: "PLURENET_RELAY_HANDSHAKE_RATE_PER_IP", fileKeys: []string{"handshakeRatePerIP"}, usage: "connection `attempts` per second from one client address, or \"unlimited\" (0 too)", str: &s.HandshakeRatePerIP, kind: kindNumber},
 		{flag: "handshake-burst-per-ip", env: "PLURENET_RELAY_HANDSHAKE_BURST_PER_IP", fileKeys: []string{"handshakeBurstPerIP"}, usage: "connection `attempts` one client address may make at once before the per-second rate applies", str: &s.HandshakeBurstPerIP, kind: kindNumber},
+		{flag: "max-conns-per-56", env: "PLURENET_RELAY_MAX_CONNS_PER_56", fileKeys: []string{"maxConnsPer56"}, usage: "`number` of connections all the addresses of one IPv6 /56 (a home's usual delegation) may hold, or \"unlimited\" (0 too)", str: &s.MaxConnsPer56, kind: kindNumber},
+		{flag: "max-conns-per-48", env: "PLURENET_RELAY_MAX_CONNS_PER_48", fileKeys: []string{"maxConnsPer48"}, usage: "`number` of connections all the addresses of one IPv6 /48 (a site) may hold, or \"unlimited\" (0 too)", str: &s.MaxConnsPer48, kind: kindNumber},
+		{flag: "max-members", env: "PLURENET_RELAY_MAX_MEMBERS", fileKeys: []string{"maxMembers"}, usage: "`number` of member keys one rendezvous may hold (across instances with --backplane); a new key beyond it is refused", str: &s.MaxMembers, kind: kindNumber},
+		{flag: "metrics-listen", env: "PLURENET_RELAY_METRICS_LISTEN", fileKeys: []string{"metricsListen"}, usage: "TCP `address` for GET /metrics (Prometheus), e.g. 127.0.0.1:9090 or a private address; empty (the default) serves no metrics. Never the --listen address: clients would read them", str: &s.MetricsListen},
 		{flag: "log-level", env: "PLURENET_RELAY_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "log `level`: debug, info, warn or error", str: &s.LogLevel},
 	}
 }
@@ -93,11 +104,14 @@ func (s *relaySettings) table() []setting {
 // relayRun is what runRelay needs beyond the server's Config.
 type relayRun struct {
 	listen, stunListen string // stunListen "" means no STUN responder
-	// listenFrom and stunFrom name where the addresses came from, for
-	// the errors of listening on them.
-	listenFrom, stunFrom string
-	certFile, keyFile    string
-	logLevel             string
+	// metricsListen "" means no metrics listener: the metrics tell
+	// whoever reads them how many clients the relay serves.
+	metricsListen string
+	// listenFrom, stunFrom and metricsFrom name where the addresses came
+	// from, for the errors of listening on them.
+	listenFrom, stunFrom, metricsFrom string
+	certFile, keyFile                 string
+	logLevel                          string
 	// backplaneFile holds the backplane URL; backplaneFromFlag says the
 	// URL itself came from the command line (a warning: other local users
 	// can read it there).
@@ -138,8 +152,8 @@ func (s *relaySettings) parse(args []string, getenv func(string) string) (relayR
 // first bad value.
 func (s *relaySettings) check() (relayRun, error) {
 	r := relayRun{
-		listen: s.Listen, stunListen: s.STUNListen,
-		listenFrom: s.res.source("listen"), stunFrom: s.res.source("stun-listen"),
+		listen: s.Listen, stunListen: s.STUNListen, metricsListen: strings.TrimSpace(s.MetricsListen),
+		listenFrom: s.res.source("listen"), stunFrom: s.res.source("stun-listen"), metricsFrom: s.res.source("metrics-listen"),
 		certFile: s.TLSCert, keyFile: s.TLSKey, logLevel: s.LogLevel,
 	}
 	if r.stunListen == stunOffWord {
@@ -150,6 +164,10 @@ func (s *relaySettings) check() (relayRun, error) {
 	}
 	if (r.certFile == "") != (r.keyFile == "") {
 		return r, usageErrorf("--tls-cert and --tls-key go together")
+	}
+	// Port 0 picks a free port for each, so two ":0" never meet.
+	if r.metricsListen != "" && r.metricsListen == r.listen && !strings.HasSuffix(r.listen, ":0") {
+		return r, usageErrorf("%s %q must differ from %s: clients must not read the metrics", r.metricsFrom, r.metricsListen, r.listenFrom)
 	}
 	c := &r.cfg
 	c.Backplane = s.Backplane
@@ -170,6 +188,9 @@ func (s *relaySettings) check() (relayRun, error) {
 		{"rate", s.Rate, &c.RateBytesPerSec, true},
 		{"max-conns-per-ip", s.MaxConnsPerIP, &c.MaxConnsPerIP, true},
 		{"handshake-burst-per-ip", s.HandshakeBurstPerIP, &c.HandshakeBurstPerIP, false},
+		{"max-conns-per-56", s.MaxConnsPer56, &c.MaxConnsPer56, true},
+		{"max-conns-per-48", s.MaxConnsPer48, &c.MaxConnsPer48, true},
+		{"max-members", s.MaxMembers, &c.MaxMembersPerRendezvous, false},
 	} {
 		v, err := s.count(n.flag, n.val, n.unlimited)
 		if err != nil {
@@ -257,6 +278,10 @@ func (r relayRun) logAttrs() []any {
 		slog.Any("rate", show(float64(r.cfg.RateBytesPerSec))),
 		slog.Any("max_conns_per_ip", show(float64(r.cfg.MaxConnsPerIP))),
 		slog.Any("handshake_rate_per_ip", show(r.cfg.HandshakeRatePerIP)),
+		slog.Any("max_conns_per_56", show(float64(r.cfg.MaxConnsPer56))),
+		slog.Any("max_conns_per_48", show(float64(r.cfg.MaxConnsPer48))),
+		slog.Int("max_members", r.cfg.MaxMembersPerRendezvous),
+		slog.Bool("metrics", r.metricsListen != ""),
 		slog.Duration("max_conn_lifetime", r.cfg.MaxConnLifetime),
 		slog.Bool("trust_proxy_headers", r.cfg.TrustProxyHeaders),
 		slog.Bool("backplane", r.cfg.Backplane != ""),

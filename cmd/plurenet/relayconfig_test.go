@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/plures/plurenet/relayserver"
 )
@@ -38,12 +33,16 @@ func TestRelaySettingsDefaults(t *testing.T) {
 		MaxConnsPerIP:       relayserver.DefaultMaxConnsPerIP,
 		HandshakeRatePerIP:  relayserver.DefaultHandshakeRatePerIP,
 		HandshakeBurstPerIP: relayserver.DefaultHandshakeBurstPerIP,
+		MaxConnsPer56:       relayserver.DefaultNet56Factor * relayserver.DefaultMaxConnsPerIP,
+		MaxConnsPer48:       relayserver.DefaultNet48Factor * relayserver.DefaultMaxConnsPerIP,
+
+		MaxMembersPerRendezvous: relayserver.DefaultMaxMembersPerRendezvous,
 	}
 	if r.cfg != want {
 		t.Fatalf("defaults give\n%+v, want\n%+v", r.cfg, want)
 	}
-	if r.listen != "127.0.0.1:8080" || r.stunListen != ":3478" || r.logLevel != "info" || r.certFile != "" {
-		t.Fatalf("listen %q stun %q log %q cert %q", r.listen, r.stunListen, r.logLevel, r.certFile)
+	if r.listen != "127.0.0.1:8080" || r.stunListen != ":3478" || r.logLevel != "info" || r.certFile != "" || r.metricsListen != "" {
+		t.Fatalf("listen %q stun %q log %q cert %q metrics %q", r.listen, r.stunListen, r.logLevel, r.certFile, r.metricsListen)
 	}
 }
 
@@ -51,15 +50,18 @@ func TestRelaySettingsDefaults(t *testing.T) {
 // setting by setting, as for "plurenet up".
 func TestRelaySettingsPrecedence(t *testing.T) {
 	file := `{"listen": "127.0.0.1:1", "rate": 1000, "maxConns": "77", "drainGrace": "9s",
-		"trustProxyHeaders": true, "backplane": "redis://file:6379/0", "logLevel": "warn"}`
-	env := map[string]string{"PLURENET_RELAY_RATE": "2000", "PLURENET_RELAY_LISTEN": "127.0.0.1:2", "PLURENET_RELAY_MAX_CONNS_PER_KEY": "3"}
-	r, err := parseRelay(t, []string{"--listen", "127.0.0.1:3"}, env, file)
+		"trustProxyHeaders": true, "backplane": "redis://file:6379/0", "logLevel": "warn",
+		"maxMembers": 50, "metricsListen": "127.0.0.1:9", "maxConnsPer48": "unlimited"}`
+	env := map[string]string{"PLURENET_RELAY_RATE": "2000", "PLURENET_RELAY_LISTEN": "127.0.0.1:2", "PLURENET_RELAY_MAX_CONNS_PER_KEY": "3",
+		"PLURENET_RELAY_METRICS_LISTEN": "127.0.0.1:9090", "PLURENET_RELAY_MAX_CONNS_PER_56": "8"}
+	r, err := parseRelay(t, []string{"--listen", "127.0.0.1:3", "--max-conns-per-56", "9"}, env, file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := fmt.Sprintf("listen=%s rate=%d maxConns=%d perKey=%d grace=%v trust=%v backplane=%s log=%s",
-		r.listen, r.cfg.RateBytesPerSec, r.cfg.MaxConns, r.cfg.MaxConnsPerKey, r.cfg.DrainGrace, r.cfg.TrustProxyHeaders, r.cfg.Backplane, r.logLevel)
-	want := "listen=127.0.0.1:3 rate=2000 maxConns=77 perKey=3 grace=9s trust=true backplane=redis://file:6379/0 log=warn"
+	got := fmt.Sprintf("listen=%s rate=%d maxConns=%d perKey=%d grace=%v trust=%v backplane=%s log=%s members=%d metrics=%s per56=%d per48=%d",
+		r.listen, r.cfg.RateBytesPerSec, r.cfg.MaxConns, r.cfg.MaxConnsPerKey, r.cfg.DrainGrace, r.cfg.TrustProxyHeaders, r.cfg.Backplane, r.logLevel,
+		r.cfg.MaxMembersPerRendezvous, r.metricsListen, r.cfg.MaxConnsPer56, r.cfg.MaxConnsPer48)
+	want := "listen=127.0.0.1:3 rate=2000 maxConns=77 perKey=3 grace=9s trust=true backplane=redis://file:6379/0 log=warn members=50 metrics=127.0.0.1:9090 per56=9 per48=-1"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
@@ -89,6 +91,8 @@ func TestRelayUnlimited(t *testing.T) {
 		{"rate", "PLURENET_RELAY_RATE", "rate", func(c relayserver.Config) float64 { return float64(c.RateBytesPerSec) }},
 		{"max-conns-per-ip", "PLURENET_RELAY_MAX_CONNS_PER_IP", "maxConnsPerIP", func(c relayserver.Config) float64 { return float64(c.MaxConnsPerIP) }},
 		{"handshake-rate-per-ip", "PLURENET_RELAY_HANDSHAKE_RATE_PER_IP", "handshakeRatePerIP", func(c relayserver.Config) float64 { return c.HandshakeRatePerIP }},
+		{"max-conns-per-56", "PLURENET_RELAY_MAX_CONNS_PER_56", "maxConnsPer56", func(c relayserver.Config) float64 { return float64(c.MaxConnsPer56) }},
+		{"max-conns-per-48", "PLURENET_RELAY_MAX_CONNS_PER_48", "maxConnsPer48", func(c relayserver.Config) float64 { return float64(c.MaxConnsPer48) }},
 	}
 	for _, l := range limits {
 		for _, src := range []struct {
@@ -185,6 +189,10 @@ func TestRelayBadSettings(t *testing.T) {
 		{"cert without key", []string{"--tls-cert", "c.pem"}, nil, "", "go together"},
 		{"empty listen", nil, nil, `{"listen": ""}`, `"listen" in`},
 		{"unknown key", nil, nil, `{"maxConnPerIP": 5}`, `unknown key(s) maxConnPerIP`},
+		{"members zero", []string{"--max-members", "0"}, nil, "", `--max-members "0": want a whole number of at least 1`},
+		{"members unlimited", nil, map[string]string{"PLURENET_RELAY_MAX_MEMBERS": "unlimited"}, "", `PLURENET_RELAY_MAX_MEMBERS "unlimited"`},
+		{"per-56 negative", nil, nil, `{"maxConnsPer56": -2}`, `"maxConnsPer56" in `},
+		{"metrics on the relay listener", nil, map[string]string{"PLURENET_RELAY_LISTEN": ":8443"}, `{"metricsListen": ":8443"}`, `must differ from PLURENET_RELAY_LISTEN`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := parseRelay(t, c.args, c.env, c.file)
@@ -207,39 +215,8 @@ func TestRelayBadSettings(t *testing.T) {
 // listens where the file says and serves.
 func TestRelayFromConfigFile(t *testing.T) {
 	file := writeFile(t, "relay.json", `{"listen": "127.0.0.1:0", "stunListen": "off", "rate": "unlimited", "logLevel": "error"}`)
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := runRelay(ctx, []string{"--config", file}, pw)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	defer func() {
-		cancel()
-		go func() { _, _ = io.Copy(io.Discard, pr) }()
-		if err := <-done; err != nil {
-			t.Errorf("relay ended with %v", err)
-		}
-	}()
-	sc := bufio.NewScanner(pr)
-	if !sc.Scan() {
-		t.Fatalf("no output: %v", sc.Err())
-	}
-	m := regexp.MustCompile(`^plurenet relay listening on ws://(127\.0\.0\.1:\d+)/v1/relay `).FindStringSubmatch(sc.Text())
-	if m == nil {
-		t.Fatalf("first line %q", sc.Text())
-	}
-	if strings.Contains(sc.Text(), "STUN") {
-		t.Fatalf("STUN responder started although the file says off")
-	}
-	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get("http://" + m[1] + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/healthz: %s", resp.Status)
+	relayAddr, _ := startRelayCmd(t, "--config", file)
+	if code, body := httpGet(t, "http://"+relayAddr+"/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Fatalf("/healthz: %d %q", code, body)
 	}
 }

@@ -46,9 +46,20 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if flagGiven(fs, "key") {
 		warnSecretOnCommandLine(log, "key", "--key-file FILE (chmod 600) or PLURENET_KEY")
 	}
+	if flagGiven(fs, "invite") {
+		warnSecretOnCommandLine(log, "invite", "PLURENET_INVITE (the token holds the mesh secret; after enrolling, later starts need no token)")
+	}
+	owned, relays, err := s.applyEnrolment(log)
+	if err != nil {
+		return err
+	}
 	cfg, err := s.nodeConfig(log)
 	if err != nil {
 		return err
+	}
+	cfg.Owned = owned
+	if relays != nil && s.RelayFallback == "" {
+		cfg.Relays = relays // every relay of the invite
 	}
 	forwards, exposes, err := s.portSpecs()
 	if err != nil {
@@ -119,6 +130,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}, log)
 		})
 	}
+	defer systemdReady(log, fmt.Sprintf("up: IPv4 %s, IPv6 %s", v4, v6))() // Type=notify units: ready now, stopping on return
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {

@@ -123,20 +123,6 @@ func query(tb testing.TB, network, addr, name string, qtype uint16, edns uint16)
 	return r, err
 }
 
-// eventually polls cond until it holds or 10 s pass: for counters the
-// server updates after the client already has its answer (or its
-// silence). It never asserts a duration.
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func testTableSuffix(tb testing.TB, suffix string) *names.Table {

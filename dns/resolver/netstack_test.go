@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/plures/plurenet/internal/cable"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/tun/netstack"
 )
 
@@ -91,7 +92,7 @@ func TestUserspaceAdapter(t *testing.T) {
 	if _, err := out.WriteTo(b, &net.UDPAddr{IP: nodeV4.AsSlice(), Port: 53}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the outsider's query is dropped", func() bool { return s.Stats().DroppedSource > before })
+	testkit.Eventually(t, "the outsider's query is dropped", func() bool { return s.Stats().DroppedSource > before })
 	out.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, _, err := out.ReadFrom(make([]byte, 512)); err == nil {
 		t.Fatalf("the outsider got %d bytes back", n)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/plures/plurenet/internal/testkit"
 	"golang.org/x/time/rate"
 )
 
@@ -188,7 +189,7 @@ func TestSourceNotAllowed(t *testing.T) {
 	if r, _, err := c.Exchange(m, srv.udp); err == nil {
 		t.Fatalf("UDP query from outside got an answer: %v", r)
 	}
-	eventually(t, "the UDP query is counted as dropped", func() bool { return srv.s.Stats().DroppedSource >= 1 })
+	testkit.Eventually(t, "the UDP query is counted as dropped", func() bool { return srv.s.Stats().DroppedSource >= 1 })
 
 	// TCP: the connection is closed without a byte.
 	conn, err := net.Dial("tcp", srv.tcp)
@@ -237,7 +238,7 @@ func TestRateLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "every query is answered or dropped", func() bool {
+	testkit.Eventually(t, "every query is answered or dropped", func() bool {
 		st := srv.s.Stats()
 		return st.Answered+st.DroppedRate == sent
 	})
@@ -298,7 +299,7 @@ func TestTCPConnectionCap(t *testing.T) {
 	}
 	first.Close()
 	// The slot comes back once the server has seen the close.
-	eventually(t, "a new connection is served after the first closed", func() bool {
+	testkit.Eventually(t, "a new connection is served after the first closed", func() bool {
 		r, err := query(t, "tcp", srv.tcp, "laptop.home.plurenet.", dns.TypeA, 0)
 		return err == nil && len(r.Answer) == 1
 	})
@@ -327,7 +328,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	// Cancelling the context stops serving: the listener is closed.
 	cancel()
-	eventually(t, "the TCP listener is closed after cancel", func() bool {
+	testkit.Eventually(t, "the TCP listener is closed after cancel", func() bool {
 		c, err := net.Dial("tcp", l.Addr().String())
 		if err == nil {
 			c.Close()
@@ -408,7 +409,7 @@ func TestRetireSocket(t *testing.T) {
 		t.Fatalf("%d sockets served, want 3", n)
 	}
 	extra.Close()
-	eventually(t, "the closed socket is no longer served", func() bool { return serving() == 2 })
+	testkit.Eventually(t, "the closed socket is no longer served", func() bool { return serving() == 2 })
 	if r, err := query(t, "udp", srv.udp, "laptop.home.plurenet.", dns.TypeA, 0); err != nil || len(r.Answer) != 1 {
 		t.Fatalf("the other socket after one was retired: %v %v", r, err)
 	}

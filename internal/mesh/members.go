@@ -312,3 +312,20 @@ func (m *Members) reassignLocked() bool {
 	m.assigned, m.assignErr = next, err
 	return moved
 }
+
+// Remove takes a member out of the table at once, as if it had left (an
+// owned mesh removes a revoked member, or the loser of a contested grant),
+// and reports whether it was there. Its replay high-water mark stays, so a
+// replay of its earlier announcement does not bring it back.
+func (m *Members) Remove(key nodekey.Public) (Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.members[key]
+	if !ok {
+		return Member{}, false
+	}
+	gone := m.snapshotLocked(cur)
+	delete(m.members, key)
+	m.reassignLocked()
+	return gone, true
+}

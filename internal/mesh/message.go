@@ -18,6 +18,9 @@ const (
 	KindAnnounce Kind = 1 // "I am a member": key, addresses, name, candidates
 	KindLeave    Kind = 2 // "I am leaving": remove me now rather than after MemberTimeout
 	KindSignal   Kind = 3 // reserved for ICE signaling; the body is opaque to this package
+	// KindDocument carries an owner-signed document of an owned mesh (a
+	// revocation list): the body is opaque here, internal/owner reads it.
+	KindDocument Kind = 4
 )
 
 func (k Kind) String() string {
@@ -28,6 +31,8 @@ func (k Kind) String() string {
 		return "leave"
 	case KindSignal:
 		return "signal"
+	case KindDocument:
+		return "document"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -54,7 +59,20 @@ const announceFixedLen = 4 + 16 + 1
 
 // Announce flags. Unknown bits are ignored on receipt so that a later
 // version can add flags without breaking older members; senders set them 0.
-const flagPinnedV4 = 0x01
+const (
+	flagPinnedV4 = 0x01
+	// flagOwned says the owned-mesh fields (OwnedFields) follow the
+	// candidates. Older members ignore the bit and, by the extensibility
+	// rule, the bytes.
+	flagOwned = 0x02
+)
+
+// Owned-mesh field limits: a certificate (internal/owner) is at most about
+// 760 bytes, and a member holds one document per kind.
+const (
+	MaxCertLen  = 1024
+	MaxDocKinds = 8
+)
 
 // ErrMalformed wraps every error about a plaintext that authenticated but
 // does not parse: a member running a buggy or incompatible version.
@@ -75,6 +93,8 @@ type Message struct {
 	Announce Announce
 	// Signal is the body of KindSignal, opaque until ICE signaling defines it.
 	Signal []byte
+	// Document is the body of KindDocument: an owner document's encoding.
+	Document []byte
 }
 
 // Announce is what a member tells the mesh about itself.
@@ -91,6 +111,25 @@ type Announce struct {
 	// Candidates are the sender's direct-path (ICE) candidates, printable
 	// ASCII, for later use by the direct transport.
 	Candidates []string
+	// Owned is set by a member of an owned mesh: its certificate and the
+	// versions of the owner documents it holds. Nil in an open mesh.
+	Owned *OwnedFields
+}
+
+// OwnedFields are the announce fields of an owned mesh (docs/protocol.md
+// 2.4): opaque to this package, checked by the overlay with internal/owner.
+type OwnedFields struct {
+	// Cert is the sender's certificate encoding.
+	Cert []byte
+	// Docs are the versions of the owner documents the sender holds, so
+	// that a member that is behind is sent the newer document.
+	Docs []DocVersion
+}
+
+// DocVersion names one owner document a member holds.
+type DocVersion struct {
+	Kind    byte
+	Version uint64
 }
 
 // ValidName reports whether s may be a member name.
@@ -129,13 +168,17 @@ func appendBody(b []byte, m *Message) ([]byte, error) {
 		return b, nil
 	case KindSignal:
 		return append(b, m.Signal...), nil
+	case KindDocument:
+		return append(b, m.Document...), nil
 	}
 	return nil, fmt.Errorf("mesh: cannot seal message of %v", m.Kind)
 }
 
 // appendAnnounce writes: IPv4 (4) | IPv6 (16) | flags (1) | name length (1) |
-// name | candidate count (1) | per candidate: length (1) | bytes. Nothing
-// follows in v1; receivers skip anything that does (see parseAnnounce).
+// name | candidate count (1) | per candidate: length (1) | bytes, then, with
+// flag 0x02, the owned fields: certificate length (2) | certificate |
+// document count (1) | per document: kind (1) | version (8). Receivers
+// skip anything that follows (see parseAnnounce).
 func appendAnnounce(b []byte, a *Announce) ([]byte, error) {
 	if !a.V4.Is4() {
 		return nil, fmt.Errorf("mesh: announce: IPv4 %v is not an IPv4 address", a.V4)
@@ -156,6 +199,9 @@ func appendAnnounce(b []byte, a *Announce) ([]byte, error) {
 	if a.PinnedV4 {
 		flags |= flagPinnedV4
 	}
+	if a.Owned != nil {
+		flags |= flagOwned
+	}
 	b = append(b, flags, byte(len(a.Name)))
 	b = append(b, a.Name...)
 	b = append(b, byte(len(a.Candidates)))
@@ -165,6 +211,18 @@ func appendAnnounce(b []byte, a *Announce) ([]byte, error) {
 		}
 		b = append(b, byte(len(c)))
 		b = append(b, c...)
+	}
+	if o := a.Owned; o != nil {
+		if len(o.Cert) > MaxCertLen || len(o.Docs) > MaxDocKinds {
+			return nil, fmt.Errorf("mesh: announce: certificate of %d bytes and %d documents, at most %d and %d", len(o.Cert), len(o.Docs), MaxCertLen, MaxDocKinds)
+		}
+		b = binary.BigEndian.AppendUint16(b, uint16(len(o.Cert)))
+		b = append(b, o.Cert...)
+		b = append(b, byte(len(o.Docs)))
+		for _, d := range o.Docs {
+			b = append(b, d.Kind)
+			b = binary.BigEndian.AppendUint64(b, d.Version)
+		}
 	}
 	return b, nil
 }
@@ -187,7 +245,7 @@ func parsePlaintext(rendezvous [32]byte, p []byte) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	m.Announce, m.Signal = body.Announce, body.Signal
+	m.Announce, m.Signal, m.Document = body.Announce, body.Signal, body.Document
 	return m, nil
 }
 
@@ -209,6 +267,8 @@ func parseBody(k Kind, b []byte) (Message, error) {
 	case KindLeave:
 	case KindSignal:
 		m.Signal = append([]byte(nil), b...)
+	case KindDocument:
+		m.Document = append([]byte(nil), b...)
 	default:
 		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformed, byte(k))
 	}
@@ -223,6 +283,7 @@ func parseAnnounce(b []byte) (Announce, error) {
 	a.V4 = netip.AddrFrom4([4]byte(b[0:4]))
 	a.V6 = netip.AddrFrom16([16]byte(b[4:20]))
 	a.PinnedV4 = b[20]&flagPinnedV4 != 0
+	owned := b[20]&flagOwned != 0
 	if a.V6.Is4In6() {
 		return Announce{}, fmt.Errorf("%w: announce: IPv6 %v is IPv4-mapped", ErrMalformed, a.V6)
 	}
@@ -259,8 +320,42 @@ func parseAnnounce(b []byte) (Announce, error) {
 		}
 		a.Candidates = append(a.Candidates, c)
 	}
+	if owned {
+		o, err := parseOwned(b)
+		if err != nil {
+			return Announce{}, err
+		}
+		a.Owned = &o
+	}
 	// Trailing bytes: fields of a later version, ignored (see parseBody).
 	return a, nil
+}
+
+// parseOwned reads the owned-mesh fields of an announcement (flag 0x02).
+func parseOwned(b []byte) (OwnedFields, error) {
+	var o OwnedFields
+	if len(b) < 2 {
+		return o, fmt.Errorf("%w: announce: certificate length missing", ErrMalformed)
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if n > MaxCertLen || len(b) < n {
+		return o, fmt.Errorf("%w: announce: certificate of %d bytes (at most %d), %d present", ErrMalformed, n, MaxCertLen, len(b))
+	}
+	o.Cert = append([]byte(nil), b[:n]...)
+	b = b[n:]
+	if len(b) < 1 {
+		return o, fmt.Errorf("%w: announce: document count missing", ErrMalformed)
+	}
+	k := int(b[0])
+	b = b[1:]
+	if k > MaxDocKinds || len(b) < 9*k {
+		return o, fmt.Errorf("%w: announce: %d document versions (at most %d), %d bytes present", ErrMalformed, k, MaxDocKinds, len(b))
+	}
+	for i := range k {
+		o.Docs = append(o.Docs, DocVersion{Kind: b[9*i], Version: binary.BigEndian.Uint64(b[9*i+1:])})
+	}
+	return o, nil
 }
 
 // readShort reads a 1-byte length and that many bytes, at most max.

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"slices"
@@ -62,7 +63,8 @@ func TestParseAnnounce(t *testing.T) {
 		{"good", good, true, false},
 		{"trailing extension bytes ignored", append(slices.Clone(good), 0x07, 0x02, 0xaa, 0xbb), true, false},
 		{"pinned flag", with(20, flagPinnedV4), true, true},
-		{"unknown flag bits ignored", with(20, 0xfe), true, false},
+		{"unknown flag bits ignored", with(20, 0xfc), true, false},
+		{"owned flag without its fields", with(20, flagOwned), false, false},
 		{"empty", nil, false, false},
 		{"fixed part only", good[:announceFixedLen], false, false},
 		{"IPv4-mapped IPv6", mapped, false, false},
@@ -109,7 +111,8 @@ func TestParseBodyKinds(t *testing.T) {
 		{"leave with future fields", KindLeave, []byte{1, 2, 3}, true},
 		{"signal", KindSignal, []byte("x"), true},
 		{"kind 0", 0, nil, false},
-		{"kind 4", 4, nil, false},
+		{"document", KindDocument, []byte{1}, true},
+		{"kind 5", 5, nil, false},
 		{"kind 255", 255, []byte{1}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -132,6 +135,12 @@ func FuzzParseBody(f *testing.F) {
 	f.Add(byte(KindLeave), []byte{})
 	f.Add(byte(KindSignal), []byte("sdp"))
 	f.Add(byte(KindAnnounce), make([]byte, announceFixedLen+2))
+	owned := vecAnnounceMessage(f).Announce
+	owned.Owned = &OwnedFields{Cert: []byte("cert"), Docs: []DocVersion{{Kind: 1, Version: 3}}}
+	if b, err := appendAnnounce(nil, &owned); err == nil {
+		f.Add(byte(KindAnnounce), b)
+	}
+	f.Add(byte(KindDocument), []byte("doc"))
 	f.Fuzz(func(t *testing.T, kind byte, body []byte) {
 		m, err := parseBody(Kind(kind), body)
 		if err != nil {
@@ -160,4 +169,29 @@ func FuzzParseBody(f *testing.F) {
 			t.Fatalf("re-decoded %+v, want %+v", b, a)
 		}
 	})
+}
+
+func TestAnnounceOwnedFields(t *testing.T) {
+	a := vecAnnounceMessage(t).Announce
+	a.Owned = &OwnedFields{Cert: bytes.Repeat([]byte{7}, 700), Docs: []DocVersion{{Kind: 1, Version: 42}}}
+	b, err := appendAnnounce(nil, &a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parseAnnounce(append(b, 9, 9)) // a later version's fields
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Owned == nil || !bytes.Equal(got.Owned.Cert, a.Owned.Cert) || !slices.Equal(got.Owned.Docs, a.Owned.Docs) {
+		t.Fatalf("owned fields: got %+v, want %+v", got.Owned, a.Owned)
+	}
+	for i := len(b) - 1; i > len(b)-1-9-1-700-2; i -= 97 {
+		if _, err := parseAnnounce(b[:i]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("owned fields cut at %d of %d: %v, want ErrMalformed", i, len(b), err)
+		}
+	}
+	a.Owned.Cert = make([]byte, MaxCertLen+1)
+	if _, err := appendAnnounce(nil, &a); err == nil {
+		t.Fatal("sealed a certificate over MaxCertLen")
+	}
 }

@@ -61,6 +61,22 @@ const (
 	broadcastHdrSize = 1
 )
 
+// FrameOverhead is what the relay's byte-rate limit charges for each frame it
+// queues on top of the frame's length: about the TCP/IP, TLS and WebSocket
+// headers one frame costs on the wire, and a fair share of the per-write CPU
+// that dominates for small frames. A client pacing itself to the rate in the
+// Welcome charges it too. A frame to n receivers (a Broadcast) is charged n
+// times; see Charge.
+const FrameOverhead = 64
+
+// Charge is what the relay's rate limit takes for a frame of frameLen bytes
+// (as the relay queues it) delivered to receivers members: receivers copies,
+// each frameLen plus FrameOverhead. A frame that reaches no one is charged
+// as one copy, so that sending into an empty rendezvous is not free.
+func Charge(frameLen, receivers int) int {
+	return max(receivers, 1) * (frameLen + FrameOverhead)
+}
+
 // Type is a frame's first byte.
 type Type byte
 
@@ -126,6 +142,9 @@ const (
 	ErrHandshakeSlow  ErrorCode = 7 // fatal: the handshake did not finish in time
 	ErrServerShutdown ErrorCode = 8 // fatal: the relay is stopping
 	ErrIdle           ErrorCode = 9 // fatal: nothing heard within the idle timeout
+	// ErrRendezvousFull: fatal: the rendezvous holds the relay's maximum
+	// number of member keys and the joiner's key is not one of them.
+	ErrRendezvousFull ErrorCode = 10
 )
 
 func (c ErrorCode) String() string {
@@ -148,6 +167,8 @@ func (c ErrorCode) String() string {
 		return "relay shutting down"
 	case ErrIdle:
 		return "idle timeout"
+	case ErrRendezvousFull:
+		return "rendezvous full"
 	}
 	return fmt.Sprintf("error %d", uint16(c))
 }

@@ -268,7 +268,10 @@ func (c *Client) enqueue(b *[]byte, payloadLen int) error {
 			putFrame(b)
 			return fmt.Errorf("%w: %d bytes, relay forwards at most %d", ErrTooLarge, payloadLen, cn.maxPayload)
 		}
-		if err := cn.pace(len(*b)); err != nil {
+		// Paced as the relay charges: the frame plus its per-frame
+		// overhead (a Broadcast is charged once per receiver there, but
+		// announcements are rare and small next to the burst).
+		if err := cn.pace(relayproto.Charge(len(*b), 1)); err != nil {
 			putFrame(b)
 			c.stats.sendDrops.Add(1)
 			return err

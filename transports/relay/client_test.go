@@ -12,6 +12,7 @@ import (
 
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -110,7 +111,7 @@ func TestRelayRestart(t *testing.T) {
 	sendUntilReceived(t, a, b, "before restart")
 
 	r1.stop()
-	eventually(t, "both clients to notice the relay is gone", func() bool {
+	testkit.Eventually(t, "both clients to notice the relay is gone", func() bool {
 		return !a.Status().Connected && !b.Status().Connected
 	})
 	if err := a.Send(b.PublicKey(), []byte("into the void")); !errors.Is(err, ErrNotConnected) {
@@ -131,7 +132,7 @@ func TestRelayRestart(t *testing.T) {
 			t.Errorf("status after restart = %+v, want Reconnects ≥ 1 and the loss recorded", st)
 		}
 	}
-	eventually(t, "presence to be rebuilt", func() bool {
+	testkit.Eventually(t, "presence to be rebuilt", func() bool {
 		return slices.Contains(a.Peers(), b.PublicKey()) && slices.Contains(b.Peers(), a.PublicKey())
 	})
 }
@@ -145,7 +146,7 @@ func TestRelayDownAtStart(t *testing.T) {
 	ln.Close() // nothing listens here now
 
 	c := newClient(t, Config{URL: "ws://" + addr, Admission: newAdmission(t)})
-	eventually(t, "a failed attempt in Status", func() bool {
+	testkit.Eventually(t, "a failed attempt in Status", func() bool {
 		st := c.Status()
 		return st.LastError != "" && !st.Connected
 	})
@@ -173,11 +174,11 @@ func TestRelayDownAtStart(t *testing.T) {
 func TestRelayRefusalReported(t *testing.T) {
 	r := startRelay(t, relayserver.Config{MaxConnsPerKey: 1}, nil)
 	rv := newAdmission(t)
-	key := newKey(t)
+	key := testkit.Key(t)
 	first := newClient(t, Config{URL: r.url, Admission: rv, PrivateKey: key})
 	waitConnected(t, first)
 	second := newClient(t, Config{URL: r.url, Admission: rv, PrivateKey: key})
-	eventually(t, "the refusal in Status", func() bool { return second.Status().LastError != "" })
+	testkit.Eventually(t, "the refusal in Status", func() bool { return second.Status().LastError != "" })
 	if st := second.Status(); st.Connected || !strings.Contains(st.LastError, "too many connections") {
 		t.Fatalf("second client status %+v, want the relay's refusal", st)
 	}
@@ -187,7 +188,7 @@ func TestRelayRefusalReported(t *testing.T) {
 }
 
 func TestNewConfigErrors(t *testing.T) {
-	key := newKey(t)
+	key := testkit.Key(t)
 	adm := newAdmission(t)
 	tests := []struct {
 		name string

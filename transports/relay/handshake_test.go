@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -33,7 +34,7 @@ func TestHandshake(t *testing.T) {
 		}
 		return ws, err
 	}
-	ka, kb := newKey(t), newKey(t)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	if _, err := join(ka); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func fakeV1Relay(t *testing.T) string {
 			return
 		}
 		defer ws.CloseNow()
-		hello := relayproto.ServerHello{Version: 1, ServerKey: newKey(t).Public()}
+		hello := relayproto.ServerHello{Version: 1, ServerKey: testkit.Key(t).Public()}
 		if err := ws.Write(r.Context(), websocket.MessageBinary, hello.Append(nil)); err != nil {
 			return
 		}
@@ -90,7 +91,7 @@ func TestOldRelay(t *testing.T) {
 		t.Fatalf("DialWebSocket to a v1 relay: %v, want ErrRelayV1", err)
 	}
 	c := newClient(t, Config{URL: url, Admission: newAdmission(t)})
-	eventually(t, "a failed attempt", func() bool { return c.Status().LastError != "" })
+	testkit.Eventually(t, "a failed attempt", func() bool { return c.Status().LastError != "" })
 	if st := c.Status(); st.Connected || !strings.Contains(st.LastError, relayproto.SubprotocolV1) || !strings.Contains(st.LastError, "must be upgraded") {
 		t.Fatalf("status %+v, want not connected and an error saying the v1 relay must be upgraded", st)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -48,6 +49,18 @@ type testRelay struct {
 // startRelay serves a new relay on ln (a fresh 127.0.0.1 port if nil).
 func startRelay(t testing.TB, cfg relayserver.Config, ln net.Listener) *testRelay {
 	t.Helper()
+	return serveRelay(t, cfg, ln, false)
+}
+
+// startTLSRelay is startRelay over TLS with httptest's certificate
+// (r.ts.Certificate()).
+func startTLSRelay(t testing.TB, cfg relayserver.Config) *testRelay {
+	t.Helper()
+	return serveRelay(t, cfg, nil, true)
+}
+
+func serveRelay(t testing.TB, cfg relayserver.Config, ln net.Listener, useTLS bool) *testRelay {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
@@ -60,8 +73,17 @@ func startRelay(t testing.TB, cfg relayserver.Config, ln net.Listener) *testRela
 		ts.Listener.Close()
 		ts.Listener = ln
 	}
-	ts.Start()
-	r := &testRelay{srv: srv, ts: ts, url: "ws" + strings.TrimPrefix(ts.URL, "http")}
+	r := &testRelay{srv: srv, ts: ts}
+	if useTLS {
+		// The untrusted-certificate test makes the server log a failed
+		// TLS handshake; that is expected, not news.
+		ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+		ts.StartTLS()
+		r.url = "wss" + strings.TrimPrefix(ts.URL, "https")
+	} else {
+		ts.Start()
+		r.url = "ws" + strings.TrimPrefix(ts.URL, "http")
+	}
 	t.Cleanup(r.stop)
 	return r
 }
@@ -72,15 +94,6 @@ func (r *testRelay) stop() {
 	r.srv.Close()
 	r.ts.CloseClientConnections()
 	r.ts.Close()
-}
-
-func newKey(t testing.TB) nodekey.Private {
-	t.Helper()
-	k, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // newAdmission returns the admission key of a fresh mesh.
@@ -97,7 +110,7 @@ func newAdmission(t testing.TB) relayproto.AdmissionKey {
 func newClient(t testing.TB, cfg Config) *Client {
 	t.Helper()
 	if cfg.PrivateKey.IsZero() {
-		cfg.PrivateKey = newKey(t)
+		cfg.PrivateKey = testkit.Key(t)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
@@ -149,18 +162,6 @@ func waitPresent(t testing.TB, c *Client, k nodekey.Public) {
 	})
 }
 
-// eventually polls cond until it holds or the test deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // sendUntilReceived sends payload from a to b every few milliseconds until b
 // receives it: for moments when b may not be registered at the relay yet.
 func sendUntilReceived(t testing.TB, a, b *Client, payload string) {
@@ -197,25 +198,4 @@ func sendUntilReceived(t testing.TB, a, b *Client, payload string) {
 			return
 		}
 	}
-}
-
-// startTLSRelay is startRelay over TLS with httptest's certificate
-// (r.ts.Certificate()).
-func startTLSRelay(t testing.TB, cfg relayserver.Config) *testRelay {
-	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
-	}
-	srv, err := relayserver.New(cfg)
-	if err != nil {
-		t.Fatalf("relayserver.New: %v", err)
-	}
-	ts := httptest.NewUnstartedServer(srv.Handler())
-	// The untrusted-certificate test makes the server log a failed TLS
-	// handshake; that is expected, not news.
-	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
-	ts.StartTLS()
-	r := &testRelay{srv: srv, ts: ts, url: "wss" + strings.TrimPrefix(ts.URL, "https")}
-	t.Cleanup(r.stop)
-	return r
 }

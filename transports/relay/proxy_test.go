@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -196,7 +197,7 @@ func TestProxyAndTLSFailuresReported(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.Admission = newAdmission(t)
 			c := newClient(t, tt.cfg)
-			eventually(t, "a failed attempt", func() bool { return c.Status().LastError != "" })
+			testkit.Eventually(t, "a failed attempt", func() bool { return c.Status().LastError != "" })
 			if st := c.Status(); st.Connected || !strings.Contains(st.LastError, tt.want) {
 				t.Fatalf("status %+v, want not connected and an error containing %q", st, tt.want)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 	"github.com/plures/plurenet/transports"
 )
@@ -158,7 +159,7 @@ func TestTransportIntoBind(t *testing.T) {
 	b := newClient(t, Config{URL: r.url, Admission: rv, Deliver: bind.Deliver})
 	waitConnected(t, a)
 	waitConnected(t, b)
-	eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
+	testkit.Eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
 	const count = 50
 	for i := range count {
 		if err := a.Send(b.PublicKey(), wgLike(100+i, byte(i))); err != nil {
@@ -216,7 +217,7 @@ func TestTransportOrder(t *testing.T) {
 	})
 	waitConnected(t, a)
 	waitConnected(t, b)
-	eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
+	testkit.Eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
 	for i := range 20 {
 		if err := a.Send(b.PublicKey(), sealedLike(mesh.MinSealed, byte(i))); err != nil {
 			t.Fatal(err)

@@ -56,7 +56,9 @@ const RETRY_MAX_MS = 5000;
 // same scripts. They are read once, when this module loads. Each path is a
 // literal beside import.meta.url so that Vercel's file tracing sees the files
 // and bundles them with the function. A script that needs the time is the
-// prelude followed by its own file, as in backplanelua.go.
+// prelude followed by its own file, as in backplanelua.go. JOIN refuses
+// (returns 0) a key new to a rendezvous at the member cap; SYNC returns
+// [[field, instance...], [refused field...]].
 const PRELUDE = fs.readFileSync(new URL('../backplanelua/prelude.lua', import.meta.url), 'utf8');
 const JOIN_LUA = PRELUDE + fs.readFileSync(new URL('../backplanelua/join.lua', import.meta.url), 'utf8');
 const LEAVE_LUA = fs.readFileSync(new URL('../backplanelua/leave.lua', import.meta.url), 'utf8');
@@ -163,6 +165,7 @@ export class Backplane {
       drops: { queue_full: 0, redis_error: 0, no_such_peer: 0, bad_message: 0, presence_queue_full: 0 },
       ops: { join: 0, leave: 0, sync: 0 },
       opErrors: 0,
+      evicted: 0,
     };
     this.wakeResolve = null;
     this.tick = setInterval(() => { this.tickDue = true; this.poke(); }, this.cfg.refreshMs);
@@ -292,22 +295,38 @@ export class Backplane {
 
   async runOps(ops) {
     const pl = this.cmd.pipeline();
-    let n = 0;
+    const sent = []; // the operation behind each pipeline reply
     const ttl = this.cfg.ttlMs;
+    const cap = this.relay.cfg.maxMembersPerRendezvous;
     for (const op of ops) {
       if (op.flush) continue;
-      n++;
+      sent.push(op);
       const rvHex = op.rv.toString('hex');
       if (op.join) {
-        pl.plurenetJoin(membersKey(rvHex), op.key, this.id, ttl, rvChannel(rvHex), Buffer.concat([header(BP_JOIN, this.id, op.rv), op.key]));
+        pl.plurenetJoin(membersKey(rvHex), op.key, this.id, ttl, rvChannel(rvHex), Buffer.concat([header(BP_JOIN, this.id, op.rv), op.key]), cap);
         this.m.ops.join++;
       } else {
         pl.plurenetLeave(membersKey(rvHex), op.key, this.id, rvChannel(rvHex), Buffer.concat([header(BP_LEAVE, this.id, op.rv), op.key]));
         this.m.ops.leave++;
       }
     }
-    if (n > 0) await this.exec(pl);
+    if (sent.length > 0) {
+      const res = await this.exec(pl);
+      res.forEach(([err, reply], i) => {
+        if (!err && i < sent.length && sent[i].join && Number(reply) === 0) this.refused(sent[i].rv.toString('hex'), sent[i].key.toString('hex'));
+      });
+    }
     for (const op of ops) if (op.flush) op.flush();
+  }
+
+  // refused evicts a key's local connections: Redis found its rendezvous
+  // at the member cap across instances.
+  refused(rvHex, keyHex) {
+    const n = this.relay.evict(rvHex, keyHex);
+    if (n > 0) {
+      this.m.evicted += n;
+      this.log('debug', 'relay: backplane: rendezvous full across instances, member evicted', { peer: keyHex.slice(0, 8), conns: n });
+    }
   }
 
   async exec(pl) {
@@ -362,18 +381,19 @@ export class Backplane {
       for (const rvHex of chunk) {
         const rv = Buffer.from(rvHex, 'hex');
         const keys = (local.get(rvHex) || []).map((k) => Buffer.from(k, 'hex'));
-        pl.plurenetSyncBuffer(membersKey(rvHex), this.id, this.cfg.ttlMs, rvChannel(rvHex), header(BP_JOIN, this.id, rv), ...keys);
+        pl.plurenetSyncBuffer(membersKey(rvHex), this.id, this.cfg.ttlMs, rvChannel(rvHex), header(BP_JOIN, this.id, rv), this.relay.cfg.maxMembersPerRendezvous, ...keys);
         this.m.ops.sync++;
       }
       const res = await this.exec(pl);
       res.forEach(([err, reply], j) => {
         if (err || j >= chunk.length) return;
-        const view = parseSyncReply(reply);
-        if (!view) {
+        const parsed = parseSyncReply(reply);
+        if (!parsed) {
           this.m.drops.bad_message++;
           return;
         }
-        this.relay.setRemote(chunk[j], view, seq);
+        this.relay.setRemote(chunk[j], parsed.view, seq);
+        for (const k of parsed.refused) this.refused(chunk[j], k);
       });
       if (this.closed) return;
     }
@@ -392,6 +412,8 @@ export class Backplane {
       ...Object.entries(m.ops).map(([k, v]) => `plurenet_relay_backplane_presence_ops_total{op="${k}"} ${v}`),
       '# TYPE plurenet_relay_backplane_presence_errors_total counter',
       `plurenet_relay_backplane_presence_errors_total ${m.opErrors}`,
+      '# TYPE plurenet_relay_backplane_evicted_total counter',
+      `plurenet_relay_backplane_evicted_total ${m.evicted}`,
       '# TYPE plurenet_relay_backplane_up gauge',
       `plurenet_relay_backplane_up ${this.up ? 1 : 0}`,
     ];
@@ -410,19 +432,28 @@ export class Backplane {
   }
 }
 
-// parseSyncReply checks the sync script's answer: pairs of a 32-byte key and
-// a 16-byte instance id, at most MAX_REMOTE_MEMBERS of them. It returns a
-// Map of key hex -> instance hex, or null when malformed.
+// parseSyncReply checks the sync script's answer: a list of pairs of a
+// 32-byte key and a 16-byte instance id, at most MAX_REMOTE_MEMBERS of them,
+// and a list of refused local keys. It returns {view: Map of key hex ->
+// instance hex, refused: [key hex]}, or null when malformed.
 function parseSyncReply(v) {
-  if (!Array.isArray(v) || v.length % 2 !== 0 || v.length / 2 > MAX_REMOTE_MEMBERS) return null;
+  if (!Array.isArray(v) || v.length !== 2) return null;
+  const [pairs, refusedList] = v;
+  if (!Array.isArray(pairs) || !Array.isArray(refusedList)) return null;
+  if (pairs.length % 2 !== 0 || pairs.length / 2 > MAX_REMOTE_MEMBERS || refusedList.length > MAX_REMOTE_MEMBERS) return null;
   const view = new Map();
-  for (let i = 0; i < v.length; i += 2) {
-    const f = v[i];
-    const inst = v[i + 1];
+  for (let i = 0; i < pairs.length; i += 2) {
+    const f = pairs[i];
+    const inst = pairs[i + 1];
     if (!Buffer.isBuffer(f) || !Buffer.isBuffer(inst) || f.length !== p.KEY_SIZE || inst.length !== INSTANCE_SIZE) return null;
     view.set(f.toString('hex'), inst.toString('hex'));
   }
-  return view;
+  const refused = [];
+  for (const f of refusedList) {
+    if (!Buffer.isBuffer(f) || f.length !== p.KEY_SIZE) return null;
+    refused.push(f.toString('hex'));
+  }
+  return { view, refused };
 }
 
 function withTimeout(promise) {

@@ -10,6 +10,10 @@ const MAX_CLOSE_REASON = 123;
 // rateNoticeInterval spaces the non-fatal ErrRateLimited frames: one a
 // second tells the client it is over its rate without adding to the flood.
 const RATE_NOTICE_INTERVAL_MS = 1000;
+// SNAPSHOT_WINDOW is how many snapshot frames a connection hands to its
+// socket at a time; the next ones go as those are written, so a joiner that
+// does not read holds at most this many of them in the relay.
+const SNAPSHOT_WINDOW = 64;
 
 // Push results.
 export const PUSHED = 0;
@@ -40,6 +44,12 @@ export class Conn {
     this.rvHex = '';
     this.room = null; // set by the relay while routable
     this.pendingFrames = 0; // frames handed to ws and not yet written to the socket
+    // While a presence snapshot streams (pushJoin), snap is {keys, i, skip}
+    // and frames pushed meanwhile wait in backlog, so that none overtakes
+    // the snapshot; both count against the queue caps.
+    this.snap = null;
+    this.backlog = null;
+    this.backlogBytes = 0;
     this.wroteAt = 0; // when the last frame reached the socket, or the queue last became non-empty
     this.stallCheck = false; // a write-stall check is scheduled
     this.lastHeard = Date.now();
@@ -76,22 +86,68 @@ export class Conn {
   }
 
   // push hands frame to the socket unless the queue is at its caps (then
-  // the newest frame, this one, is dropped). force skips the caps: the
-  // handshake frames and the presence snapshot, queued once per connection.
+  // the newest frame, this one, is dropped). force skips the caps: the few
+  // control frames the relay itself sends (ServerHello, Welcome, the rate
+  // notice, Drain), never frames other clients cause.
   push(frame, force) {
     if (this.closing && !force) return SHUT;
     if (this.ws.readyState !== 1) return SHUT;
-    if (!force && (this.pendingFrames >= this.cfg.sendQueueFrames ||
-        this.ws.bufferedAmount + frame.length > this.cfg.sendQueueBytes)) {
+    const snapBytes = this.snap ? (this.snap.keys.length - this.snap.i) * (1 + p.KEY_SIZE) : 0;
+    const frames = this.pendingFrames + (this.backlog ? this.backlog.length + 1 : 0);
+    if (!force && (frames >= this.cfg.sendQueueFrames ||
+        this.ws.bufferedAmount + this.backlogBytes + snapBytes + frame.length > this.cfg.sendQueueBytes)) {
       return FULL;
     }
+    if (this.backlog) {
+      this.backlog.push(frame);
+      this.backlogBytes += frame.length;
+    } else {
+      this.send(frame);
+    }
+    return PUSHED;
+  }
+
+  send(frame) {
     if (this.pendingFrames++ === 0) this.wroteAt = Date.now();
     this.ws.send(frame, { binary: true }, () => {
       this.pendingFrames--;
       this.wroteAt = Date.now();
+      if (this.snap) this.pump();
     });
     this.watchWrites();
-    return PUSHED;
+  }
+
+  // pushJoin queues the Welcome, then one PeerPresent per key of keys (the
+  // room's shared list) but skip, streamed SNAPSHOT_WINDOW at a time as the
+  // socket takes them: a snapshot obeys the caps like any frame instead of
+  // being queued whole past them.
+  pushJoin(welcome, keys, skip) {
+    this.push(welcome, true);
+    if (keys.length === 0) return;
+    this.snap = { keys, i: 0, skip };
+    this.backlog = [];
+    this.backlogBytes = 0;
+    this.pump();
+  }
+
+  pump() {
+    if (this.ws.readyState !== 1) return;
+    const sn = this.snap;
+    const window = Math.min(SNAPSHOT_WINDOW, this.cfg.sendQueueFrames);
+    while (sn && this.pendingFrames < window && sn.i < sn.keys.length) {
+      const k = sn.keys[sn.i++];
+      if (k !== sn.skip) this.send(p.keyed(p.T.PeerPresent, Buffer.from(k, 'hex')));
+    }
+    if (sn && sn.i >= sn.keys.length) this.endSnapshot();
+  }
+
+  // endSnapshot hands what waited behind the snapshot to the socket.
+  endSnapshot() {
+    const backlog = this.backlog || [];
+    this.snap = null;
+    this.backlog = null;
+    this.backlogBytes = 0;
+    for (const f of backlog) this.send(f);
   }
 
   // watchWrites gives the oldest unwritten frame writeTimeoutMs to reach the
@@ -115,6 +171,7 @@ export class Conn {
       // nothing more can be written, not even an Error frame.
       this.relay.log('debug', 'relay: write stalled, closing', { conn: this.id, stalled_ms: stalled, queued_frames: this.pendingFrames });
       this.relay.drop('closed', this.pendingFrames);
+      this.discardWaiting();
       this.closing = true;
       this.relay.leave(this);
       this.ws.terminate();
@@ -148,12 +205,15 @@ export class Conn {
       case p.T.Leave:
         this.leave();
         return;
+      // Charged for what the relay queues: the frame as delivered, once per
+      // receiver, plus per-frame overhead (p.charge). A Broadcast to n
+      // members costs n times a Send, as it costs the relay.
       case p.T.Send:
-        if (!this.allow(b.length)) return;
+        if (!this.allow(p.charge(b.length, 1))) return;
         this.relay.unicast(this, f.key, p.keyed(p.T.Recv, this.key, f.payload), f.payload.length);
         return;
       case p.T.Broadcast:
-        if (!this.allow(b.length)) return;
+        if (!this.allow(p.charge(p.KEY_SIZE + b.length, this.relay.fanout(this)))) return;
         this.relay.broadcast(this, p.keyed(p.T.BroadcastRecv, this.key, f.payload), f.payload.length);
         return;
     }
@@ -182,8 +242,9 @@ export class Conn {
       this.fail(p.E.ServerShutdown, 'relay draining, connect to another instance', 'shutdown');
       return;
     }
-    if (!r.join(this)) {
-      this.fail(p.E.TooManyConns, `key already holds ${this.cfg.maxConnsPerKey} connections in this rendezvous`, 'too_many_conns');
+    const refused = r.join(this);
+    if (refused) {
+      this.fail(refused.code, refused.msg, refused.result);
       return;
     }
     r.count('handshakes', 'ok');
@@ -193,21 +254,25 @@ export class Conn {
     }
   }
 
-  // allow charges n bytes to the token bucket. Over the limit the frame is
-  // dropped, and now and then the client is told.
+  // allow charges n bytes to the token bucket. A charge above the burst
+  // (a Broadcast into a large rendezvous) needs a full bucket and leaves it
+  // in debt, so the rate holds on average whatever the frame (the Go relay's
+  // byteBudget). Over the limit the frame is dropped, and now and then the
+  // client is told.
   allow(n) {
     if (this.cfg.rateBytesPerSec <= 0) return true;
     const now = Date.now();
     this.tokens = Math.min(this.cfg.rateBurstBytes, this.tokens + (now - this.tokensAt) * this.cfg.rateBytesPerSec / 1000);
     this.tokensAt = now;
-    if (this.tokens >= n) {
+    if (this.tokens >= Math.min(n, this.cfg.rateBurstBytes)) {
       this.tokens -= n;
+      this.relay.metrics.charged += n;
       return true;
     }
     this.relay.drop('rate_limited', 1);
     if (now - this.lastRateNotice >= RATE_NOTICE_INTERVAL_MS) {
       this.lastRateNotice = now;
-      this.push(p.errorFrame(p.E.RateLimited, `over ${this.cfg.rateBytesPerSec} bytes/s: frames dropped`), true);
+      this.push(p.errorFrame(p.E.RateLimited, `over ${this.cfg.rateBytesPerSec} bytes/s (a frame costs its size plus ${p.FRAME_OVERHEAD} bytes, once per receiver): frames dropped`), true);
     }
     return false;
   }
@@ -232,14 +297,35 @@ export class Conn {
     if (this.closing) return;
     this.closing = true;
     this.relay.leave(this);
+    // Everything queued before Leave reaches the client: what still waits
+    // in the snapshot and behind it goes to ws now, ahead of the close.
+    if (this.snap) {
+      const sn = this.snap;
+      for (; sn.i < sn.keys.length; sn.i++) {
+        if (sn.keys[sn.i] !== sn.skip) this.send(p.keyed(p.T.PeerPresent, Buffer.from(sn.keys[sn.i], 'hex')));
+      }
+      this.endSnapshot();
+    }
     this.ws.close(1000, 'leave');
     this.after(this.cfg.writeTimeoutMs, () => this.ws.terminate());
+  }
+
+  // discardWaiting drops the rest of a streaming snapshot and the frames
+  // behind it (counted as closed): the connection is ending and none of it
+  // will be written.
+  discardWaiting() {
+    if (this.backlog) this.relay.drop('closed', this.backlog.length);
+    this.snap = null;
+    this.backlog = null;
+    this.backlogBytes = 0;
   }
 
   // fail ends the connection with a fatal Error frame.
   fail(code, msg, handshakeResult) {
     if (this.closing) return;
     this.closing = true;
+    // What waits is discarded, as after any fatal error.
+    this.discardWaiting();
     if (!this.established || handshakeResult) this.relay.count('handshakes', handshakeResult || 'shutdown');
     this.relay.leave(this);
     this.relay.log('debug', 'relay: connection failed', { conn: this.id, code, reason: msg });

@@ -25,6 +25,14 @@ export const SIGNATURE_SIZE = 64;
 export const MAX_PAYLOAD = 64 * 1024;
 export const MAX_FRAME = 1 + KEY_SIZE + MAX_PAYLOAD;
 export const MAX_ERROR_MESSAGE = 200;
+// FRAME_OVERHEAD is what the rate limit charges per frame on top of its
+// length (relayproto.FrameOverhead): the wire headers and per-write work one
+// frame costs. charge is what a frame of frameLen bytes (as delivered)
+// costs when it reaches receivers members, at least one copy.
+export const FRAME_OVERHEAD = 64;
+export function charge(frameLen, receivers) {
+  return Math.max(receivers, 1) * (frameLen + FRAME_OVERHEAD);
+}
 
 const CLIENT_HELLO_SIZE = 1 + 1 + KEY_SIZE + ADMISSION_KEY_SIZE + RENDEZVOUS_SIZE + MAC_SIZE + SIGNATURE_SIZE;
 
@@ -54,6 +62,7 @@ export const E = Object.freeze({
   HandshakeSlow: 7,
   ServerShutdown: 8,
   Idle: 9,
+  RendezvousFull: 10,
 });
 
 // closeStatus is the WebSocket close status sent after a fatal code.
@@ -62,7 +71,8 @@ export function closeStatus(code) {
     case E.FrameTooLarge: return 1009;
     case E.BadFrame:
     case E.BadVersion: return 1002;
-    case E.TooManyConns: return 1013;
+    case E.TooManyConns:
+    case E.RendezvousFull: return 1013;
     case E.ServerShutdown: return 1001;
     default: return 1008;
   }

@@ -25,8 +25,17 @@ export const DEFAULTS = Object.freeze({
   maxConnsPerIP: 500, // 0 or less: unlimited
   handshakeRatePerIP: 20, // 0 or less: unlimited
   handshakeBurstPerIP: 100,
+  // maxConnsPer56/48, handshakeRatePer56/48, handshakeBurstPer56/48: unset
+  // means 2x (/56) and 4x (/48) the per-address value (sources.js).
+  maxMembersPerRendezvous: 1024, // the mesh layer's member limit; keeps a rendezvous's cost linear
   trustProxyHeaders: false,
 });
+
+// MAX_REMOTE_MEMBERS is the backplane's cap on the remote view of one
+// rendezvous (backplane.js); the member cap cannot exceed it.
+const MAX_MEMBERS_LIMIT = 16 << 10;
+// A PeerPresent frame, what a snapshot costs per key.
+const KEY_FRAME_SIZE = 1 + p.KEY_SIZE;
 
 // wsMaxPayload is what ws buffers of one message before refusing it. Twice
 // MAX_FRAME lets the relay answer a message up to that size with the
@@ -37,8 +46,8 @@ const WS_MAX_PAYLOAD = 2 * p.MAX_FRAME;
 // shutdownSlackMs is added to the drain grace for the closes to finish.
 const SHUTDOWN_SLACK_MS = 5000;
 
-const HANDSHAKE_RESULTS = ['ok', 'bad_frame', 'bad_version', 'auth_failed', 'too_many_conns', 'timeout', 'shutdown',
-  'disconnected', 'refused_full', 'refused_draining', 'refused_ip_conns', 'refused_ip_rate'];
+const HANDSHAKE_RESULTS = ['ok', 'bad_frame', 'bad_version', 'auth_failed', 'too_many_conns', 'rendezvous_full', 'timeout',
+  'shutdown', 'disconnected', 'refused_full', 'refused_draining', 'refused_ip_conns', 'refused_ip_rate'];
 const DROP_REASONS = ['no_such_peer', 'queue_full', 'rate_limited', 'closed'];
 
 export class Relay {
@@ -47,6 +56,11 @@ export class Relay {
     if (this.cfg.rateBurstBytes < p.MAX_FRAME) this.cfg.rateBurstBytes = p.MAX_FRAME; // never below one frame
     if (this.cfg.sendQueueBytes < p.MAX_FRAME) throw new Error(`sendQueueBytes ${this.cfg.sendQueueBytes} is below one frame`);
     if (this.cfg.pingIntervalMs >= this.cfg.idleTimeoutMs) throw new Error('pingIntervalMs must be below idleTimeoutMs');
+    const mm = this.cfg.maxMembersPerRendezvous;
+    if (!(mm >= 1 && mm <= MAX_MEMBERS_LIMIT)) throw new Error(`maxMembersPerRendezvous ${mm} is not between 1 and ${MAX_MEMBERS_LIMIT}`);
+    if (mm * KEY_FRAME_SIZE > this.cfg.sendQueueBytes / 2) {
+      throw new Error(`a snapshot of maxMembersPerRendezvous ${mm} keys exceeds half of sendQueueBytes ${this.cfg.sendQueueBytes}`);
+    }
     this.keys = keys || p.newKeyPair();
     this.log = logger || (() => {});
     this.nextID = 0;
@@ -56,7 +70,7 @@ export class Relay {
     this.backplane = null; // set by attachBackplane
     this.seq = 0; // numbers remote presence events (see setRemote)
     this.sources = new SourceLimits(this.cfg);
-    this.metrics = { handshakes: {}, drops: {}, frames: { unicast: 0, broadcast: 0 }, bytes: { unicast: 0, broadcast: 0 } };
+    this.metrics = { handshakes: {}, drops: {}, frames: { unicast: 0, broadcast: 0 }, bytes: { unicast: 0, broadcast: 0 }, charged: 0 };
     for (const r of HANDSHAKE_RESULTS) this.metrics.handshakes[r] = 0;
     for (const r of DROP_REASONS) this.metrics.drops[r] = 0;
 
@@ -87,7 +101,9 @@ export class Relay {
     this.metrics.bytes[kind] += frames * payloadBytes;
   }
 
-  // attach installs the relay's handlers on an http.Server.
+  // attach installs the relay's handlers on an http.Server. It serves no
+  // /metrics: those are for the operator, on a listener of their own
+  // (attachMetrics), never where clients connect.
   attach(server) {
     server.on('request', (req, res) => this.onRequest(req, res));
     server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
@@ -105,14 +121,26 @@ export class Relay {
     };
     if (path === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
       text(this.draining ? 503 : 200, this.draining ? 'draining' : 'ok');
-    } else if (path === '/metrics' && req.method === 'GET') {
-      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
-      res.end(this.metricsText());
     } else if (path === p.PATH) {
       text(426, `plurenet relay: this endpoint speaks WebSocket subprotocol ${p.SUBPROTOCOL}`, { Upgrade: 'websocket' });
     } else {
       text(404, 'not found');
     }
+  }
+
+  // attachMetrics serves GET /metrics on server, the operator's listener.
+  attachMetrics(server) {
+    server.headersTimeout = 10000;
+    server.requestTimeout = 30000;
+    server.on('request', (req, res) => {
+      if ((req.url || '').split('?')[0] === '/metrics' && req.method === 'GET') {
+        res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(this.metricsText());
+        return;
+      }
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end('not found\n');
+    });
   }
 
   onUpgrade(req, socket, head) {
@@ -136,7 +164,7 @@ export class Relay {
       return refuse(503, 'Service Unavailable', 'plurenet relay: draining, connect to another instance');
     }
     const src = sourceOf(req, this.cfg.trustProxyHeaders);
-    if (!src) return refuse(400, 'Bad Request', 'plurenet relay: cannot tell the client address');
+    if (src.length === 0) return refuse(400, 'Bad Request', 'plurenet relay: cannot tell the client address');
     if (!this.sources.allowHandshake(src, Date.now())) {
       this.count('handshakes', 'refused_ip_rate');
       return refuse(429, 'Too Many Requests', 'plurenet relay: too many connection attempts from your address, slow down', 'Retry-After: 1\r\n');
@@ -145,9 +173,10 @@ export class Relay {
       this.count('handshakes', 'refused_full');
       return refuse(503, 'Service Unavailable', 'plurenet relay: at its connection limit, try another instance');
     }
-    if (!this.sources.acquire(src)) {
+    const why = this.sources.acquire(src);
+    if (why) {
       this.count('handshakes', 'refused_ip_conns');
-      return refuse(429, 'Too Many Requests', `plurenet relay: your address already holds ${this.cfg.maxConnsPerIP} connections`);
+      return refuse(429, 'Too Many Requests', `plurenet relay: ${why}`);
     }
     let admitted = false;
     // ws answers a malformed upgrade itself (400) without calling back:
@@ -182,15 +211,31 @@ export class Relay {
   // Rooms. A room maps each local key to its routable connections, oldest
   // first (the last one gets the key's frames), and, with a backplane, each
   // key on another instance to that instance. A key is present when it is
-  // in either; presence frames announce changes of that union.
+  // in either; presence frames announce changes of that union. size counts
+  // the present keys (the member cap, the broadcast charge); keys caches
+  // them for joiners' snapshots, which share one list until it changes.
 
   room(rvHex, create) {
     let r = this.rooms.get(rvHex);
     if (!r && create) {
-      r = { members: new Map(), remote: new Map(), changed: new Map() };
+      r = { members: new Map(), remote: new Map(), changed: new Map(), size: 0, keys: null };
       this.rooms.set(rvHex, r);
     }
     return r;
+  }
+
+  keysOf(r) {
+    if (!r.keys) {
+      r.keys = [...r.members.keys()];
+      for (const k of r.remote.keys()) if (!r.members.has(k)) r.keys.push(k);
+    }
+    return r.keys;
+  }
+
+  // fanout is how many keys other than c's a broadcast by c reaches, here
+  // and on other instances: what the rate limit charges it for.
+  fanout(c) {
+    return c.room ? Math.max(c.room.size - 1, 0) : 0;
   }
 
   present(r, keyHex) {
@@ -211,32 +256,54 @@ export class Relay {
   }
 
   // join makes c routable in its rendezvous and queues Welcome and the
-  // presence snapshot on it. It returns false if the key is at its limit.
+  // presence snapshot on it. It returns null, or why c was refused:
+  // {code, msg, result}.
   join(c) {
     const created = !this.rooms.has(c.rvHex);
     const r = this.room(c.rvHex, true);
     const conns = r.members.get(c.keyHex) || [];
+    const was = this.present(r, c.keyHex);
+    let refusal = null;
     if (conns.length >= this.cfg.maxConnsPerKey) {
+      refusal = { code: p.E.TooManyConns, msg: `key already holds ${this.cfg.maxConnsPerKey} connections in this rendezvous`, result: 'too_many_conns' };
+    } else if (!was && r.size >= this.cfg.maxMembersPerRendezvous) {
+      refusal = this.fullRefusal();
+    }
+    if (refusal) {
       if (created) this.rooms.delete(c.rvHex);
-      return false;
+      return refusal;
     }
-    // The Welcome and snapshot skip the queue caps: queued once per
-    // connection, and a truncated snapshot would hide peers for good.
-    c.push(this.welcome, true);
-    for (const k of r.members.keys()) {
-      if (k !== c.keyHex) c.push(p.keyed(p.T.PeerPresent, Buffer.from(k, 'hex')), true);
-    }
-    for (const k of r.remote.keys()) {
-      if (k !== c.keyHex && !r.members.has(k)) c.push(p.keyed(p.T.PeerPresent, Buffer.from(k, 'hex')), true);
-    }
+    // The snapshot is one entry that the connection streams as its socket
+    // drains (conn.js), sharing the room's key list: within the caps, and
+    // no per-key copy.
+    c.pushJoin(this.welcome, this.keysOf(r), c.keyHex);
     if (conns.length === 0) {
-      if (!this.present(r, c.keyHex)) this.announce(r, p.keyed(p.T.PeerPresent, c.key), c.keyHex);
+      if (!was) {
+        this.announce(r, p.keyed(p.T.PeerPresent, c.key), c.keyHex);
+        r.size++;
+      }
       if (this.backplane) this.backplane.localJoin(c.rv, c.key);
     }
     r.members.set(c.keyHex, [...conns, c]);
+    r.keys = null;
     c.room = r;
     if (created && this.backplane) this.backplane.roomsChanged();
-    return true;
+    return null;
+  }
+
+  fullRefusal() {
+    return { code: p.E.RendezvousFull, msg: `rendezvous already holds ${this.cfg.maxMembersPerRendezvous} member keys`, result: 'rendezvous_full' };
+  }
+
+  // evict ends every local connection of a key with RendezvousFull: Redis
+  // found the rendezvous full across instances after this instance
+  // admitted the key on its own view. It returns how many it ended.
+  evict(rvHex, keyHex) {
+    const r = this.rooms.get(rvHex);
+    const conns = [...((r && r.members.get(keyHex)) || [])];
+    const { code, msg } = this.fullRefusal();
+    for (const c of conns) c.fail(code, msg);
+    return conns.length;
   }
 
   // leave stops routing to c; its key is announced gone if c was its last
@@ -246,6 +313,7 @@ export class Relay {
     if (!r) return;
     c.room = null;
     const conns = (r.members.get(c.keyHex) || []).filter((x) => x !== c);
+    r.keys = null;
     if (conns.length > 0) {
       r.members.set(c.keyHex, conns);
       return;
@@ -258,7 +326,10 @@ export class Relay {
       if (this.backplane) this.backplane.roomsChanged();
       return;
     }
-    if (!this.present(r, c.keyHex)) this.announce(r, p.keyed(p.T.PeerGone, c.key), c.keyHex);
+    if (!this.present(r, c.keyHex)) {
+      r.size--;
+      this.announce(r, p.keyed(p.T.PeerGone, c.key), c.keyHex);
+    }
   }
 
   unicast(c, dst, frame, payloadLen) {
@@ -316,7 +387,11 @@ export class Relay {
     this.noteChange(r, keyHex);
     const was = this.present(r, keyHex);
     r.remote.set(keyHex, inst);
-    if (!was) this.announce(r, p.keyed(p.T.PeerPresent, Buffer.from(keyHex, 'hex')), keyHex);
+    if (!was) {
+      r.size++;
+      r.keys = null;
+      this.announce(r, p.keyed(p.T.PeerPresent, Buffer.from(keyHex, 'hex')), keyHex);
+    }
   }
 
   // remoteLeave: an event from an instance that no longer owns the key
@@ -326,7 +401,11 @@ export class Relay {
     if (!r || r.remote.get(keyHex) !== inst) return;
     this.noteChange(r, keyHex);
     r.remote.delete(keyHex);
-    if (!this.present(r, keyHex)) this.announce(r, p.keyed(p.T.PeerGone, Buffer.from(keyHex, 'hex')), keyHex);
+    if (!this.present(r, keyHex)) {
+      r.size--;
+      r.keys = null;
+      this.announce(r, p.keyed(p.T.PeerGone, Buffer.from(keyHex, 'hex')), keyHex);
+    }
   }
 
   noteChange(r, keyHex) {
@@ -345,6 +424,9 @@ export class Relay {
     for (const [k, inst] of old) if ((r.changed.get(k) || 0) > seq) next.set(k, inst);
     for (const [k, s] of r.changed) if (s <= seq) r.changed.delete(k);
     r.remote = next;
+    r.size = r.members.size;
+    for (const k of next.keys()) if (!r.members.has(k)) r.size++;
+    r.keys = null;
     for (const k of old.keys()) {
       if (!next.has(k) && !r.members.has(k)) this.announce(r, p.keyed(p.T.PeerGone, Buffer.from(k, 'hex')), k);
     }
@@ -402,6 +484,7 @@ export class Relay {
       ...Object.entries(m.drops).map(([k, v]) => `plurenet_relay_drops_total{reason="${k}"} ${v}`),
       '# TYPE plurenet_relay_handshakes_total counter',
       ...Object.entries(m.handshakes).map(([k, v]) => `plurenet_relay_handshakes_total{result="${k}"} ${v}`),
+      '# TYPE plurenet_relay_rate_charged_bytes_total counter', `plurenet_relay_rate_charged_bytes_total ${m.charged}`,
     ];
     if (this.backplane) lines.push(...this.backplane.metricsLines());
     return lines.join('\n') + '\n';

@@ -2,9 +2,10 @@
 //
 //   node src/server.js [--host H] [--port N] [--redis URL] [--max-conn-lifetime 4m] ...
 //
-// It serves the relay WebSocket at /v1/relay, GET /healthz and GET /metrics,
-// drains on SIGTERM/SIGINT, and exports the http.Server as its default export
-// (the shape Vercel's Node.js runtime picks up; see README.md).
+// It serves the relay WebSocket at /v1/relay and GET /healthz, GET /metrics
+// only on --metrics-listen (never where clients connect), drains on
+// SIGTERM/SIGINT, and exports the http.Server as its default export (the
+// shape Vercel's Node.js runtime picks up; see README.md).
 
 import http from 'node:http';
 import { Relay, DEFAULTS } from './relay.js';
@@ -43,7 +44,13 @@ const USAGE = `usage: node src/server.js [flags]
   --max-conns-per-key N     connections one key may hold in one rendezvous (default 4)
   --max-conns N             connections this instance accepts (default 50000)
   --max-conns-per-ip N      per client address, 0 = unlimited (default 500)
+  --max-conns-per-56 N      per IPv6 /56, 0 = unlimited (default twice --max-conns-per-ip)
+  --max-conns-per-48 N      per IPv6 /48, 0 = unlimited (default four times --max-conns-per-ip)
+  --max-members N           member keys per rendezvous (default 1024)
   --rate N                  bytes/s accepted per connection, 0 = unlimited (default 64 MiB/s)
+  --rate-burst N            burst of --rate in bytes, at least one frame (default 8 MiB)
+  --metrics-listen H:P      serve GET /metrics (Prometheus) on this address only (env
+                            PLURENET_RELAY_METRICS_LISTEN; default none)
   --write-timeout D         cut a connection whose oldest queued frame waits this long to be
                             written: a client that stopped reading (default 10s)
   --trust-proxy-headers     client address from the last X-Forwarded-For entry (default on Vercel)
@@ -56,6 +63,7 @@ export function parseArgs(argv, env) {
     host: env.HOST || '',
     port: env.PORT ? parseInt10(env.PORT, 'PORT', 0) : 8080,
     redis: env.PLURENET_RELAY_BACKPLANE || '',
+    metricsListen: env.PLURENET_RELAY_METRICS_LISTEN || '',
     logLevel: env.PLURENET_RELAY_LOG_LEVEL || 'info',
     singleInstance: envFlag(env.PLURENET_RELAY_SINGLE_INSTANCE, 'PLURENET_RELAY_SINGLE_INSTANCE'),
     cfg: {},
@@ -80,7 +88,12 @@ export function parseArgs(argv, env) {
       case '--max-conns-per-key': o.cfg.maxConnsPerKey = parseInt10(val(), flag, 1); break;
       case '--max-conns': o.cfg.maxConns = parseInt10(val(), flag, 1); break;
       case '--max-conns-per-ip': o.cfg.maxConnsPerIP = parseInt10(val(), flag, 0); break;
+      case '--max-conns-per-56': o.cfg.maxConnsPer56 = parseInt10(val(), flag, 0); break;
+      case '--max-conns-per-48': o.cfg.maxConnsPer48 = parseInt10(val(), flag, 0); break;
+      case '--max-members': o.cfg.maxMembersPerRendezvous = parseInt10(val(), flag, 1); break;
       case '--rate': o.cfg.rateBytesPerSec = parseInt10(val(), flag, 0); break;
+      case '--rate-burst': o.cfg.rateBurstBytes = parseInt10(val(), flag, 1); break;
+      case '--metrics-listen': o.metricsListen = val(); break;
       case '--write-timeout': o.cfg.writeTimeoutMs = parseDuration(val(), flag); break;
       case '--trust-proxy-headers': o.cfg.trustProxyHeaders = true; break;
       case '--single-instance': o.singleInstance = true; break;
@@ -102,6 +115,11 @@ export function parseArgs(argv, env) {
     throw new Error('on Vercel, function instances share nothing: set PLURENET_RELAY_BACKPLANE to a Redis URL ' +
       '(rediss://:PASSWORD@HOST:PORT/0, the password percent-encoded) so that they reach each other, ' +
       'or set PLURENET_RELAY_SINGLE_INSTANCE=1 to run without one anyway');
+  }
+  if (o.metricsListen) {
+    const m = /^(.*):(\d+)$/.exec(o.metricsListen);
+    if (!m || Number(m[2]) > 65535) throw new Error(`--metrics-listen: "${o.metricsListen}" is not HOST:PORT`);
+    o.metrics = { host: m[1].replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
   }
   return o;
 }
@@ -168,15 +186,37 @@ server.on('error', (err) => {
   log('error', 'relay: listen failed', { err: err.message });
   process.exit(1);
 });
-server.listen(opts.port, opts.host || undefined, () => {
-  const a = server.address();
-  const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-  process.stdout.write(`plurenet relay (node) listening on http://${host}:${a.port}${PATH} (relay key ${relay.keys.publicRaw.toString('hex')})\n`);
-  log('info', 'relay: serving', {
-    addr: `${host}:${a.port}`, backplane: Boolean(opts.redis),
-    max_conn_lifetime_ms: relay.cfg.maxConnLifetimeMs, drain_grace_ms: relay.cfg.drainGraceMs ?? DEFAULTS.drainGraceMs,
+let metricsServer = null;
+if (opts.metrics) {
+  metricsServer = http.createServer();
+  relay.attachMetrics(metricsServer);
+  metricsServer.on('error', (err) => {
+    log('error', 'relay: metrics listen failed', { err: err.message });
+    process.exit(1);
   });
-});
+  metricsServer.listen(opts.metrics.port, opts.metrics.host || undefined, () => {
+    const a = metricsServer.address();
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    process.stdout.write(`plurenet relay (node) metrics on http://${host}:${a.port}/metrics\n`);
+    listenRelay();
+  });
+} else {
+  listenRelay();
+}
+
+// listenRelay opens the relay's own listener, after the metrics one: its
+// "listening" line tells scripts the relay is ready, as the Go relay's does.
+function listenRelay() {
+  server.listen(opts.port, opts.host || undefined, () => {
+    const a = server.address();
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    process.stdout.write(`plurenet relay (node) listening on http://${host}:${a.port}${PATH} (relay key ${relay.keys.publicRaw.toString('hex')})\n`);
+    log('info', 'relay: serving', {
+      addr: `${host}:${a.port}`, backplane: Boolean(opts.redis),
+      max_conn_lifetime_ms: relay.cfg.maxConnLifetimeMs, drain_grace_ms: relay.cfg.drainGraceMs ?? DEFAULTS.drainGraceMs,
+    });
+  });
+}
 
 let stopping = false;
 async function stop(signal) {
@@ -186,6 +226,10 @@ async function stop(signal) {
   await relay.drain();
   if (relay.backplane) await relay.backplane.close();
   relay.close();
+  if (metricsServer) {
+    metricsServer.close();
+    metricsServer.closeAllConnections();
+  }
   server.close(() => {
     log('info', 'relay: stopped');
     process.exit(0);

@@ -1,0 +1,433 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/owner"
+	"github.com/plures/plurenet/internal/ownerfs"
+	"github.com/plures/plurenet/internal/secretfile"
+)
+
+// Owned makes a node a member of an owned mesh (docs/protocol.md Part 4):
+// only members whose certificate chains to Owner become WireGuard peers,
+// names and pinned IPv4s come only from certificates, and owner documents
+// (revocation lists) spread through the mesh and take effect on receipt.
+type Owned struct {
+	// Owner is the mesh owner's public key.
+	Owner owner.PublicKey
+	// Grant is this node's owner-signed grant (from its invite); the node
+	// binds it to its own key. Config.Name must be the grant's name and
+	// Config.PinnedV4 its pin.
+	Grant owner.SignedGrant
+}
+
+// RevocationsFile is where a member keeps the newest revocation list it
+// holds, in its state dir, so a restart does not forget a revocation.
+const RevocationsFile = "revocations.pnd"
+
+// maxRefused bounds the refused certificates kept for status: enough to
+// show every conflict of a personal mesh; a flood of invented keys only
+// recycles the oldest entries.
+const maxRefused = 64
+
+// ownedState is a node's view of its owned mesh. Its mutex is taken after
+// no other lock of the node.
+type ownedState struct {
+	cfg   Owned
+	topic [mesh.TopicSize]byte
+	self  owner.Certificate
+	cert  []byte // self's encoding, announced
+
+	mu      sync.Mutex
+	revDoc  []byte // newest revocation document, as signed; nil: none
+	revVer  uint64
+	revs    *owner.Revocations
+	certs   map[nodekey.Public]owner.Certificate // of members in the table
+	refused map[nodekey.Public]Refusal
+}
+
+// Refusal is a certificate this node refused, for status.
+type Refusal struct {
+	PublicKey string    `json:"publicKey"`
+	Name      string    `json:"name,omitempty"`
+	Reason    string    `json:"reason"`
+	At        time.Time `json:"at"`
+}
+
+// setupOwned checks the node's own grant and loads the documents kept in
+// the state dir. It runs once the node key is known.
+func (n *Node) setupOwned() error {
+	o := n.cfg.Owned
+	if o == nil {
+		return nil
+	}
+	if err := o.Grant.Verify(o.Owner, n.cfg.TopicID); err != nil {
+		return fmt.Errorf("owned mesh: this node's grant: %w", err)
+	}
+	if n.cfg.Name != o.Grant.Name {
+		return fmt.Errorf("owned mesh: name %q, but the grant names this node %q", n.cfg.Name, o.Grant.Name)
+	}
+	if n.cfg.PinnedV4 != o.Grant.V4 {
+		return fmt.Errorf("owned mesh: pinned IPv4 %v, but the grant pins %v", n.cfg.PinnedV4, o.Grant.V4)
+	}
+	s := &ownedState{
+		cfg:     *o,
+		topic:   n.cfg.TopicID,
+		self:    owner.Certificate{Grant: o.Grant, Key: n.pub},
+		certs:   make(map[nodekey.Public]owner.Certificate),
+		refused: make(map[nodekey.Public]Refusal),
+	}
+	s.cert = owner.AppendCertificate(nil, &s.self)
+	n.own = s
+	b, err := secretfile.Read(filepath.Join(n.cfg.StateDir, RevocationsFile), owner.MaxDocumentBody+256)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("owned mesh: %w", err)
+	default:
+		if _, err := n.takeDocument(b); err != nil {
+			return fmt.Errorf("owned mesh: %s: %w", RevocationsFile, err)
+		}
+	}
+	if err := s.self.Check(o.Owner, s.topic, s.revs, time.Now()); err != nil {
+		n.log.Warn("this node's certificate is not valid: other members refuse it", "err", err)
+	}
+	return nil
+}
+
+// ownedFields are the owned-mesh fields of this node's announcements.
+func (n *Node) ownedFields() *mesh.OwnedFields {
+	s := n.own
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := &mesh.OwnedFields{Cert: s.cert}
+	if s.revVer > 0 {
+		f.Docs = []mesh.DocVersion{{Kind: owner.KindRevocations, Version: s.revVer}}
+	}
+	return f
+}
+
+// admit decides whether an announcement from key may enter the membership
+// of an owned mesh: its certificate must chain to the owner for this
+// topic, be bound to key, be neither expired nor revoked, and name the
+// name and pin it announces; a single-use grant held by another member
+// goes to owner.Winner's pick. The loser is refused and, if it was a
+// member, removed. An open mesh admits every announcement.
+func (n *Node) admit(key nodekey.Public, a *mesh.Announce, now time.Time) bool {
+	s := n.own
+	if s == nil {
+		return true
+	}
+	cert, err := s.check(key, a, now)
+	if err != nil {
+		n.refuse(key, a.Name, err.Error(), now)
+		n.drop(key)
+		return false
+	}
+	if cert.Grant.MultiUse {
+		return true
+	}
+	holder, ok := s.holderOf(cert.Grant.ID, key)
+	if !ok {
+		return true
+	}
+	if owner.Winner(holder, key) != key {
+		n.refuse(key, a.Name, fmt.Sprintf("single-use grant %q is held by %s (the lower key keeps it)", cert.Grant.Name, holder.ShortString()), now)
+		return false
+	}
+	if holder == n.pub {
+		// The other key wins by the rule every member applies, so the
+		// others refuse this node: say so rather than fight over it.
+		n.refuse(n.pub, cert.Grant.Name, fmt.Sprintf("this node lost its single-use grant to %s (the lower key keeps it): ask the owner for a new invite", key.ShortString()), now)
+		return true
+	}
+	n.refuse(holder, cert.Grant.Name, fmt.Sprintf("single-use grant %q is held by %s (the lower key keeps it)", cert.Grant.Name, key.ShortString()), now)
+	n.drop(holder)
+	return true
+}
+
+// check returns the certificate an announcement carries if it makes key a
+// member now.
+func (s *ownedState) check(key nodekey.Public, a *mesh.Announce, now time.Time) (owner.Certificate, error) {
+	if a.Owned == nil {
+		return owner.Certificate{}, errors.New("no certificate: not enrolled in this owned mesh")
+	}
+	c, err := owner.ParseCertificate(a.Owned.Cert)
+	if err != nil {
+		return c, fmt.Errorf("certificate: %w", err)
+	}
+	if c.Key != key {
+		return c, fmt.Errorf("certificate is bound to key %s, not the sender's", c.Key.ShortString())
+	}
+	s.mu.Lock()
+	revs := s.revs
+	s.mu.Unlock()
+	if err := c.Check(s.cfg.Owner, s.topic, revs, now); err != nil {
+		return c, err
+	}
+	if a.Name != c.Grant.Name {
+		return c, fmt.Errorf("announces name %q, its certificate says %q", a.Name, c.Grant.Name)
+	}
+	var pin netip.Addr
+	if a.PinnedV4 {
+		pin = a.V4
+	}
+	if pin != c.Grant.V4 {
+		return c, fmt.Errorf("announces pinned IPv4 %v, its certificate pins %v", pin, c.Grant.V4)
+	}
+	s.mu.Lock()
+	s.certs[key] = c
+	delete(s.refused, key)
+	s.mu.Unlock()
+	return c, nil
+}
+
+// holderOf returns another key holding grant id among the members and
+// this node.
+func (s *ownedState) holderOf(id owner.GrantID, except nodekey.Public) (nodekey.Public, bool) {
+	if s.self.Grant.ID == id && s.self.Key != except {
+		return s.self.Key, true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, c := range s.certs {
+		if k != except && c.Grant.ID == id {
+			return k, true
+		}
+	}
+	return nodekey.Public{}, false
+}
+
+// refuse records a refused certificate for status, and logs it once per
+// reason.
+func (n *Node) refuse(key nodekey.Public, name, reason string, now time.Time) {
+	s := n.own
+	s.mu.Lock()
+	prev, seen := s.refused[key]
+	if !seen && len(s.refused) >= maxRefused {
+		var oldest nodekey.Public
+		for k, r := range s.refused {
+			if oldest.IsZero() || r.At.Before(s.refused[oldest].At) {
+				oldest = k
+			}
+		}
+		delete(s.refused, oldest)
+	}
+	s.refused[key] = Refusal{PublicKey: key.String(), Name: name, Reason: reason, At: now}
+	if key != n.pub {
+		delete(s.certs, key)
+	}
+	s.mu.Unlock()
+	if !seen || prev.Reason != reason {
+		n.log.Warn("refused a member of the owned mesh", "peer", key.ShortString(), "name", name, "reason", reason)
+	}
+}
+
+// drop removes a member from the table and from WireGuard at once.
+func (n *Node) drop(key nodekey.Public) {
+	if m, ok := n.members.Remove(key); ok {
+		n.log.Info("member removed", "peer", key.ShortString(), "name", m.Name)
+		n.syncPeers()
+	}
+}
+
+// recheck removes the members whose certificates stopped being valid: a
+// new revocation list, or an expiry passed. It also forgets certificates
+// of members no longer in the table.
+func (n *Node) recheck(now time.Time) {
+	s := n.own
+	if s == nil {
+		return
+	}
+	in := make(map[nodekey.Public]bool)
+	var gone []mesh.Member
+	var reasons []string
+	s.mu.Lock()
+	for _, m := range n.members.List() {
+		in[m.Key] = true
+		c, ok := s.certs[m.Key]
+		if !ok {
+			continue
+		}
+		switch {
+		case s.revs.Revokes(c.Grant.ID, c.Key):
+			gone, reasons = append(gone, m), append(reasons, "revoked by the owner")
+		case !c.Grant.NotAfter.IsZero() && now.After(c.Grant.NotAfter):
+			gone, reasons = append(gone, m), append(reasons, "certificate expired")
+		}
+	}
+	for k := range s.certs {
+		if !in[k] {
+			delete(s.certs, k)
+		}
+	}
+	s.mu.Unlock()
+	for i, m := range gone {
+		n.refuse(m.Key, m.Name, reasons[i], now)
+		if _, ok := n.members.Remove(m.Key); ok {
+			n.log.Info("member removed", "peer", m.Key.ShortString(), "name", m.Name, "reason", reasons[i])
+		}
+	}
+	if len(gone) > 0 {
+		n.syncPeers()
+	}
+}
+
+// ErrNotOwned is returned when an owner document is handed to a node of an
+// open mesh.
+var ErrNotOwned = errors.New("this node is in an open mesh (no owner): it takes no owner documents")
+
+// errPolicyNotEnforced refuses policy documents: this build cannot enforce
+// them, and spreading a policy that nobody enforces would look like
+// protection that is not there.
+var errPolicyNotEnforced = errors.New("access policies are not implemented yet in this build")
+
+// DocumentResult says what a node did with an owner document.
+type DocumentResult struct {
+	Kind    string `json:"kind"`
+	Version uint64 `json:"version"`
+	// Applied is false when the node already held this version or a newer
+	// one (nothing changed).
+	Applied bool `json:"applied"`
+	// Held is the version the node holds afterwards.
+	Held uint64 `json:"held"`
+}
+
+// ApplyDocument takes an owner document (from the control socket): it is
+// checked, kept in the state dir, applied at once and spread to every
+// member on every carrier.
+func (n *Node) ApplyDocument(b []byte) (DocumentResult, error) {
+	if n.own == nil {
+		return DocumentResult{}, ErrNotOwned
+	}
+	return n.takeDocument(b)
+}
+
+// takeDocument checks an owner document and, if it is newer than the one
+// held, keeps it, applies it and spreads it.
+func (n *Node) takeDocument(b []byte) (DocumentResult, error) {
+	s := n.own
+	d, err := owner.ParseDocument(b)
+	if err != nil {
+		return DocumentResult{}, err
+	}
+	if err := d.Verify(s.cfg.Owner, s.topic); err != nil {
+		return DocumentResult{}, err
+	}
+	if d.Kind != owner.KindRevocations {
+		return DocumentResult{}, errPolicyNotEnforced
+	}
+	revs, err := owner.ParseRevocations(d.Body)
+	if err != nil {
+		return DocumentResult{}, err
+	}
+	res := DocumentResult{Kind: "revocations", Version: d.Version}
+	s.mu.Lock()
+	if d.Version <= s.revVer {
+		res.Held = s.revVer
+		s.mu.Unlock()
+		return res, nil
+	}
+	if err := ownerfs.WriteFile(filepath.Join(n.cfg.StateDir, RevocationsFile), b); err != nil {
+		s.mu.Unlock()
+		return res, fmt.Errorf("keeping the revocation list: %w", err)
+	}
+	s.revDoc, s.revVer, s.revs = append([]byte(nil), b...), d.Version, &revs
+	res.Applied, res.Held = true, d.Version
+	s.mu.Unlock()
+	n.log.Info("applied revocation list", "version", d.Version, "grants", len(revs.Grants), "keys", len(revs.Keys))
+	if revs.Revokes(s.self.Grant.ID, n.pub) {
+		n.log.Warn("this node is revoked by the owner: other members refuse it")
+	}
+	// Before the device is up (setupOwned), there is nobody to tell yet.
+	if n.dev != nil {
+		n.recheck(time.Now())
+		n.broadcastSealed(mesh.Message{Kind: mesh.KindDocument, From: n.pub, Document: b})
+	}
+	return res, nil
+}
+
+// receiveDocument applies a document a member sent.
+func (n *Node) receiveDocument(c carrier, b []byte) {
+	if n.own == nil {
+		n.log.Debug("ignoring owner document in an open mesh", "via", c.name, "from", c.who())
+		return
+	}
+	if _, err := n.takeDocument(b); err != nil {
+		n.log.Info("refused owner document", "via", c.name, "from", c.who(), "err", err)
+	}
+}
+
+// compareDocuments sends a member that announced an older revocation list
+// the newer one, and answers a member that holds a newer one, so that it
+// sends it: a member that was offline learns a revocation from the first
+// member it meets.
+func (n *Node) compareDocuments(c carrier, peer nodekey.Public, f *mesh.OwnedFields) {
+	s := n.own
+	if s == nil || f == nil {
+		return
+	}
+	var theirs uint64
+	for _, d := range f.Docs {
+		if d.Kind == owner.KindRevocations {
+			theirs = d.Version
+		}
+	}
+	s.mu.Lock()
+	ours, doc := s.revVer, s.revDoc
+	s.mu.Unlock()
+	switch {
+	case theirs < ours:
+		n.sendSealedTo(c, peer, mesh.Message{Kind: mesh.KindDocument, From: n.pub, Document: doc})
+	case theirs > ours:
+		n.answer(c, peer)
+	}
+}
+
+// OwnedStatus is the owned-mesh part of Status.
+type OwnedStatus struct {
+	Owner              string    `json:"owner"`
+	Grant              string    `json:"grant"` // this node's name in its grant
+	Tags               []string  `json:"tags,omitempty"`
+	RevocationsVersion uint64    `json:"revocationsVersion"`
+	PolicyVersion      uint64    `json:"policyVersion"` // 0: no policy (access policies are not implemented yet)
+	Refused            []Refusal `json:"refused,omitempty"`
+}
+
+// ownedStatus returns the node's owned-mesh status and the certified
+// members' tags; nil in an open mesh.
+func (n *Node) ownedStatus() (*OwnedStatus, map[nodekey.Public][]string) {
+	s := n.own
+	if s == nil {
+		return nil, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &OwnedStatus{
+		Owner:              s.cfg.Owner.String(),
+		Grant:              s.self.Grant.Name,
+		Tags:               s.self.Grant.Tags,
+		RevocationsVersion: s.revVer,
+	}
+	for _, r := range s.refused {
+		st.Refused = append(st.Refused, r)
+	}
+	sort.Slice(st.Refused, func(i, j int) bool { return st.Refused[i].PublicKey < st.Refused[j].PublicKey })
+	tags := make(map[nodekey.Public][]string, len(s.certs))
+	for k, c := range s.certs {
+		tags[k] = c.Grant.Tags
+	}
+	return st, tags
+}

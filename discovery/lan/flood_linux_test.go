@@ -3,38 +3,14 @@ package lan
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
-	"golang.org/x/net/ipv4"
-
 	"github.com/plures/plurenet/discovery"
 )
-
-// groupSender opens a socket on 127.0.0.x that sends to groups on the
-// loopback interface: Linux routes all of 127.0.0.0/8 to lo, so each is
-// another source address, as a spoofing outsider would use.
-func groupSender(t *testing.T, x byte) (net.PacketConn, netip.AddrPort) {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, x}), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	lo, err := net.InterfaceByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := ipv4.NewPacketConn(c)
-	if err := errors.Join(pc.SetMulticastInterface(lo), pc.SetMulticastLoopback(true)); err != nil {
-		t.Fatal(err)
-	}
-	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
-}
 
 // TestFloodSparesMembers (issue 9 item 6): an outsider floods the group
 // from 50 source addresses; a member whose sending socket the node vouched

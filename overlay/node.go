@@ -14,6 +14,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/direct"
 	"github.com/plures/plurenet/transports/relay"
@@ -40,6 +41,8 @@ type Node struct {
 	direct  *direct.Transport // nil with Transport "relay"
 	swarm   *swarmMode        // nil unless Transport is "swarm"
 	own     *ownedState       // nil in an open mesh
+	dns     *dnsService       // nil with DNS off
+	portmap *portmap.Mapper   // nil unless auto mode maps the direct port (directpath.go)
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -194,6 +197,10 @@ func (n *Node) setup() error {
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
 	}
+	// Before ready: every membership change after this updates the names.
+	if err := n.startDNS(ctx, ula); err != nil {
+		return err
+	}
 	// Only now may sealed messages be acted on: a member joining
 	// configures the device.
 	close(n.ready)
@@ -271,6 +278,10 @@ func (n *Node) Close() error {
 		if n.cancel != nil {
 			n.cancel()
 		}
+		// Split DNS is reverted while its interface still exists.
+		if n.dns != nil {
+			n.dns.closeLink()
+		}
 		// The device first, so WireGuard stops sending before the relays
 		// go; closing it closes the Bind and the adapter too.
 		if n.dev != nil {
@@ -281,10 +292,16 @@ func (n *Node) Close() error {
 				n.log.Warn("closing adapter", "adapter", n.adapter, "err", err)
 			}
 		}
+		if n.dns != nil {
+			n.dns.close()
+		}
 		for _, c := range n.relays {
 			c.Close()
 		}
 		n.closeSwarm()
+		if n.portmap != nil {
+			n.portmap.Close() // removes the mapping from the gateway
+		}
 		if n.direct != nil {
 			n.direct.Close()
 		}

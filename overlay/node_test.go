@@ -85,6 +85,7 @@ type nodeOpts struct {
 	// pin and owned are Config.PinnedV4 and Config.Owned.
 	pin   netip.Addr
 	owned *Owned
+	dns   DNSConfig
 }
 
 // testSecret is the tests' mesh secret: a generated one, which members use
@@ -117,6 +118,7 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 		Relays:      relays,
 		PinnedV4:    o.pin,
 		Owned:       o.owned,
+		DNS:         o.dns,
 		Logger:      testLogger(t).With("node", name),
 	})
 	if err != nil {

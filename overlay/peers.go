@@ -28,7 +28,14 @@ func (n *Node) syncPeers() {
 			n.log.Error("moving overlay address", "err", err)
 		} else {
 			n.selfV4 = selfV4
+			if n.dns != nil {
+				n.dns.moveV4(n.adapter, selfV4, n.v6)
+			}
 		}
+	}
+	if n.dns != nil {
+		// Under n.mu, so that tables reach the resolver in order.
+		n.dns.update(n.dnsTable(list, n.selfV4))
 	}
 	want := make(map[nodekey.Public]peerConfig, len(list))
 	for _, m := range list {

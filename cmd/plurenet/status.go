@@ -52,10 +52,14 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 	if st.UDP != "" {
 		fmt.Fprintf(w, ", udp %s", st.UDP)
 	}
+	if pm := st.PortMapping; pm != nil {
+		fmt.Fprintf(w, ", mapped to %s by %s", pm.External, pm.Protocol)
+	}
 	fmt.Fprintln(w, ")")
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING: %s\n", warn)
 	}
+	printDNS(w, "", st.DNS)
 	if st.ForeignDropped > 0 {
 		fmt.Fprintf(w, "dropped %d packets from members that were not addressed to this node\n", st.ForeignDropped)
 	}

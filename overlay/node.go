@@ -18,6 +18,7 @@ import (
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/direct"
 	"github.com/plures/plurenet/transports/relay"
+	"github.com/plures/plurenet/tun/filter"
 )
 
 // maintainInterval is how often the node expires silent members. It is a
@@ -41,6 +42,7 @@ type Node struct {
 	direct  *direct.Transport // nil with Transport "relay"
 	swarm   *swarmMode        // nil unless Transport is "swarm"
 	own     *ownedState       // nil in an open mesh
+	filter  *filter.Device    // the access filter; nil in an open mesh (access.go)
 	dns     *dnsService       // nil with DNS off
 	portmap *portmap.Mapper   // nil unless auto mode maps the direct port (directpath.go)
 	ctl     *controlServer
@@ -61,6 +63,9 @@ type Node struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	metricsState // metrics.go
+	stopRequest  // stop.go: a control client asked the program to stop
 }
 
 // New starts a node: it loads or creates the node key in cfg.StateDir,
@@ -190,7 +195,7 @@ func (n *Node) setup() error {
 	// The device comes up after the transports are set: the Bind gathers
 	// the transports' own receive functions (the direct path's batched
 	// socket reads) when the device opens it.
-	n.dev = device.NewDevice(n.adapter.device(), n.bind, wireguardLogger(n.log))
+	n.dev = device.NewDevice(n.wrapFilter(n.adapter.device()), n.bind, wireguardLogger(n.log))
 	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
 		return fmt.Errorf("wireguard: setting key: %w", err)
 	}

@@ -17,6 +17,7 @@ type peerConfig struct {
 // syncPeers makes the WireGuard device's peers match the membership, and
 // moves this node's own IPv4 if the collision rule says so.
 func (n *Node) syncPeers() {
+	defer n.updateAccess() // once n.mu is released: access.go
 	list := n.members.List()
 	selfV4 := n.members.SelfV4()
 

@@ -116,9 +116,15 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	case mesh.KindDocument:
 		n.receiveDocument(c, m.Document)
 		return
+	case mesh.KindForward:
+		n.handleForward(c, from, m.Forward)
+		return
 	case mesh.KindAnnounce:
 		n.heard(c, from, m.Announce.Candidates, true)
 		c.answerTo, _ = n.carrierAddr(c, m.Announce.Candidates)
+		if c.src.IsValid() {
+			n.heardDirect(c, from, payload)
+		}
 		n.compareDocuments(c, from, m.Announce.Owned)
 	}
 	switch ev.Kind {
@@ -128,6 +134,9 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		// last periodic announcement).
 		n.answer(c, from)
 		n.syncPeers()
+		if n.swarm != nil && c.src.IsValid() && !c.multicast {
+			n.introduce(from)
+		}
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
 			n.log.Info("member left", "peer", from.ShortString())

@@ -33,6 +33,8 @@ type Status struct {
 	Owned *OwnedStatus `json:"owned,omitempty"`
 	// DNS describes the mesh's name server; absent with DNS off.
 	DNS *DNSStatus `json:"dns,omitempty"`
+	// DHT is the Mainline DHT's state in swarm mode; absent without it.
+	DHT *DHTStatus `json:"dht,omitempty"`
 
 	// PortMapping is the gateway's mapping of the UDP socket's port, while
 	// there is one.
@@ -69,6 +71,12 @@ type MemberStatus struct {
 	// its certificate's.
 	Certified bool     `json:"certified"`
 	Tags      []string `json:"tags,omitempty"`
+	// Via is how a swarm-mode member was first met: "dht" (at an address
+	// the DHT found), "forward" (another member introduced it), or the
+	// carrier ("direct", "lan").
+	Via string `json:"via,omitempty"`
+	// Denied counts this member's packets the access policy dropped here.
+	Denied uint64 `json:"denied,omitempty"`
 }
 
 // PortMappingStatus describes the gateway's port mapping of the direct
@@ -128,8 +136,8 @@ func (n *Node) Status() Status {
 			Reconnects: rs.Reconnects,
 		})
 	}
-	var tags map[nodekey.Public][]string
-	st.Owned, tags = n.ownedStatus()
+	var owned map[nodekey.Public]memberOwned
+	st.Owned, owned = n.ownedStatus()
 	wg := n.wireguardPeers()
 	for _, m := range n.members.List() {
 		ms := MemberStatus{
@@ -140,8 +148,8 @@ func (n *Node) Status() Status {
 			IPv6:      m.V6.String(),
 			LastSeen:  m.LastSeen,
 		}
-		if t, ok := tags[m.Key]; ok {
-			ms.Certified, ms.Tags = true, t
+		if o, ok := owned[m.Key]; ok {
+			ms.Certified, ms.Tags, ms.Denied = true, o.tags, o.denied
 		}
 		p := n.bind.PathTo(m.Key)
 		ms.Path, ms.PathSince = p.Name, p.Since
@@ -157,11 +165,13 @@ func (n *Node) Status() Status {
 				ms.Direct = ds
 			}
 		}
+		ms.Via = n.howMet(m.Key)
 		if w, ok := wg[m.Key]; ok {
 			ms.LastHandshake, ms.RxBytes, ms.TxBytes = w.lastHandshake, w.rx, w.tx
 		}
 		st.Members = append(st.Members, ms)
 	}
+	st.DHT = n.dhtStatus(st.Members)
 	return st
 }
 

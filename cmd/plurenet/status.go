@@ -21,7 +21,7 @@ func init() {
 const statusTimeout = 5 * time.Second
 
 func queryStatus(ctx context.Context, stateDir string) (overlay.Status, error) {
-	dir := pick(stateDir, getenv("PLURENET_STATE_DIR"), defaultStateDir(getenv))
+	dir := stateDirOf(stateDir)
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	return overlay.QueryStatus(ctx, dir)
@@ -63,6 +63,9 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 	if st.ForeignDropped > 0 {
 		fmt.Fprintf(w, "dropped %d packets from members that were not addressed to this node\n", st.ForeignDropped)
 	}
+	if o := st.Owned; o != nil && o.PolicyVersion > 0 {
+		fmt.Fprintf(w, "access policy version %d: denied %d packets from members\n", o.PolicyVersion, o.Denied)
+	}
 	for _, r := range st.Relays {
 		state := "connected"
 		if !r.Connected {
@@ -73,6 +76,7 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "relay %-8s %s  %s, %d reconnects\n", r.Role, r.URL, state, r.Reconnects)
 	}
+	printDHT(w, st.DHT, now)
 	if len(st.Members) == 0 {
 		fmt.Fprintln(w, "no other members yet")
 		return

@@ -75,6 +75,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if socksLn != nil {
 		defer socksLn.Close() // if the node fails to start; Serve closes it otherwise
 	}
+	var metricsLn net.Listener
+	if s.MetricsListen != "" {
+		if metricsLn, err = listenNodeMetrics(s.MetricsListen, log); err != nil {
+			return err
+		}
+		defer metricsLn.Close() // if the node fails to start; ServeMetrics closes it otherwise
+	}
 	node, err := overlay.New(cfg)
 	if err != nil {
 		return err
@@ -97,6 +104,20 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 				cancel(fmt.Errorf("%s: %w", what, err))
 			}
 		}()
+	}
+	// "plurenet down" asks through the control socket: stop as on SIGTERM.
+	serve("stop request", func() error {
+		select {
+		case <-node.StopRequested():
+			fmt.Fprintln(stdout, "plurenet: stop requested through the control socket")
+			cancel(nil)
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	if metricsLn != nil {
+		fmt.Fprintf(stdout, "plurenet: metrics on http://%s/metrics\n", metricsLn.Addr())
+		serve("metrics on "+s.MetricsListen, func() error { return node.ServeMetrics(ctx, metricsLn) })
 	}
 	if socksLn != nil {
 		srv := newSOCKS5Server(node, socksCreds, log)
@@ -205,6 +226,12 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		if len(s.Peers) > 0 || s.LANDiscovery != "" {
 			return cfg, usageErrorf("--peer and --lan-discovery are for --transport swarm (no relay); with a relay, members find each other through it")
 		}
+		if s.DHT == "on" || len(s.DHTBootstrap) > 0 {
+			return cfg, usageErrorf("--dht and --dht-bootstrap work with --transport swarm only for now (not yet beside relays)")
+		}
+		if s.DHT != "" && s.DHT != "off" {
+			return cfg, usageErrorf("--dht %q: want on or off", s.DHT)
+		}
 		if s.Relay == "" {
 			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport swarm on a LAN")
 		}
@@ -292,6 +319,9 @@ func (s *upSettings) swarmConfig(cfg *overlay.Config) error {
 		}
 	}
 	cfg.Peers = s.Peers
+	if err := s.dhtConfig(cfg); err != nil {
+		return err
+	}
 	switch s.LANDiscovery {
 	case "", "on":
 	case "off":

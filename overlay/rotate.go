@@ -10,6 +10,7 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/owner"
 	"github.com/plures/plurenet/internal/ownerfs"
+	"github.com/plures/plurenet/internal/relayproto"
 )
 
 // Secret rotation (docs/protocol.md 4.5). The owner hands a new secret to
@@ -96,6 +97,18 @@ func (k *keyring) setNext(gen uint64, at time.Time, keys mesh.Keys) bool {
 	return true
 }
 
+// adopt records rotation gen as in force without a switch when the keys
+// in force already are its (rendezvous rv): the node was invited after it.
+func (k *keyring) adopt(gen uint64, rv relayproto.Rendezvous) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cur.Rendezvous != rv {
+		return false
+	}
+	k.gen = max(k.gen, gen)
+	return true
+}
+
 // activate switches to the pending keys if their time has come.
 func (k *keyring) activate(now time.Time) (mesh.Keys, uint64, bool) {
 	k.mu.Lock()
@@ -124,6 +137,9 @@ func (k *keyring) status() (gen uint64, next time.Time) {
 // (before the device is up: the node starts with the new keys).
 func (n *Node) takeRotation(gen uint64, r *owner.Rotation) {
 	secret, err := r.Open(n.priv)
+	if errors.Is(err, owner.ErrNotInRotation) && n.keys.adopt(gen, r.Rendezvous) {
+		return // invited after the rotation, with its secret
+	}
 	if errors.Is(err, owner.ErrNotInRotation) {
 		n.log.Warn("the owner rotated the mesh secret without this node: it loses the mesh when the new secret takes over; ask the owner for a new invite",
 			"rotation", gen, "at", r.Activate)

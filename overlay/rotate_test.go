@@ -70,7 +70,7 @@ func (tap *sealedTap) from(key nodekey.Public, after time.Time) int {
 // version gen.
 func rotationDoc(t *testing.T, ok owner.Key, gen uint64, secret string, at time.Time, members ...nodekey.Public) []byte {
 	t.Helper()
-	r, err := owner.NewRotation(secret, at, members)
+	r, err := owner.NewRotation(mesh.TopicID(ownedTopic), secret, at, members)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,18 +11,19 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/relayproto"
 )
 
 // Rotation document limits. A generated secret is 55 characters; sealed
 // to a member's key with an anonymous NaCl box (32-byte ephemeral key and
 // 16-byte tag) it is 103 bytes, 135 with the member's key: 26 entries fit
-// MaxDocumentBody with the header. A mesh of more members re-invites
+// MaxDocumentBody with the 42-byte header. A mesh of more members re-invites
 // instead (docs/protocol.md 4.5).
 const (
 	rotationSecretLen  = len(mesh.GeneratedPrefix) + 48
 	rotationSealedLen  = rotationSecretLen + box.AnonymousOverhead
 	rotationEntryLen   = nodekey.Size + rotationSealedLen
-	rotationHeaderLen  = 8 + 2
+	rotationHeaderLen  = 8 + relayproto.RendezvousSize + 2
 	MaxRotationMembers = (MaxDocumentBody - rotationHeaderLen) / rotationEntryLen
 )
 
@@ -33,7 +34,12 @@ const (
 // clocks.
 type Rotation struct {
 	Activate time.Time // whole seconds
-	Entries  []RotationEntry
+	// Rendezvous is the new secret's relay rendezvous: a member the
+	// rotation does not name, invited after it with the new secret
+	// already, sees that it runs this rotation. The relay operator sees
+	// it anyway; admission to it takes the secret.
+	Rendezvous relayproto.Rendezvous
+	Entries    []RotationEntry
 }
 
 // RotationEntry is the new secret sealed to one member.
@@ -42,10 +48,11 @@ type RotationEntry struct {
 	Sealed []byte // box.SealAnonymous(secret, Key)
 }
 
-// NewRotation seals secret (a generated secret, mesh.GenerateSecret) to
-// each of members.
-func NewRotation(secret string, activate time.Time, members []nodekey.Public) (Rotation, error) {
-	if kind, _, err := mesh.ClassifySecret(secret); err != nil || kind != mesh.SecretGenerated {
+// NewRotation seals secret (a generated secret, mesh.GenerateSecret) of
+// the mesh of topic to each of members.
+func NewRotation(topic [mesh.TopicSize]byte, secret string, activate time.Time, members []nodekey.Public) (Rotation, error) {
+	stretched, kind, err := mesh.StretchSecret(topic, secret)
+	if err != nil || kind != mesh.SecretGenerated {
 		return Rotation{}, errors.New("rotation: the new secret must be a generated one (mesh.GenerateSecret)")
 	}
 	if len(members) == 0 {
@@ -54,7 +61,7 @@ func NewRotation(secret string, activate time.Time, members []nodekey.Public) (R
 	if len(members) > MaxRotationMembers {
 		return Rotation{}, fmt.Errorf("rotation: %d members, at most %d fit one owner document; re-invite the members instead", len(members), MaxRotationMembers)
 	}
-	r := Rotation{Activate: activate.Truncate(time.Second)}
+	r := Rotation{Activate: activate.Truncate(time.Second), Rendezvous: mesh.DeriveKeys(topic, stretched).Rendezvous}
 	for _, k := range members {
 		if slices.ContainsFunc(r.Entries, func(e RotationEntry) bool { return e.Key == k }) {
 			continue
@@ -94,13 +101,14 @@ func (r *Rotation) Open(priv nodekey.Private) (string, error) {
 }
 
 // Marshal encodes the rotation as a document body: activation time (8,
-// Unix seconds) | entry count (2) | entries, each node key (32) | sealed
-// secret (103).
+// Unix seconds) | rendezvous (32) | entry count (2) | entries, each node
+// key (32) | sealed secret (103).
 func (r *Rotation) Marshal() ([]byte, error) {
 	if len(r.Entries) > MaxRotationMembers {
 		return nil, fmt.Errorf("rotation: %d entries, at most %d", len(r.Entries), MaxRotationMembers)
 	}
 	b := appendUint64(nil, uint64(r.Activate.Unix()))
+	b = append(b, r.Rendezvous[:]...)
 	b = appendUint16(b, len(r.Entries))
 	for _, e := range r.Entries {
 		if len(e.Sealed) != rotationSealedLen {
@@ -121,6 +129,7 @@ func ParseRotation(body []byte) (Rotation, error) {
 		rd.fail("rotation activation time %d out of range", at)
 	}
 	r.Activate = time.Unix(int64(at), 0)
+	copy(r.Rendezvous[:], rd.bytes(relayproto.RendezvousSize, "rotation rendezvous"))
 	n := rd.uint16("rotation entry count")
 	if rd.err == nil && (n == 0 || n > MaxRotationMembers) {
 		rd.fail("%d rotation entries, want 1 to %d", n, MaxRotationMembers)

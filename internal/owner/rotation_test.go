@@ -28,7 +28,7 @@ func TestRotation(t *testing.T) {
 	}
 	a, b, revoked := testNodeKey(t), testNodeKey(t), testNodeKey(t)
 	at := time.Unix(1_900_000_000, 0)
-	r, err := NewRotation(secret, at, []nodekey.Public{a.Public(), b.Public(), a.Public()})
+	r, err := NewRotation(mesh.TopicID("home"), secret, at, []nodekey.Public{a.Public(), b.Public(), a.Public()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,20 +77,20 @@ func TestRotation(t *testing.T) {
 
 func TestRotationLimits(t *testing.T) {
 	secret, _ := mesh.GenerateSecret()
-	if _, err := NewRotation("a chosen secret", time.Now(), []nodekey.Public{{1}}); err == nil {
+	if _, err := NewRotation(mesh.TopicID("home"), "a chosen secret", time.Now(), []nodekey.Public{{1}}); err == nil {
 		t.Error("a human secret was sealed")
 	}
-	if _, err := NewRotation(secret, time.Now(), nil); err == nil {
+	if _, err := NewRotation(mesh.TopicID("home"), secret, time.Now(), nil); err == nil {
 		t.Error("a rotation to nobody was made")
 	}
 	many := make([]nodekey.Public, MaxRotationMembers+1)
 	for i := range many {
 		many[i] = testNodeKey(t).Public()
 	}
-	if _, err := NewRotation(secret, time.Now(), many); err == nil {
+	if _, err := NewRotation(mesh.TopicID("home"), secret, time.Now(), many); err == nil {
 		t.Errorf("%d members sealed into one document", len(many))
 	}
-	r, err := NewRotation(secret, time.Now(), many[:MaxRotationMembers])
+	r, err := NewRotation(mesh.TopicID("home"), secret, time.Now(), many[:MaxRotationMembers])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +105,10 @@ func TestRotationLimits(t *testing.T) {
 
 func FuzzParseRotation(f *testing.F) {
 	secret, _ := mesh.GenerateSecret()
-	r, _ := NewRotation(secret, time.Unix(1_900_000_000, 0), []nodekey.Public{testNodeKey(f).Public()})
+	r, _ := NewRotation(mesh.TopicID("home"), secret, time.Unix(1_900_000_000, 0), []nodekey.Public{testNodeKey(f).Public()})
 	body, _ := r.Marshal()
 	f.Add(body)
-	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Add(make([]byte, 42))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseRotation(b)
 		if err != nil {

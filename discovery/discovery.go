@@ -18,6 +18,7 @@
 package discovery
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/plures/plurenet/internal/nodekey"
@@ -46,4 +47,18 @@ type Sink struct {
 	// Sealed hands over a sealed mesh message as received, with the
 	// datagram's source address; the callee owns msg.
 	Sealed func(from netip.AddrPort, msg []byte)
+}
+
+// BeginStart is the start of every source's Start: sink must have a Found
+// func, and a source starts once (*started records it). source names the
+// source in the error.
+func BeginStart(sink Sink, started *bool, source string) error {
+	if sink.Found == nil {
+		return errors.New(source + ": no Found func in the sink")
+	}
+	if *started {
+		return errors.New(source + ": started twice")
+	}
+	*started = true
+	return nil
 }

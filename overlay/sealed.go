@@ -98,9 +98,13 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	case mesh.KindDocument:
 		n.receiveDocument(c, m.Document)
 		return
+	case mesh.KindForward:
+		n.handleForward(c, from, m.Forward)
+		return
 	case mesh.KindAnnounce:
 		if c.src.IsValid() {
 			n.learnPath(c, from, m.Announce.Candidates)
+			n.heardDirect(c, from, payload)
 		}
 		n.compareDocuments(c, from, m.Announce.Owned)
 	}
@@ -111,6 +115,9 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		// last periodic announcement).
 		n.answer(c, from)
 		n.syncPeers()
+		if n.swarm != nil && c.src.IsValid() && !c.multicast {
+			n.introduce(from)
+		}
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
 			n.log.Info("member left", "peer", from.ShortString())

@@ -98,6 +98,8 @@ func (cfg *Config) checkSwarm() error {
 type swarmMode struct {
 	sources []discoverySource
 	lan     *lan.Source // also in sources; nil with NoLAN
+	dht     *dhtState   // its source also in sources; nil without Config.DHT (swarmdht.go)
+	fwd     *forwarder  // forwarded announcements (forward.go)
 
 	mu    sync.Mutex
 	found map[string]discovery.Peer // by Label: addresses to announce to
@@ -110,7 +112,7 @@ type swarmMode struct {
 // messages from its socket going to handleSealed, and the discovery
 // sources, which start in startDiscovery once the device is up.
 func (n *Node) startSwarm() error {
-	sw := &swarmMode{found: make(map[string]discovery.Peer)}
+	sw := &swarmMode{found: make(map[string]discovery.Peer), fwd: newForwarder()}
 	n.swarm = sw
 	var peers []static.Peer
 	for _, s := range n.cfg.Peers {
@@ -158,6 +160,9 @@ func (n *Node) startSwarm() error {
 		return fmt.Errorf("direct path: %w", err)
 	}
 	n.direct = d
+	if n.cfg.DHT {
+		return n.startDHT()
+	}
 	return nil
 }
 
@@ -201,6 +206,7 @@ func (n *Node) found(p discovery.Peer) {
 	sw.found[p.Label] = p
 	announced := sw.announced
 	sw.mu.Unlock()
+	n.dhtFound(p.Addr)
 	if err := n.restoreStatic(p); err != nil {
 		n.log.Warn("static peer", "peer", p.Label, "err", err)
 	}

@@ -15,6 +15,8 @@ type swarmOpts struct {
 	// lan turns LAN discovery on, on the loopback interface only, in group.
 	lan   bool
 	group netip.AddrPort
+	// dht turns the DHT on with these bootstrap nodes.
+	dht []string
 }
 
 // startSwarmNode starts a node in swarm mode on 127.0.0.1: no relay.
@@ -34,6 +36,7 @@ func startSwarmNode(t *testing.T, name string, o swarmOpts) *Node {
 		NoLAN:      !o.lan,
 		Logger:     testLogger(t).With("node", name),
 	}
+	cfg.DHT, cfg.DHTBootstrap = o.dht != nil, o.dht
 	if o.lan {
 		cfg.LANGroup, cfg.LANInterfaces = o.group, []string{"lo"}
 	}

@@ -34,7 +34,7 @@ func TestLabSwarmNoRelay(t *testing.T) {
 
 	start := func(h *netlab.Host, name, key string, extra ...string) *labNode {
 		n := &labNode{t: t, m: m, name: name, host: h, dir: privateDir(t)}
-		args := append([]string{"up", "--tun", labTUN, "--transport", "swarm",
+		args := append([]string{"up", "--tun", labTUN, "--transport", "swarm", "--dht", "off",
 			"--topic", labTopic, "--key", key, "--state-dir", n.dir, "--name", name}, extra...)
 		n.proc = h.Start(context.Background(), m.bin, args...)
 		return n

@@ -44,7 +44,7 @@ type Transport struct {
 	udp   *net.UDPConn
 	pc4   *ipv4.PacketConn
 	local netip.AddrPort
-	stun  *stunConn
+	stun  *divertConn
 	mux   *ice.UniversalUDPMuxDefault
 	inet  *stdnet.Net // interfaces as seen from the namespace New ran in
 	// ownAddrs are this host's addresses and marker its same-host
@@ -64,7 +64,8 @@ type Transport struct {
 	closed  bool   // guarded by mu
 
 	rd   reader
-	mesh *meshIn // nil without Config.OnMesh
+	mesh *meshIn                    // nil without Config.OnMesh
+	dht  atomic.Pointer[divertConn] // nil until DHTConn
 
 	batchPool sync.Pool   // *sendBatch for SendBatch
 	gso       atomic.Bool // UDP segmentation offload on send (see offload_linux.go)
@@ -79,7 +80,7 @@ type Transport struct {
 }
 
 type counters struct {
-	wgIn, stunIn, meshIn          atomic.Uint64
+	wgIn, stunIn, meshIn, dhtIn   atomic.Uint64
 	dropMeshRate, dropMeshQueue   atomic.Uint64
 	dropUnknownSrc, dropOther     atomic.Uint64
 	dropNoDeliver, dropBlackholed atomic.Uint64
@@ -414,11 +415,14 @@ type Stats struct {
 	DropsBatchFull  uint64 // coalesced WireGuard datagrams that did not fit the device's batch
 	DropsCandidate  uint64 // peers' ICE candidates refused (loopback, link-local, this host's own addresses...: candidates.go)
 	DropsBlackholed uint64 // test hook
+	DHTIn           uint64 // KRPC datagrams read for the DHT node (DropsOther while there is none)
+	DropsDHT        uint64 // KRPC datagrams dropped: too large, over rate, the DHT node did not keep up
+	DropsDHTSend    uint64 // KRPC datagrams the DHT node sent over the send rate
 }
 
 // Stats returns the counters.
 func (t *Transport) Stats() Stats {
-	return Stats{
+	s := Stats{
 		WireGuardIn:     t.stats.wgIn.Load(),
 		STUNIn:          t.stats.stunIn.Load(),
 		DropsUnknownSrc: t.stats.dropUnknownSrc.Load(),
@@ -432,5 +436,10 @@ func (t *Transport) Stats() Stats {
 		DropsBatchFull:  t.stats.dropBatchFull.Load(),
 		DropsCandidate:  t.stats.dropCandidate.Load(),
 		DropsBlackholed: t.stats.dropBlackholed.Load(),
+		DHTIn:           t.stats.dhtIn.Load(),
 	}
+	if c := t.dht.Load(); c != nil {
+		s.DropsDHT, s.DropsDHTSend = c.drops.Load(), c.outDrops.Load()
+	}
+	return s
 }

@@ -8,16 +8,8 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
-
-func testNodeKey(t testing.TB) nodekey.Private {
-	t.Helper()
-	k, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 // A rotation hands the secret to the members it names and to nobody else,
 // and survives its encoding inside a signed document.
@@ -26,7 +18,7 @@ func TestRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b, revoked := testNodeKey(t), testNodeKey(t), testNodeKey(t)
+	a, b, revoked := testkit.Key(t), testkit.Key(t), testkit.Key(t)
 	at := time.Unix(1_900_000_000, 0)
 	r, err := NewRotation(mesh.TopicID("home"), secret, at, []nodekey.Public{a.Public(), b.Public(), a.Public()})
 	if err != nil {
@@ -85,7 +77,7 @@ func TestRotationLimits(t *testing.T) {
 	}
 	many := make([]nodekey.Public, MaxRotationMembers+1)
 	for i := range many {
-		many[i] = testNodeKey(t).Public()
+		many[i] = testkit.Key(t).Public()
 	}
 	if _, err := NewRotation(mesh.TopicID("home"), secret, time.Now(), many); err == nil {
 		t.Errorf("%d members sealed into one document", len(many))
@@ -105,7 +97,7 @@ func TestRotationLimits(t *testing.T) {
 
 func FuzzParseRotation(f *testing.F) {
 	secret, _ := mesh.GenerateSecret()
-	r, _ := NewRotation(mesh.TopicID("home"), secret, time.Unix(1_900_000_000, 0), []nodekey.Public{testNodeKey(f).Public()})
+	r, _ := NewRotation(mesh.TopicID("home"), secret, time.Unix(1_900_000_000, 0), []nodekey.Public{testkit.Key(f).Public()})
 	body, _ := r.Marshal()
 	f.Add(body)
 	f.Add(make([]byte, 42))

@@ -58,7 +58,7 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	if !n.waitReady() {
 		return
 	}
-	m, err := mesh.Open(n.keys, payload)
+	m, err := n.keys.open(payload, time.Now())
 	if err != nil {
 		// Only members hold the seal key, so over a relay this is
 		// tampering or a bug, on the LAN another mesh or garbage: not

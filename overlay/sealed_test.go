@@ -30,7 +30,7 @@ func TestSealedCarriers(t *testing.T) {
 	}
 	announce := func(from nodekey.Private, name string, cands ...string) []byte {
 		t.Helper()
-		b, err := mesh.Seal(n.keys, from, mesh.Message{Kind: mesh.KindAnnounce, Announce: mesh.Announce{
+		b, err := mesh.Seal(n.keys.current(), from, mesh.Message{Kind: mesh.KindAnnounce, Announce: mesh.Announce{
 			V4: netip.MustParseAddr("100.64.0.9"), V6: mesh.V6(ula, from.Public()), Name: name, Candidates: cands,
 		}}, time.Now())
 		if err != nil {
@@ -57,13 +57,13 @@ func TestSealedCarriers(t *testing.T) {
 	// Over UDP, no carrier vouches for the sender: a member holding the
 	// secret rewrites its own sealed announcement to name the victim's
 	// key. The sender signature refuses it (issue 9 item 7).
-	liarsOwn, err := mesh.Seal(n.keys, liar, mesh.Message{Kind: mesh.KindAnnounce, Announce: mesh.Announce{
+	liarsOwn, err := mesh.Seal(n.keys.current(), liar, mesh.Message{Kind: mesh.KindAnnounce, Announce: mesh.Announce{
 		V4: netip.MustParseAddr("100.64.0.9"), V6: mesh.V6(ula, victim.Public()), Name: "victim",
 	}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := forgeSender(t, n.keys, liarsOwn, victim.Public())
+	forged := forgeSender(t, n.keys.current(), liarsOwn, victim.Public())
 	n.handleSealed(carrier{name: "direct", src: netip.MustParseAddrPort("127.0.0.1:40009")}, forged)
 	if listed("victim") {
 		t.Fatal("an announcement forged for another member's key was applied")

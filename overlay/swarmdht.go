@@ -51,7 +51,7 @@ func (n *Node) startDHT() error {
 	src, err := dhtdisc.New(dhtdisc.Config{
 		Conn: conn,
 		InfoHashes: func(now time.Time) [][mesh.DHTInfoHashSize]byte {
-			return mesh.DHTInfoHashes(n.keys, now)
+			return mesh.DHTInfoHashes(n.keys.current(), now)
 		},
 		Server: dhtdisc.ServerConfig{Bootstrap: n.cfg.DHTBootstrap},
 		Logger: n.log,

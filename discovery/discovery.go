@@ -6,11 +6,13 @@
 // reaches.
 //
 // A source knows nothing of the mesh secret. What it finds is a hint: an
-// address is trusted only once a sealed announcement from it opens with the
-// mesh key, and a sealed message is opaque bytes to the source (bounded in
-// size and rate before it is handed on, because anyone who can reach the
-// source can send to it). The node opens it, authenticates the sender by
-// the seal and applies it, whatever carried it.
+// address becomes a member's path only once the member, authenticated by
+// its sealed and signed messages, answers a path check from it
+// (transports/direct/pathcheck.go). A sealed message is opaque bytes to the
+// source, bounded in size and rate per source before it is handed on,
+// because anyone who can reach the source can send to it. The node opens
+// it, authenticates the sender by the seal and signature and applies it,
+// whatever carried it.
 //
 // The node holds the interface its sources satisfy (overlay/swarm.go); this
 // package holds what both sides speak: Peer, Sink and the candidate form in

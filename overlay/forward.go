@@ -168,8 +168,8 @@ func (n *Node) handleForward(c carrier, by nodekey.Public, fw mesh.Forward) {
 	if n.swarm == nil || c.relay != nil {
 		return // relays reach every member already
 	}
-	inner, err := mesh.Open(n.keys, fw.Sealed)
 	now := time.Now()
+	inner, err := n.keys.open(fw.Sealed, now)
 	switch {
 	case err != nil:
 		n.log.Info("rejected a forwarded announcement", "from", by.ShortString(), "err", err)

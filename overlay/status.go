@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -102,7 +101,7 @@ func (n *Node) Status() Status {
 		PublicKey:  n.pub.String(),
 		IPv4:       v4.String(),
 		IPv6:       v6.String(),
-		Rendezvous: hex.EncodeToString(n.keys.Rendezvous[:4]),
+		Rendezvous: n.keys.rendezvousTag(),
 		Transport:  n.cfg.Transport,
 		Adapter:    n.adapter.String(),
 		Started:    n.started,

@@ -16,7 +16,8 @@ import (
 // direct socket; the addresses it finds are reported like any source's,
 // and the node announces itself to each (swarm.go: found, sendSwarm). An
 // address found on the DHT is only an address: it becomes a member's path
-// only when an authenticated announcement comes from it (learnPath), so a
+// only when the member answers a path check from it (heard, and
+// transports/direct/pathcheck.go), so a
 // stranger who announces itself under our info-hash (it cannot compute
 // it without the secret, but could replay what it saw) gets our sealed
 // announcements and nothing else.
@@ -50,7 +51,7 @@ func (n *Node) startDHT() error {
 	src, err := dhtdisc.New(dhtdisc.Config{
 		Conn: conn,
 		InfoHashes: func(now time.Time) [][mesh.DHTInfoHashSize]byte {
-			return mesh.DHTInfoHashes(n.keys, now)
+			return mesh.DHTInfoHashes(n.keys.current(), now)
 		},
 		Server: dhtdisc.ServerConfig{Bootstrap: n.cfg.DHTBootstrap},
 		Logger: n.log,

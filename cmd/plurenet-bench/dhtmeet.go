@@ -39,7 +39,7 @@ func (b *bench) firstByteRows(lab *netlab.Lab) []*row {
 	i := &row{section: sectionLab, label: "(i) swarm + DHT: 2 NATed nodes started until first TCP byte"}
 	j := &row{section: sectionLab, label: "(j) relay: 2 NATed nodes started until first TCP byte"}
 	var ps procs
-	defer ps.stop()
+	defer func() { ps.stop() }() // the processes appended below, not the empty list of now
 	var boot []string
 	for k := range benchDHTNodes {
 		h := lab.Host(fmt.Sprintf("dht%d", k), lab.Internet())

@@ -64,6 +64,8 @@ func run() int {
 	setup, tput := overlayLoopback(ctx, *duration)
 	t.add(tput)
 	t.add(setup)
+	fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
+	t.add(revokeLoopback(ctx))
 
 	switch {
 	case *noLab:

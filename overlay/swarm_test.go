@@ -229,7 +229,7 @@ func TestSwarmReplay(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no path check reached the outsider's address: %v", err)
 	}
-	if m, err := mesh.Open(b.keys, buf[:n]); err != nil || m.Kind != mesh.KindSignal || m.From != b.pub {
+	if m, err := mesh.Open(b.keys.current(), buf[:n]); err != nil || m.Kind != mesh.KindSignal || m.From != b.pub {
 		t.Fatalf("the outsider got %d bytes (%v), not beta's path check", n, err)
 	}
 	if addr, usable, _ := b.direct.StaticAddr(a.pub); addr != alphaPath || !usable {

@@ -97,9 +97,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.snapshot == nil {
-		cfg.snapshot = Take
-	}
 	if cfg.clock == nil {
 		epoch := time.Now()
 		cfg.clock = func() (time.Time, time.Duration) {
@@ -110,34 +107,49 @@ func (cfg Config) withDefaults() (Config, error) {
 			return now.Round(0), now.Sub(epoch)
 		}
 	}
-	if cfg.notify == nil {
-		cfg.notify = subscribe
-	}
 	return cfg, nil
 }
 
 // Monitor watches the network until Close.
 type Monitor struct {
 	cfg       Config
+	release   func() // frees the platform's source (a namespace handle)
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
-// Start takes the first snapshot and starts watching in the namespace it
-// is called from. It fails only on a bad Config or if the interfaces
-// cannot be listed at all.
+// Start takes the first snapshot and starts watching the network
+// namespace of the calling thread (on Linux; a program that moves threads
+// between namespaces calls it from the locked thread of the namespace to
+// watch). It fails only on a bad Config or if the interfaces cannot be
+// listed at all.
 func Start(ctx context.Context, cfg Config) (*Monitor, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	release := func() {}
+	if cfg.snapshot == nil || cfg.notify == nil {
+		src, err := newSource()
+		if err != nil {
+			return nil, err
+		}
+		if cfg.snapshot == nil {
+			cfg.snapshot = src.take
+		}
+		if cfg.notify == nil {
+			cfg.notify = src.subscribe
+		}
+		release = src.close
+	}
 	first, err := cfg.snapshot(cfg.Exclude)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	m := &Monitor{cfg: cfg, cancel: cancel}
+	m := &Monitor{cfg: cfg, cancel: cancel, release: release}
 	wake := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -163,6 +175,7 @@ func (m *Monitor) Close() error {
 	m.closeOnce.Do(func() {
 		m.cancel()
 		m.wg.Wait()
+		m.release()
 	})
 	return nil
 }

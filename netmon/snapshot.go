@@ -2,7 +2,6 @@ package netmon
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -29,37 +28,20 @@ func (s Snapshot) String() string {
 	return fmt.Sprintf("addrs [%s] default [%s]", strings.Join(as, " "), strings.Join(s.Routes, "; "))
 }
 
-// Take reads the current snapshot in the calling thread's namespace.
-func Take(exclude []netip.Prefix) (Snapshot, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("netmon: listing interfaces: %w", err)
-	}
+// newSnapshot builds a Snapshot from what the platform listed: it keeps
+// the usable addresses, sorts and dedupes.
+func newSnapshot(addrs []netip.Addr, routes []string, exclude []netip.Prefix) Snapshot {
 	var s Snapshot
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		as, err := ifc.Addrs()
-		if err != nil {
-			continue // the interface went away meanwhile
-		}
-		for _, a := range as {
-			pfx, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(pfx.IP)
-			if ok && usable(ip.Unmap(), exclude) {
-				s.Addrs = append(s.Addrs, ip.Unmap())
-			}
+	for _, a := range addrs {
+		if a = a.Unmap(); usable(a, exclude) {
+			s.Addrs = append(s.Addrs, a)
 		}
 	}
 	slices.SortFunc(s.Addrs, netip.Addr.Compare)
 	s.Addrs = slices.Compact(s.Addrs)
-	s.Routes = defaultRoutes()
+	s.Routes = slices.Clone(routes)
 	slices.Sort(s.Routes)
-	return s, nil
+	return s
 }
 
 // usable reports whether a can carry a direct path.

@@ -102,15 +102,19 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		if c.src.IsValid() {
 			n.learnPath(c, from, m.Announce.Candidates)
 		}
+		n.heardFrom(from)
 		n.compareDocuments(c, from, m.Announce.Owned)
 	}
 	switch ev.Kind {
 	case mesh.EventJoined:
 		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name, "via", c.name)
+		// WireGuard learns the member before the member hears our answer,
+		// so that a handshake it starts on that answer is not dropped
+		// here as coming from a stranger (see firstcontact.go).
+		n.syncPeers()
 		// The newcomer may not have heard us yet (it joined after our
 		// last periodic announcement).
 		n.answer(c, from)
-		n.syncPeers()
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
 			n.log.Info("member left", "peer", from.ShortString())

@@ -104,6 +104,13 @@ type Config struct {
 	// what it keeps. Without it such packets are dropped and counted.
 	Deliver func(from nodekey.Public, pkt []byte)
 
+	// OnPathChange, if set, is called when ICE validates a path to peer or
+	// moves it to another pair: the moment a WireGuard handshake lost
+	// before it (or on a pair the peer had not accepted yet) is worth
+	// sending again (transports.Bind.ResendHandshake). It is called from
+	// the peer's state machine and must not block, nor call RemovePeer.
+	OnPathChange func(peer nodekey.Public)
+
 	// DisableICE turns ICE off: peers are reached only on static paths
 	// (SetStatic), and no Signal func is needed. The overlay's swarm mode,
 	// which has no relay to carry ICE signaling, uses this.

@@ -63,6 +63,10 @@ type directPath struct {
 	udpAddr  *net.UDPAddr
 	lastRecv atomic.Int64 // Transport.now() of the last packet from addr
 
+	// ICE paths only (see tentative.go).
+	validated int64       // Transport.now() when this side validated it
+	peerUses  atomic.Bool // a WireGuard packet from the peer arrived on it
+
 	// Static paths only (see static.go).
 	static    bool
 	since     time.Time    // when the address was set
@@ -397,11 +401,15 @@ func (p *peer) stepConnecting(now time.Time) {
 // useRemote makes remote the validated path: WireGuard packets from it are
 // attributed to this peer and packets to the peer go to it.
 func (p *peer) useRemote(remote netip.AddrPort) {
-	dp := &directPath{addr: remote, udpAddr: net.UDPAddrFromAddrPort(remote)}
-	dp.lastRecv.Store(p.t.now())
+	now := p.t.now()
+	dp := &directPath{addr: remote, udpAddr: net.UDPAddrFromAddrPort(remote), validated: now}
+	dp.lastRecv.Store(now)
 	var old netip.AddrPort
 	if prev := p.path.Swap(dp); prev != nil {
 		old = prev.addr
 	}
 	p.t.setAddr(remote, p, old)
+	if f := p.t.cfg.OnPathChange; f != nil {
+		f(p.key)
+	}
 }

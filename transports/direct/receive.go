@@ -184,7 +184,7 @@ func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 			t.stats.dropUnknownSrc.Add(1)
 			return nil
 		}
-		p.touch(from, now)
+		p.touchWireGuard(from, now)
 		t.stats.wgIn.Add(1)
 		return p
 	case transports.PayloadSTUN:

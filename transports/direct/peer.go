@@ -50,10 +50,11 @@ type peer struct {
 	connSince  time.Time // controlled: when it began waiting for an offer
 	reqNext    time.Time // controlled: when to (re)send a request
 	reqGap     time.Duration
-	lastSeen   uint64    // controlled: newest session id offered
-	lastStart  time.Time // controlling: when the current session started
-	pendingNew bool      // controlling: the peer asked for a session; start when allowed
-	pendingMin uint64    // controlling: the new session id must exceed this
+	lastSeen   uint64      // controlled: newest session id offered
+	lastStart  time.Time   // controlling: when the current session started
+	pendingNew bool        // controlling: the peer asked for a session; start when allowed
+	pendingMin uint64      // controlling: the new session id must exceed this
+	probeTimer *time.Timer // wakes the state machine for the next probe (probe.go)
 }
 
 // directPath is a validated path: the peer's address on the selected ICE
@@ -63,9 +64,16 @@ type directPath struct {
 	udpAddr  *net.UDPAddr
 	lastRecv atomic.Int64 // Transport.now() of the last packet from addr
 
-	// ICE paths only (see tentative.go).
-	validated int64       // Transport.now() when this side validated it
-	peerUses  atomic.Bool // a WireGuard packet from the peer arrived on it
+	// ICE paths only (see tentative.go and probe.go).
+	validated  int64                      // Transport.now() when this side validated it
+	peerUses   atomic.Bool                // a WireGuard packet from the peer arrived on it
+	lastSend   atomic.Int64               // Transport.now() of the last packet sent on it
+	probeSince atomic.Int64               // Transport.now() of the first probe of a suspicion; 0 if none
+	probeWait  atomic.Int64               // how long probes may go unanswered before the path is cut
+	probing    atomic.Pointer[probeState] // the outstanding probe; nil if none
+	cut        atomic.Bool                // silenced: probes went unanswered (counted once)
+	lastProbe  int64                      // owned by the state machine
+	cutLogged  bool                       // owned by the state machine
 
 	// Static paths only (see static.go).
 	static    bool
@@ -131,7 +139,7 @@ func (p *peer) wake() {
 // livePath returns ICE's path if a packet arrived on it within
 // LossTimeout, else the static path if it is usable (see static.go).
 func (p *peer) livePath(now int64) *directPath {
-	if dp := p.path.Load(); dp != nil && now-dp.lastRecv.Load() <= int64(LossTimeout) {
+	if dp := p.path.Load(); dp != nil && now-dp.lastRecv.Load() <= int64(LossTimeout) && !p.silenced(dp, now) {
 		return dp
 	}
 	if sp := p.static.Load(); sp != nil && sp.usable(now) {
@@ -183,6 +191,8 @@ func (p *peer) run(ctx context.Context) {
 	defer p.endSession()
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
+	p.probeTimer = time.AfterFunc(time.Hour, p.wake)
+	defer p.probeTimer.Stop()
 	p.attempt(time.Now())
 	for {
 		select {
@@ -277,6 +287,7 @@ func (p *peer) onSignal(s signal, now time.Time) {
 			return // a duplicate, or for a session that is gone
 		}
 		ses.answered = true
+		ses.remoteUfrag, ses.remotePwd = s.Ufrag, s.Pwd
 		ses.addRemote(s.Candidates, p.key)
 		if _, err := ses.agent.StartDial(s.Ufrag, s.Pwd); err != nil {
 			p.log.Debug("direct: starting checks", "err", err)
@@ -314,6 +325,7 @@ func (p *peer) onSignal(s signal, now time.Time) {
 			return
 		}
 		p.sess = ses
+		ses.remoteUfrag, ses.remotePwd = s.Ufrag, s.Pwd
 		p.setState(StateConnecting, netip.AddrPort{}, 0, now)
 		ses.addRemote(s.Candidates, p.key)
 		if _, err := ses.agent.StartAccept(s.Ufrag, s.Pwd); err != nil {
@@ -339,11 +351,13 @@ func (p *peer) step(now time.Time) {
 			p.lose(now, "ice failed")
 			return
 		}
-		if p.livePath(p.t.now()) == nil {
+		dp := p.path.Load()
+		if dp == nil || p.t.now()-dp.lastRecv.Load() > int64(LossTimeout) {
 			p.lose(now, "no packet for "+LossTimeout.String())
 			return
 		}
 		remote, rtt, ok := ses.selectedRemote()
+		p.probe(dp, rtt, p.t.now())
 		if ok && remote != p.status.Remote {
 			p.useRemote(remote) // ICE moved to another pair
 		}

@@ -78,13 +78,14 @@ type Transport struct {
 }
 
 type counters struct {
-	wgIn, stunIn, meshIn          atomic.Uint64
-	dropMeshRate, dropMeshQueue   atomic.Uint64
-	dropUnknownSrc, dropOther     atomic.Uint64
-	dropNoDeliver, dropBlackholed atomic.Uint64
-	dropBatchFull                 atomic.Uint64
-	dropCandidate                 atomic.Uint64
-	signalsBad                    atomic.Uint64
+	wgIn, stunIn, meshIn            atomic.Uint64
+	dropMeshRate, dropMeshQueue     atomic.Uint64
+	dropUnknownSrc, dropOther       atomic.Uint64
+	dropNoDeliver, dropBlackholed   atomic.Uint64
+	dropBatchFull                   atomic.Uint64
+	dropCandidate                   atomic.Uint64
+	probes, fastLosses, falseLosses atomic.Uint64
+	signalsBad                      atomic.Uint64
 	// blackhole makes the readers discard every datagram: a test hook for
 	// a path that dies without the socket noticing.
 	blackhole atomic.Bool
@@ -334,10 +335,12 @@ func (t *Transport) Send(peer nodekey.Public, pkt []byte) error {
 	if p == nil {
 		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
 	}
-	path := p.livePath(t.now())
+	now := t.now()
+	path := p.livePath(now)
 	if path == nil {
 		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
 	}
+	p.noteSend(path, now)
 	if _, err := t.udp.WriteToUDPAddrPort(pkt, path.addr); err != nil {
 		return fmt.Errorf("direct: sending to %s: %w", path.addr, err)
 	}
@@ -412,6 +415,9 @@ type Stats struct {
 	DropsBatchFull  uint64 // coalesced WireGuard datagrams that did not fit the device's batch
 	DropsCandidate  uint64 // peers' ICE candidates refused (loopback, link-local, this host's own addresses...: candidates.go)
 	DropsBlackholed uint64 // test hook
+	Probes          uint64 // connectivity checks sent to a suspect path (probe.go)
+	FastLosses      uint64 // paths that stopped carrying packets after unanswered probes
+	FalseLosses     uint64 // of those, paths the peer was heard on again before LossTimeout
 }
 
 // Stats returns the counters.
@@ -430,5 +436,8 @@ func (t *Transport) Stats() Stats {
 		DropsBatchFull:  t.stats.dropBatchFull.Load(),
 		DropsCandidate:  t.stats.dropCandidate.Load(),
 		DropsBlackholed: t.stats.dropBlackholed.Load(),
+		Probes:          t.stats.probes.Load(),
+		FastLosses:      t.stats.fastLosses.Load(),
+		FalseLosses:     t.stats.falseLosses.Load(),
 	}
 }

@@ -23,7 +23,9 @@ const (
 	// LossTimeout is how long a direct path may go without any packet from
 	// the peer (WireGuard or STUN) before it is declared lost and the Bind
 	// falls back to a relay. The peer probes every KeepaliveInterval, so
-	// silence this long means the path is gone, not idle.
+	// silence this long means the path is gone, not idle. A path this
+	// side is sending on is cut sooner when probes go unanswered
+	// (probe.go); this timeout then ends its ICE session.
 	LossTimeout = 3 * time.Second
 
 	// connectTimeout bounds one ICE attempt, gathering included: host

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -66,6 +67,16 @@ type Config struct {
 	// ListenAddr is the IPv4 address the direct path binds (zero: all).
 	ListenAddr netip.Addr
 
+	// NoPortMapping turns off asking the gateway (UPnP IGD, NAT-PMP, PCP)
+	// to forward the direct path's UDP port, which is on by default in
+	// auto mode: the mapped address is offered to members as a candidate
+	// that works through NATs no hole punch gets through. Relay mode sends
+	// no UDP at all and direct mode has no ICE, so neither maps.
+	NoPortMapping bool
+	// PortMappingProtocols limits port mapping to these protocols, in
+	// this order of preference; nil means portmap.Protocols.
+	PortMappingProtocols []portmap.Protocol
+
 	// STUNServers ("host:port") tell the direct path this node's public
 	// address. Nil means the relays' own STUN responders (each relay's
 	// host, port 3478); an empty non-nil slice means none.
@@ -96,6 +107,10 @@ type Config struct {
 	// every path: a relay frame inside TLS inside TCP, or WireGuard in UDP
 	// over a 1400-byte tunnel).
 	MTU int
+
+	// DNS configures the mesh's name server (dns.go); the zero value
+	// serves the members' names.
+	DNS DNSConfig
 
 	// TLSConfig is used for wss:// relays (custom root CAs).
 	TLSConfig *tls.Config
@@ -141,9 +156,10 @@ func ParseTransport(s string) (mode string, renamed bool, err error) {
 // --stun-listen), so a deployment needs no other server.
 const relaySTUNPort = "3478"
 
-// relaySTUN returns the STUN responders of the relays, whose URLs
-// withDefaults has checked.
-func relaySTUN(relays []string) []string {
+// RelaySTUN returns the STUN responders of the relays (each relay's host,
+// port 3478): the default STUN servers of the direct path and of netcheck.
+// URLs that do not parse are skipped.
+func RelaySTUN(relays []string) []string {
 	out := []string{}
 	for _, r := range relays {
 		if u, err := relay.ParseURL(r); err == nil {
@@ -168,6 +184,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	var err error
+	if cfg.DNS, err = cfg.DNS.withDefaults(cfg.Topic, cfg.TopicID); err != nil {
+		return cfg, err
 	}
 	mode, renamed, err := ParseTransport(cfg.Transport)
 	if err != nil {
@@ -220,7 +240,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("UDP listen port %d: want 0 to 65535", cfg.ListenPort)
 	}
 	if cfg.STUNServers == nil {
-		cfg.STUNServers = relaySTUN(cfg.Relays)
+		cfg.STUNServers = RelaySTUN(cfg.Relays)
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = DefaultMTU

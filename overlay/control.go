@@ -50,6 +50,7 @@ type controlled interface {
 	Status() Status
 	Ping(ctx context.Context, peer string) (PingResult, error)
 	ApplyDocument(b []byte) (DocumentResult, error)
+	requestStop()
 }
 
 // pingTimeout bounds one ping requested over the control socket.
@@ -104,6 +105,10 @@ func startControl(stateDir string, node controlled, log *slog.Logger) (*controlS
 			return
 		}
 		reply(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, r *http.Request) {
+		node.requestStop() // stop.go
+		reply(w, http.StatusOK, stopReply{Stopping: true})
 	})
 	c := &controlServer{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},

@@ -10,11 +10,17 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 )
 
-// Resolve maps a member name, this node's own name, or an IP literal to an
-// overlay address (the IPv4 one for names).
+// Resolve maps a member name, this node's own name, a DNS name under the
+// mesh suffix (NAME.SUFFIX, as the resolver answers it), or an IP literal
+// to an overlay address (the IPv4 one for names).
 func (n *Node) Resolve(host string) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return ip.Unmap(), nil
+	}
+	if n.dns != nil {
+		if ip, ok, err := n.dns.lookup(host); ok {
+			return ip, err
+		}
 	}
 	if host == n.cfg.Name {
 		v4, _ := n.Addrs()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports/direct"
 )
 
@@ -28,7 +29,34 @@ func (n *Node) startDirect() error {
 		return fmt.Errorf("direct path: %w", err)
 	}
 	n.direct = d
+	n.startPortMapping()
 	return nil
+}
+
+// startPortMapping asks the gateway to forward the direct socket's port
+// (package portmap) and hands the mapped address to the direct transport,
+// which offers it to members as a candidate. Without a gateway that maps,
+// it keeps looking now and then and changes nothing.
+func (n *Node) startPortMapping() {
+	local := n.direct.LocalAddr()
+	if n.cfg.NoPortMapping || local.Addr().IsLoopback() {
+		return
+	}
+	d := n.direct
+	m, err := portmap.New(portmap.Config{
+		Port:      local.Port(),
+		Local:     local.Addr(),
+		Protocols: n.cfg.PortMappingProtocols,
+		OnChange: func(mp portmap.Mapping) {
+			d.SetMapped(mp.External, mp.Internal)
+		},
+		Logger: n.log,
+	})
+	if err != nil {
+		n.log.Warn("port mapping off", "err", err)
+		return
+	}
+	n.portmap = m
 }
 
 // meshPrefixes are the overlay's own prefixes. The direct path must never

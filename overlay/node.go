@@ -14,9 +14,11 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/direct"
 	"github.com/plures/plurenet/transports/relay"
+	"github.com/plures/plurenet/tun/filter"
 )
 
 // maintainInterval is how often the node expires silent members. It is a
@@ -40,6 +42,9 @@ type Node struct {
 	direct  *direct.Transport // nil with Transport "relay"
 	swarm   *swarmMode        // nil unless Transport is "swarm"
 	own     *ownedState       // nil in an open mesh
+	filter  *filter.Device    // the access filter; nil in an open mesh (access.go)
+	dns     *dnsService       // nil with DNS off
+	portmap *portmap.Mapper   // nil unless auto mode maps the direct port (directpath.go)
 	ctl     *controlServer
 	stamp   *mesh.Stamper
 	started time.Time
@@ -58,6 +63,9 @@ type Node struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+
+	metricsState // metrics.go
+	stopRequest  // stop.go: a control client asked the program to stop
 }
 
 // New starts a node: it loads or creates the node key in cfg.StateDir,
@@ -187,12 +195,16 @@ func (n *Node) setup() error {
 	// The device comes up after the transports are set: the Bind gathers
 	// the transports' own receive functions (the direct path's batched
 	// socket reads) when the device opens it.
-	n.dev = device.NewDevice(n.adapter.device(), n.bind, wireguardLogger(n.log))
+	n.dev = device.NewDevice(n.wrapFilter(n.adapter.device()), n.bind, wireguardLogger(n.log))
 	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
 		return fmt.Errorf("wireguard: setting key: %w", err)
 	}
 	if err := n.dev.Up(); err != nil {
 		return fmt.Errorf("wireguard: %w", err)
+	}
+	// Before ready: every membership change after this updates the names.
+	if err := n.startDNS(ctx, ula); err != nil {
+		return err
 	}
 	// Only now may sealed messages be acted on: a member joining
 	// configures the device.
@@ -271,6 +283,10 @@ func (n *Node) Close() error {
 		if n.cancel != nil {
 			n.cancel()
 		}
+		// Split DNS is reverted while its interface still exists.
+		if n.dns != nil {
+			n.dns.closeLink()
+		}
 		// The device first, so WireGuard stops sending before the relays
 		// go; closing it closes the Bind and the adapter too.
 		if n.dev != nil {
@@ -281,10 +297,16 @@ func (n *Node) Close() error {
 				n.log.Warn("closing adapter", "adapter", n.adapter, "err", err)
 			}
 		}
+		if n.dns != nil {
+			n.dns.close()
+		}
 		for _, c := range n.relays {
 			c.Close()
 		}
 		n.closeSwarm()
+		if n.portmap != nil {
+			n.portmap.Close() // removes the mapping from the gateway
+		}
 		if n.direct != nil {
 			n.direct.Close()
 		}

@@ -85,6 +85,11 @@ type nodeOpts struct {
 	// pin and owned are Config.PinnedV4 and Config.Owned.
 	pin   netip.Addr
 	owned *Owned
+	dns   DNSConfig
+	// topic and v4Prefix choose another mesh than the tests' default
+	// (multimesh_test.go).
+	topic    string
+	v4Prefix netip.Prefix
 }
 
 // testSecret is the tests' mesh secret: a generated one, which members use
@@ -100,6 +105,9 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 	if o.dir == "" {
 		o.dir = shortTempDir(t)
 	}
+	if o.topic == "" {
+		o.topic = "overlay-test"
+	}
 	transport, stun := TransportRelay, []string(nil)
 	if o.auto {
 		// No STUN: on one machine host candidates suffice, and an
@@ -111,12 +119,14 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 		STUNServers: stun,
 		ListenAddr:  netip.MustParseAddr("127.0.0.1"),
 		StateDir:    o.dir,
-		Topic:       "overlay-test",
+		Topic:       o.topic,
+		V4Prefix:    o.v4Prefix,
 		Secret:      o.secret,
 		Name:        name,
 		Relays:      relays,
 		PinnedV4:    o.pin,
 		Owned:       o.owned,
+		DNS:         o.dns,
 		Logger:      testLogger(t).With("node", name),
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/plures/plurenet/internal/mesh"
@@ -20,7 +21,8 @@ import (
 // Owned makes a node a member of an owned mesh (docs/protocol.md Part 4):
 // only members whose certificate chains to Owner become WireGuard peers,
 // names and pinned IPv4s come only from certificates, and owner documents
-// (revocation lists) spread through the mesh and take effect on receipt.
+// (revocation lists and access policies) spread through the mesh and take
+// effect on receipt.
 type Owned struct {
 	// Owner is the mesh owner's public key.
 	Owner owner.PublicKey
@@ -30,9 +32,29 @@ type Owned struct {
 	Grant owner.SignedGrant
 }
 
-// RevocationsFile is where a member keeps the newest revocation list it
-// holds, in its state dir, so a restart does not forget a revocation.
-const RevocationsFile = "revocations.pnd"
+// RevocationsFile and PolicyFile are where a member keeps the newest
+// revocation list and access policy it holds, in its state dir, so a
+// restart forgets neither.
+const (
+	RevocationsFile = "revocations.pnd"
+	PolicyFile      = "policy.pnd"
+)
+
+// docKinds are the owner documents a member takes, with their files and
+// names in status and logs.
+var docKinds = []struct {
+	kind       byte
+	file, name string
+}{
+	{owner.KindRevocations, RevocationsFile, "revocations"},
+	{owner.KindPolicy, PolicyFile, "policy"},
+}
+
+// heldDoc is the newest owner document of one kind a member holds.
+type heldDoc struct {
+	raw []byte // as signed; nil: none
+	ver uint64
+}
 
 // maxRefused bounds the refused certificates kept for status: enough to
 // show every conflict of a personal mesh; a flood of invented keys only
@@ -48,11 +70,12 @@ type ownedState struct {
 	cert  []byte // self's encoding, announced
 
 	mu      sync.Mutex
-	revDoc  []byte // newest revocation document, as signed; nil: none
-	revVer  uint64
+	docs    map[byte]heldDoc // by kind
 	revs    *owner.Revocations
+	policy  *owner.Policy                        // nil: no policy, everything is allowed
 	certs   map[nodekey.Public]owner.Certificate // of members in the table
 	refused map[nodekey.Public]Refusal
+	denied  map[nodekey.Public]*atomic.Uint64 // packets the policy dropped, per member (access.go)
 }
 
 // Refusal is a certificate this node refused, for status.
@@ -83,19 +106,23 @@ func (n *Node) setupOwned() error {
 		cfg:     *o,
 		topic:   n.cfg.TopicID,
 		self:    owner.Certificate{Grant: o.Grant, Key: n.pub},
+		docs:    make(map[byte]heldDoc),
 		certs:   make(map[nodekey.Public]owner.Certificate),
 		refused: make(map[nodekey.Public]Refusal),
+		denied:  make(map[nodekey.Public]*atomic.Uint64),
 	}
 	s.cert = owner.AppendCertificate(nil, &s.self)
 	n.own = s
-	b, err := secretfile.Read(filepath.Join(n.cfg.StateDir, RevocationsFile), owner.MaxDocumentBody+256)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("owned mesh: %w", err)
-	default:
-		if _, err := n.takeDocument(b); err != nil {
-			return fmt.Errorf("owned mesh: %s: %w", RevocationsFile, err)
+	for _, dk := range docKinds {
+		b, err := secretfile.Read(filepath.Join(n.cfg.StateDir, dk.file), owner.MaxDocumentBody+256)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("owned mesh: %w", err)
+		default:
+			if _, err := n.takeDocument(b); err != nil {
+				return fmt.Errorf("owned mesh: %s: %w", dk.file, err)
+			}
 		}
 	}
 	if err := s.self.Check(o.Owner, s.topic, s.revs, time.Now()); err != nil {
@@ -113,8 +140,10 @@ func (n *Node) ownedFields() *mesh.OwnedFields {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := &mesh.OwnedFields{Cert: s.cert}
-	if s.revVer > 0 {
-		f.Docs = []mesh.DocVersion{{Kind: owner.KindRevocations, Version: s.revVer}}
+	for _, dk := range docKinds {
+		if v := s.docs[dk.kind].ver; v > 0 {
+			f.Docs = append(f.Docs, mesh.DocVersion{Kind: dk.kind, Version: v})
+		}
 	}
 	return f
 }
@@ -289,11 +318,6 @@ func (n *Node) recheck(now time.Time) {
 // open mesh.
 var ErrNotOwned = errors.New("this node is in an open mesh (no owner): it takes no owner documents")
 
-// errPolicyNotEnforced refuses policy documents: this build cannot enforce
-// them, and spreading a policy that nobody enforces would look like
-// protection that is not there.
-var errPolicyNotEnforced = errors.New("access policies are not implemented yet in this build")
-
 // DocumentResult says what a node did with an owner document.
 type DocumentResult struct {
 	Kind    string `json:"kind"`
@@ -316,7 +340,7 @@ func (n *Node) ApplyDocument(b []byte) (DocumentResult, error) {
 }
 
 // takeDocument checks an owner document and, if it is newer than the one
-// held, keeps it, applies it and spreads it.
+// of its kind held, keeps it, applies it and spreads it.
 func (n *Node) takeDocument(b []byte) (DocumentResult, error) {
 	s := n.own
 	d, err := owner.ParseDocument(b)
@@ -326,34 +350,65 @@ func (n *Node) takeDocument(b []byte) (DocumentResult, error) {
 	if err := d.Verify(s.cfg.Owner, s.topic); err != nil {
 		return DocumentResult{}, err
 	}
-	if d.Kind != owner.KindRevocations {
-		return DocumentResult{}, errPolicyNotEnforced
+	// Parsed before anything is kept: a body this build cannot read is
+	// refused, never spread.
+	var (
+		revs *owner.Revocations
+		pol  *owner.Policy
+	)
+	switch d.Kind {
+	case owner.KindRevocations:
+		r, err := owner.ParseRevocations(d.Body)
+		if err != nil {
+			return DocumentResult{}, err
+		}
+		revs = &r
+	case owner.KindPolicy:
+		p, err := owner.ParsePolicy(d.Body)
+		if err != nil {
+			return DocumentResult{}, fmt.Errorf("owner document (policy, version %d): %w", d.Version, err)
+		}
+		pol = &p
 	}
-	revs, err := owner.ParseRevocations(d.Body)
-	if err != nil {
-		return DocumentResult{}, err
+	dk := docKinds[0]
+	for _, k := range docKinds {
+		if k.kind == d.Kind {
+			dk = k
+		}
 	}
-	res := DocumentResult{Kind: "revocations", Version: d.Version}
+	res := DocumentResult{Kind: dk.name, Version: d.Version}
 	s.mu.Lock()
-	if d.Version <= s.revVer {
-		res.Held = s.revVer
+	if held := s.docs[d.Kind].ver; d.Version <= held {
+		res.Held = held
 		s.mu.Unlock()
 		return res, nil
 	}
-	if err := ownerfs.WriteFile(filepath.Join(n.cfg.StateDir, RevocationsFile), b); err != nil {
+	if err := ownerfs.WriteFile(filepath.Join(n.cfg.StateDir, dk.file), b); err != nil {
 		s.mu.Unlock()
-		return res, fmt.Errorf("keeping the revocation list: %w", err)
+		return res, fmt.Errorf("keeping the %s document: %w", dk.name, err)
 	}
-	s.revDoc, s.revVer, s.revs = append([]byte(nil), b...), d.Version, &revs
+	s.docs[d.Kind] = heldDoc{raw: append([]byte(nil), b...), ver: d.Version}
+	if revs != nil {
+		s.revs = revs
+	} else {
+		s.policy = pol
+	}
 	res.Applied, res.Held = true, d.Version
 	s.mu.Unlock()
-	n.log.Info("applied revocation list", "version", d.Version, "grants", len(revs.Grants), "keys", len(revs.Keys))
-	if revs.Revokes(s.self.Grant.ID, n.pub) {
-		n.log.Warn("this node is revoked by the owner: other members refuse it")
+	if revs != nil {
+		n.log.Info("applied revocation list", "version", d.Version, "grants", len(revs.Grants), "keys", len(revs.Keys))
+		if revs.Revokes(s.self.Grant.ID, n.pub) {
+			n.log.Warn("this node is revoked by the owner: other members refuse it")
+		}
+	} else {
+		n.log.Info("applied access policy", "version", d.Version, "rules", len(pol.Allow))
+		n.updateAccess()
 	}
 	// Before the device is up (setupOwned), there is nobody to tell yet.
 	if n.dev != nil {
-		n.recheck(time.Now())
+		if revs != nil {
+			n.recheck(time.Now())
+		}
 		n.broadcastSealed(mesh.Message{Kind: mesh.KindDocument, From: n.pub, Document: b})
 	}
 	return res, nil
@@ -370,45 +425,60 @@ func (n *Node) receiveDocument(c carrier, b []byte) {
 	}
 }
 
-// compareDocuments sends a member that announced an older revocation list
-// the newer one, and answers a member that holds a newer one, so that it
-// sends it: a member that was offline learns a revocation from the first
-// member it meets.
+// compareDocuments sends a member that announced an older document of a
+// kind the newer one, and answers a member that holds a newer one, so
+// that it sends it: a member that was offline learns revocations and
+// policies from the first member it meets.
 func (n *Node) compareDocuments(c carrier, peer nodekey.Public, f *mesh.OwnedFields) {
 	s := n.own
 	if s == nil || f == nil {
 		return
 	}
-	var theirs uint64
-	for _, d := range f.Docs {
-		if d.Kind == owner.KindRevocations {
-			theirs = d.Version
+	behind := false
+	for _, dk := range docKinds {
+		var theirs uint64
+		for _, d := range f.Docs {
+			if d.Kind == dk.kind {
+				theirs = d.Version
+			}
+		}
+		s.mu.Lock()
+		ours := s.docs[dk.kind]
+		s.mu.Unlock()
+		switch {
+		case theirs < ours.ver:
+			n.sendSealedTo(c, peer, mesh.Message{Kind: mesh.KindDocument, From: n.pub, Document: ours.raw})
+		case theirs > ours.ver:
+			behind = true
 		}
 	}
-	s.mu.Lock()
-	ours, doc := s.revVer, s.revDoc
-	s.mu.Unlock()
-	switch {
-	case theirs < ours:
-		n.sendSealedTo(c, peer, mesh.Message{Kind: mesh.KindDocument, From: n.pub, Document: doc})
-	case theirs > ours:
+	if behind {
 		n.answer(c, peer)
 	}
 }
 
 // OwnedStatus is the owned-mesh part of Status.
 type OwnedStatus struct {
-	Owner              string    `json:"owner"`
-	Grant              string    `json:"grant"` // this node's name in its grant
-	Tags               []string  `json:"tags,omitempty"`
-	RevocationsVersion uint64    `json:"revocationsVersion"`
-	PolicyVersion      uint64    `json:"policyVersion"` // 0: no policy (access policies are not implemented yet)
-	Refused            []Refusal `json:"refused,omitempty"`
+	Owner              string   `json:"owner"`
+	Grant              string   `json:"grant"` // this node's name in its grant
+	Tags               []string `json:"tags,omitempty"`
+	RevocationsVersion uint64   `json:"revocationsVersion"`
+	PolicyVersion      uint64   `json:"policyVersion"` // 0: no policy, every member may reach every port
+	// Denied counts packets from members the access policy dropped on
+	// this node (MemberStatus.Denied has them per member).
+	Denied  uint64    `json:"denied"`
+	Refused []Refusal `json:"refused,omitempty"`
+}
+
+// memberOwned is the owned-mesh part of one member's status.
+type memberOwned struct {
+	tags   []string
+	denied uint64
 }
 
 // ownedStatus returns the node's owned-mesh status and the certified
-// members' tags; nil in an open mesh.
-func (n *Node) ownedStatus() (*OwnedStatus, map[nodekey.Public][]string) {
+// members' tags and denials; nil in an open mesh.
+func (n *Node) ownedStatus() (*OwnedStatus, map[nodekey.Public]memberOwned) {
 	s := n.own
 	if s == nil {
 		return nil, nil
@@ -419,15 +489,23 @@ func (n *Node) ownedStatus() (*OwnedStatus, map[nodekey.Public][]string) {
 		Owner:              s.cfg.Owner.String(),
 		Grant:              s.self.Grant.Name,
 		Tags:               s.self.Grant.Tags,
-		RevocationsVersion: s.revVer,
+		RevocationsVersion: s.docs[owner.KindRevocations].ver,
+		PolicyVersion:      s.docs[owner.KindPolicy].ver,
+	}
+	if n.filter != nil {
+		st.Denied = n.filter.Denied()
 	}
 	for _, r := range s.refused {
 		st.Refused = append(st.Refused, r)
 	}
 	sort.Slice(st.Refused, func(i, j int) bool { return st.Refused[i].PublicKey < st.Refused[j].PublicKey })
-	tags := make(map[nodekey.Public][]string, len(s.certs))
+	ms := make(map[nodekey.Public]memberOwned, len(s.certs))
 	for k, c := range s.certs {
-		tags[k] = c.Grant.Tags
+		mo := memberOwned{tags: c.Grant.Tags}
+		if d := s.denied[k]; d != nil {
+			mo.denied = d.Load()
+		}
+		ms[k] = mo
 	}
-	return st, tags
+	return st, ms
 }

@@ -17,6 +17,7 @@ type peerConfig struct {
 // syncPeers makes the WireGuard device's peers match the membership, and
 // moves this node's own IPv4 if the collision rule says so.
 func (n *Node) syncPeers() {
+	defer n.updateAccess() // once n.mu is released: access.go
 	list := n.members.List()
 	selfV4 := n.members.SelfV4()
 
@@ -28,7 +29,14 @@ func (n *Node) syncPeers() {
 			n.log.Error("moving overlay address", "err", err)
 		} else {
 			n.selfV4 = selfV4
+			if n.dns != nil {
+				n.dns.moveV4(n.adapter, selfV4, n.v6)
+			}
 		}
+	}
+	if n.dns != nil {
+		// Under n.mu, so that tables reach the resolver in order.
+		n.dns.update(n.dnsTable(list, n.selfV4))
 	}
 	want := make(map[nodekey.Public]peerConfig, len(list))
 	for _, m := range list {

@@ -31,6 +31,12 @@ type Status struct {
 	Warnings       []string       `json:"warnings,omitempty"`
 	// Owned describes the owned mesh; absent in an open mesh.
 	Owned *OwnedStatus `json:"owned,omitempty"`
+	// DNS describes the mesh's name server; absent with DNS off.
+	DNS *DNSStatus `json:"dns,omitempty"`
+
+	// PortMapping is the gateway's mapping of the UDP socket's port, while
+	// there is one.
+	PortMapping *PortMappingStatus `json:"portMapping,omitempty"`
 }
 
 // RelayStatus describes one relay connection.
@@ -46,6 +52,7 @@ type RelayStatus struct {
 // MemberStatus describes one other member of the mesh.
 type MemberStatus struct {
 	Name          string    `json:"name"`
+	DNSName       string    `json:"dnsName,omitempty"` // the member's first name under the DNS suffix, if it has one
 	PublicKey     string    `json:"publicKey"`
 	IPv4          string    `json:"ipv4"`
 	IPv6          string    `json:"ipv6"`
@@ -62,6 +69,15 @@ type MemberStatus struct {
 	// its certificate's.
 	Certified bool     `json:"certified"`
 	Tags      []string `json:"tags,omitempty"`
+	// Denied counts this member's packets the access policy dropped here.
+	Denied uint64 `json:"denied,omitempty"`
+}
+
+// PortMappingStatus describes the gateway's port mapping of the direct
+// path's socket.
+type PortMappingStatus struct {
+	Protocol string `json:"protocol"` // "upnp", "nat-pmp" or "pcp"
+	External string `json:"external"` // the address members are offered
 }
 
 // DirectStatus describes the direct UDP path to one member.
@@ -90,8 +106,18 @@ func (n *Node) Status() Status {
 	if n.direct != nil {
 		st.UDP = n.direct.LocalAddr().String()
 	}
+	if n.portmap != nil {
+		if mp, ok := n.portmap.Mapping(); ok {
+			st.PortMapping = &PortMappingStatus{Protocol: string(mp.Protocol), External: mp.External.String()}
+		}
+	}
 	if n.cfg.Secret == "" {
 		st.Warnings = append(st.Warnings, "no mesh secret: anyone who knows the topic can join")
+	}
+	var dnsNames map[nodekey.Public]string
+	if n.dns != nil {
+		st.DNS, dnsNames = n.dns.status(n.pub)
+		st.Warnings = append(st.Warnings, n.dns.warningList()...)
 	}
 	for i, c := range n.relays {
 		rs := c.Status()
@@ -104,19 +130,20 @@ func (n *Node) Status() Status {
 			Reconnects: rs.Reconnects,
 		})
 	}
-	var tags map[nodekey.Public][]string
-	st.Owned, tags = n.ownedStatus()
+	var owned map[nodekey.Public]memberOwned
+	st.Owned, owned = n.ownedStatus()
 	wg := n.wireguardPeers()
 	for _, m := range n.members.List() {
 		ms := MemberStatus{
 			Name:      m.Name,
+			DNSName:   dnsNames[m.Key],
 			PublicKey: m.Key.String(),
 			IPv4:      m.V4.String(),
 			IPv6:      m.V6.String(),
 			LastSeen:  m.LastSeen,
 		}
-		if t, ok := tags[m.Key]; ok {
-			ms.Certified, ms.Tags = true, t
+		if o, ok := owned[m.Key]; ok {
+			ms.Certified, ms.Tags, ms.Denied = true, o.tags, o.denied
 		}
 		p := n.bind.PathTo(m.Key)
 		ms.Path, ms.PathSince = p.Name, p.Since

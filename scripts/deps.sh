@@ -12,6 +12,10 @@ command -v curl >/dev/null      || need+=(curl)
 command -v redis-server >/dev/null || need+=(redis-server)
 # A private D-Bus for the fake systemd-resolved of dns/resolved's tests.
 command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
+# A router's port-mapping daemon in the lab (UPnP IGD, NAT-PMP, PCP) and the
+# nft tool that prepares its chains: netlab.Router.StartPortMapper.
+command -v miniupnpd >/dev/null || need+=(miniupnpd-nftables)
+command -v nft >/dev/null || need+=(nftables)
 # The Node.js relay (deploy/vercel) and its conformance test.
 command -v node >/dev/null || need+=(nodejs npm)
 

@@ -138,6 +138,10 @@ type pathState struct {
 	name    string
 	changed time.Time
 	changes int
+	// packets counts WireGuard packets handed to a transport for this
+	// peer. It is kept here, under the lock notePath takes per batch
+	// anyway, so node metrics cost the send path no counter of their own.
+	packets uint64
 }
 
 var _ conn.Bind = (*Bind)(nil)
@@ -289,7 +293,7 @@ func (b *Bind) send(bufs [][]byte, e Endpoint) error {
 			continue
 		}
 		if lastErr = b.sendOn(t, e.Key, bufs); lastErr == nil {
-			b.notePath(e.Key, t.Name())
+			b.notePath(e.Key, t.Name(), len(bufs))
 			if tt, ok := t.(TentativeSender); ok && tt.Tentative(e.Key) {
 				b.sendCopy(ts[i+1:], e.Key, bufs)
 			}
@@ -330,7 +334,7 @@ func (b *Bind) sendOn(t Transport, peer nodekey.Public, bufs [][]byte) error {
 	return err
 }
 
-func (b *Bind) notePath(k nodekey.Public, name string) {
+func (b *Bind) notePath(k nodekey.Public, name string, packets int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	p := b.paths[k]
@@ -338,6 +342,7 @@ func (b *Bind) notePath(k nodekey.Public, name string) {
 		p = &pathState{}
 		b.paths[k] = p
 	}
+	p.packets += uint64(packets)
 	if p.name != name {
 		if p.name != "" {
 			b.log.Info("path changed", "peer", k.ShortString(), "from", p.name, "to", name)
@@ -352,6 +357,9 @@ type Path struct {
 	Name    string    // transport name; "" if nothing was sent yet
 	Since   time.Time // when the path last changed
 	Changes int       // how many times it changed
+	// Packets counts WireGuard packets handed to a transport for the
+	// peer (a congested path may still have dropped some: BindStats).
+	Packets uint64
 }
 
 // PathTo returns the path last used for peer.
@@ -359,7 +367,7 @@ func (b *Bind) PathTo(peer nodekey.Public) Path {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p := b.paths[peer]; p != nil {
-		return Path{Name: p.name, Since: p.changed, Changes: p.changes}
+		return Path{Name: p.name, Since: p.changed, Changes: p.changes, Packets: p.packets}
 	}
 	return Path{}
 }

@@ -319,10 +319,17 @@ func TestBindCarriesWireGuard(t *testing.T) {
 		t.Fatalf("path = %q, want primary", got)
 	}
 	before := fA.count()
+	sentBefore := bindA.PathTo(kb.Public()).Packets
+	if sentBefore == 0 {
+		t.Fatal("path counts no packet after a ping went out on it")
+	}
 	pA.set(func(m *memTransport) { m.down = true })
 	ping()
 	if got := bindA.PathTo(kb.Public()); got.Name != "fallback" || got.Changes != 2 {
 		t.Fatalf("path after primary loss = %+v, want fallback after 2 changes", got)
+	}
+	if got := bindA.PathTo(kb.Public()).Packets; got <= sentBefore {
+		t.Fatalf("packets to the peer = %d after another ping, want more than %d", got, sentBefore)
 	}
 	if fA.count() <= before {
 		t.Fatal("fallback carried nothing")

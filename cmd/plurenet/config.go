@@ -36,12 +36,18 @@ type upSettings struct {
 	Forward       listValue
 	Expose        listValue
 	TUN           string
+	DNS           string
+	DNSSuffix     string
+	DNSListen     listValue
+	HostsFile     string
 	ListenPort    string
 	STUN          listValue
 	Peers         listValue
 	LANDiscovery  string
+	PortMapping   string
 	CAFile        string
 	LogLevel      string
+	MetricsListen string
 	Open          bool
 	Invite        string
 
@@ -96,9 +102,15 @@ func (s *upSettings) table() []setting {
 		{flag: "expose", env: "PLURENET_EXPOSE", fileKeys: []string{"expose"}, usage: "PORT[=HOST:PORT]: let members reach a local service on this node's overlay IP (repeatable)", list: &s.Expose},
 		{flag: "listen-port", env: "PLURENET_LISTEN_PORT", fileKeys: []string{"listenPort"}, usage: "UDP port of the direct path (default: random; 51898 with --transport swarm)", str: &s.ListenPort},
 		{flag: "stun", env: "PLURENET_STUN", fileKeys: []string{"stun"}, usage: "STUN server host:port for the direct path, repeatable (default: each relay's host, port 3478; \"none\" for none)", list: &s.STUN},
+		{flag: "port-mapping", env: "PLURENET_PORT_MAPPING", fileKeys: []string{"portMapping"}, usage: "on, off, or the protocols to try in order (upnp,nat-pmp,pcp): ask the router to forward the direct path's UDP port (default on with --transport auto)", str: &s.PortMapping},
 		{flag: "tun", env: "PLURENET_TUN", fileKeys: []string{"tun"}, usage: "use a kernel TUN device with this name (needs CAP_NET_ADMIN)", str: &s.TUN},
+		{flag: "dns", env: "PLURENET_DNS", fileKeys: []string{"dns"}, usage: "on or off: serve members' names (NAME.SUFFIX) over DNS on the overlay, and with --tun register them with systemd-resolved (default on)", str: &s.DNS},
+		{flag: "dns-suffix", env: "PLURENET_DNS_SUFFIX", fileKeys: []string{"dnsSuffix"}, usage: "DNS suffix of members' names (default TOPIC.plurenet, with a hash of the topic when the name is not a DNS label)", str: &s.DNSSuffix},
+		{flag: "dns-listen", env: "PLURENET_DNS_LISTEN", fileKeys: []string{"dnsListen"}, usage: "also serve members' names to this host's programs on this loopback ADDR:PORT, UDP and TCP (repeatable)", list: &s.DNSListen},
+		{flag: "hosts-file", env: "PLURENET_HOSTS_FILE", fileKeys: []string{"hostsFile"}, usage: "keep members' names in a marked block of this hosts file (e.g. /etc/hosts) while running; removed on exit", str: &s.HostsFile},
 		{flag: "ca-file", env: "PLURENET_CA_FILE", fileKeys: []string{"caFile"}, usage: "PEM file of extra root CAs trusted for wss:// relays", str: &s.CAFile},
 		{flag: "invite", env: "PLURENET_INVITE", fileKeys: []string{"invite"}, usage: "enrol in an owned mesh with this token from \"plurenet invite\" (once: later starts need only --state-dir)", str: &s.Invite},
+		{flag: "metrics-listen", env: "PLURENET_METRICS_LISTEN", fileKeys: []string{"metricsListen"}, usage: "serve Prometheus metrics on GET /metrics at this TCP `address`, e.g. 127.0.0.1:9101 (a port alone means loopback); off by default: they show member keys and traffic", str: &s.MetricsListen},
 		{flag: "log-level", env: "PLURENET_LOG_LEVEL", fileKeys: []string{"logLevel"}, usage: "debug, info, warn or error", str: &s.LogLevel},
 	}
 }

@@ -35,7 +35,7 @@ func runKey(_ context.Context, args []string, stdout io.Writer) error {
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		dir := pick(*stateDir, getenv("PLURENET_STATE_DIR"), defaultStateDir(getenv))
+		dir := stateDirOf(*stateDir)
 		k, _, err := mesh.LoadOrCreateKey(dir)
 		if err != nil {
 			return err

@@ -324,3 +324,24 @@ func stopNode(t *testing.T, n *labNode) {
 		t.Fatalf("%s: after SIGTERM, looking up %s gave link %v, err %v; want it gone", n.name, labTUN, link, err)
 	}
 }
+
+// takeIPv4 starts a node called name on a new host behind its own router,
+// pinning a's IPv4: the collision rule gives it that address and moves a.
+// It waits until a reports another IPv4, updates a.ip4 and returns the new
+// node and a's old address.
+func (m *labMesh) takeIPv4(a *labNode, name string) (*labNode, netip.Addr) {
+	m.t.Helper()
+	old := a.ip4
+	n := m.startNode(m.lab.Host(name, m.lab.NATRouter("r"+name, netlab.RouterConfig{})), name, "--ip", old.String())
+	deadline := time.Now().Add(labMeshWait)
+	for a.ip4 == old {
+		if time.Now().After(deadline) {
+			m.t.Fatalf("%s still has %s after %s pinned it", a.name, old, name)
+		}
+		time.Sleep(labPoll)
+		if st, err := a.status(); err == nil {
+			a.ip4 = netip.MustParseAddr(st.IPv4)
+		}
+	}
+	return n, old
+}

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/plures/plurenet/internal/netlab"
 )
@@ -74,19 +73,7 @@ func TestLabTUNKeepsHostPrivate(t *testing.T) {
 	})
 
 	t.Run("expose follows a moved address", func(t *testing.T) {
-		old := a.ip4
-		// c pins a's IPv4: the collision rule gives it c and moves a.
-		c := m.startNode(m.lab.Host("c", m.lab.NATRouter("r3", netlab.RouterConfig{})), "c", "--ip", old.String())
-		deadline := time.Now().Add(labMeshWait)
-		for a.ip4 == old {
-			if time.Now().After(deadline) {
-				t.Fatalf("a still has %s after c pinned it", old)
-			}
-			time.Sleep(labPoll)
-			if st, err := a.status(); err == nil {
-				a.ip4 = netip.MustParseAddr(st.IPv4)
-			}
-		}
+		c, old := m.takeIPv4(a, "c")
 		t.Logf("a moved from %s to %s", old, a.ip4)
 		waitMesh(t, a, b, c)
 		curlHello(t, hb, netip.AddrPortFrom(a.ip4, safetyExposePort), "a's loopback")

@@ -29,3 +29,9 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 func stateDirUsage() string {
 	return fmt.Sprintf("state dir of the node (default %s; env PLURENET_STATE_DIR)", defaultStateDir(getenv))
 }
+
+// stateDirOf is the state dir a command that talks to a running node
+// uses: its --state-dir flag, else PLURENET_STATE_DIR, else the default.
+func stateDirOf(flagValue string) string {
+	return pick(flagValue, getenv("PLURENET_STATE_DIR"), defaultStateDir(getenv))
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -29,7 +30,7 @@ func init() {
 	register(command{name: "owner", summary: "create an owned mesh: \"owner init\" makes the owner key and the mesh secret", run: runOwner})
 	register(command{name: "invite", summary: "print an invite token for one member of an owned mesh", run: runInvite})
 	register(command{name: "revoke", summary: "revoke a member of an owned mesh (by name or key) through a running member", run: runRevoke})
-	register(command{name: "policy", summary: "access rules of an owned mesh (not implemented yet)", run: runPolicy})
+	register(command{name: "policy", summary: "sign access rules of an owned mesh and hand them to a running member (\"policy set\")", run: runPolicy})
 }
 
 // Files of the owner directory. owner.key never leaves it.
@@ -52,6 +53,12 @@ type ownerState struct {
 		Grants  []string `json:"grants"` // hex grant IDs
 		Keys    []string `json:"keys"`   // node keys
 	} `json:"revocations"`
+	// Policy is the access policy last signed (its canonical JSON), and
+	// its version; version 0: none yet.
+	Policy struct {
+		Version uint64          `json:"version"`
+		Rules   json.RawMessage `json:"rules,omitempty"`
+	} `json:"policy"`
 }
 
 // issued records one grant the owner signed.
@@ -238,24 +245,46 @@ func (st *ownerState) revokedGrant(id string) bool { return slices.Contains(st.R
 // revokeTimeout bounds the hand-over to the running member.
 const revokeTimeout = 10 * time.Second
 
-func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("revoke")
-	dir := fs.String("owner-dir", "", ownerDirUsage())
-	stateDir := fs.String("state-dir", "", "state dir of a running member, which takes the revocation and spreads it")
+// documentFlags parses the flags of a command that signs an owner
+// document and hands it to a running member: --owner-dir, --state-dir and
+// one argument after them (want says what it is).
+func documentFlags(name, what string, args []string, want string) (dir, stateDir, arg string, err error) {
+	fs := newFlagSet(name)
+	d := fs.String("owner-dir", "", ownerDirUsage())
+	sd := fs.String("state-dir", "", "state dir of a running member, which takes the "+what+" and spreads it")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return "", "", "", err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return "", "", "", fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() != 1 {
-		return usageErrorf("want one member to revoke: its name or its node key (after the flags)")
+		return "", "", "", usageErrorf("want %s (after the flags)", want)
 	}
-	if *stateDir == "" {
-		return usageErrorf("--state-dir of a running member is required: it spreads the revocation")
+	if *sd == "" {
+		return "", "", "", usageErrorf("--state-dir of a running member is required: it spreads the %s", what)
 	}
-	who := fs.Arg(0)
-	k, st, err := loadOwner(*dir)
+	return *d, *sd, fs.Arg(0), nil
+}
+
+// handOver gives a signed document to the member running with stateDir.
+// The owner state already keeps it, so the error says to run again.
+func handOver(ctx context.Context, stateDir, ownerDir string, doc []byte, what string, version uint64) (overlay.DocumentResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
+	defer cancel()
+	res, err := overlay.PushDocument(ctx, stateDir, doc)
+	if err != nil {
+		return res, fmt.Errorf("%s version %d is signed and kept in %s, but the member did not take it: %w (run the same command again when it runs)", what, version, ownerDir, err)
+	}
+	return res, nil
+}
+
+func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
+	dir, stateDir, who, err := documentFlags("revoke", "revocation", args, "one member to revoke: its name or its node key")
+	if err != nil {
+		return err
+	}
+	k, st, err := loadOwner(dir)
 	if err != nil {
 		return err
 	}
@@ -290,14 +319,12 @@ func runRevoke(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	// Kept before it is handed over, so that a version is never signed
 	// twice with different lists; re-running hands the same one over.
-	if err := saveOwnerState(*dir, st); err != nil {
+	if err := saveOwnerState(dir, st); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, revokeTimeout)
-	defer cancel()
-	res, err := overlay.PushDocument(ctx, *stateDir, doc)
+	res, err := handOver(ctx, stateDir, dir, doc, "revocation list", st.Revocations.Version)
 	if err != nil {
-		return fmt.Errorf("revocation list version %d is signed and kept in %s, but the member did not take it: %w (run the same command again when it runs)", st.Revocations.Version, *dir, err)
+		return err
 	}
 	fmt.Fprintf(stdout, "plurenet: revoked %s: revocation list version %d handed to the member (it holds version %d) and spread to the mesh\n", who, st.Revocations.Version, res.Held)
 	return nil
@@ -331,8 +358,68 @@ func (st *ownerState) revocationDocument(k owner.Key) ([]byte, error) {
 	return d.Append(nil), nil
 }
 
-// runPolicy refuses: a policy that no member enforces would look like
-// protection that is not there.
-func runPolicy(context.Context, []string, io.Writer) error {
-	return errors.New("access policies are not implemented yet: no member enforces them, so this build does not sign or spread them")
+// maxPolicyFile bounds the policy file read: a policy that signs must fit
+// a document body, and a comment-free JSON of 64 rules is far below this.
+const maxPolicyFile = 64 << 10
+
+func runPolicy(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "set" {
+		return usageErrorf("want \"policy set --owner-dir DIR --state-dir STATE_OF_A_RUNNING_MEMBER policy.json\"")
+	}
+	dir, stateDir, path, err := documentFlags("policy set", "policy", args[1:], `one policy file, e.g. {"allow":[{"from":"tag:dev","to":"tag:server","ports":["tcp/22"]}]}`)
+	if err != nil {
+		return err
+	}
+	k, st, err := loadOwner(dir)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("policy file: %w", err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, maxPolicyFile+1))
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("policy file %s: %w", path, err)
+	}
+	if len(raw) > maxPolicyFile {
+		return usageErrorf("policy file %s: over %d bytes", path, maxPolicyFile)
+	}
+	pol, err := owner.ParsePolicy(raw)
+	if err != nil {
+		return usageErrorf("%s: %v", path, err)
+	}
+	body, err := pol.Marshal()
+	if err != nil {
+		return usageErrorf("%s: %v", path, err)
+	}
+	// The same rules keep their version, so re-running hands the same
+	// document over; new rules get the next one. Kept before it is
+	// handed over, so that a version is never signed twice with
+	// different rules.
+	// owner.json is indented, rules and all: compare them compacted.
+	var kept bytes.Buffer
+	if len(st.Policy.Rules) > 0 {
+		if err := json.Compact(&kept, st.Policy.Rules); err != nil {
+			return fmt.Errorf("%s: policy rules: %w", ownerStateFile, err)
+		}
+	}
+	if st.Policy.Version == 0 || !bytes.Equal(kept.Bytes(), body) {
+		st.Policy.Version++
+		st.Policy.Rules = body
+	}
+	d, err := k.SignDocument(owner.KindPolicy, mesh.TopicID(st.Topic), st.Policy.Version, body)
+	if err != nil {
+		return err
+	}
+	if err := saveOwnerState(dir, st); err != nil {
+		return err
+	}
+	res, err := handOver(ctx, stateDir, dir, d.Append(nil), "policy", st.Policy.Version)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "plurenet: policy version %d (%d rules) handed to the member (it holds version %d) and spread to the mesh\n", st.Policy.Version, len(pol.Allow), res.Held)
+	return nil
 }

@@ -75,7 +75,41 @@ func TestOwnerInviteEnrol(t *testing.T) {
 	if _, _, err := s.applyEnrolment(log); err == nil {
 		t.Fatal("a second invite replaced the enrolment")
 	}
-	if code := run([]string{"policy", "set", "--owner-dir", own}, io.Discard, io.Discard); code == 0 {
-		t.Fatal("policy set succeeded, but policies are not implemented")
+
+	// policy set: a bad file is refused before anything is signed; a good
+	// one is signed and kept even when no member takes it, and the same
+	// rules keep their version.
+	files := t.TempDir()
+	policyFile := func(name, body string) string {
+		p := filepath.Join(files, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	policyVersion := func() uint64 {
+		_, st, err := loadOwner(own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Policy.Version
+	}
+	bad := policyFile("bad.json", `{"allow":[{"from":"tag:dev","to":"tag:server","ports":["tcp/22"],"port":"8000"}]}`)
+	var errb bytes.Buffer
+	if code := run([]string{"policy", "set", "--owner-dir", own, "--state-dir", state, bad}, io.Discard, &errb); code == 0 || !strings.Contains(errb.String(), "port") {
+		t.Fatalf("a policy with an unknown field: exit %d, %q", code, errb.String())
+	}
+	if v := policyVersion(); v != 0 {
+		t.Fatalf("a refused policy was signed as version %d", v)
+	}
+	good := policyFile("good.json", `{"allow":[{"from":"tag:dev","to":"tag:server","ports":["tcp/22"]}]}`)
+	for range 2 {
+		errb.Reset()
+		if code := run([]string{"policy", "set", "--owner-dir", own, "--state-dir", state, good}, io.Discard, &errb); code == 0 || !strings.Contains(errb.String(), "no plurenet node is running") {
+			t.Fatalf("policy set with no member running: exit %d, %q", code, errb.String())
+		}
+		if v := policyVersion(); v != 1 {
+			t.Fatalf("policy version %d kept, want 1", v)
+		}
 	}
 }

@@ -37,7 +37,7 @@ func runPing(ctx context.Context, args []string, stdout io.Writer) error {
 	case *interval < 10*time.Millisecond:
 		return usageErrorf("-i %v: want at least 10ms", *interval)
 	}
-	dir := pick(*stateDir, getenv("PLURENET_STATE_DIR"), defaultStateDir(getenv))
+	dir := stateDirOf(*stateDir)
 	var answered int
 	var lastErr error
 	for i := range *count {

@@ -21,7 +21,7 @@ func init() {
 const statusTimeout = 5 * time.Second
 
 func queryStatus(ctx context.Context, stateDir string) (overlay.Status, error) {
-	dir := pick(stateDir, getenv("PLURENET_STATE_DIR"), defaultStateDir(getenv))
+	dir := stateDirOf(stateDir)
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	return overlay.QueryStatus(ctx, dir)
@@ -52,12 +52,19 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 	if st.UDP != "" {
 		fmt.Fprintf(w, ", udp %s", st.UDP)
 	}
+	if pm := st.PortMapping; pm != nil {
+		fmt.Fprintf(w, ", mapped to %s by %s", pm.External, pm.Protocol)
+	}
 	fmt.Fprintln(w, ")")
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "WARNING: %s\n", warn)
 	}
+	printDNS(w, "", st.DNS)
 	if st.ForeignDropped > 0 {
 		fmt.Fprintf(w, "dropped %d packets from members that were not addressed to this node\n", st.ForeignDropped)
+	}
+	if o := st.Owned; o != nil && o.PolicyVersion > 0 {
+		fmt.Fprintf(w, "access policy version %d: denied %d packets from members\n", o.PolicyVersion, o.Denied)
 	}
 	for _, r := range st.Relays {
 		state := "connected"

@@ -11,12 +11,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/plures/plurenet/discovery/static"
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/overlay"
+	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/proxy/portfwd"
 	"github.com/plures/plurenet/transports/relay"
 )
@@ -72,6 +75,13 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if socksLn != nil {
 		defer socksLn.Close() // if the node fails to start; Serve closes it otherwise
 	}
+	var metricsLn net.Listener
+	if s.MetricsListen != "" {
+		if metricsLn, err = listenNodeMetrics(s.MetricsListen, log); err != nil {
+			return err
+		}
+		defer metricsLn.Close() // if the node fails to start; ServeMetrics closes it otherwise
+	}
 	node, err := overlay.New(cfg)
 	if err != nil {
 		return err
@@ -79,6 +89,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	defer node.Close()
 	v4, v6 := node.Addrs()
 	fmt.Fprintf(stdout, "plurenet: %s is up: IPv4 %s, IPv6 %s (status: plurenet status --state-dir %s)\n", cfg.Name, v4, v6, cfg.StateDir)
+	printDNS(stdout, "plurenet: ", node.Status().DNS)
 
 	// Every listener below is served until ctx ends; the first failure
 	// stops the node, so a half-working node never looks healthy.
@@ -93,6 +104,20 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 				cancel(fmt.Errorf("%s: %w", what, err))
 			}
 		}()
+	}
+	// "plurenet down" asks through the control socket: stop as on SIGTERM.
+	serve("stop request", func() error {
+		select {
+		case <-node.StopRequested():
+			fmt.Fprintln(stdout, "plurenet: stop requested through the control socket")
+			cancel(nil)
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	if metricsLn != nil {
+		fmt.Fprintf(stdout, "plurenet: metrics on http://%s/metrics\n", metricsLn.Addr())
+		serve("metrics on "+s.MetricsListen, func() error { return node.ServeMetrics(ctx, metricsLn) })
 	}
 	if socksLn != nil {
 		srv := newSOCKS5Server(node, socksCreds, log)
@@ -204,16 +229,14 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		if s.Relay == "" {
 			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport swarm on a LAN")
 		}
-		for _, r := range []struct{ flag, url string }{{"--relay", s.Relay}, {"--relay-fallback", s.RelayFallback}} {
-			if r.url == "" {
-				continue
-			}
-			u, err := relay.ParseURL(r.url)
-			if err != nil {
-				return cfg, usageErrorf("%s: %v", r.flag, err)
-			}
-			cfg.Relays = append(cfg.Relays, u.String())
+		relays, err := s.relayURLs()
+		if err != nil {
+			return cfg, err
 		}
+		cfg.Relays = relays
+	}
+	if err := s.portMapping(&cfg); err != nil {
+		return cfg, err
 	}
 	cfg.StateDir = pick(s.StateDir, defaultStateDir(getenv))
 	if s.ListenPort != "" {
@@ -248,21 +271,32 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		}
 		cfg.V4Prefix = p.Masked()
 	}
-	if s.CAFile != "" {
-		pem, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			return cfg, fmt.Errorf("--ca-file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return cfg, fmt.Errorf("--ca-file %s: no PEM certificate in it", s.CAFile)
-		}
-		cfg.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if err := s.dnsConfig(&cfg); err != nil {
+		return cfg, err
 	}
-	return cfg, nil
+	tlsConf, err := s.tlsConfig()
+	cfg.TLSConfig = tlsConf
+	return cfg, err
+}
+
+// tlsConfig returns the TLS settings for wss:// relays: nil (the system's
+// roots) unless --ca-file adds roots.
+func (s *upSettings) tlsConfig() (*tls.Config, error) {
+	if s.CAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(s.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", s.CAFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // swarmConfig checks the settings of --transport swarm.
@@ -307,4 +341,48 @@ func (s *upSettings) portSpecs() ([]portfwd.ForwardSpec, []portfwd.ExposeSpec, e
 		ex = append(ex, e)
 	}
 	return fw, ex, nil
+}
+
+// portMapping checks --port-mapping: on (the default in auto mode), off, or
+// a comma-separated list of protocols to try in that order.
+func (s *upSettings) portMapping(cfg *overlay.Config) error {
+	auto := cfg.Transport == "" || cfg.Transport == overlay.TransportAuto
+	switch s.PortMapping {
+	case "":
+		cfg.NoPortMapping = !auto
+		return nil
+	case "off":
+		cfg.NoPortMapping = true
+		return nil
+	case "on":
+	default:
+		for _, p := range strings.Split(s.PortMapping, ",") {
+			p := portmap.Protocol(strings.TrimSpace(p))
+			if !slices.Contains(portmap.Protocols, p) || slices.Contains(cfg.PortMappingProtocols, p) {
+				return usageErrorf("--port-mapping %q: want on, off, or protocols from %q, each once", s.PortMapping, portmap.Protocols)
+			}
+			cfg.PortMappingProtocols = append(cfg.PortMappingProtocols, p)
+		}
+	}
+	if !auto {
+		return usageErrorf("--port-mapping %s is for --transport auto: relay sends no UDP at all, and the mode without a relay runs no ICE to offer the mapped address to", s.PortMapping)
+	}
+	return nil
+}
+
+// relayURLs returns the relay and the fallback relay, normalized, primary
+// first; neither is required.
+func (s *upSettings) relayURLs() ([]string, error) {
+	var out []string
+	for _, r := range []struct{ flag, url string }{{"--relay", s.Relay}, {"--relay-fallback", s.RelayFallback}} {
+		if r.url == "" {
+			continue
+		}
+		u, err := relay.ParseURL(r.url)
+		if err != nil {
+			return nil, usageErrorf("%s: %v", r.flag, err)
+		}
+		out = append(out, u.String())
+	}
+	return out, nil
 }

@@ -45,10 +45,7 @@ func TestDefaultSuffix(t *testing.T) {
 // distinct suffixes, over names chosen to collide if the rule were naive:
 // case variants, punctuation variants, names that look like a hashed form.
 func TestDefaultSuffixDistinct(t *testing.T) {
-	var topics []string
-	for _, base := range []string{"home", "Home", "HOME", "home ", " home", "home-", "home--", "my mesh", "my-mesh", "my_mesh", "my.mesh", "my--mesh", ""} {
-		topics = append(topics, base)
-	}
+	topics := []string{"home", "Home", "HOME", "home ", " home", "home-", "home--", "my mesh", "my-mesh", "my_mesh", "my.mesh", "my--mesh", ""}
 	// A topic literally named like another's hashed form.
 	h := mesh.TopicID("Home")
 	topics = append(topics, "home--"+hex.EncodeToString(h[:4]))

@@ -3,7 +3,6 @@ package resolved
 import (
 	"context"
 	"errors"
-
 	"io"
 	"log/slog"
 	"net/netip"
@@ -14,6 +13,16 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/plures/plurenet/dns/resolved/resolvedtest"
+)
+
+type call = resolvedtest.Call
+
+// privateBus, serveFake: the fake resolve1 of package resolvedtest.
+var (
+	privateBus = resolvedtest.PrivateBus
+	serveFake  = resolvedtest.Serve
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -30,10 +39,10 @@ func config(addr string) Config {
 	return Config{Index: 7, Servers: []netip.AddrPort{v4Server, v6Server}, Domains: domains, BusAddress: addr, Logger: quiet()}
 }
 
-func wantDomains() []linkDomain {
-	var out []linkDomain
+func wantDomains() []resolvedtest.LinkDomain {
+	var out []resolvedtest.LinkDomain
 	for _, d := range domains {
-		out = append(out, linkDomain{Domain: d, RoutingOnly: true})
+		out = append(out, resolvedtest.LinkDomain{Domain: d, RoutingOnly: true})
 	}
 	return out
 }
@@ -52,7 +61,7 @@ func checkCalls(t *testing.T, got, want []call) {
 
 func TestRegisterAndRevert(t *testing.T) {
 	addr := privateBus(t)
-	fake := &fakeResolved{}
+	fake := &resolvedtest.Fake{}
 	serveFake(t, addr, fake)
 
 	l, err := Register(context.Background(), config(addr))
@@ -61,12 +70,12 @@ func TestRegisterAndRevert(t *testing.T) {
 	}
 	// Domains and default-route before the servers, so nothing is routed
 	// to the mesh resolver before its domains are known.
-	checkCalls(t, fake.taken(), []call{
-		{"SetLinkDomains", 7, []any{wantDomains()}},
-		{"SetLinkDefaultRoute", 7, []any{false}},
-		{"SetLinkDNSSEC", 7, []any{"no"}},
-		{"SetLinkDNSOverTLS", 7, []any{"no"}},
-		{"SetLinkDNS", 7, []any{[]linkDNS{{afInet, []byte{100, 64, 0, 1}}, {afInet6, v6Server.Addr().AsSlice()}}}},
+	checkCalls(t, fake.Taken(), []call{
+		{Method: "SetLinkDomains", Index: 7, Args: []any{wantDomains()}},
+		{Method: "SetLinkDefaultRoute", Index: 7, Args: []any{false}},
+		{Method: "SetLinkDNSSEC", Index: 7, Args: []any{"no"}},
+		{Method: "SetLinkDNSOverTLS", Index: 7, Args: []any{"no"}},
+		{Method: "SetLinkDNS", Index: 7, Args: []any{[]resolvedtest.LinkDNS{{Family: afInet, Address: []byte{100, 64, 0, 1}}, {Family: afInet6, Address: v6Server.Addr().AsSlice()}}}},
 	})
 
 	// The node's IPv4 moved.
@@ -74,8 +83,8 @@ func TestRegisterAndRevert(t *testing.T) {
 	if err := l.SetServers(context.Background(), []netip.AddrPort{moved, v6Server}); err != nil {
 		t.Fatal(err)
 	}
-	checkCalls(t, fake.taken(), []call{
-		{"SetLinkDNS", 7, []any{[]linkDNS{{afInet, []byte{100, 64, 0, 9}}, {afInet6, v6Server.Addr().AsSlice()}}}},
+	checkCalls(t, fake.Taken(), []call{
+		{Method: "SetLinkDNS", Index: 7, Args: []any{[]resolvedtest.LinkDNS{{Family: afInet, Address: []byte{100, 64, 0, 9}}, {Family: afInet6, Address: v6Server.Addr().AsSlice()}}}},
 	})
 
 	if err := l.Close(); err != nil {
@@ -84,7 +93,7 @@ func TestRegisterAndRevert(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	checkCalls(t, fake.taken(), []call{{"RevertLink", 7, nil}})
+	checkCalls(t, fake.Taken(), []call{{Method: "RevertLink", Index: 7}})
 	if err := l.SetServers(context.Background(), []netip.AddrPort{v4Server}); err == nil {
 		t.Fatal("SetServers after Close succeeded")
 	}
@@ -92,7 +101,7 @@ func TestRegisterAndRevert(t *testing.T) {
 
 func TestRegisterOtherPort(t *testing.T) {
 	addr := privateBus(t)
-	fake := &fakeResolved{}
+	fake := &resolvedtest.Fake{}
 	serveFake(t, addr, fake)
 	cfg := config(addr)
 	cfg.Servers = []netip.AddrPort{netip.MustParseAddrPort("100.64.0.1:5353")}
@@ -101,9 +110,9 @@ func TestRegisterOtherPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	calls := fake.taken()
+	calls := fake.Taken()
 	checkCalls(t, calls[len(calls)-1:], []call{
-		{"SetLinkDNSEx", 7, []any{[]linkDNSEx{{afInet, []byte{100, 64, 0, 1}, 5353, ""}}}},
+		{Method: "SetLinkDNSEx", Index: 7, Args: []any{[]resolvedtest.LinkDNSEx{{Family: afInet, Address: []byte{100, 64, 0, 1}, Port: 5353}}}},
 	})
 }
 
@@ -113,7 +122,7 @@ func TestRegisterOtherPort(t *testing.T) {
 // reverted.
 func TestOldResolved(t *testing.T) {
 	addr := privateBus(t)
-	fake := &fakeResolved{fail: map[string]string{
+	fake := &resolvedtest.Fake{Fail: map[string]string{
 		"SetLinkDefaultRoute": errUnknownMethod,
 		"SetLinkDNSOverTLS":   errUnknownMethod,
 		"SetLinkDNSEx":        errUnknownMethod,
@@ -126,7 +135,7 @@ func TestOldResolved(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fake.taken()
+	fake.Taken()
 
 	cfg := config(addr)
 	cfg.Servers = []netip.AddrPort{netip.MustParseAddrPort("100.64.0.1:5353")}
@@ -134,7 +143,7 @@ func TestOldResolved(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "port 53") {
 		t.Fatalf("Register on port 5353 with an old resolved: %v, want advice to use port 53", err)
 	}
-	calls := fake.taken()
+	calls := fake.Taken()
 	if last := calls[len(calls)-1]; last.Method != "RevertLink" {
 		t.Fatalf("after the failure the last call was %s, want RevertLink", last.Method)
 	}
@@ -142,16 +151,16 @@ func TestOldResolved(t *testing.T) {
 
 func TestPermissionDenied(t *testing.T) {
 	addr := privateBus(t)
-	fake := &fakeResolved{fail: map[string]string{"SetLinkDomains": errAccessDenied}}
+	fake := &resolvedtest.Fake{Fail: map[string]string{"SetLinkDomains": errAccessDenied}}
 	serveFake(t, addr, fake)
 	_, err := Register(context.Background(), config(addr))
 	var ue *UnavailableError
 	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("Register refused by polkit: %v, want a permission error (not 'unavailable')", err)
 	}
-	checkCalls(t, fake.taken(), []call{
-		{"SetLinkDomains", 7, []any{wantDomains()}},
-		{"RevertLink", 7, nil},
+	checkCalls(t, fake.Taken(), []call{
+		{Method: "SetLinkDomains", Index: 7, Args: []any{wantDomains()}},
+		{Method: "RevertLink", Index: 7},
 	})
 }
 

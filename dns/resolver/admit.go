@@ -15,7 +15,7 @@ import (
 // short TTL, yet caps what one source can make the node do.
 const (
 	DefaultRate  rate.Limit = 100
-	DefaultBurst            = 200
+	DefaultBurst int        = 200
 )
 
 // DefaultMaxSources bounds the per-source limiter map. Overlay sources are

@@ -10,7 +10,8 @@ func TestAdmissionNamesOneMesh(t *testing.T) {
 	if Admission(1).Rendezvous() == Admission(2).Rendezvous() {
 		t.Fatal("two test meshes share a rendezvous")
 	}
-	if Admission(1).Rendezvous() != Admission(1).Rendezvous() {
+	first, again := Admission(1), Admission(1)
+	if first.Rendezvous() != again.Rendezvous() {
 		t.Fatal("one test mesh gave two rendezvous")
 	}
 }

@@ -3,7 +3,10 @@ package direct
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -57,7 +60,7 @@ func enableOffload(c *net.UDPConn) (tx, rx bool) {
 	}
 	_ = rc.Control(func(fd uintptr) {
 		_, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
-		tx = err == nil
+		tx = err == nil && !gsoBroken(runningKernel())
 		if !kernelAtLeast(5, 12) {
 			return
 		}
@@ -73,24 +76,79 @@ func enableOffload(c *net.UDPConn) (tx, rx bool) {
 // kernelAtLeast reports whether the running kernel's release is at least
 // major.minor.
 func kernelAtLeast(major, minor int) bool {
+	v, ok := runningKernel()
+	return ok && (v[0] > major || v[0] == major && v[1] >= minor)
+}
+
+// runningKernel returns the running kernel's version (uname's release).
+func runningKernel() (v [3]int, ok bool) {
 	var u unix.Utsname
 	if unix.Uname(&u) != nil {
-		return false
+		return v, false
 	}
-	var v [2]int
-	i := 0
-	for _, c := range u.Release {
-		if c >= '0' && c <= '9' {
-			v[i] = v[i]*10 + int(c-'0')
-			continue
+	return parseKernelRelease(unix.ByteSliceToString(u.Release[:]))
+}
+
+// parseKernelRelease reads "major.minor[.patch]" from the front of a
+// kernel release such as "6.8.0-45-generic" or "7.1-rc5"; a missing patch
+// level is 0. ok is false when the release does not start with
+// major.minor.
+func parseKernelRelease(rel string) (v [3]int, ok bool) {
+	i, n := 0, 0
+	for i < len(v) {
+		start := n
+		for n < len(rel) && rel[n] >= '0' && rel[n] <= '9' && n-start < 6 {
+			v[i] = v[i]*10 + int(rel[n]-'0')
+			n++
 		}
-		i++
-		if i == len(v) {
+		if n == start {
 			break
 		}
+		i++
+		if n == len(rel) || rel[n] != '.' {
+			break
+		}
+		n++
 	}
-	return v[0] > major || v[0] == major && v[1] >= minor
+	return v, i >= 2
 }
+
+// gsoBroken reports whether a kernel has the UDP GSO bug of Linux 7.0 to
+// 7.1.4: segmented sends leave with mangled UDP headers and checksums on
+// many drivers, and most of a flow is lost (introduced by b10b446 in
+// 7.0-rc1, fixed by 78effd8 and 5f17ae0, released in 7.1.5). Impact depends
+// on the driver and cannot be detected without sending, so, like
+// Tailscale, we send without GSO on every kernel in that range. Distribution
+// kernels that carry the fix lose only GSO's CPU savings, never packets.
+func gsoBroken(v [3]int, ok bool) bool {
+	if !ok {
+		return false
+	}
+	after := func(a, b [3]int) bool { // a >= b
+		for i := range a {
+			if a[i] != b[i] {
+				return a[i] > b[i]
+			}
+		}
+		return true
+	}
+	return after(v, [3]int{7, 0, 0}) && after([3]int{7, 1, 4}, v)
+}
+
+// warnGSOBroken logs, once per process, that the running kernel is in
+// gsoBroken's range and the direct path sends without segmentation.
+func warnGSOBroken(log *slog.Logger) {
+	v, ok := runningKernel()
+	if !gsoBroken(v, ok) {
+		return
+	}
+	gsoWarnOnce.Do(func() {
+		log.Warn("direct: this kernel has the UDP GSO bug of Linux 7.0 to 7.1.4; sending without segmentation offload (update to 7.1.5 or later for full speed)",
+			"kernel", fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]))
+	})
+}
+
+var gsoWarnOnce sync.Once
 
 // groSegmentSize returns the segment size the kernel reported for a
 // coalesced message, or 0 if the message is a single datagram.

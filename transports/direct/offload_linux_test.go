@@ -374,3 +374,45 @@ func TestIdleReaderSplitsCoalesced(t *testing.T) {
 		}
 	}
 }
+
+// TestGSOBrokenKernels: the kernels with the UDP GSO bug (7.0 to 7.1.4,
+// release candidates of 7.1 included) send without segmentation; older
+// and fixed ones keep it, and so does a release that cannot be read.
+func TestGSOBrokenKernels(t *testing.T) {
+	tests := []struct {
+		release string
+		want    [3]int
+		ok      bool
+		broken  bool
+	}{
+		{"6.8.0-45-generic", [3]int{6, 8, 0}, true, false},
+		{"6.18.44-fc-v669", [3]int{6, 18, 44}, true, false},
+		{"6.19.9", [3]int{6, 19, 9}, true, false},
+		{"7.0-rc1", [3]int{7, 0, 0}, true, true},
+		{"7.0.0", [3]int{7, 0, 0}, true, true},
+		{"7.0.2-6-pve", [3]int{7, 0, 2}, true, true},
+		{"7.0.14-pve", [3]int{7, 0, 14}, true, true},
+		{"7.1-rc5", [3]int{7, 1, 0}, true, true},
+		{"7.1.0", [3]int{7, 1, 0}, true, true},
+		{"7.1.4-arch1-1", [3]int{7, 1, 4}, true, true},
+		{"7.1.5", [3]int{7, 1, 5}, true, false},
+		{"7.1.10", [3]int{7, 1, 10}, true, false},
+		{"7.2.0", [3]int{7, 2, 0}, true, false},
+		{"8.0", [3]int{8, 0, 0}, true, false},
+		{"7", [3]int{7, 0, 0}, false, false},
+		{"", [3]int{}, false, false},
+		{"linux", [3]int{}, false, false},
+		{"99999999.1", [3]int{999999, 0, 0}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.release, func(t *testing.T) {
+			v, ok := parseKernelRelease(tt.release)
+			if ok != tt.ok || (ok && v != tt.want) {
+				t.Fatalf("parseKernelRelease(%q) = %v, %v; want %v, %v", tt.release, v, ok, tt.want, tt.ok)
+			}
+			if got := gsoBroken(v, ok); got != tt.broken {
+				t.Errorf("gsoBroken(%q) = %v, want %v", tt.release, got, tt.broken)
+			}
+		})
+	}
+}

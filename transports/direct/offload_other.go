@@ -2,7 +2,10 @@
 
 package direct
 
-import "net"
+import (
+	"log/slog"
+	"net"
+)
 
 // Without Linux's UDP segmentation offload every datagram is its own
 // message; see offload_linux.go for what these mean there.
@@ -24,3 +27,5 @@ func groSegmentSize([]byte) int { return 0 }
 func putSegmentSize(b []byte, _ uint16) []byte { return b[:0] }
 
 func gsoFailed(error) (retry, disable bool) { return false, false }
+
+func warnGSOBroken(*slog.Logger) {}

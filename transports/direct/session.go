@@ -131,13 +131,17 @@ func (v sessionView) dead() bool {
 	return v.state == ice.ConnectionStateFailed || v.state == ice.ConnectionStateClosed
 }
 
-// candidates returns the local candidates to signal: server-reflexive
-// first (they punch NATs), then host ones, loopback last, at most
-// maxCandidates.
+// candidates returns the local candidates to signal: the port-mapped one
+// (mapped.go) and server-reflexive ones first (they get through NATs),
+// then host ones, loopback last, at most maxCandidates.
 func (s *session) candidates() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := append([]string(nil), s.srflx...)
+	var out []string
+	if m := s.t.mapped.Load(); m != nil {
+		out = append(out, *m)
+	}
+	out = append(out, s.srflx...)
 	hosts := append([]string(nil), s.hosts...)
 	sort.SliceStable(hosts, func(i, j int) bool {
 		return !isLoopbackCandidate(hosts[i]) && isLoopbackCandidate(hosts[j])

@@ -52,7 +52,8 @@ type Transport struct {
 	ownAddrs map[netip.Addr]bool
 	marker   *hostMarker
 	urls     []*stun.URI
-	epoch    time.Time // monotonic base for packet timestamps
+	epoch    time.Time              // monotonic base for packet timestamps
+	mapped   atomic.Pointer[string] // the port-mapped candidate (mapped.go); nil without one
 
 	// peers and byAddr are copy-on-write maps read on the hot path without
 	// a lock; mu serialises writers.
@@ -126,6 +127,7 @@ func New(cfg Config) (*Transport, error) {
 	t.local = t.udp.LocalAddr().(*net.UDPAddr).AddrPort()
 	t.pc4 = ipv4.NewPacketConn(t.udp)
 	gso, gro := enableOffload(t.udp)
+	warnGSOBroken(t.log)
 	t.gso.Store(gso)
 	t.gro = gro
 	if t.inet, err = stdnet.NewNet(); err != nil {

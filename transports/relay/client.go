@@ -182,24 +182,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	u, _ := url.Parse(cfg.URL) // normalizeURL parsed it already
-	d := &dialer{relayURL: u, proxy: cfg.Proxy}
-	d.net.Timeout = cfg.DialTimeout
-	tlsConf := cfg.TLSConfig.Clone()
-	if tlsConf != nil {
-		// The WebSocket upgrade needs HTTP/1.1.
-		tlsConf.NextProtos = []string{"http/1.1"}
-	}
-	tr := &http.Transport{
-		DialContext:         d.dialContext,
-		TLSClientConfig:     tlsConf,
-		TLSHandshakeTimeout: cfg.DialTimeout,
-		// Every connection ends up hijacked by the WebSocket; one that
-		// failed the upgrade is not worth keeping.
-		DisableKeepAlives: true,
-		// An upgrade answer is a handful of headers; this bounds what a
-		// hostile relay or proxy can make us buffer.
-		MaxResponseHeaderBytes: maxResponseHeader,
-	}
+	tr := newHTTPTransport(u, cfg.Proxy, cfg.TLSConfig, cfg.DialTimeout)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		cfg:        cfg,

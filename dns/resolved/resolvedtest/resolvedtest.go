@@ -1,4 +1,8 @@
-package resolved
+// Package resolvedtest gives tests a private D-Bus message bus and a fake
+// systemd-resolved (org.freedesktop.resolve1) on it that records the link
+// calls it receives, so that split DNS registration can be tested without
+// touching the host's resolver.
+package resolvedtest
 
 import (
 	"bufio"
@@ -12,6 +16,17 @@ import (
 
 	"github.com/godbus/dbus/v5"
 )
+
+// resolve1's bus name, object and interface, as package resolved calls
+// them.
+const (
+	busName = "org.freedesktop.resolve1"
+	objPath = dbus.ObjectPath("/org/freedesktop/resolve1")
+	manager = "org.freedesktop.resolve1.Manager"
+)
+
+// busStartWait bounds how long dbus-daemon may take to print its address.
+const busStartWait = 30 * time.Second
 
 // busConfig is a private message bus that lets anyone own any name: enough
 // for a fake resolve1 and the client under test, and nothing else listens.
@@ -30,10 +45,10 @@ const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Con
 </busconfig>
 `
 
-// privateBus starts a dbus-daemon of its own for the test and returns its
+// PrivateBus starts a dbus-daemon of its own for the test and returns its
 // address; the test's cleanup stops it. It skips the test, saying why,
 // where dbus-daemon is missing (scripts/deps.sh installs it).
-func privateBus(t *testing.T) string {
+func PrivateBus(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("dbus-daemon")
 	if err != nil {
@@ -68,60 +83,82 @@ func privateBus(t *testing.T) string {
 			t.Fatal("dbus-daemon printed no address")
 		}
 		return addr
-	case <-time.After(30 * time.Second):
-		t.Fatal("dbus-daemon printed no address within 30 s")
+	case <-time.After(busStartWait):
+		t.Fatalf("dbus-daemon printed no address within %v", busStartWait)
 	}
 	return ""
 }
 
-// call is one method call the fake resolve1 received.
-type call struct {
+// Call is one method call the fake received.
+type Call struct {
 	Method string
 	Index  int32
 	Args   []any
 }
 
-// fakeResolved serves org.freedesktop.resolve1.Manager's link methods on a
-// bus and records every call. fail makes a method return a D-Bus error of
-// that name instead (as a resolved too old to know it, or a polkit
-// refusal, would).
-type fakeResolved struct {
+// LinkDNS, LinkDNSEx and LinkDomain are the D-Bus structures of the
+// SetLinkDNS, SetLinkDNSEx and SetLinkDomains arguments, as the fake
+// decodes them.
+type (
+	LinkDNS struct {
+		Family  int32
+		Address []byte
+	}
+	LinkDNSEx struct {
+		Family  int32
+		Address []byte
+		Port    uint16
+		Name    string
+	}
+	LinkDomain struct {
+		Domain      string
+		RoutingOnly bool
+	}
+)
+
+// Fake serves org.freedesktop.resolve1.Manager's link methods and records
+// every call. Fail makes a method return a D-Bus error of that name
+// instead (as a resolved too old to know it, or a polkit refusal, would);
+// set it before Serve.
+type Fake struct {
+	Fail map[string]string
+
 	mu    sync.Mutex
-	calls []call
-	fail  map[string]string
+	calls []Call
 }
 
-func (f *fakeResolved) record(method string, index int32, args ...any) *dbus.Error {
+func (f *Fake) record(method string, index int32, args ...any) *dbus.Error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls = append(f.calls, call{Method: method, Index: index, Args: args})
-	if name, ok := f.fail[method]; ok {
+	f.calls = append(f.calls, Call{Method: method, Index: index, Args: args})
+	if name, ok := f.Fail[method]; ok {
 		return dbus.NewError(name, []any{method + " refused by the fake"})
 	}
 	return nil
 }
 
-func (f *fakeResolved) SetLinkDNS(i int32, a []linkDNS) *dbus.Error {
+func (f *Fake) SetLinkDNS(i int32, a []LinkDNS) *dbus.Error {
 	return f.record("SetLinkDNS", i, a)
 }
-func (f *fakeResolved) SetLinkDNSEx(i int32, a []linkDNSEx) *dbus.Error {
+func (f *Fake) SetLinkDNSEx(i int32, a []LinkDNSEx) *dbus.Error {
 	return f.record("SetLinkDNSEx", i, a)
 }
-func (f *fakeResolved) SetLinkDomains(i int32, d []linkDomain) *dbus.Error {
+func (f *Fake) SetLinkDomains(i int32, d []LinkDomain) *dbus.Error {
 	return f.record("SetLinkDomains", i, d)
 }
-func (f *fakeResolved) SetLinkDefaultRoute(i int32, b bool) *dbus.Error {
+func (f *Fake) SetLinkDefaultRoute(i int32, b bool) *dbus.Error {
 	return f.record("SetLinkDefaultRoute", i, b)
 }
-func (f *fakeResolved) SetLinkDNSSEC(i int32, m string) *dbus.Error {
+func (f *Fake) SetLinkDNSSEC(i int32, m string) *dbus.Error {
 	return f.record("SetLinkDNSSEC", i, m)
 }
-func (f *fakeResolved) SetLinkDNSOverTLS(i int32, m string) *dbus.Error {
+func (f *Fake) SetLinkDNSOverTLS(i int32, m string) *dbus.Error {
 	return f.record("SetLinkDNSOverTLS", i, m)
 }
-func (f *fakeResolved) RevertLink(i int32) *dbus.Error { return f.record("RevertLink", i) }
+func (f *Fake) RevertLink(i int32) *dbus.Error { return f.record("RevertLink", i) }
 
-func (f *fakeResolved) taken() []call {
+// Taken returns the calls received since the last Taken.
+func (f *Fake) Taken() []Call {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := f.calls
@@ -129,8 +166,9 @@ func (f *fakeResolved) taken() []call {
 	return out
 }
 
-// serveFake exports f as systemd-resolved on the bus at addr.
-func serveFake(t *testing.T, addr string, f *fakeResolved) {
+// Serve exports f as systemd-resolved on the bus at addr until the test
+// ends.
+func Serve(t testing.TB, addr string, f *Fake) {
 	t.Helper()
 	conn, err := dbus.Connect(addr)
 	if err != nil {

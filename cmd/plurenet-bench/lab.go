@@ -65,7 +65,7 @@ type bench struct {
 	stateDir string
 }
 
-// labRows measures rows (a) to (h) in a fresh lab. The outcome says whether
+// labRows measures rows (a) to (i) in a fresh lab. The outcome says whether
 // the lab could run at all.
 func labRows(cfg labConfig) ([]*row, labOutcome) {
 	var rows []*row
@@ -92,6 +92,7 @@ func labRows(cfg labConfig) ([]*row, labOutcome) {
 		rb := lab.NATRouter("rb", netlab.RouterConfig{})
 		nat := &bench{t: t, cfg: cfg, a: lab.Host("na", ra), b: lab.Host("nb", rb), relay: b.relay, stateDir: dir}
 		rows = append(rows, nat.natRows(rb)...)
+		rows = append(rows, nat.firstContact())
 	})
 	return rows, out
 }

@@ -49,13 +49,7 @@ func TestSuspectAndSilenced(t *testing.T) {
 // LossTimeout rule would, and the flow carries on over the other
 // transport. The time is logged, not asserted: make bench measures it.
 func TestFastLossUnderTraffic(t *testing.T) {
-	n := newSignalNet()
-	a, b := newWGNode(t, n, "100.64.0.1"), newWGNode(t, n, "100.64.0.2")
-	connect(t, a, b)
-	waitState(t, a.tr, b.key.Public(), StateDirect, 20*time.Second)
-	waitState(t, b.tr, a.key.Public(), StateDirect, 20*time.Second)
-	ping(t, a, b)
-	ping(t, b, a)
+	a, b := directPair(t)
 
 	// The flow: a packet every 20 ms from a to b, and b reads them.
 	stop := make(chan struct{})
@@ -99,17 +93,7 @@ func TestFastLossUnderTraffic(t *testing.T) {
 	}
 	t.Logf("working path: %d probes in %v, none unanswered", st.Probes, 3*LossTimeout)
 
-	cut := time.Now()
-	a.tr.stats.blackhole.Store(true)
-	b.tr.stats.blackhole.Store(true)
-	deadline := time.Now().Add(4 * LossTimeout)
-	for a.tr.Reachable(b.key.Public()) {
-		if time.Now().After(deadline) {
-			t.Fatal("direct path still reachable long after it went silent")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	took := time.Since(cut)
+	took := blackholeUntilUnreachable(t, a, b)
 	if st := a.tr.Stats(); st.FastLosses != 1 {
 		t.Fatalf("the dead path was not cut by unanswered probes: %+v", st)
 	}

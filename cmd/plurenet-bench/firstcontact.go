@@ -13,18 +13,18 @@ import (
 	"github.com/plures/plurenet/internal/netlab"
 )
 
-// Settings of row (i).
+// Settings of row (k).
 const (
-	// firstContactJoins is how many joins row (i) measures: the stall it
+	// firstContactJoins is how many joins row (k) measures: the stall it
 	// looks for (a lost first WireGuard handshake waiting out the 5 s
 	// retry) was seen in about one join in nine.
 	firstContactJoins = 50
 	// firstContactPingInterval is ping's -i from the moment a member is
-	// listed: the resolution of row (i).
+	// listed: the resolution of row (k).
 	firstContactPingInterval = "0.05"
 )
 
-// firstContact measures row (i): a pair of kernel-TUN nodes behind NATs
+// firstContact measures row (k): a pair of kernel-TUN nodes behind NATs
 // is started afresh firstContactJoins times (new keys, so every join is a
 // first contact); as soon as a's status lists b, a pings b, and the row
 // reports the time from the later of the two "member joined" log lines
@@ -32,7 +32,7 @@ const (
 // status round trip, so a figure includes that; a lost handshake shows
 // as 5 s.
 func (b *bench) firstContact() *row {
-	r := &row{section: sectionLab, label: fmt.Sprintf("(i) first contact: members joined until first ping reply (%d joins)", firstContactJoins)}
+	r := &row{section: sectionLab, label: fmt.Sprintf("(k) first contact: members joined until first ping reply (%d joins)", firstContactJoins)}
 	rp, url, err := b.startRelay()
 	defer procs{rp}.stop()
 	if err != nil {

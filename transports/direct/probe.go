@@ -149,7 +149,7 @@ func (p *peer) sendProbe(dp *directPath) {
 		return
 	}
 	dp.probing.Store(ps)
-	p.t.stats.probes.Add(1)
+	p.t.stats.liveProbes.Add(1)
 	p.probeTimer.Reset(probeInterval)
 	if _, err := p.t.udp.WriteToUDPAddrPort(m.Raw, dp.addr); err != nil {
 		p.log.Debug("direct: sending probe", "to", dp.addr.String(), "err", err)

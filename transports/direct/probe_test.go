@@ -91,7 +91,7 @@ func TestFastLossUnderTraffic(t *testing.T) {
 	if st.FastLosses != 0 || !a.tr.Reachable(b.key.Public()) {
 		t.Fatalf("a working path under a one-way flow was cut: %+v", st)
 	}
-	t.Logf("working path: %d probes in %v, none unanswered", st.Probes, 3*LossTimeout)
+	t.Logf("working path: %d probes in %v, none unanswered", st.LivenessProbes, 3*LossTimeout)
 
 	took := blackholeUntilUnreachable(t, a, b)
 	if st := a.tr.Stats(); st.FastLosses != 1 {

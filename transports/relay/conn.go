@@ -75,6 +75,7 @@ type conn struct {
 	id          uint64 // presence epoch
 	ws          *websocket.Conn
 	welcome     relayproto.Welcome
+	adm         relayproto.AdmissionKey // what the handshake presented
 	maxPayload  int
 	established time.Time
 	pacer       *rate.Limiter // nil when the relay announced no rate limit
@@ -140,7 +141,8 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
 	}
-	w, err := Handshake(ctx, ws, c.cfg.PrivateKey, c.cfg.Admission)
+	adm := c.admissionKey()
+	w, err := Handshake(ctx, ws, c.cfg.PrivateKey, adm)
 	if err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
@@ -150,6 +152,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 		id:          c.nextConnID.Add(1),
 		ws:          ws,
 		welcome:     w,
+		adm:         adm,
 		maxPayload:  int(w.MaxPayload),
 		established: time.Now(),
 		out:         make(chan *[]byte, sendQueueLen),

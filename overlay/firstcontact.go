@@ -16,17 +16,17 @@ import (
 //     its announcement, and WaitMember returns only once it is, so that
 //     neither a handshake nor a dial races the configuration;
 //   - the Bind keeps the last handshake message it sent to each peer for
-//     5 s and sends it again when a path to the peer appears (ICE
-//     validates or moves the direct path) or when the peer is heard from
-//     (an announcement: the peer knows this member by then): heardFrom
-//     and pathChanged;
+//     5 s and sends it again when the path to the peer changes (ICE
+//     validates or moves the direct path, or it stops carrying and the
+//     relay takes over) or when the peer is heard from (an announcement:
+//     the peer knows this member by then): pathChanged and heardFrom;
 //   - a freshly validated direct path is tentative, and packets go over
 //     the relay too until the peer is seen using it (transports.TentativeSender).
 //
 // TestFirstContact measures the time from a join to the first ping reply.
 
-// pathChanged is the direct transport's OnPathChange: a path to peer
-// appeared or moved.
+// pathChanged is the direct transport's OnPathChange: the direct path to
+// peer appeared, moved or stopped carrying.
 func (n *Node) pathChanged(peer nodekey.Public) {
 	n.bind.ResendHandshake(peer)
 }

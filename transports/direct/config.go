@@ -106,11 +106,13 @@ type Config struct {
 	// what it keeps. Without it such packets are dropped and counted.
 	Deliver func(from nodekey.Public, pkt []byte)
 
-	// OnPathChange, if set, is called when ICE validates a path to peer or
-	// moves it to another pair: the moment a WireGuard handshake lost
-	// before it (or on a pair the peer had not accepted yet) is worth
-	// sending again (transports.Bind.ResendHandshake). It is called from
-	// the peer's state machine and must not block, nor call RemovePeer.
+	// OnPathChange, if set, is called when the direct path to peer
+	// changes: ICE validates it or moves it to another pair, or it stops
+	// carrying packets (lost, or cut by unanswered probes) and packets
+	// take the relay. That is the moment a WireGuard handshake message
+	// lost on the old path is worth sending again
+	// (transports.Bind.ResendHandshake). It is called from the peer's
+	// state machine and must not block, nor call RemovePeer.
 	OnPathChange func(peer nodekey.Public)
 
 	// DisableICE turns ICE off: peers are reached only on static paths

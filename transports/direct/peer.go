@@ -257,6 +257,7 @@ func (p *peer) endSession() {
 func (p *peer) lose(now time.Time, reason string) {
 	if p.state == StateDirect {
 		p.log.Info("direct path lost; falling back", "reason", reason)
+		defer p.pathChanged()
 	} else {
 		p.log.Debug("direct: attempt failed", "reason", reason)
 	}
@@ -432,6 +433,12 @@ func (p *peer) useRemote(remote netip.AddrPort) {
 		old = prev.addr
 	}
 	p.t.setAddr(remote, p, old)
+	p.pathChanged()
+}
+
+// pathChanged tells Config.OnPathChange that packets to the peer take
+// another path now: the direct one appeared, moved, or stopped carrying.
+func (p *peer) pathChanged() {
 	if f := p.t.cfg.OnPathChange; f != nil {
 		f(p.key)
 	}

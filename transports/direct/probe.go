@@ -102,6 +102,7 @@ func (p *peer) probe(dp *directPath, rtt time.Duration, now int64) {
 		if dp.cut.Swap(false) {
 			p.t.stats.falseLosses.Add(1)
 			p.log.Info("direct path answers again; back from the relay")
+			p.pathChanged()
 		}
 		dp.cutLogged = false
 		dp.probeSince.Store(0)
@@ -114,6 +115,7 @@ func (p *peer) probe(dp *directPath, rtt time.Duration, now int64) {
 	if since != 0 && !dp.cutLogged && p.silenced(dp, now) {
 		dp.cutLogged = true
 		p.log.Info("direct path unanswered; falling back", "silent", time.Duration(now-dp.lastRecv.Load()).Round(time.Millisecond))
+		p.pathChanged()
 	}
 	if since != 0 && now-dp.lastProbe < int64(probeInterval) {
 		return

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/wscork"
 )
 
 // Per-connection limits and timers.
@@ -74,6 +75,7 @@ type conn struct {
 	c           *Client
 	id          uint64 // presence epoch
 	ws          *websocket.Conn
+	cork        *wscork.Conn // the socket under ws; nil if it could not be wrapped
 	welcome     relayproto.Welcome
 	maxPayload  int
 	established time.Time
@@ -136,7 +138,8 @@ var errRelayClosed = errors.New("relay closed the connection")
 func (c *Client) dial(ctx context.Context) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	ws, err := DialWebSocket(ctx, c.cfg.URL, c.httpClient)
+	var slot wscork.Slot
+	ws, err := DialWebSocket(wscork.WithSlot(ctx, &slot), c.cfg.URL, c.httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
 	}
@@ -149,6 +152,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 		c:           c,
 		id:          c.nextConnID.Add(1),
 		ws:          ws,
+		cork:        slot.Conn(),
 		welcome:     w,
 		maxPayload:  int(w.MaxPayload),
 		established: time.Now(),
@@ -247,7 +251,7 @@ func (cn *conn) writeLoop() {
 	for {
 		select {
 		case b := <-cn.out:
-			if !cn.write(b) {
+			if !cn.writeBatch(b) {
 				return
 			}
 		case <-cn.leave:
@@ -273,6 +277,30 @@ func (cn *conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeBatch writes b and what was queued behind it (at most a queue's
+// worth, so that a ping waiting in the batch is not held back by a sender
+// that never pauses), corked so that the frames leave in as few socket
+// writes as they need. It reports false when the connection failed.
+func (cn *conn) writeBatch(b *[]byte) bool {
+	cn.cork.Cork()
+	ok := cn.write(b)
+	for n := 1; ok && n < sendQueueLen; n++ {
+		select {
+		case b = <-cn.out:
+			ok = cn.write(b)
+			continue
+		default:
+		}
+		break
+	}
+	if err := cn.cork.Uncork(); err != nil && ok {
+		cn.c.log.Debug("relay: write failed", "relay", cn.c.cfg.URL, "err", err)
+		cn.ws.CloseNow()
+		return false
+	}
+	return ok
 }
 
 // write sends one frame and recycles its buffer. It reports false when the

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/plures/plurenet/internal/wscork"
 )
 
 // newHTTPTransport returns the HTTP transport under a relay's WebSocket:
@@ -19,7 +21,9 @@ func newHTTPTransport(u *url.URL, proxy func(*http.Request) (*url.URL, error), t
 		tlsConf.NextProtos = []string{"http/1.1"}
 	}
 	return &http.Transport{
-		DialContext:         d.dialContext,
+		// Wrapped so that the connection's writer can cork the socket
+		// (internal/wscork); dial puts a slot in the context for it.
+		DialContext:         wscork.Dial(d.dialContext),
 		TLSClientConfig:     tlsConf,
 		TLSHandshakeTimeout: timeout,
 		// Every connection ends up hijacked by the WebSocket; one that

@@ -28,12 +28,17 @@ const (
 	// so that large frames cannot make 512 frames cost 32 MiB.
 	DefaultSendQueueBytes = 4 << 20
 	// DefaultRateBytesPerSec and DefaultRateBurstBytes bound what one
-	// connection may push through the relay. 64 MiB/s lets one tunnel use
-	// about half of what a 2-core instance forwards (measured ~135 MB/s)
-	// while a single client cannot take all of it. Clients pace themselves
-	// to the rate the Welcome announces, so a bulk transfer meets
-	// backpressure rather than drops (drops would collapse its TCP window).
-	DefaultRateBytesPerSec = 64 << 20
+	// connection may push through the relay. 256 MiB/s (2.1 Gbit/s) is
+	// above what a 2-core instance forwards for one pair (measured ~230
+	// MB/s with batched writes), so a private relay does not cap its own
+	// member; it still stops one client of a big shared instance from
+	// taking every core, and the per-connection queue caps bound what a
+	// fast sender costs its receivers. A shared relay that wants each
+	// member to have a fair share sets a lower --rate (docs/operations.md).
+	// Clients pace themselves to the rate the Welcome announces, so a bulk
+	// transfer meets backpressure rather than drops (drops would collapse
+	// its TCP window).
+	DefaultRateBytesPerSec = 256 << 20
 	DefaultRateBurstBytes  = 8 << 20
 	// DefaultHandshakeTimeout is generous for a TLS+WebSocket client on a slow
 	// link, short enough that half-open sockets do not accumulate.

@@ -13,6 +13,10 @@
 //
 // Writes that happen while the Conn is not corked (pings, pongs and close
 // frames from other goroutines) go straight through.
+//
+// The reading side mirrors it: while the peer's batches arrive faster than
+// the WebSocket's 4 KiB reader takes them, a Conn reads a batch at once
+// (Read).
 package wscork
 
 import (
@@ -47,6 +51,13 @@ type Conn struct {
 	corked bool
 	batch  *[]byte // taken from batchPool while corked
 	err    error   // the first failed socket write; sticky
+
+	// Read-ahead, used by the one reading goroutine only (the WebSocket
+	// library serializes reads). ahead[pos:end] is what was read from the
+	// socket and not yet handed out.
+	ahead    *[]byte // taken from batchPool while the peer is sending fast
+	pos, end int
+	busy     bool // the last socket read filled the buffer it was given
 }
 
 // New wraps nc. timeout bounds each socket write made while corked (zero:
@@ -107,6 +118,47 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	*c.batch = append(*c.batch, p...)
 	return len(p), nil
+}
+
+// Read reads what the peer sent. While the peer sends faster than one
+// read takes in (the last read filled its buffer, as batched writes do),
+// it reads up to MaxBatch at once into a pooled buffer and hands it out
+// from there, so that a 64 KiB batch costs one system call instead of one
+// per 4 KiB the WebSocket's reader asks for. Once a read comes back short
+// (the socket is drained) the buffer goes back to the pool, so a quiet
+// connection does not hold one.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.ahead != nil {
+		if c.pos < c.end {
+			n := copy(p, (*c.ahead)[c.pos:c.end])
+			c.pos += n
+			return n, nil
+		}
+		*c.ahead = (*c.ahead)[:0]
+		batchPool.Put(c.ahead)
+		c.ahead = nil
+	}
+	if !c.busy || len(p) >= MaxBatch {
+		n, err := c.Conn.Read(p)
+		c.busy = n == len(p)
+		return n, err
+	}
+	c.ahead = batchPool.Get().(*[]byte)
+	buf := (*c.ahead)[:MaxBatch]
+	n, err := c.Conn.Read(buf)
+	c.busy = n == len(buf)
+	c.pos, c.end = 0, n
+	m := copy(p, buf[:n])
+	c.pos = m
+	if m > 0 {
+		// Deliver the data first; an error that came with it is seen
+		// again by the next read of the socket.
+		return m, nil
+	}
+	return 0, err
 }
 
 // flushLocked writes the batch, if any.

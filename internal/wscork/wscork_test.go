@@ -1,8 +1,10 @@
 package wscork
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -121,5 +123,62 @@ func TestNilConnCorkIsANoOp(t *testing.T) {
 	c.Cork()
 	if err := c.Uncork(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countingReader is a net.Conn whose reads come from data, at most chunk
+// bytes per read (a socket with chunk bytes waiting each time), and
+// counts them.
+type countingReader struct {
+	net.Conn
+	data  []byte
+	chunk int
+	reads int
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	r.reads++
+	n := copy(p, r.data[:min(len(r.data), r.chunk)])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func TestReadAheadWhileBusyAndNotWhenQuiet(t *testing.T) {
+	want := make([]byte, 3*MaxBatch+100)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	src := &countingReader{data: want, chunk: MaxBatch}
+	c := New(src, 0)
+	br := bufio.NewReaderSize(c, 4096)
+	got, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("read-ahead reordered or lost bytes")
+	}
+	// 4 KiB at a time would take 49 reads; read-ahead takes one per batch
+	// after the first full 4 KiB read, plus the short tail and the EOF.
+	if src.reads > 6 {
+		t.Errorf("%d socket reads for %d bytes sent in 64 KiB batches, want at most 6", src.reads, len(want))
+	}
+	if c.ahead != nil {
+		t.Error("read-ahead buffer held after the socket drained")
+	}
+
+	quiet := &countingReader{data: bytes.Repeat([]byte{1}, 100), chunk: 10}
+	c = New(quiet, 0)
+	p := make([]byte, 64)
+	for range 3 {
+		if _, err := c.Read(p); err != nil {
+			t.Fatal(err)
+		}
+		if c.ahead != nil {
+			t.Fatal("a connection whose reads come back short took a read-ahead buffer")
+		}
 	}
 }

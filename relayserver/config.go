@@ -29,11 +29,12 @@ const (
 	DefaultSendQueueBytes = 4 << 20
 	// DefaultRateBytesPerSec and DefaultRateBurstBytes bound what one
 	// connection may push through the relay. 256 MiB/s (2.1 Gbit/s) is
-	// above what a 2-core instance forwards for one pair (measured ~230
-	// MB/s with batched writes), so a private relay does not cap its own
-	// member; it still stops one client of a big shared instance from
-	// taking every core, and the per-connection queue caps bound what a
-	// fast sender costs its receivers. A shared relay that wants each
+	// more than most members' link to a relay, so a private relay does not
+	// hold its member below its own link (a 2-core instance forwards
+	// 250-500 MB/s for one pair with batched writes); it still stops one
+	// client of a big shared instance from taking every core, and the
+	// per-connection queue caps bound what a fast sender costs its
+	// receivers. A shared relay that wants each
 	// member to have a fair share sets a lower --rate (docs/operations.md).
 	// Clients pace themselves to the rate the Welcome announces, so a bulk
 	// transfer meets backpressure rather than drops (drops would collapse

@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -29,7 +31,15 @@ const benchWindow = 256
 // another through an in-process relay on loopback. Compare with
 // BenchmarkTCPPipe from the same run for the relay's cost over raw TCP.
 func BenchmarkRelayThroughput(b *testing.B) {
-	relayThroughput(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited})
+	relayThroughput(b, startRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited}, nil), nil)
+}
+
+// BenchmarkRelayThroughputTLS is BenchmarkRelayThroughput over wss://.
+func BenchmarkRelayThroughputTLS(b *testing.B) {
+	r := startTLSRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited})
+	roots := x509.NewCertPool()
+	roots.AddCert(r.ts.Certificate())
+	relayThroughput(b, r, &tls.Config{RootCAs: roots})
 }
 
 // BenchmarkRelayThroughputDefaults is BenchmarkRelayThroughput through a
@@ -37,14 +47,15 @@ func BenchmarkRelayThroughput(b *testing.B) {
 // client paces itself to, is what a member of a relay run with no options
 // gets.
 func BenchmarkRelayThroughputDefaults(b *testing.B) {
-	relayThroughput(b, relayserver.Config{})
+	relayThroughput(b, startRelay(b, relayserver.Config{}, nil), nil)
 }
 
-func relayThroughput(b *testing.B, cfg relayserver.Config) {
-	r := startRelay(b, cfg, nil)
+// relayThroughput runs a throughput benchmark through r, whose clients
+// trust tlsConf's roots (nil for ws://).
+func relayThroughput(b *testing.B, r *testRelay, tlsConf *tls.Config) {
 	rv := newAdmission(b)
-	src := newClient(b, Config{URL: r.url, Admission: rv})
-	dst := newClient(b, Config{URL: r.url, Admission: rv})
+	src := newClient(b, Config{URL: r.url, Admission: rv, TLSConfig: tlsConf})
+	dst := newClient(b, Config{URL: r.url, Admission: rv, TLSConfig: tlsConf})
 	waitConnected(b, src)
 	waitConnected(b, dst)
 	waitPresent(b, src, dst.PublicKey())

@@ -6,11 +6,13 @@
 // reaches.
 //
 // A source knows nothing of the mesh secret. What it finds is a hint: an
-// address is trusted only once a sealed announcement from it opens with the
-// mesh key, and a sealed message is opaque bytes to the source (bounded in
-// size and rate before it is handed on, because anyone who can reach the
-// source can send to it). The node opens it, authenticates the sender by
-// the seal and applies it, whatever carried it.
+// address becomes a member's path only once the member, authenticated by
+// its sealed and signed messages, answers a path check from it
+// (transports/direct/pathcheck.go). A sealed message is opaque bytes to the
+// source, bounded in size and rate per source before it is handed on,
+// because anyone who can reach the source can send to it. The node opens
+// it, authenticates the sender by the seal and signature and applies it,
+// whatever carried it.
 //
 // The node holds the interface its sources satisfy (overlay/swarm.go); this
 // package holds what both sides speak: Peer, Sink and the candidate form in
@@ -18,6 +20,7 @@
 package discovery
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/plures/plurenet/internal/nodekey"
@@ -46,4 +49,18 @@ type Sink struct {
 	// Sealed hands over a sealed mesh message as received, with the
 	// datagram's source address; the callee owns msg.
 	Sealed func(from netip.AddrPort, msg []byte)
+}
+
+// BeginStart is the start of every source's Start: sink must have a Found
+// func, and a source starts once (*started records it). source names the
+// source in the error.
+func BeginStart(sink Sink, started *bool, source string) error {
+	if sink.Found == nil {
+		return errors.New(source + ": no Found func in the sink")
+	}
+	if *started {
+		return errors.New(source + ": started twice")
+	}
+	*started = true
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	dhtdisc "github.com/plures/plurenet/discovery/dht"
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/portmap"
 	"github.com/plures/plurenet/transports/relay"
@@ -98,6 +99,16 @@ type Config struct {
 	// LANInterfaces names the interfaces LAN discovery uses (default:
 	// every interface that is up, multicast-capable and not loopback).
 	LANInterfaces []string
+
+	// DHT turns the Mainline DHT on in swarm mode: members announce
+	// themselves under the mesh's daily info-hash and find each other
+	// across NATs with no relay (discovery/dht). The CLI turns it on by
+	// default in swarm mode; the zero value here is off, so a library
+	// user's node sends nothing to the public DHT unless asked.
+	DHT bool
+	// DHTBootstrap are the HOST:PORT of the DHT nodes to join through
+	// (a private DHT); nil means the library's public bootstrap routers.
+	DHTBootstrap []string
 
 	// TUN, when set, names a kernel TUN device to create (needs
 	// CAP_NET_ADMIN) instead of the userspace adapter.
@@ -197,6 +208,15 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger.Warn(SwarmRenamedNotice)
 	}
 	cfg.Transport = mode
+	if cfg.DHT && cfg.Transport != TransportSwarm {
+		return cfg, fmt.Errorf("the DHT is used in transport %q only (not yet with relays): drop --dht on, or use --transport %s", TransportSwarm, TransportSwarm)
+	}
+	if !cfg.DHT && len(cfg.DHTBootstrap) > 0 {
+		return cfg, errors.New("DHT bootstrap nodes given but the DHT is off: turn it on (--dht on) or drop them")
+	}
+	if err := dhtdisc.CheckBootstrap(cfg.DHTBootstrap); err != nil {
+		return cfg, err
+	}
 	if cfg.Transport == TransportSwarm {
 		if err := cfg.checkSwarm(); err != nil {
 			return cfg, err

@@ -28,7 +28,7 @@ func (n *Node) selfAnnounce() mesh.Message {
 }
 
 func (n *Node) seal(m mesh.Message) ([]byte, bool) {
-	b, err := mesh.Seal(n.keys, n.priv, m, n.stamp.Next(time.Now()))
+	b, err := mesh.Seal(n.keys.current(), n.priv, m, n.stamp.Next(time.Now()))
 	if err != nil {
 		n.log.Error("sealing mesh message", "kind", m.Kind, "err", err)
 		return nil, false

@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,7 +31,7 @@ type Node struct {
 	log     *slog.Logger
 	priv    nodekey.Private
 	pub     nodekey.Public
-	keys    mesh.Keys
+	keys    keyring // rotate.go
 	v6      netip.Addr
 	members *mesh.Members
 	adapter adapter
@@ -114,7 +113,7 @@ func (n *Node) setup() error {
 		return err
 	}
 	n.log.Debug("derived mesh keys", "secret", kind, "took", time.Since(began))
-	n.keys = mesh.DeriveKeys(cfg.TopicID, stretched)
+	n.keys.cur = mesh.DeriveKeys(cfg.TopicID, stretched)
 	if err := n.setupOwned(); err != nil {
 		return err
 	}
@@ -161,7 +160,7 @@ func (n *Node) setup() error {
 		c, err := relay.New(relay.Config{
 			URL:        u,
 			PrivateKey: n.priv,
-			Admission:  n.keys.Admission,
+			Admission:  n.keys.current().Admission,
 			TLSConfig:  cfg.TLSConfig,
 			Proxy:      cfg.Proxy,
 			Logger:     n.log,
@@ -225,7 +224,7 @@ func (n *Node) setup() error {
 		n.maintain(ctx)
 	}()
 	n.log.Info("node up", "name", cfg.Name, "adapter", n.adapter, "key", n.pub.ShortString(), "ipv4", n.selfV4, "ipv6", n.v6,
-		"rendezvous", hex.EncodeToString(n.keys.Rendezvous[:4]))
+		"rendezvous", n.keys.rendezvousTag())
 	return nil
 }
 
@@ -261,6 +260,7 @@ func (n *Node) maintain(ctx context.Context) {
 		case <-announce.C:
 			n.announce()
 		case <-expire.C:
+			n.rotateIfDue(time.Now())
 			n.recheck(time.Now()) // certificates that expired
 			if gone := n.members.Expire(time.Now()); len(gone) > 0 {
 				for _, m := range gone {

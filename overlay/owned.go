@@ -48,6 +48,7 @@ var docKinds = []struct {
 }{
 	{owner.KindRevocations, RevocationsFile, "revocations"},
 	{owner.KindPolicy, PolicyFile, "policy"},
+	{owner.KindRotation, RotationFile, "rotation"},
 }
 
 // heldDoc is the newest owner document of one kind a member holds.
@@ -355,6 +356,7 @@ func (n *Node) takeDocument(b []byte) (DocumentResult, error) {
 	var (
 		revs *owner.Revocations
 		pol  *owner.Policy
+		rot  *owner.Rotation
 	)
 	switch d.Kind {
 	case owner.KindRevocations:
@@ -369,6 +371,12 @@ func (n *Node) takeDocument(b []byte) (DocumentResult, error) {
 			return DocumentResult{}, fmt.Errorf("owner document (policy, version %d): %w", d.Version, err)
 		}
 		pol = &p
+	case owner.KindRotation:
+		r, err := owner.ParseRotation(d.Body)
+		if err != nil {
+			return DocumentResult{}, fmt.Errorf("owner document (rotation, version %d): %w", d.Version, err)
+		}
+		rot = &r
 	}
 	dk := docKinds[0]
 	for _, k := range docKinds {
@@ -388,9 +396,10 @@ func (n *Node) takeDocument(b []byte) (DocumentResult, error) {
 		return res, fmt.Errorf("keeping the %s document: %w", dk.name, err)
 	}
 	s.docs[d.Kind] = heldDoc{raw: append([]byte(nil), b...), ver: d.Version}
-	if revs != nil {
+	switch {
+	case revs != nil:
 		s.revs = revs
-	} else {
+	case pol != nil:
 		s.policy = pol
 	}
 	res.Applied, res.Held = true, d.Version
@@ -400,9 +409,12 @@ func (n *Node) takeDocument(b []byte) (DocumentResult, error) {
 		if revs.Revokes(s.self.Grant.ID, n.pub) {
 			n.log.Warn("this node is revoked by the owner: other members refuse it")
 		}
-	} else {
+	} else if pol != nil {
 		n.log.Info("applied access policy", "version", d.Version, "rules", len(pol.Allow))
 		n.updateAccess()
+	}
+	if rot != nil {
+		n.takeRotation(d.Version, rot) // rotate.go
 	}
 	// Before the device is up (setupOwned), there is nobody to tell yet.
 	if n.dev != nil {
@@ -466,8 +478,13 @@ type OwnedStatus struct {
 	PolicyVersion      uint64   `json:"policyVersion"` // 0: no policy, every member may reach every port
 	// Denied counts packets from members the access policy dropped on
 	// this node (MemberStatus.Denied has them per member).
-	Denied  uint64    `json:"denied"`
-	Refused []Refusal `json:"refused,omitempty"`
+	Denied uint64 `json:"denied"`
+	// SecretRotation is the owner's secret rotation in force (0: the
+	// secret the node was started with); NextSecretAt, when a received
+	// rotation takes over.
+	SecretRotation uint64    `json:"secretRotation"`
+	NextSecretAt   time.Time `json:"nextSecretAt,omitzero"`
+	Refused        []Refusal `json:"refused,omitempty"`
 }
 
 // memberOwned is the owned-mesh part of one member's status.
@@ -492,6 +509,7 @@ func (n *Node) ownedStatus() (*OwnedStatus, map[nodekey.Public]memberOwned) {
 		RevocationsVersion: s.docs[owner.KindRevocations].ver,
 		PolicyVersion:      s.docs[owner.KindPolicy].ver,
 	}
+	st.SecretRotation, st.NextSecretAt = n.keys.status()
 	if n.filter != nil {
 		st.Denied = n.filter.Denied()
 	}

@@ -12,6 +12,7 @@ import (
 // peerConfig is what the WireGuard device holds for one member.
 type peerConfig struct {
 	v4, v6 netip.Addr
+	psk    [32]byte // changes when the mesh secret is rotated
 }
 
 // syncPeers makes the WireGuard device's peers match the membership, and
@@ -39,8 +40,9 @@ func (n *Node) syncPeers() {
 		n.dns.update(n.dnsTable(list, n.selfV4))
 	}
 	want := make(map[nodekey.Public]peerConfig, len(list))
+	psk := n.keys.current().PSK
 	for _, m := range list {
-		want[m.Key] = peerConfig{v4: m.V4, v6: m.V6}
+		want[m.Key] = peerConfig{v4: m.V4, v6: m.V6, psk: psk}
 	}
 	var b strings.Builder
 	for k := range n.configured {
@@ -61,7 +63,7 @@ func (n *Node) syncPeers() {
 			continue
 		}
 		fmt.Fprintf(&b, "public_key=%s\npreshared_key=%x\nendpoint=%s\nreplace_allowed_ips=true\n",
-			k.Hex(), n.keys.PSK[:], transports.Endpoint{Key: k}.DstToString())
+			k.Hex(), pc.psk[:], transports.Endpoint{Key: k}.DstToString())
 		for _, a := range []netip.Addr{pc.v4, pc.v6} {
 			if a.IsValid() {
 				fmt.Fprintf(&b, "allowed_ip=%s\n", netip.PrefixFrom(a, a.BitLen()))

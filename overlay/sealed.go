@@ -29,6 +29,9 @@ type carrier struct {
 	// multicast says src is a LAN sender's interface address, not its
 	// direct socket (which its candidates name).
 	multicast bool
+	// answerTo is the sender's direct socket as its announcement gave it
+	// (carrierAddr), where an answer goes while the sender has no path.
+	answerTo netip.AddrPort
 }
 
 // fromRelay is the carrier of a message relay c says came from key.
@@ -55,7 +58,7 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	if !n.waitReady() {
 		return
 	}
-	m, err := mesh.Open(n.keys, payload)
+	m, err := n.keys.open(payload, time.Now())
 	if err != nil {
 		// Only members hold the seal key, so over a relay this is
 		// tampering or a bug, on the LAN another mesh or garbage: not
@@ -80,27 +83,47 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	ev, err := n.members.Observe(from, m, time.Now())
 	if err != nil {
 		// The same announcement arrives once per relay and per carriage;
-		// the second copy is a replay by design.
+		// the second copy is a replay by design. In swarm mode a replay
+		// from elsewhere may still be the member's own copy racing one an
+		// outsider sent first: the direct transport checks its source.
 		if !errors.Is(err, mesh.ErrReplay) {
 			n.log.Info("rejected mesh message", "via", c.name, "from", c.who(), "peer", m.From.ShortString(), "kind", m.Kind, "err", err)
+		} else if m.Kind == mesh.KindAnnounce {
+			n.heard(c, from, m.Announce.Candidates, false)
 		}
 		return
 	}
+	if c.multicast && n.swarm != nil && n.swarm.lan != nil {
+		// A member's sending socket: its next messages get a member's
+		// budget in the group reader.
+		n.swarm.lan.Vouch(c.src)
+	}
 	switch m.Kind {
 	case mesh.KindSignal:
-		// ICE signaling rides the relays only: swarm mode has no ICE.
-		if n.direct != nil && c.relay != nil {
+		switch {
+		case n.direct == nil:
+		case c.relay != nil:
 			if err := n.direct.HandleSignal(from, m.Signal); err != nil {
 				n.log.Debug("dropping direct-path signal", "peer", from.ShortString(), "err", err)
+			}
+		case c.src.IsValid() && !c.multicast:
+			// Swarm mode: a path check (no ICE without a relay).
+			if err := n.direct.HandlePathSignal(from, c.src, m.Signal); err != nil {
+				n.log.Debug("dropping path check", "peer", from.ShortString(), "from", c.src.String(), "err", err)
 			}
 		}
 		return
 	case mesh.KindDocument:
 		n.receiveDocument(c, m.Document)
 		return
+	case mesh.KindForward:
+		n.handleForward(c, from, m.Forward)
+		return
 	case mesh.KindAnnounce:
+		n.heard(c, from, m.Announce.Candidates, true)
+		c.answerTo, _ = n.carrierAddr(c, m.Announce.Candidates)
 		if c.src.IsValid() {
-			n.learnPath(c, from, m.Announce.Candidates)
+			n.heardDirect(c, from, payload)
 		}
 		n.compareDocuments(c, from, m.Announce.Owned)
 	}
@@ -111,6 +134,9 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		// last periodic announcement).
 		n.answer(c, from)
 		n.syncPeers()
+		if n.swarm != nil && c.src.IsValid() && !c.multicast {
+			n.introduce(from)
+		}
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
 			n.log.Info("member left", "peer", from.ShortString())
@@ -120,7 +146,8 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 }
 
 // answer sends this node's announcement to a member that just joined, the
-// way its message came: over the same relay, or to its direct path.
+// way its message came: over the same relay, or to its direct path (while
+// it has none, to where its announcement came from).
 func (n *Node) answer(c carrier, peer nodekey.Public) {
 	n.sendSealedTo(c, peer, n.selfAnnounce())
 }
@@ -140,7 +167,14 @@ func (n *Node) sendSealedTo(c carrier, peer nodekey.Public, m mesh.Message) {
 	if n.direct == nil {
 		return
 	}
-	if addr, _, ok := n.direct.StaticAddr(peer); ok {
+	addr, _, ok := n.direct.StaticAddr(peer)
+	if !ok {
+		// No path yet (it waits for a check): to where the member's
+		// message came from. At worst (a copy replayed from elsewhere and
+		// accepted as new) one message goes there per such copy.
+		addr, ok = c.answerTo, c.answerTo.IsValid()
+	}
+	if ok {
 		n.sendMeshTo(addr, b)
 	}
 }

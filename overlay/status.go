@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"encoding/hex"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +32,8 @@ type Status struct {
 	Owned *OwnedStatus `json:"owned,omitempty"`
 	// DNS describes the mesh's name server; absent with DNS off.
 	DNS *DNSStatus `json:"dns,omitempty"`
+	// DHT is the Mainline DHT's state in swarm mode; absent without it.
+	DHT *DHTStatus `json:"dht,omitempty"`
 
 	// PortMapping is the gateway's mapping of the UDP socket's port, while
 	// there is one.
@@ -69,6 +70,10 @@ type MemberStatus struct {
 	// its certificate's.
 	Certified bool     `json:"certified"`
 	Tags      []string `json:"tags,omitempty"`
+	// Via is how a swarm-mode member was first met: "dht" (at an address
+	// the DHT found), "forward" (another member introduced it), or the
+	// carrier ("direct", "lan").
+	Via string `json:"via,omitempty"`
 	// Denied counts this member's packets the access policy dropped here.
 	Denied uint64 `json:"denied,omitempty"`
 }
@@ -96,7 +101,7 @@ func (n *Node) Status() Status {
 		PublicKey:  n.pub.String(),
 		IPv4:       v4.String(),
 		IPv6:       v6.String(),
-		Rendezvous: hex.EncodeToString(n.keys.Rendezvous[:4]),
+		Rendezvous: n.keys.rendezvousTag(),
 		Transport:  n.cfg.Transport,
 		Adapter:    n.adapter.String(),
 		Started:    n.started,
@@ -159,11 +164,13 @@ func (n *Node) Status() Status {
 				ms.Direct = ds
 			}
 		}
+		ms.Via = n.howMet(m.Key)
 		if w, ok := wg[m.Key]; ok {
 			ms.LastHandshake, ms.RxBytes, ms.TxBytes = w.lastHandshake, w.rx, w.tx
 		}
 		st.Members = append(st.Members, ms)
 	}
+	st.DHT = n.dhtStatus(st.Members)
 	return st
 }
 

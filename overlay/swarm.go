@@ -11,6 +11,7 @@ import (
 	"github.com/plures/plurenet/discovery"
 	"github.com/plures/plurenet/discovery/lan"
 	"github.com/plures/plurenet/discovery/static"
+	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/transports/direct"
 )
@@ -31,21 +32,25 @@ import (
 //     is taken as the sender (any holder of the mesh secret can join and
 //     speak for itself anyway; the seal is what keeps everyone else out).
 //     handleSealed (sealed.go) applies it like one from a relay.
-//   - The source address of an authenticated announcement that came to the
-//     direct socket becomes the member's static path (direct.SetStatic);
-//     one from a new address moves it there (roaming). An announcement
-//     from the LAN group names the sender's direct socket in its
-//     Candidates (lan.MemberAddr); it gives a path only to a member that
-//     has no usable one, since unicast sources are what the member's
-//     WireGuard packets will come from.
+//   - Where an authenticated announcement came from (the datagram's
+//     source; for the LAN group, the socket its Candidates name:
+//     lan.MemberAddr) is told to the direct transport (direct.Heard). A
+//     fresh one from the member's path confirms it; one from another
+//     address, fresh or a replay, makes the transport check that address
+//     (a probe the member must answer from there) before the path moves
+//     (transports/direct/pathcheck.go). The signature proves who sent a
+//     message, not from where: anyone who saw a member's announcement (a
+//     LAN outsider sees every multicast one) can send a copy from another
+//     address, and the first copy wins the replay guard.
 //   - A member heard of for the first time is answered at once, by unicast
-//     to its address, so both sides know each other within a round trip.
+//     to where its message came from, so both sides know each other, and
+//     have checked each other's address, within a few round trips.
 //
-// An on-path attacker without the secret can replay nothing (the replay
-// guard), but could race a fresh announcement from another source address
-// and so misdirect a path until the next announcement: that is denial of
-// service, which such an attacker has anyway; WireGuard still protects
-// every packet.
+// What reaches the node at all is limited per source before any
+// cryptography: members' addresses have budgets of their own, so a flood
+// from other (spoofed) sources cannot crowd out their announcements
+// (transports/direct/mesh.go, discovery/lan). WireGuard still protects
+// every packet; a path kept on a wrong address is denial of service.
 
 // DefaultDirectPort is the UDP port of the direct path in swarm mode, so
 // that static peers have a port to dial (and a firewall a port to open);
@@ -98,6 +103,8 @@ func (cfg *Config) checkSwarm() error {
 type swarmMode struct {
 	sources []discoverySource
 	lan     *lan.Source // also in sources; nil with NoLAN
+	dht     *dhtState   // its source also in sources; nil without Config.DHT (swarmdht.go)
+	fwd     *forwarder  // forwarded announcements (forward.go)
 
 	mu    sync.Mutex
 	found map[string]discovery.Peer // by Label: addresses to announce to
@@ -110,7 +117,7 @@ type swarmMode struct {
 // messages from its socket going to handleSealed, and the discovery
 // sources, which start in startDiscovery once the device is up.
 func (n *Node) startSwarm() error {
-	sw := &swarmMode{found: make(map[string]discovery.Peer)}
+	sw := &swarmMode{found: make(map[string]discovery.Peer), fwd: newForwarder()}
 	n.swarm = sw
 	var peers []static.Peer
 	for _, s := range n.cfg.Peers {
@@ -141,8 +148,9 @@ func (n *Node) startSwarm() error {
 		OnMesh: func(from netip.AddrPort, msg []byte) {
 			n.handleSealed(carrier{name: direct.Name, src: from}, msg)
 		},
-		Deliver: n.bind.Deliver,
-		Logger:  n.log,
+		SealSignal: n.sealSignal,
+		Deliver:    n.bind.Deliver,
+		Logger:     n.log,
 	}
 	if cfg.ListenPort == 0 {
 		cfg.ListenPort = DefaultDirectPort
@@ -158,6 +166,9 @@ func (n *Node) startSwarm() error {
 		return fmt.Errorf("direct path: %w", err)
 	}
 	n.direct = d
+	if n.cfg.DHT {
+		return n.startDHT()
+	}
 	return nil
 }
 
@@ -201,6 +212,7 @@ func (n *Node) found(p discovery.Peer) {
 	sw.found[p.Label] = p
 	announced := sw.announced
 	sw.mu.Unlock()
+	n.dhtFound(p.Addr)
 	if err := n.restoreStatic(p); err != nil {
 		n.log.Warn("static peer", "peer", p.Label, "err", err)
 	}
@@ -224,27 +236,53 @@ func (n *Node) restoreStatic(p discovery.Peer) error {
 	return n.direct.SetStatic(p.Key, p.Addr)
 }
 
-// learnPath records where a member whose announcement c carried can be
-// reached: the datagram's source, or for LAN multicast the socket its
-// candidates name.
-func (n *Node) learnPath(c carrier, key nodekey.Public, cands []string) {
-	addr := c.src
+// heard tells the direct transport where an authenticated message from a
+// member came from (fresh: accepted as new, not a replay). The transport
+// confirms the member's path with it, or checks the address before moving
+// the path there (transports/direct/pathcheck.go): a replayed copy sent
+// from another address must not move a path.
+func (n *Node) heard(c carrier, key nodekey.Public, cands []string, fresh bool) {
+	addr, ok := n.carrierAddr(c, cands)
+	if !ok {
+		return
+	}
 	if c.multicast {
-		var ok bool
-		if addr, ok = lan.MemberAddr(c.src, cands); !ok {
-			n.log.Debug("LAN announcement without a usable candidate", "peer", key.ShortString(), "from", c.src.String())
-			return
-		}
-		// A usable unicast-learned (or configured) path wins: it is the
-		// address the member's packets come from. Unless the member's
-		// socket has another port now (it restarted on a random one).
-		if cur, usable, ok := n.direct.StaticAddr(key); ok && usable && cur.Port() == addr.Port() {
+		// A usable path on the member's port is the address its packets
+		// come from (its unicast source): the group's view of it (the
+		// interface it multicast on) is not checked against it. A port
+		// that changed means the member restarted.
+		if cur, usable, ok := n.direct.StaticAddr(key); ok && usable && cur != addr && cur.Port() == addr.Port() {
 			return
 		}
 	}
-	if err := n.direct.SetStatic(key, addr); err != nil {
-		n.log.Debug("direct path not set", "peer", key.ShortString(), "err", err)
+	n.direct.Heard(key, addr, fresh)
+}
+
+// carrierAddr is where a member whose message c carried can be reached:
+// the datagram's source, or for LAN multicast the socket its candidates
+// name. ok is false over a relay, or for an announcement with no usable
+// candidate.
+func (n *Node) carrierAddr(c carrier, cands []string) (netip.AddrPort, bool) {
+	if !c.src.IsValid() || c.relay != nil || n.direct == nil {
+		return netip.AddrPort{}, false
 	}
+	if !c.multicast {
+		return c.src, true
+	}
+	addr, ok := lan.MemberAddr(c.src, cands)
+	if !ok {
+		n.log.Debug("LAN announcement without a usable candidate", "from", c.src.String())
+	}
+	return addr, ok
+}
+
+// sealSignal seals a path-check signal of the direct transport.
+func (n *Node) sealSignal(msg []byte) ([]byte, error) {
+	b, ok := n.seal(mesh.Message{Kind: mesh.KindSignal, From: n.pub, Signal: msg})
+	if !ok {
+		return nil, errors.New("sealing a path check failed")
+	}
+	return b, nil
 }
 
 // selfCandidates are the direct-socket addresses this node announces in

@@ -3,10 +3,13 @@ package overlay
 import (
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plures/plurenet/internal/mesh"
 )
 
 type swarmOpts struct {
@@ -15,6 +18,8 @@ type swarmOpts struct {
 	// lan turns LAN discovery on, on the loopback interface only, in group.
 	lan   bool
 	group netip.AddrPort
+	// dht turns the DHT on with these bootstrap nodes.
+	dht []string
 }
 
 // startSwarmNode starts a node in swarm mode on 127.0.0.1: no relay.
@@ -34,6 +39,7 @@ func startSwarmNode(t *testing.T, name string, o swarmOpts) *Node {
 		NoLAN:      !o.lan,
 		Logger:     testLogger(t).With("node", name),
 	}
+	cfg.DHT, cfg.DHTBootstrap = o.dht != nil, o.dht
 	if o.lan {
 		cfg.LANGroup, cfg.LANInterfaces = o.group, []string{"lo"}
 	}
@@ -167,6 +173,70 @@ func TestSwarmLANDiscovery(t *testing.T) {
 	if ms := x.Status().Members; len(ms) != 0 {
 		t.Fatalf("mallory lists members of a mesh it does not hold the secret of: %+v", ms)
 	}
+}
+
+// TestSwarmReplay (issue 9 item 6): an outsider on the LAN sends a copy
+// of alpha's genuine announcement to beta from its own address, winning the
+// race against alpha's own copy, so beta accepts it as new. Beta does not
+// move alpha's path there: it probes the outsider's address, which cannot
+// answer as alpha, and alpha's real path keeps carrying traffic. Before,
+// the copy's source became alpha's path at once.
+func TestSwarmReplay(t *testing.T) {
+	a := startSwarmNode(t, "alpha", swarmOpts{})
+	b := startSwarmNode(t, "beta", swarmOpts{peers: []string{a.direct.LocalAddr().String()}})
+	talkDirect(t, a, b, 7300)
+	alphaPath := a.direct.LocalAddr()
+	if addr, _, _ := b.direct.StaticAddr(a.pub); addr != alphaPath {
+		t.Fatalf("beta's path to alpha is %s, want %s", addr, alphaPath)
+	}
+
+	x, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	// What alpha multicasts next; the outsider's copy arrives first.
+	captured, ok := a.seal(a.selfAnnounce())
+	if !ok {
+		t.Fatal("sealing")
+	}
+	lastSeen := func() time.Time {
+		for _, m := range b.members.List() {
+			if m.Key == a.pub {
+				return m.LastSeen
+			}
+		}
+		return time.Time{}
+	}
+	before := lastSeen()
+	if _, err := x.WriteToUDPAddrPort(captured, b.direct.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(testTimeout)
+	for !lastSeen().After(before) {
+		if time.Now().After(deadline) {
+			t.Fatal("beta never accepted the copy")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if addr, _, _ := b.direct.StaticAddr(a.pub); addr != alphaPath {
+		t.Fatalf("the copy moved beta's path to alpha to %s", addr)
+	}
+	// Beta checks the outsider's address: a probe arrives there.
+	buf := make([]byte, 4096)
+	_ = x.SetReadDeadline(time.Now().Add(testTimeout))
+	n, err := x.Read(buf)
+	if err != nil {
+		t.Fatalf("no path check reached the outsider's address: %v", err)
+	}
+	if m, err := mesh.Open(b.keys, buf[:n]); err != nil || m.Kind != mesh.KindSignal || m.From != b.pub {
+		t.Fatalf("the outsider got %d bytes (%v), not beta's path check", n, err)
+	}
+	if addr, usable, _ := b.direct.StaticAddr(a.pub); addr != alphaPath || !usable {
+		t.Fatalf("after the replay beta's path to alpha is %s (usable %v), want %s", addr, usable, alphaPath)
+	}
+	exchange(t, b, waitMember(t, b, "alpha"), 7300, "alpha")
+	checkDirectStatus(t, b, "alpha")
 }
 
 // TestSwarmConfig checks what swarm mode refuses.

@@ -2,6 +2,7 @@ package transports
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/pion/stun/v4"
@@ -61,6 +62,16 @@ func TestClassify(t *testing.T) {
 		{"sealed too short", sealedLike(mesh.MinSealed - 1), PayloadOther},
 		{"sealed too long", sealedLike(mesh.MaxSealed + 1), PayloadOther},
 		{"sealed wrong header", func() []byte { b := sealedLike(200); b[0] = 0xF2; return b }(), PayloadOther},
+		{"krpc ping", []byte(krpcPing), PayloadDHT},
+		{"krpc smallest error", []byte("d1:eli201e0:e1:t1:x1:y1:ee"), PayloadDHT},
+		{"krpc two-digit key", []byte("d10:abcdefghij1:x1:t1:x1:y1:qe"), PayloadDHT},
+		{"krpc too short", []byte("d1:eli201e0:e1:t0:1:y1:ee"), PayloadOther},
+		{"krpc too long", []byte("d1:t" + strings.Repeat("x", KRPCMaxLen) + "e"), PayloadOther},
+		{"krpc no final e", []byte(krpcPing[:len(krpcPing)-1] + "x"), PayloadOther},
+		{"krpc leading zero", []byte("d01:t" + krpcPing[4:]), PayloadOther},
+		{"krpc no colon", []byte("d123" + krpcPing[4:]), PayloadOther},
+		{"krpc list, not dict", []byte("l" + krpcPing[1:]), PayloadOther},
+		{"krpc key not a string", []byte("di1e" + krpcPing[4:]), PayloadOther},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,7 +82,12 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// krpcPing is a Mainline DHT ping query as BEP 5 gives it.
+const krpcPing = "d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
+
 func FuzzClassify(f *testing.F) {
+	f.Add([]byte(krpcPing))
+	f.Add([]byte("d1:eli201e0:e1:t1:x1:y1:ee"))
 	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
 	f.Add(append([]byte{4, 0, 0, 0}, make([]byte, 60)...))
 	f.Add([]byte{1, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42})
@@ -89,6 +105,10 @@ func FuzzClassify(f *testing.F) {
 		case PayloadSealed:
 			if len(b) < mesh.MinSealed || len(b) > mesh.MaxSealed || b[0] != mesh.SealedHeader {
 				t.Fatalf("%d bytes starting %x classified as a sealed mesh message", len(b), b[0])
+			}
+		case PayloadDHT:
+			if len(b) < KRPCMinLen || len(b) > KRPCMaxLen || b[0] != 'd' || b[len(b)-1] != 'e' || b[1] < '1' || b[1] > '9' || !bytes.Contains(b[2:4], []byte(":")) {
+				t.Fatalf("%d bytes %q... classified as KRPC", len(b), b[:min(len(b), 8)])
 			}
 		}
 	})

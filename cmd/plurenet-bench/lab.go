@@ -65,7 +65,7 @@ type bench struct {
 	stateDir string
 }
 
-// labRows measures rows (a) to (h) in a fresh lab. The outcome says whether
+// labRows measures rows (a) to (j) in a fresh lab. The outcome says whether
 // the lab could run at all.
 func labRows(cfg labConfig) ([]*row, labOutcome) {
 	var rows []*row
@@ -92,6 +92,11 @@ func labRows(cfg labConfig) ([]*row, labOutcome) {
 		rb := lab.NATRouter("rb", netlab.RouterConfig{})
 		nat := &bench{t: t, cfg: cfg, a: lab.Host("na", ra), b: lab.Host("nb", rb), relay: b.relay, stateDir: dir}
 		rows = append(rows, nat.natRows(rb)...)
+		// Rows (i)-(j): a third pair behind home NATs, meeting through a
+		// private DHT and through the relay.
+		fb := &bench{t: t, cfg: cfg, a: lab.Host("fa", lab.NATRouter("rfa", netlab.RouterConfig{})),
+			b: lab.Host("fb", lab.NATRouter("rfb", netlab.RouterConfig{})), relay: b.relay, stateDir: dir}
+		rows = append(rows, fb.firstByteRows(lab)...)
 	})
 	return rows, out
 }
@@ -288,8 +293,11 @@ func (b *bench) startNode(h *netlab.Host, relayURL string, extra ...string) (*no
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"up", "--topic", benchTopic, "--key", benchKey, "--relay", relayURL,
-		"--state-dir", dir, "--name", h.Name()}, extra...)
+	args := []string{"up", "--topic", benchTopic, "--key", benchKey, "--state-dir", dir, "--name", h.Name()}
+	if relayURL != "" { // "": swarm mode, no relay
+		args = append(args, "--relay", relayURL)
+	}
+	args = append(args, extra...)
 	p := h.Start(context.Background(), b.cfg.plurenet, args...)
 	return &node{namedProc: namedProc{name: h.Name(), p: p}, host: h, dir: dir}, nil
 }

@@ -96,26 +96,12 @@ func overlayLoopback(ctx context.Context, d time.Duration) (setup, tput *row) {
 func runOverlayLoopback(ctx context.Context, d time.Duration) (first time.Duration, bps float64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, overlayWait+d)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := relayserver.New(relayserver.Config{Logger: log, RateBytesPerSec: -1})
+	log := benchLogger()
+	relayURL, stop, err := startLoopbackRelay(log)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, 0, err
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = hs.Serve(ln) // http.ErrServerClosed after Close
-	}()
-	defer func() {
-		hs.Close()
-		<-served
-	}()
+	defer stop()
 	dir, err := os.MkdirTemp("", "plurenet-bench-")
 	if err != nil {
 		return 0, 0, err
@@ -129,7 +115,7 @@ func runOverlayLoopback(ctx context.Context, d time.Duration) (first time.Durati
 			Topic:    "plurenet-bench",
 			Secret:   "bench secret, loopback only, 0123456789",
 			Name:     name,
-			Relays:   []string{"ws://" + ln.Addr().String()},
+			Relays:   []string{relayURL},
 			Logger:   log.With("node", name),
 		})
 	}
@@ -233,6 +219,35 @@ func runOverlayLoopback(ctx context.Context, d time.Duration) (first time.Durati
 		return 0, 0, errors.New("the receiver got nothing")
 	}
 	return first, float64(res.n) * 8 / res.elapsed.Seconds(), nil
+}
+
+func benchLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// startLoopbackRelay serves an in-process relay without a rate limit on
+// 127.0.0.1 until stop.
+func startLoopbackRelay(log *slog.Logger) (url string, stop func(), err error) {
+	srv, err := relayserver.New(relayserver.Config{Logger: log, RateBytesPerSec: -1})
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = hs.Serve(ln) // http.ErrServerClosed after Close
+	}()
+	return "ws://" + ln.Addr().String(), func() {
+		hs.Close()
+		<-served
+		srv.Close()
+	}, nil
 }
 
 // lastLines returns the last n lines of s, for error messages.

@@ -64,18 +64,20 @@ func run() int {
 	setup, tput := overlayLoopback(ctx, *duration)
 	t.add(tput)
 	t.add(setup)
+	fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
+	t.add(revokeLoopback(ctx))
 
 	switch {
 	case *noLab:
-		t.footer = append(t.footer, "lab rows (a)-(h): skipped (-no-lab)")
+		t.footer = append(t.footer, "lab rows (a)-(j): skipped (-no-lab)")
 	case os.Geteuid() != 0:
-		t.footer = append(t.footer, "lab rows (a)-(h): need root (network namespaces, TUN devices): run make bench as root")
+		t.footer = append(t.footer, "lab rows (a)-(j): need root (network namespaces, TUN devices): run make bench as root")
 	default:
 		if _, err := os.Stat(*plurenet); err != nil {
 			fmt.Fprintf(os.Stderr, "plurenet-bench: -plurenet: %v\n", err)
 			return 2
 		}
-		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(h)...")
+		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(j)...")
 		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings})
 		for _, r := range rows {
 			switch {
@@ -88,7 +90,7 @@ func run() int {
 		}
 		switch {
 		case out.Skipped != "":
-			t.footer = append(t.footer, "lab rows (a)-(h): skipped: "+out.Skipped)
+			t.footer = append(t.footer, "lab rows (a)-(j): skipped: "+out.Skipped)
 		case out.Fatal != "":
 			t.footer = append(t.footer, "lab rows: the lab failed: "+out.Fatal)
 			failed = true

@@ -18,6 +18,7 @@ import (
 //   - c has a public address; a knows it as a static peer (--peer
 //     HOST:PORT, no key) and reaches it from behind r1's NAT, and c
 //     answers over the mapping a's announcements opened;
+//   - b and c meet through a's introduction (forwarded announcements);
 //   - x, on the same LAN with another secret, is never listed.
 //
 // It pings and curls over the overlay addresses and checks that status
@@ -34,7 +35,7 @@ func TestLabSwarmNoRelay(t *testing.T) {
 
 	start := func(h *netlab.Host, name, key string, extra ...string) *labNode {
 		n := &labNode{t: t, m: m, name: name, host: h, dir: privateDir(t)}
-		args := append([]string{"up", "--tun", labTUN, "--transport", "swarm",
+		args := append([]string{"up", "--tun", labTUN, "--transport", "swarm", "--dht", "off",
 			"--topic", labTopic, "--key", key, "--state-dir", n.dir, "--name", name}, extra...)
 		n.proc = h.Start(context.Background(), m.bin, args...)
 		return n
@@ -50,7 +51,10 @@ func TestLabSwarmNoRelay(t *testing.T) {
 	for _, n := range []*labNode{a, b, c} {
 		serveHTTP(t, n.host, netip.AddrPortFrom(n.ip4, labHTTPPort), helloHandler(n.name))
 	}
-	for _, pair := range [][2]*labNode{{a, b}, {b, a}, {a, c}, {c, a}} {
+	// b and c share nothing, but a introduces them (forwarded
+	// announcements), so they meet too.
+	waitMesh(t, b, c)
+	for _, pair := range [][2]*labNode{{a, b}, {b, a}, {a, c}, {c, a}, {b, c}, {c, b}} {
 		from, to := pair[0], pair[1]
 		t.Run(from.name+"->"+to.name, func(t *testing.T) {
 			ping(t, from.host, to.ip4)

@@ -144,6 +144,12 @@ func (n *labNode) mustStatus() overlay.Status {
 // and fills in each node's overlay addresses.
 func waitMesh(t *testing.T, nodes ...*labNode) {
 	t.Helper()
+	waitMeshWithin(t, labMeshWait, nodes...)
+}
+
+// waitMeshWithin is waitMesh with meshWait for the members to meet.
+func waitMeshWithin(t *testing.T, meshWait time.Duration, nodes ...*labNode) {
+	t.Helper()
 	deadline := time.Now().Add(labStartWait)
 	for _, n := range nodes {
 		for {
@@ -171,7 +177,7 @@ func waitMesh(t *testing.T, nodes ...*labNode) {
 			time.Sleep(labPoll)
 		}
 	}
-	deadline = time.Now().Add(labMeshWait)
+	deadline = time.Now().Add(meshWait)
 	for _, n := range nodes {
 		for {
 			st := n.mustStatus()
@@ -180,7 +186,7 @@ func waitMesh(t *testing.T, nodes ...*labNode) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s does not list %s as members after %v: status %+v", n.name, missing, labMeshWait, st)
+				t.Fatalf("%s does not list %s as members after %v: status %+v", n.name, missing, meshWait, st)
 			}
 			time.Sleep(labPoll)
 		}

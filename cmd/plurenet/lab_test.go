@@ -85,6 +85,86 @@ func TestLabMeshBehindNATs(t *testing.T) {
 	})
 }
 
+// transferOverlay has to send transferSize pseudo-random bytes over TCP
+// to from (which dials to's overlay IPv4 and port), and checks that all arrive with
+// their SHA-256 intact. midway, if not nil, runs once the receiver has
+// read mid bytes. It returns the time from the dial to the first byte and
+// the receive rate in bytes per second.
+func transferOverlay(t *testing.T, from, to *labNode, port int, mid int64, midway func()) (firstByte time.Duration, rate float64) {
+	t.Helper()
+	var ln net.Listener
+	if err := to.host.Do(func() (err error) {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(to.ip4, uint16(port)).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	type sent struct {
+		sum [sha256.Size]byte
+		err error
+	}
+	sentc := make(chan sent, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			sentc <- sent{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(transferWait))
+		h := sha256.New()
+		src := io.LimitReader(rand.NewChaCha8([32]byte{1, 2, 3}), transferSize)
+		_, err = io.Copy(io.MultiWriter(c, h), src)
+		var s sent
+		copy(s.sum[:], h.Sum(nil))
+		s.err = err
+		sentc <- s
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-sentc // the sender gives up at its deadline at the latest
+	})
+
+	var c net.Conn
+	began := time.Now()
+	if err := from.host.Do(func() (err error) {
+		d := net.Dialer{Timeout: labCommandWait}
+		c, err = d.Dial("tcp", netip.AddrPortFrom(to.ip4, uint16(port)).String())
+		return err
+	}); err != nil {
+		t.Fatalf("%s dialing %s over the overlay: %v", from.name, to.name, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(transferWait))
+
+	h := sha256.New()
+	if _, err := io.CopyN(h, c, 1); err != nil {
+		t.Fatalf("first byte: %v", err)
+	}
+	firstByte = time.Since(began)
+	if _, err := io.CopyN(h, c, mid-1); err != nil {
+		t.Fatalf("first %d bytes: %v", mid, err)
+	}
+	if midway != nil {
+		midway()
+	}
+	n, err := io.Copy(h, c)
+	if err != nil || n != transferSize-mid {
+		t.Fatalf("after %d bytes: got %d more, want %d: %v", mid, n, transferSize-mid, err)
+	}
+	rate = transferSize / time.Since(began).Seconds()
+	// The sender is done once the receiver has everything.
+	s := <-sentc
+	sentc <- s // for the cleanup
+	if s.err != nil {
+		t.Fatalf("sender: %v", s.err)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, s.sum[:]) {
+		t.Fatalf("SHA-256 of the received stream %x, sent %x", got, s.sum)
+	}
+	return firstByte, rate
+}
+
 // iperf runs a 2-second iperf3 test from h to dst's iperf3 server and
 // returns the received bits per second, failing t when nothing arrived.
 func iperf(t *testing.T, h *netlab.Host, dst netip.Addr) float64 {
@@ -168,71 +248,11 @@ func TestLabRelayRestartMidTransfer(t *testing.T) {
 	b := m.startNode(m.lab.Host("b", m.lab.NATRouter("r2", netlab.RouterConfig{})), "b", "--transport", "relay")
 	waitMesh(t, a, b)
 
-	// b sends transferSize pseudo-random bytes to whoever connects.
-	var ln net.Listener
-	if err := b.host.Do(func() (err error) {
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(b.ip4, 9000).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	type sent struct {
-		sum [sha256.Size]byte
-		err error
-	}
-	sentc := make(chan sent, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			sentc <- sent{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(transferWait))
-		h := sha256.New()
-		src := io.LimitReader(rand.NewChaCha8([32]byte{1, 2, 3}), transferSize)
-		_, err = io.Copy(io.MultiWriter(c, h), src)
-		var s sent
-		copy(s.sum[:], h.Sum(nil))
-		s.err = err
-		sentc <- s
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-sentc // the sender gives up at its deadline at the latest
+	transferOverlay(t, a, b, 9000, killAfter, func() {
+		t.Logf("%d MiB received; killing the relay", killAfter>>20)
+		m.relay.Kill() // SIGKILL: no drain, no goodbye
+		m.startRelay()
 	})
-
-	var c net.Conn
-	if err := a.host.Do(func() (err error) {
-		d := net.Dialer{Timeout: labCommandWait}
-		c, err = d.Dial("tcp", netip.AddrPortFrom(b.ip4, 9000).String())
-		return err
-	}); err != nil {
-		t.Fatalf("a dialing b over the overlay: %v", err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(transferWait))
-
-	h := sha256.New()
-	if _, err := io.CopyN(h, c, killAfter); err != nil {
-		t.Fatalf("first %d bytes: %v", killAfter, err)
-	}
-	t.Logf("%d MiB received; killing the relay", killAfter>>20)
-	m.relay.Kill() // SIGKILL: no drain, no goodbye
-	m.startRelay()
-	n, err := io.Copy(h, c)
-	if err != nil || n != transferSize-killAfter {
-		t.Fatalf("after the relay restart: got %d more bytes, want %d: %v", n, transferSize-killAfter, err)
-	}
-	// The sender is done once the receiver has everything.
-	s := <-sentc
-	sentc <- s // for the cleanup
-	if s.err != nil {
-		t.Fatalf("sender: %v", s.err)
-	}
-	if got := h.Sum(nil); !bytes.Equal(got, s.sum[:]) {
-		t.Fatalf("SHA-256 of the received stream %x, sent %x", got, s.sum)
-	}
 
 	// Both nodes noticed the relay's death and reconnected.
 	for _, n := range []*labNode{a, b} {

@@ -59,6 +59,11 @@ type ownerState struct {
 		Version uint64          `json:"version"`
 		Rules   json.RawMessage `json:"rules,omitempty"`
 	} `json:"policy"`
+	// Rotation is the version of the last secret rotation signed
+	// (rotate.go); the new secret replaces the one in the owner dir.
+	Rotation struct {
+		Version uint64 `json:"version"`
+	} `json:"rotation"`
 }
 
 // issued records one grant the owner signed.

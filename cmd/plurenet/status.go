@@ -76,6 +76,7 @@ func printStatus(w io.Writer, st overlay.Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "relay %-8s %s  %s, %d reconnects\n", r.Role, r.URL, state, r.Reconnects)
 	}
+	printDHT(w, st.DHT, now)
 	if len(st.Members) == 0 {
 		fmt.Fprintln(w, "no other members yet")
 		return

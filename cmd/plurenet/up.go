@@ -226,6 +226,12 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		if len(s.Peers) > 0 || s.LANDiscovery != "" {
 			return cfg, usageErrorf("--peer and --lan-discovery are for --transport swarm (no relay); with a relay, members find each other through it")
 		}
+		if s.DHT == "on" || len(s.DHTBootstrap) > 0 {
+			return cfg, usageErrorf("--dht and --dht-bootstrap work with --transport swarm only for now (not yet beside relays)")
+		}
+		if s.DHT != "" && s.DHT != "off" {
+			return cfg, usageErrorf("--dht %q: want on or off", s.DHT)
+		}
 		if s.Relay == "" {
 			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport swarm on a LAN")
 		}
@@ -313,6 +319,9 @@ func (s *upSettings) swarmConfig(cfg *overlay.Config) error {
 		}
 	}
 	cfg.Peers = s.Peers
+	if err := s.dhtConfig(cfg); err != nil {
+		return err
+	}
 	switch s.LANDiscovery {
 	case "", "on":
 	case "off":

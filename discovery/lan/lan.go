@@ -8,9 +8,11 @@
 // Only sealed messages travel here (transports.Classify: first byte
 // mesh.SealedHeader, at most mesh.MaxSealed bytes); anything else read from
 // the group is dropped. The group is reachable by anything on the LAN, so
-// reading is bounded in size and in rate before the node spends an AEAD
-// open on a datagram; the node authenticates what it gets (another mesh's
-// messages, or garbage, fail to open and are ignored).
+// reading is bounded in size and in rate per source before the node spends
+// an AEAD open on a datagram, with members' sending sockets (Vouch) on
+// budgets of their own that a flood from other sources cannot take; the
+// node authenticates what it gets (another mesh's messages, or garbage,
+// fail to open and are ignored).
 //
 // Datagrams are sent with TTL 1, so they never leave the link, and with
 // multicast loopback on, so nodes on one host (and tests) find each other.
@@ -26,12 +28,13 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/time/rate"
 
 	"github.com/plures/plurenet/discovery"
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/internal/srclimit"
 	"github.com/plures/plurenet/transports"
 	"github.com/plures/plurenet/transports/direct"
 )
@@ -48,12 +51,25 @@ const (
 	// index order, and one Send costs at most 16 datagrams.
 	maxInterfaces = 16
 
-	// recvRate and recvBurst bound the datagrams handed to the sink per
-	// second. Each member announces once per 15 s, so a LAN of a hundred
-	// members, even of several meshes, stays far below; a flood is dropped
-	// here, before the caller spends an AEAD open on it.
-	recvRate  = 100
-	recvBurst = 50
+	// The group reader's limits, per source (internal/srclimit), before
+	// the caller spends an AEAD open on a datagram. A member's sending
+	// socket, once the node vouched for it (Vouch), has a budget of its
+	// own: one announcement per 15 s needs far less than 2 a second, and
+	// no flood from other sources takes it. Every other source IP gets a
+	// small budget, and all of them together share 100 a second (burst
+	// 50): a LAN of a hundred members of several meshes stays below, and
+	// a flood from spoofed sources takes no more.
+	knownRate    = 2
+	knownBurst   = 8
+	sourceRate   = 1
+	sourceBurst  = 4
+	unknownRate  = 100
+	unknownBurst = 50
+	// maxSources bounds each table of per-source buckets.
+	maxSources = 4096
+	// vouchFor is how long Vouch lasts: past MemberTimeout (45 s), and
+	// every announcement renews it.
+	vouchFor = time.Minute
 
 	// multicastTTL keeps datagrams on the link: discovery is for members
 	// one hop apart; routers do not forward them.
@@ -81,7 +97,7 @@ type Source struct {
 	cfg   Config
 	log   *slog.Logger
 	group *net.UDPAddr
-	limit *rate.Limiter
+	limit *srclimit.Limiter
 
 	// mu serialises Start, Announce and Close, and guards what follows.
 	mu      sync.Mutex
@@ -111,10 +127,15 @@ func New(cfg Config) (*Source, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Source{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "lan"),
-		group:  net.UDPAddrFromAddrPort(cfg.Group),
-		limit:  rate.NewLimiter(recvRate, recvBurst),
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "lan"),
+		group: net.UDPAddrFromAddrPort(cfg.Group),
+		limit: srclimit.New(srclimit.Config{
+			KnownRate: knownRate, KnownBurst: knownBurst,
+			Rate: sourceRate, Burst: sourceBurst,
+			TotalRate: unknownRate, TotalBurst: unknownBurst,
+			MaxSources: maxSources, VouchFor: vouchFor,
+		}),
 		joined: make(map[int]bool),
 	}, nil
 }
@@ -244,10 +265,18 @@ func (d *Source) Announce(msg []byte) error {
 	return nil
 }
 
+// Vouch tells the source that a sealed message from src (as handed to the
+// sink) was authenticated and fresh: src is a member's sending socket, and
+// its datagrams get a member's budget for a while, which no flood from
+// other sources can take.
+func (d *Source) Vouch(src netip.AddrPort) {
+	d.limit.Vouch(src, time.Now())
+}
+
 // Stats counts what the reader saw.
 type Stats struct {
 	Received  uint64 // sealed messages handed to the sink (counted when it returns)
-	DropsRate uint64 // datagrams over the rate limit
+	DropsRate uint64 // datagrams over their source's rate limit
 	DropsBad  uint64 // datagrams that are not sealed mesh messages
 }
 
@@ -276,12 +305,13 @@ func (d *Source) readLoop(sealed func(netip.AddrPort, []byte)) {
 			d.dropsBad.Add(1)
 			continue
 		}
-		if !d.limit.Allow() {
+		ap := from.AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if !d.limit.Allow(ap, false, time.Now()) {
 			d.dropsRate.Add(1)
 			continue
 		}
-		ap := from.AddrPort()
-		sealed(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), append([]byte(nil), buf[:n]...))
+		sealed(ap, append([]byte(nil), buf[:n]...))
 		d.received.Add(1) // after the call, so a count seen means handled
 	}
 }

@@ -100,19 +100,7 @@ func TestDropsWhatIsNotSealed(t *testing.T) {
 		t.Fatal("Announce of an oversized message succeeded")
 	}
 	// Around Send: raw datagrams to the group from another socket.
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	lo, err := net.InterfaceByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := ipv4.NewPacketConn(c)
-	if err := errors.Join(pc.SetMulticastInterface(lo), pc.SetMulticastLoopback(true)); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := groupSender(t, 1)
 	dst := net.UDPAddrFromAddrPort(group)
 	bad := [][]byte{
 		[]byte("not a mesh message at all, but long enough to be one if it started right....................."),
@@ -145,6 +133,28 @@ func TestDropsWhatIsNotSealed(t *testing.T) {
 	if st := d.Stats(); st.DropsBad != uint64(len(bad)) || st.Received != 1 {
 		t.Fatalf("stats %+v, want %d bad and 1 received", st, len(bad))
 	}
+}
+
+// groupSender opens a socket on 127.0.0.x that sends to groups on the
+// loopback interface. On Linux all of 127.0.0.0/8 is routed to lo, so each
+// x is another source address, as a spoofing outsider would use; elsewhere
+// only x = 1 is sure to exist.
+func groupSender(t *testing.T, x byte) (net.PacketConn, netip.AddrPort) {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, x}), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := ipv4.NewPacketConn(c)
+	if err := errors.Join(pc.SetMulticastInterface(lo), pc.SetMulticastLoopback(true)); err != nil {
+		t.Fatal(err)
+	}
+	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
 func TestConfigErrors(t *testing.T) {

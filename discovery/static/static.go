@@ -143,15 +143,11 @@ func New(cfg Config) (*Source, error) {
 // Interval) until ctx ends or Close, reporting an address when it is new.
 // A failed lookup keeps the last address.
 func (s *Source) Start(ctx context.Context, sink discovery.Sink) error {
-	if sink.Found == nil {
-		return errors.New("static peers: no Found func in the sink")
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.started {
-		return errors.New("static peers: started twice")
+	if err := discovery.BeginStart(sink, &s.started, "static peers"); err != nil {
+		return err
 	}
-	s.started = true
 	var names []Peer
 	for _, p := range s.cfg.Peers {
 		if ip, err := netip.ParseAddr(p.Host); err == nil {

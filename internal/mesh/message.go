@@ -21,6 +21,7 @@ const (
 	// KindDocument carries an owner-signed document of an owned mesh (a
 	// revocation list): the body is opaque here, internal/owner reads it.
 	KindDocument Kind = 4
+	KindForward  Kind = 5 // "here is another member": its sealed announcement and where it was heard (forward.go)
 )
 
 func (k Kind) String() string {
@@ -33,6 +34,8 @@ func (k Kind) String() string {
 		return "signal"
 	case KindDocument:
 		return "document"
+	case KindForward:
+		return "forward"
 	}
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
@@ -95,6 +98,8 @@ type Message struct {
 	Signal []byte
 	// Document is the body of KindDocument: an owner document's encoding.
 	Document []byte
+	// Forward is the body of KindForward.
+	Forward Forward
 }
 
 // Announce is what a member tells the mesh about itself.
@@ -170,6 +175,8 @@ func appendBody(b []byte, m *Message) ([]byte, error) {
 		return append(b, m.Signal...), nil
 	case KindDocument:
 		return append(b, m.Document...), nil
+	case KindForward:
+		return appendForward(b, &m.Forward)
 	}
 	return nil, fmt.Errorf("mesh: cannot seal message of %v", m.Kind)
 }
@@ -245,7 +252,7 @@ func parsePlaintext(rendezvous [32]byte, p []byte) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	m.Announce, m.Signal, m.Document = body.Announce, body.Signal, body.Document
+	m.Announce, m.Signal, m.Document, m.Forward = body.Announce, body.Signal, body.Document, body.Forward
 	return m, nil
 }
 
@@ -269,6 +276,12 @@ func parseBody(k Kind, b []byte) (Message, error) {
 		m.Signal = append([]byte(nil), b...)
 	case KindDocument:
 		m.Document = append([]byte(nil), b...)
+	case KindForward:
+		f, err := parseForward(b)
+		if err != nil {
+			return m, err
+		}
+		m.Forward = f
 	default:
 		return m, fmt.Errorf("%w: unknown kind %d", ErrMalformed, byte(k))
 	}

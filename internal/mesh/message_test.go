@@ -112,7 +112,8 @@ func TestParseBodyKinds(t *testing.T) {
 		{"signal", KindSignal, []byte("x"), true},
 		{"kind 0", 0, nil, false},
 		{"document", KindDocument, []byte{1}, true},
-		{"kind 5", 5, nil, false},
+		{"forward empty", KindForward, nil, false},
+		{"kind 6", 6, nil, false},
 		{"kind 255", 255, []byte{1}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -141,11 +142,24 @@ func FuzzParseBody(f *testing.F) {
 		f.Add(byte(KindAnnounce), b)
 	}
 	f.Add(byte(KindDocument), []byte("doc"))
+	f.Add(byte(KindForward), forwardBody(f))
 	f.Fuzz(func(t *testing.T, kind byte, body []byte) {
 		m, err := parseBody(Kind(kind), body)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if Kind(kind) == KindForward {
+			fw := m.Forward
+			enc, err := appendForward(nil, &fw)
+			if err != nil {
+				t.Fatalf("accepted forward does not re-encode: %v (%+v)", err, fw)
+			}
+			back, err := parseBody(KindForward, enc)
+			if err != nil || back.Forward.Addr != fw.Addr || !bytes.Equal(back.Forward.Sealed, fw.Sealed) {
+				t.Fatalf("re-decoded %+v, %v; want %+v", back.Forward, err, fw)
 			}
 			return
 		}

@@ -36,6 +36,7 @@ const (
 	labelAdmission = "plurenet v2 admission"
 	labelSeal      = "plurenet v2 seal"
 	labelPSK       = "plurenet v2 wireguard psk"
+	labelDHT       = "plurenet v2 dht"
 	labelULA       = "plurenet v1 ula"
 	labelV6Host    = "plurenet v1 ipv6 host"
 	labelV4Host    = "plurenet v1 ipv4 host"
@@ -76,6 +77,9 @@ type Keys struct {
 	Seal [32]byte
 	// PSK is the WireGuard preshared key between every pair of members.
 	PSK [32]byte
+	// DHT is the key the mesh's daily Mainline DHT info-hashes are derived
+	// from (DHTInfoHash).
+	DHT [32]byte
 }
 
 // DeriveKeys derives a mesh's keys with HKDF-SHA256 (RFC 5869): salt = the
@@ -111,6 +115,7 @@ func DeriveKeys(topicID [TopicSize]byte, secret Stretched) Keys {
 	k.Rendezvous = k.Admission.Rendezvous()
 	expand(prk, labelSeal, k.Seal[:])
 	expand(prk, labelPSK, k.PSK[:])
+	expand(prk, labelDHT, k.DHT[:])
 	return k
 }
 

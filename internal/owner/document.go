@@ -12,6 +12,7 @@ import (
 const (
 	KindRevocations byte = 1
 	KindPolicy      byte = 2
+	KindRotation    byte = 3
 )
 
 const (
@@ -72,7 +73,7 @@ func ParseDocument(b []byte) (Document, error) {
 		r.fail("document format %d, this build reads %d", f, documentFormat)
 	}
 	d.Kind = r.byte("document kind")
-	if r.err == nil && d.Kind != KindRevocations && d.Kind != KindPolicy {
+	if r.err == nil && (d.Kind < KindRevocations || d.Kind > KindRotation) {
 		r.fail("unknown document kind %d", d.Kind)
 	}
 	copy(d.Topic[:], r.bytes(mesh.TopicSize, "document topic"))

@@ -56,6 +56,12 @@ func FuzzParseDocument(f *testing.F) {
 					t.Fatalf("revocations re-encode as %x (%v), read %x", again, err, d.Body)
 				}
 			}
+		case KindRotation:
+			if r, err := ParseRotation(d.Body); err == nil {
+				if again, err := r.Marshal(); err != nil || !bytes.Equal(again, d.Body) {
+					t.Fatalf("rotation re-encodes as %x (%v), read %x", again, err, d.Body)
+				}
+			}
 		case KindPolicy:
 			if p, err := ParsePolicy(d.Body); err == nil {
 				p.Allows(Member{Name: "a", Tags: []string{"x"}}, Member{Name: "b"}, ProtoTCP, 22)

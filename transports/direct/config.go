@@ -118,6 +118,12 @@ type Config struct {
 	// opens the message with the mesh key.
 	OnMesh func(from netip.AddrPort, msg []byte)
 
+	// SealSignal, with DisableICE, seals a path-check signal message as
+	// the mesh does (mesh.KindSignal, signed by this node) so that the
+	// transport can send it with SendMesh (pathcheck.go). Without it no
+	// path checks are made: static paths come only from SetStatic.
+	SealSignal func(msg []byte) ([]byte, error)
+
 	Logger *slog.Logger
 }
 

@@ -35,7 +35,12 @@
 // Without a relay (the overlay's swarm mode, Config.DisableICE) there is no
 // ICE: each peer's path is a static address given with SetStatic (see
 // static.go), and the socket also carries sealed mesh messages (first byte
-// 0xF1), handed to Config.OnMesh through a bounded, rate-limited queue and
-// sent with SendMesh, so that members announce themselves to each other's
-// direct sockets and learn each other's addresses from them.
+// 0xF1), handed to Config.OnMesh through bounded queues, rate-limited per
+// source with members' addresses favoured (mesh.go), and sent with
+// SendMesh, so that members announce themselves to each other's direct
+// sockets and learn each other's addresses from them. A static path moves
+// to an address, and stays usable, only on authenticated traffic: the
+// caller reports each authenticated message (Heard), and the transport
+// checks a new address with a probe the member must answer from there
+// (pathcheck.go); WireGuard and STUN datagrams confirm nothing.
 package direct

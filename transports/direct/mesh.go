@@ -4,30 +4,52 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/plures/plurenet/internal/srclimit"
 	"github.com/plures/plurenet/transports"
 )
 
-// Sealed mesh messages on the socket. With no relay (the overlay's direct
-// mode) announcements and goodbyes travel as plain UDP datagrams between
-// the members' direct sockets. The socket is reachable by anyone who can
-// send to it, so what reaches Config.OnMesh is bounded in size (transports.Classify
-// admits at most mesh.MaxSealed bytes), in count (meshQueue) and in rate
-// (meshRate), before any cryptography is spent on it.
+// Sealed mesh messages on the socket. With no relay (the overlay's swarm
+// mode) announcements, goodbyes and path checks travel as plain UDP
+// datagrams between the members' direct sockets. The socket is reachable by
+// anyone who can send to it, so what reaches Config.OnMesh is bounded in
+// size (transports.Classify admits at most mesh.MaxSealed bytes), in count
+// (the queues) and in rate per source (internal/srclimit), before any
+// cryptography is spent on it.
+//
+// Members' addresses (those of a peer's path) are favoured: each has its
+// own rate budget and the queue of its own, so a flood from other sources
+// (an outsider on the LAN can send from as many spoofed addresses as it
+// likes) takes only the budget and queue unknown sources share, and never
+// delays a member's announcements. Newcomers, whose address is not known
+// yet, share that budget: under such a flood they may wait.
 const (
-	// meshQueue bounds sealed messages read and not yet taken by OnMesh.
-	// Members send one announcement per 15 s each; 64 absorbs a whole
-	// LAN's worth arriving at once while a flood only fills the queue.
+	// meshQueue bounds sealed messages read and not yet taken by OnMesh,
+	// per class (members, unknown sources). Members send one
+	// announcement per 15 s each; 64 absorbs a whole LAN's worth arriving
+	// at once while a flood only fills the queue.
 	meshQueue = 64
 
-	// meshRate and meshBurst bound the sealed messages handed to OnMesh
-	// per second: a 1024-member mesh announces about 70 per second, so 200
-	// is ample for real members, while garbage sent to the port (each
-	// costing an AEAD open) cannot take more than a sliver of one core.
-	meshRate  = 200
-	meshBurst = 100
+	// Per member address: announcements every 15 s, answers to joiners,
+	// path checks and a goodbye; 4 per second with a burst of 16 is far
+	// above that, and 1024 spoofed member addresses still cost few AEAD
+	// opens a second.
+	meshKnownRate  = 4
+	meshKnownBurst = 16
+
+	// Per unknown source IP, and for all of them together: a newcomer
+	// sends one announcement and answers a path check or two; 200 a
+	// second is the most garbage (each costing an AEAD open) can make
+	// the node decrypt, a sliver of one core.
+	meshSourceRate   = 2
+	meshSourceBurst  = 8
+	meshUnknownRate  = 200
+	meshUnknownBurst = 100
+
+	// meshSources bounds each table of per-source buckets; a full table
+	// of busy sources makes further new ones share one bucket.
+	meshSources = 4096
 )
 
 type meshPacket struct {
@@ -35,10 +57,11 @@ type meshPacket struct {
 	b    []byte
 }
 
-// meshIn is the receive side: dispatch queues, one goroutine calls OnMesh.
+// meshIn is the receive side: dispatch queues, one goroutine calls OnMesh,
+// members' messages first.
 type meshIn struct {
-	queue chan meshPacket
-	limit *rate.Limiter
+	known, unknown chan meshPacket
+	limit          *srclimit.Limiter
 }
 
 func (t *Transport) startMesh() {
@@ -46,8 +69,14 @@ func (t *Transport) startMesh() {
 		return
 	}
 	t.mesh = &meshIn{
-		queue: make(chan meshPacket, meshQueue),
-		limit: rate.NewLimiter(meshRate, meshBurst),
+		known:   make(chan meshPacket, meshQueue),
+		unknown: make(chan meshPacket, meshQueue),
+		limit: srclimit.New(srclimit.Config{
+			KnownRate: meshKnownRate, KnownBurst: meshKnownBurst,
+			Rate: meshSourceRate, Burst: meshSourceBurst,
+			TotalRate: meshUnknownRate, TotalBurst: meshUnknownBurst,
+			MaxSources: meshSources,
+		}),
 	}
 	t.wg.Add(1)
 	go func() {
@@ -57,13 +86,20 @@ func (t *Transport) startMesh() {
 }
 
 func (t *Transport) meshLoop(ctx context.Context) {
+	m := t.mesh
 	for {
+		var pk meshPacket
 		select {
-		case <-ctx.Done():
-			return
-		case pk := <-t.mesh.queue:
-			t.cfg.OnMesh(pk.from, pk.b)
+		case pk = <-m.known:
+		default:
+			select {
+			case <-ctx.Done():
+				return
+			case pk = <-m.known:
+			case pk = <-m.unknown:
+			}
 		}
+		t.cfg.OnMesh(pk.from, pk.b)
 	}
 }
 
@@ -74,9 +110,14 @@ func (t *Transport) deliverMesh(b []byte, from netip.AddrPort) {
 		t.stats.dropOther.Add(1)
 		return
 	}
-	if !m.limit.Allow() {
+	known := (*t.byAddr.Load())[from] != nil
+	if !m.limit.Allow(from, known, time.Now()) {
 		t.stats.dropMeshRate.Add(1)
 		return
+	}
+	q := m.unknown
+	if known {
+		q = m.known
 	}
 	pk := meshPacket{from: from, b: append([]byte(nil), b...)}
 	// Counted before it is queued: the consumer may hand it to OnMesh
@@ -84,7 +125,7 @@ func (t *Transport) deliverMesh(b []byte, from netip.AddrPort) {
 	// OnMesh has seen.
 	t.stats.meshIn.Add(1)
 	select {
-	case m.queue <- pk:
+	case q <- pk:
 	default:
 		t.stats.meshIn.Add(^uint64(0)) // not queued after all
 		t.stats.dropMeshQueue.Add(1)

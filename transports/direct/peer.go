@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/plures/plurenet/internal/nodekey"
@@ -42,6 +43,11 @@ type peer struct {
 	mu     sync.Mutex
 	status PathInfo
 
+	// Path checks (pathcheck.go), swarm mode.
+	checkMu sync.Mutex
+	checks  []pathCheck // pending, at most maxChecks
+	probes  *rate.Limiter
+
 	// Owned by run.
 	sess       *session
 	state      PathState
@@ -61,12 +67,12 @@ type peer struct {
 type directPath struct {
 	addr     netip.AddrPort
 	udpAddr  *net.UDPAddr
-	lastRecv atomic.Int64 // Transport.now() of the last packet from addr
+	lastRecv atomic.Int64 // Transport.now() of the last packet from addr; ICE paths only
 
 	// Static paths only (see static.go).
 	static    bool
 	since     time.Time    // when the address was set
-	confirmed atomic.Int64 // Transport.now() of the last SetStatic for addr
+	confirmed atomic.Int64 // Transport.now() of the last authenticated confirmation of addr
 }
 
 func newPeer(t *Transport, key nodekey.Public) *peer {
@@ -84,6 +90,7 @@ func newPeer(t *Transport, key nodekey.Public) *peer {
 		inbox:       make(chan signal, peerInbox),
 		kick:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
+		probes:      rate.NewLimiter(probeRate, probeBurst),
 	}
 }
 
@@ -149,12 +156,14 @@ func (p *peer) usesAddr(addr netip.AddrPort) bool {
 // millisecond, so receiving cores do not fight over its cache line.
 const touchGranularity = int64(time.Millisecond)
 
-// touch records that a packet arrived from addr.
+// touch records that a packet arrived from addr on ICE's path. A static
+// path is not touched: it lives on authenticated traffic only (static.go).
+// ICE's path may be, because ICE checks consent with authenticated STUN
+// itself and drops the path when that fails, and a relay is there to fall
+// back to.
 func (p *peer) touch(addr netip.AddrPort, now int64) {
-	for _, dp := range [2]*directPath{p.path.Load(), p.static.Load()} {
-		if dp != nil && dp.addr == addr && now-dp.lastRecv.Load() > touchGranularity {
-			dp.lastRecv.Store(now)
-		}
+	if dp := p.path.Load(); dp != nil && dp.addr == addr && now-dp.lastRecv.Load() > touchGranularity {
+		dp.lastRecv.Store(now)
 	}
 }
 

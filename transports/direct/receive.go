@@ -168,7 +168,7 @@ func addrOf(a net.Addr) netip.AddrPort {
 }
 
 // dispatch handles one datagram: STUN is copied to ICE, sealed mesh
-// messages to OnMesh, WireGuard from a validated path returns its peer (the
+// messages to OnMesh, KRPC to the DHT node (DHTConn), WireGuard from a validated path returns its peer (the
 // caller hands the packet to the device), everything else is dropped and
 // counted. Any packet from a
 // validated path proves the path alive.
@@ -196,6 +196,9 @@ func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 		return nil
 	case transports.PayloadSealed:
 		t.deliverMesh(b, from)
+		return nil
+	case transports.PayloadDHT:
+		t.deliverDHT(b, from)
 		return nil
 	default:
 		t.stats.dropOther.Add(1)

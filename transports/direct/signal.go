@@ -9,14 +9,16 @@ import (
 // Signal message wire format, version 1 (all integers big-endian):
 //
 //	version (1) = 1
-//	type (1): 1 offer, 2 answer, 3 request
-//	session (8): session id chosen by the controlling member
+//	type (1): 1 offer, 2 answer, 3 request (ICE, over a relay);
+//	    4 probe, 5 reply (path checks, swarm mode: pathcheck.go)
+//	session (8): session id chosen by the controlling member; for a
+//	    probe the check's random nonce, which the reply echoes
 //	ufrag length (1) | ufrag
 //	pwd length (1) | pwd
 //	candidate count (1) | per candidate: length (1) | candidate (ICE
 //	    candidate attribute as pion's Candidate.Marshal prints it)
 //
-// A request carries no credentials and no candidates. Bytes after the last
+// A request, probe or reply carries no credentials and no candidates. Bytes after the last
 // candidate are ignored, so a later version can append fields that older
 // members skip; a change older members must not misread bumps the version.
 const signalVersion = 1
@@ -53,6 +55,12 @@ const (
 	// sigRequest: the controlled member asks for a new session; session is
 	// the newest it has seen (0 if none).
 	sigRequest signalType = 3
+	// sigProbe: swarm mode, "answer me from where you are"; session is a
+	// random nonce. Sent to the address under check (pathcheck.go).
+	sigProbe signalType = 4
+	// sigReply: swarm mode, the answer to a probe, echoing its nonce, sent
+	// to where the probe came from.
+	sigReply signalType = 5
 )
 
 func (s signalType) String() string {
@@ -63,6 +71,10 @@ func (s signalType) String() string {
 		return "answer"
 	case sigRequest:
 		return "request"
+	case sigProbe:
+		return "probe"
+	case sigReply:
+		return "reply"
 	}
 	return fmt.Sprintf("type(%d)", byte(s))
 }
@@ -104,9 +116,12 @@ func (s *signal) validate() error {
 		if err := validText("pwd", s.Pwd, 1, maxPwdLen); err != nil {
 			return err
 		}
-	case sigRequest:
+	case sigRequest, sigProbe, sigReply:
 		if s.Ufrag != "" || s.Pwd != "" || len(s.Candidates) != 0 {
-			return fmt.Errorf("%w: request with credentials or candidates", ErrBadSignal)
+			return fmt.Errorf("%w: %v with credentials or candidates", ErrBadSignal, s.Type)
+		}
+		if s.Type != sigRequest && s.Session == 0 {
+			return fmt.Errorf("%w: %v without a nonce", ErrBadSignal, s.Type)
 		}
 	default:
 		return fmt.Errorf("%w: unknown type %d", ErrBadSignal, byte(s.Type))

@@ -22,6 +22,8 @@ func TestSignalRoundTrip(t *testing.T) {
 		{"answer no candidates", signal{Type: sigAnswer, Session: 1 << 63, Ufrag: "u", Pwd: "p"}},
 		{"request", signal{Type: sigRequest, Session: 7}},
 		{"request zero", signal{Type: sigRequest}},
+		{"probe", signal{Type: sigProbe, Session: 0x0123456789abcdef}},
+		{"reply", signal{Type: sigReply, Session: 1}},
 		{"largest", signal{Type: sigOffer, Session: ^uint64(0), Ufrag: strings.Repeat("u", maxUfragLen), Pwd: strings.Repeat("p", maxPwdLen), Candidates: many}},
 	}
 	for _, tt := range tests {
@@ -70,6 +72,8 @@ func TestSignalRejects(t *testing.T) {
 		{"control byte", []byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, '\n', 1, 'p', 0}, ErrBadSignal},
 		{"too many candidates", []byte{1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'u', 1, 'p', maxCandidates + 1}, ErrBadSignal},
 		{"too large", make([]byte, MaxSignalSize+1), ErrBadSignal},
+		{"probe without nonce", []byte{1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, ErrBadSignal},
+		{"reply with candidates", []byte{1, 5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 'c'}, ErrBadSignal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -88,6 +92,8 @@ func FuzzParseSignal(f *testing.F) {
 	for _, s := range []signal{
 		{Type: sigOffer, Session: 42, Ufrag: "abcd", Pwd: "0123456789012345678901", Candidates: []string{"1 1 udp 2130706431 10.1.0.2 40000 typ host"}},
 		{Type: sigRequest, Session: 9},
+		{Type: sigProbe, Session: 10},
+		{Type: sigReply, Session: 11},
 	} {
 		b, _ := appendSignal(nil, &s)
 		f.Add(b)

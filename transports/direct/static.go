@@ -19,15 +19,20 @@ import (
 // KeepaliveInterval and dropped after LossTimeout of silence, because a
 // relay is there to fall back to. A static path is the only path, and
 // WireGuard must be able to send its first handshake before the peer has
-// sent anything: so it is usable while packets arrive (LossTimeout) or
-// within StaticHold of the last SetStatic for its address, which the
-// overlay repeats on every authenticated announcement.
+// sent anything: so it is usable within StaticHold of the last
+// confirmation, by SetStatic (a configured address) or by authenticated
+// traffic from its address (Heard, path checks: pathcheck.go), which every
+// announcement renews. Packets that merely arrive from the address do not
+// count: anyone can send WireGuard- or STUN-shaped datagrams from any
+// address.
 
 // SetStatic makes addr the static path to peer, adding the peer (as AddPeer
 // would) if it is new. Calling it again with the same address confirms the
-// path (see StaticHold); with another address it moves the peer there
-// (roaming): WireGuard packets from the old address are no longer
-// attributed to the peer. addr must be an IPv4 unicast address with a port.
+// path (see StaticHold); with another address it moves the peer there:
+// WireGuard packets from the old address are no longer attributed to the
+// peer. addr must be an IPv4 unicast address with a port. It is for
+// addresses the caller trusts (configured ones); what the network says
+// goes through Heard, which moves a path only on proof.
 func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	if !ValidRemote(addr) {
@@ -39,22 +44,25 @@ func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
 	if t.excluded(addr.Addr()) {
 		return fmt.Errorf("direct: static path to %s: %s is inside the mesh's own prefixes", key.ShortString(), addr)
 	}
-	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return ErrClosed
 	}
-	p := t.addPeerLocked(key)
+	t.setStaticLocked(t.addPeerLocked(key), addr, t.now())
+	return nil
+}
+
+// setStaticLocked makes addr p's static path, confirmed at now. t.mu must
+// be held.
+func (t *Transport) setStaticLocked(p *peer, addr netip.AddrPort, now int64) {
 	cur := p.static.Load()
 	if cur != nil && cur.addr == addr {
 		cur.confirmed.Store(now)
-		return nil
+		return
 	}
 	sp := &directPath{addr: addr, udpAddr: net.UDPAddrFromAddrPort(addr), static: true, since: time.Now()}
 	sp.confirmed.Store(now)
-	// Nothing arrived on the new address yet.
-	sp.lastRecv.Store(now - int64(LossTimeout) - 1)
 	p.static.Store(sp)
 	var old netip.AddrPort
 	if cur != nil {
@@ -64,7 +72,6 @@ func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
 		p.log.Debug("direct: static path", "remote", addr.String())
 	}
 	t.setAddrLocked(addr, p, old)
-	return nil
 }
 
 // StaticAddr returns the peer's static address and whether the path is
@@ -81,9 +88,11 @@ func (t *Transport) StaticAddr(peer nodekey.Public) (addr netip.AddrPort, usable
 	return sp.addr, sp.usable(t.now()), true
 }
 
-// usable reports whether a static path may carry packets at now.
+// usable reports whether a static path may carry packets at now: only
+// authenticated traffic confirms one (SetStatic, or see pathcheck.go);
+// WireGuard and STUN datagrams from its address do not.
 func (dp *directPath) usable(now int64) bool {
-	return now-dp.lastRecv.Load() <= int64(LossTimeout) || now-dp.confirmed.Load() <= int64(StaticHold)
+	return now-dp.confirmed.Load() <= int64(StaticHold)
 }
 
 // staticInfo describes a peer's static path for PathInfo.

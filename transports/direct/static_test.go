@@ -178,7 +178,8 @@ func TestSetStaticRejects(t *testing.T) {
 }
 
 // TestStaticUsable checks the liveness rule on a path's clocks directly:
-// waiting out StaticHold in a test would take 45 s.
+// waiting out StaticHold in a test would take 45 s. Packets received do not
+// count (lastRecv): only authenticated confirmations do.
 func TestStaticUsable(t *testing.T) {
 	const s = int64(time.Second)
 	tests := []struct {
@@ -189,7 +190,7 @@ func TestStaticUsable(t *testing.T) {
 		{"just confirmed", 100 * s, -1000 * s, 100 * s, true},
 		{"confirmed within hold", 100 * s, -1000 * s, 100*s - int64(StaticHold), true},
 		{"hold over, nothing received", 100 * s, -1000 * s, 100*s - int64(StaticHold) - 1, false},
-		{"hold over, packet within loss timeout", 100 * s, 100*s - int64(LossTimeout), 0, true},
+		{"hold over, packet within loss timeout", 100 * s, 100*s - int64(LossTimeout), 0, false},
 		{"hold over, packet too old", 100 * s, 100*s - int64(LossTimeout) - 1, 0, false},
 	}
 	for _, tt := range tests {
@@ -253,9 +254,9 @@ func TestMeshDatagrams(t *testing.T) {
 	expectNone(t, bSealed, "oversized datagram")
 }
 
-// TestMeshRateLimit floods a transport with sealed-looking datagrams while
-// OnMesh is stuck: the queue holds what it can and drops the rest, and
-// beyond the burst the rate limit drops before anything is copied.
+// TestMeshRateLimit floods a transport with sealed-looking datagrams from
+// one source while OnMesh is stuck: the source's own bucket stops it long
+// before the queue fills (mesh_linux_test.go floods from many sources).
 func TestMeshRateLimit(t *testing.T) {
 	a, _, _ := newStatic(t)
 	release := make(chan struct{})
@@ -293,11 +294,8 @@ func TestMeshRateLimit(t *testing.T) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	st := b.Stats()
-	if st.MeshIn > meshQueue+1 {
-		t.Errorf("%d messages queued for a stuck OnMesh, at most %d fit", st.MeshIn, meshQueue+1)
-	}
-	if st.DropsMeshQueue == 0 {
-		t.Errorf("a stuck OnMesh never made the queue drop: %+v", st)
+	if st.MeshIn >= meshQueue || st.DropsMeshQueue != 0 {
+		t.Errorf("one source queued %d messages (%d dropped by the queue); its own bucket should stop it first: %+v", st.MeshIn, st.DropsMeshQueue, st)
 	}
 	select {
 	case <-called:

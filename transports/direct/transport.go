@@ -44,7 +44,7 @@ type Transport struct {
 	udp   *net.UDPConn
 	pc4   *ipv4.PacketConn
 	local netip.AddrPort
-	stun  *stunConn
+	stun  *divertConn
 	mux   *ice.UniversalUDPMuxDefault
 	inet  *stdnet.Net // interfaces as seen from the namespace New ran in
 	// ownAddrs are this host's addresses and marker its same-host
@@ -64,7 +64,8 @@ type Transport struct {
 	closed  bool   // guarded by mu
 
 	rd   reader
-	mesh *meshIn // nil without Config.OnMesh
+	mesh *meshIn                    // nil without Config.OnMesh
+	dht  atomic.Pointer[divertConn] // nil until DHTConn
 
 	batchPool sync.Pool   // *sendBatch for SendBatch
 	gso       atomic.Bool // UDP segmentation offload on send (see offload_linux.go)
@@ -79,13 +80,15 @@ type Transport struct {
 }
 
 type counters struct {
-	wgIn, stunIn, meshIn          atomic.Uint64
+	wgIn, stunIn, meshIn, dhtIn   atomic.Uint64
 	dropMeshRate, dropMeshQueue   atomic.Uint64
 	dropUnknownSrc, dropOther     atomic.Uint64
 	dropNoDeliver, dropBlackholed atomic.Uint64
 	dropBatchFull                 atomic.Uint64
 	dropCandidate                 atomic.Uint64
 	signalsBad                    atomic.Uint64
+	probesSent, pathsProven       atomic.Uint64
+	dropProbeRate, dropBadReply   atomic.Uint64
 	// blackhole makes the readers discard every datagram: a test hook for
 	// a path that dies without the socket noticing.
 	blackhole atomic.Bool
@@ -409,16 +412,23 @@ type Stats struct {
 	DropsNoDeliver  uint64 // WireGuard packets read while no Bind was open and no Deliver set
 	DropsBadSignal  uint64 // signal messages that did not parse
 	MeshIn          uint64 // sealed mesh messages queued for OnMesh
-	DropsMeshRate   uint64 // sealed mesh messages over meshRate
+	DropsMeshRate   uint64 // sealed mesh messages over their source's rate (mesh.go)
 	DropsMeshQueue  uint64 // sealed mesh messages dropped because OnMesh did not keep up
 	DropsBatchFull  uint64 // coalesced WireGuard datagrams that did not fit the device's batch
 	DropsCandidate  uint64 // peers' ICE candidates refused (loopback, link-local, this host's own addresses...: candidates.go)
 	DropsBlackholed uint64 // test hook
+	ProbesSent      uint64 // path checks sent (swarm mode: pathcheck.go)
+	PathsProven     uint64 // path checks answered from the probed address
+	DropsProbeRate  uint64 // path checks not sent: over the per-peer probe rate
+	DropsBadReply   uint64 // path check replies matching no pending check
+	DHTIn           uint64 // KRPC datagrams read for the DHT node (DropsOther while there is none)
+	DropsDHT        uint64 // KRPC datagrams dropped: too large, over rate, the DHT node did not keep up
+	DropsDHTSend    uint64 // KRPC datagrams the DHT node sent over the send rate
 }
 
 // Stats returns the counters.
 func (t *Transport) Stats() Stats {
-	return Stats{
+	s := Stats{
 		WireGuardIn:     t.stats.wgIn.Load(),
 		STUNIn:          t.stats.stunIn.Load(),
 		DropsUnknownSrc: t.stats.dropUnknownSrc.Load(),
@@ -432,5 +442,14 @@ func (t *Transport) Stats() Stats {
 		DropsBatchFull:  t.stats.dropBatchFull.Load(),
 		DropsCandidate:  t.stats.dropCandidate.Load(),
 		DropsBlackholed: t.stats.dropBlackholed.Load(),
+		ProbesSent:      t.stats.probesSent.Load(),
+		PathsProven:     t.stats.pathsProven.Load(),
+		DropsProbeRate:  t.stats.dropProbeRate.Load(),
+		DropsBadReply:   t.stats.dropBadReply.Load(),
+		DHTIn:           t.stats.dhtIn.Load(),
 	}
+	if c := t.dht.Load(); c != nil {
+		s.DropsDHT, s.DropsDHTSend = c.drops.Load(), c.outDrops.Load()
+	}
+	return s
 }

@@ -156,7 +156,8 @@ type Client struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // run and retiring connections
 
-	active     atomic.Pointer[conn] // the connection Send uses; nil when down
+	active     atomic.Pointer[conn]                    // the connection Send uses; nil when down
+	admission  atomic.Pointer[relayproto.AdmissionKey] // set by SetAdmission; nil: cfg.Admission
 	nextConnID atomic.Uint64
 	data       chan Message
 	presence   *presence

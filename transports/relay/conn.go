@@ -77,6 +77,7 @@ type conn struct {
 	ws          *websocket.Conn
 	cork        *wscork.Conn // the socket under ws; nil if it could not be wrapped
 	welcome     relayproto.Welcome
+	adm         relayproto.AdmissionKey // what the handshake presented
 	maxPayload  int
 	established time.Time
 	pacer       *rate.Limiter // nil when the relay announced no rate limit
@@ -151,7 +152,8 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
 	}
-	w, err := Handshake(ctx, ws, c.cfg.PrivateKey, c.cfg.Admission)
+	adm := c.admissionKey()
+	w, err := Handshake(ctx, ws, c.cfg.PrivateKey, adm)
 	if err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
@@ -162,6 +164,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 		ws:          ws,
 		cork:        slot.Conn(),
 		welcome:     w,
+		adm:         adm,
 		maxPayload:  int(w.MaxPayload),
 		established: time.Now(),
 		out:         make(chan *[]byte, sendQueueLen),

@@ -78,6 +78,10 @@ func (c *Client) serve(cn *conn, bo *backoff) *conn {
 func (c *Client) promote(cn *conn) {
 	c.active.Store(cn)
 	c.setConnected(cn)
+	if cn.adm != c.admissionKey() {
+		// SetAdmission ran while cn was dialling.
+		cn.requestPlanned(planReason{why: "new admission key (mesh secret rotated)"})
+	}
 	c.log.Info("relay: connected", "relay", c.cfg.URL,
 		"max_payload", cn.maxPayload, "lifetime_s", cn.welcome.LifetimeSecs, "rate_bytes", cn.welcome.RateBytes)
 }

@@ -58,8 +58,6 @@ type packet struct {
 	quoted []byte
 }
 
-// isICMP reports whether the packet is ICMP or ICMPv6.
-func (p *packet) isICMP() bool { return p.proto == protoICMP || p.proto == protoICMPv6 }
 
 // isEcho, isEchoReply and isError classify an ICMP packet.
 func (p *packet) isEcho() bool {

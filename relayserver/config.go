@@ -50,7 +50,8 @@ const (
 	// DefaultIdleTimeout is three ping intervals: a peer that answered none
 	// of them is gone.
 	DefaultIdleTimeout = 60 * time.Second
-	// DefaultWriteTimeout bounds one frame write, so a dead TCP peer whose
+	// DefaultWriteTimeout bounds one socket write (a batch of queued
+	// frames, at most 64 KiB), so a dead TCP peer whose
 	// window never opens cannot hold its writer goroutine forever.
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultDrainGrace is how long a drained client has to connect elsewhere
@@ -138,7 +139,7 @@ type Config struct {
 	HandshakeTimeout time.Duration // accept to Welcome
 	PingInterval     time.Duration // WebSocket ping period; must be below IdleTimeout
 	IdleTimeout      time.Duration // no frame or pong for this long closes with ErrIdle
-	WriteTimeout     time.Duration // one frame write to the client
+	WriteTimeout     time.Duration // one socket write to the client (a batch of frames)
 	// MaxConnLifetime, when positive, drains each connection at that age, as
 	// hosted platforms that cut long connections would, but announced.
 	MaxConnLifetime time.Duration

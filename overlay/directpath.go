@@ -22,6 +22,7 @@ func (n *Node) startDirect() error {
 		ExcludePrefixes: n.meshPrefixes(),
 		Signal:          n.sendSignal,
 		Deliver:         n.bind.Deliver,
+		OnPathChange:    n.pathChanged,
 		Logger:          n.log,
 	})
 	if err != nil {

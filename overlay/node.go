@@ -336,7 +336,9 @@ func (n *Node) Addrs() (v4, v6 netip.Addr) {
 // ErrNoSuchMember is returned when a name matches no member.
 var ErrNoSuchMember = errors.New("no such member")
 
-// WaitMember waits until a member with this name (or overlay IP) is known.
+// WaitMember waits until a member with this name (or overlay IP) is known
+// and reachable: its WireGuard peer is configured, so a dial does not race
+// the configuration (see firstcontact.go).
 func (n *Node) WaitMember(ctx context.Context, nameOrIP string) (netip.Addr, error) {
 	for {
 		n.mu.Lock()
@@ -344,7 +346,7 @@ func (n *Node) WaitMember(ctx context.Context, nameOrIP string) (netip.Addr, err
 		n.mu.Unlock()
 		ip, err := n.Resolve(nameOrIP)
 		if err == nil {
-			if n.isMember(ip) {
+			if n.configuredMember(ip) {
 				return ip, nil
 			}
 		} else if !errors.Is(err, ErrNoSuchMember) {

@@ -125,15 +125,19 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		if c.src.IsValid() {
 			n.heardDirect(c, from, payload)
 		}
+		n.heardFrom(from)
 		n.compareDocuments(c, from, m.Announce.Owned)
 	}
 	switch ev.Kind {
 	case mesh.EventJoined:
 		n.log.Info("member joined", "peer", from.ShortString(), "name", m.Announce.Name, "via", c.name)
+		// WireGuard learns the member before the member hears our answer,
+		// so that a handshake it starts on that answer is not dropped
+		// here as coming from a stranger (see firstcontact.go).
+		n.syncPeers()
 		// The newcomer may not have heard us yet (it joined after our
 		// last periodic announcement).
 		n.answer(c, from)
-		n.syncPeers()
 		if n.swarm != nil && c.src.IsValid() && !c.multicast {
 			n.introduce(from)
 		}

@@ -28,12 +28,18 @@ const (
 	// so that large frames cannot make 512 frames cost 32 MiB.
 	DefaultSendQueueBytes = 4 << 20
 	// DefaultRateBytesPerSec and DefaultRateBurstBytes bound what one
-	// connection may push through the relay. 64 MiB/s lets one tunnel use
-	// about half of what a 2-core instance forwards (measured ~135 MB/s)
-	// while a single client cannot take all of it. Clients pace themselves
-	// to the rate the Welcome announces, so a bulk transfer meets
-	// backpressure rather than drops (drops would collapse its TCP window).
-	DefaultRateBytesPerSec = 64 << 20
+	// connection may push through the relay. 256 MiB/s (2.1 Gbit/s) is
+	// more than most members' link to a relay, so a private relay does not
+	// hold its member below its own link (a 2-core instance forwards
+	// 250-500 MB/s for one pair with batched writes); it still stops one
+	// client of a big shared instance from taking every core, and the
+	// per-connection queue caps bound what a fast sender costs its
+	// receivers. A shared relay that wants each
+	// member to have a fair share sets a lower --rate (docs/operations.md).
+	// Clients pace themselves to the rate the Welcome announces, so a bulk
+	// transfer meets backpressure rather than drops (drops would collapse
+	// its TCP window).
+	DefaultRateBytesPerSec = 256 << 20
 	DefaultRateBurstBytes  = 8 << 20
 	// DefaultHandshakeTimeout is generous for a TLS+WebSocket client on a slow
 	// link, short enough that half-open sockets do not accumulate.
@@ -44,7 +50,8 @@ const (
 	// DefaultIdleTimeout is three ping intervals: a peer that answered none
 	// of them is gone.
 	DefaultIdleTimeout = 60 * time.Second
-	// DefaultWriteTimeout bounds one frame write, so a dead TCP peer whose
+	// DefaultWriteTimeout bounds one socket write (a batch of queued
+	// frames, at most 64 KiB), so a dead TCP peer whose
 	// window never opens cannot hold its writer goroutine forever.
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultDrainGrace is how long a drained client has to connect elsewhere
@@ -132,7 +139,7 @@ type Config struct {
 	HandshakeTimeout time.Duration // accept to Welcome
 	PingInterval     time.Duration // WebSocket ping period; must be below IdleTimeout
 	IdleTimeout      time.Duration // no frame or pong for this long closes with ErrIdle
-	WriteTimeout     time.Duration // one frame write to the client
+	WriteTimeout     time.Duration // one socket write to the client (a batch of frames)
 	// MaxConnLifetime, when positive, drains each connection at that age, as
 	// hosted platforms that cut long connections would, but announced.
 	MaxConnLifetime time.Duration

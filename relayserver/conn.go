@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/plures/plurenet/internal/relayproto"
+	"github.com/plures/plurenet/internal/wscork"
 )
 
 // rateNoticeInterval spaces the non-fatal ErrRateLimited frames: one a second
@@ -49,8 +50,11 @@ const (
 // it before returning. Everything another goroutine may do to a conn is queue
 // a frame, ask it to drain, or ask it to close.
 type conn struct {
-	srv    *Server
-	ws     *websocket.Conn
+	srv *Server
+	ws  *websocket.Conn
+	// cork is the socket under ws; the writer corks it around each batch
+	// of queued frames so that they leave in one write (internal/wscork).
+	cork   *wscork.Conn
 	remote string
 	id     uint64
 	q      *sendQueue
@@ -106,7 +110,8 @@ func (s *Server) newConn(remote string) *conn {
 // accept upgrades the request and registers the connection.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
 	c := s.newConn(r.RemoteAddr)
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	cw := wscork.NewResponseWriter(w, s.cfg.WriteTimeout)
+	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		// v1 is selected only when v2 is not offered, to tell an old
 		// client to upgrade (handshake).
 		Subprotocols: []string{relayproto.Subprotocol, relayproto.SubprotocolV1},
@@ -122,8 +127,14 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
 	// One byte over the frame limit, so that readFrame sees an oversized
 	// message itself and can answer with an Error frame.
 	ws.SetReadLimit(relayproto.MaxFrame + 1)
-	c.ws = ws
+	c.ws, c.cork = ws, cw.Conn()
 	c.ctx, c.cancel = context.WithCancel(s.ctx)
+	// The writer writes frames without a context of their own (a timer
+	// and a context per frame showed in the profile): the cork bounds each
+	// socket write by WriteTimeout, and this ends a write blocked when the
+	// server closes. run's cancel at the end of the connection fires it too,
+	// when the socket is already closed.
+	context.AfterFunc(c.ctx, func() { ws.CloseNow() })
 	if !s.track(c) {
 		c.cancel()
 		ws.Close(websocket.StatusGoingAway, "relay shutting down")
@@ -162,7 +173,9 @@ func (c *conn) run() {
 // readFrame reads one WebSocket message into a pooled buffer. The caller
 // returns bp to framePool when done with b.
 func (c *conn) readFrame() (b []byte, bp *[]byte, err error) {
-	typ, r, err := c.ws.Reader(c.ctx)
+	// No context per read (one showed in the allocation profile): the
+	// socket is closed when c.ctx ends (accept).
+	typ, r, err := c.ws.Reader(context.Background())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -340,15 +353,20 @@ func (c *conn) handleFrame(b []byte, now time.Time) bool {
 		return false
 	}
 	if f.Type == relayproto.TypeSend {
-		out := relayproto.AppendRecv(make([]byte, 0, len(b)), c.key, f.Payload)
+		// The receiver's queue owns out once it is delivered; otherwise
+		// nothing holds it (the backplane copies what it relays).
+		out := relayproto.AppendRecv(getForward(len(b)), c.key, f.Payload)
 		switch s.router.unicast(c, f.Key, out) {
 		case delivered:
 			s.metrics.forwarded(kindUnicast, 1, len(f.Payload))
 		case noSuchPeer:
+			putForward(out)
 			s.metrics.drop(dropNoSuchPeer, 1)
 		case dstQueueFull:
+			putForward(out)
 			s.metrics.drop(dropQueueFull, 1)
 		case relayed:
+			putForward(out)
 			// to another instance; the backplane counts it
 		}
 		return true

@@ -334,7 +334,7 @@ func (rs *rooms) route(c *conn, dst relayproto.Key, frame []byte) (deliverResult
 	}
 	target := conns[len(conns)-1]
 	r.mu.Unlock()
-	if target.q.push(frame, false) != pushed {
+	if target.q.pushForward(frame) != pushed {
 		return dstQueueFull, instanceID{}
 	}
 	return delivered, instanceID{}

@@ -75,16 +75,21 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeQueued writes what is queued. It returns false if a write failed, in
-// which case the connection is unusable.
+// writeQueued writes what is queued, corked so that the frames leave in as
+// few socket writes as the batch needs. It returns false if a write failed,
+// in which case the connection is unusable.
 func (c *conn) writeQueued(batch []queued) ([]queued, bool) {
 	batch = c.q.take(batch)
+	c.cork.Cork()
 	for i, e := range batch {
 		var err error
 		if e.snap != nil {
-			err = e.snap.each(c.scratch[:], c.write)
+			err = e.snap.each(c.scratch[:], c.writeCorked)
 		} else {
-			err = c.write(e.frame)
+			err = c.writeCorked(e.frame)
+			if e.recycle {
+				putForward(e.frame) // written (copied into the batch) or failed
+			}
 		}
 		c.q.written(e.size())
 		batch[i] = queued{}
@@ -94,14 +99,31 @@ func (c *conn) writeQueued(batch []queued) ([]queued, bool) {
 			}
 			c.srv.metrics.drop(dropClosed, len(batch)-i)
 			clear(batch)
+			c.cork.Uncork()
 			return batch, false
 		}
+	}
+	if err := c.cork.Uncork(); err != nil {
+		// The frames were counted written; the client will not get them.
+		c.srv.log.Debug("relay: write failed", "remote", c.remote, "conn", c.id, "err", err)
+		return batch, false
 	}
 	return batch, true
 }
 
-// write sends one frame, bounded by WriteTimeout so that a peer that stopped
-// reading cannot hold the writer forever; on timeout the socket is closed.
+// writeCorked adds one frame to the corked batch. It needs no deadline of
+// its own: every socket write the cork makes is bounded by WriteTimeout, and
+// closing the server closes the socket (accept).
+func (c *conn) writeCorked(b []byte) error {
+	if err := c.ws.Write(context.Background(), websocket.MessageBinary, b); err != nil {
+		return fmt.Errorf("relay: write to %s: %w", c.remote, err)
+	}
+	return nil
+}
+
+// write sends one frame outside a batch, bounded by WriteTimeout so that a
+// peer that stopped reading cannot hold the writer forever; on timeout the
+// socket is closed.
 func (c *conn) write(b []byte) error {
 	ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.WriteTimeout)
 	defer cancel()

@@ -91,6 +91,9 @@ type Bind struct {
 	dropsNoPth atomic.Uint64
 
 	dropsCongested atomic.Uint64
+
+	hs     handshakes    // the last handshake message sent to each peer (handshake.go)
+	copies atomic.Uint64 // packets also sent over a second path (tentative.go)
 }
 
 type inbound struct {
@@ -272,37 +275,28 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return conn.ErrWrongEndpointType
 	}
+	if isHandshake(bufs) {
+		// Kept even if no path takes it now: a path that appears
+		// later resends it (ResendHandshake).
+		b.hs.remember(e.Key, bufs[0], time.Now())
+	}
+	return b.send(bufs, e)
+}
+
+func (b *Bind) send(bufs [][]byte, e Endpoint) error {
 	b.mu.Lock()
 	ts := b.transports
 	b.mu.Unlock()
 	var lastErr error
-	for _, t := range ts {
+	for i, t := range ts {
 		if !t.Reachable(e.Key) {
 			continue
 		}
-		lastErr = nil
-		if bs, ok := t.(BatchSender); ok {
-			lastErr = bs.SendBatch(e.Key, bufs)
-		} else {
-			for _, p := range bufs {
-				err := t.Send(e.Key, p)
-				if errors.Is(err, ErrCongested) {
-					b.dropsCongested.Add(1)
-					continue
-				}
-				if err != nil {
-					lastErr = err
-					break
-				}
-			}
-		}
-		if errors.Is(lastErr, ErrCongested) {
-			// A batch sender dropped some of the batch: the path is up.
-			b.dropsCongested.Add(1)
-			lastErr = nil
-		}
-		if lastErr == nil {
+		if lastErr = b.sendOn(t, e.Key, bufs); lastErr == nil {
 			b.notePath(e.Key, t.Name(), len(bufs))
+			if tt, ok := t.(TentativeSender); ok && tt.Tentative(e.Key) {
+				b.sendCopy(ts[i+1:], e.Key, bufs)
+			}
 			return nil
 		}
 	}
@@ -311,6 +305,33 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return fmt.Errorf("peer %s: %w", e.Key.ShortString(), lastErr)
 	}
 	return fmt.Errorf("peer %s: %w", e.Key.ShortString(), ErrNoPath)
+}
+
+// sendOn sends bufs to peer over t. A congested path dropped packets but
+// is up: that counts as sent.
+func (b *Bind) sendOn(t Transport, peer nodekey.Public, bufs [][]byte) error {
+	var err error
+	if bs, ok := t.(BatchSender); ok {
+		err = bs.SendBatch(peer, bufs)
+	} else {
+		for _, p := range bufs {
+			err = t.Send(peer, p)
+			if errors.Is(err, ErrCongested) {
+				b.dropsCongested.Add(1)
+				err = nil
+				continue
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	if errors.Is(err, ErrCongested) {
+		// A batch sender dropped some of the batch: the path is up.
+		b.dropsCongested.Add(1)
+		err = nil
+	}
+	return err
 }
 
 func (b *Bind) notePath(k nodekey.Public, name string, packets int) {
@@ -356,22 +377,25 @@ func (b *Bind) ForgetPeer(peer nodekey.Public) {
 	b.mu.Lock()
 	delete(b.paths, peer)
 	b.mu.Unlock()
+	b.hs.forget(peer)
 }
 
 // BindStats counts packets the Bind dropped, by reason.
 type BindStats struct {
-	DropsQueueFull uint64 // the device did not read fast enough
-	DropsClosed    uint64 // delivered while the Bind was closed
-	DropsNoPath    uint64 // no transport could send
-	DropsCongested uint64 // the chosen transport dropped packets (full queue, rate limit)
+	DropsQueueFull  uint64 // the device did not read fast enough
+	DropsClosed     uint64 // delivered while the Bind was closed
+	DropsNoPath     uint64 // no transport could send
+	DropsCongested  uint64 // the chosen transport dropped packets (full queue, rate limit)
+	TentativeCopies uint64 // packets also sent over the next path while the preferred one was tentative
 }
 
 // Stats returns the drop counters.
 func (b *Bind) Stats() BindStats {
 	return BindStats{
-		DropsQueueFull: b.dropsFull.Load(),
-		DropsClosed:    b.dropsNoRcv.Load(),
-		DropsNoPath:    b.dropsNoPth.Load(),
-		DropsCongested: b.dropsCongested.Load(),
+		DropsQueueFull:  b.dropsFull.Load(),
+		DropsClosed:     b.dropsNoRcv.Load(),
+		DropsNoPath:     b.dropsNoPth.Load(),
+		DropsCongested:  b.dropsCongested.Load(),
+		TentativeCopies: b.copies.Load(),
 	}
 }

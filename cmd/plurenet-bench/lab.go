@@ -65,7 +65,7 @@ type bench struct {
 	stateDir string
 }
 
-// labRows measures rows (a) to (j) in a fresh lab. The outcome says whether
+// labRows measures rows (a) to (k) in a fresh lab. The outcome says whether
 // the lab could run at all.
 func labRows(cfg labConfig) ([]*row, labOutcome) {
 	var rows []*row
@@ -97,6 +97,7 @@ func labRows(cfg labConfig) ([]*row, labOutcome) {
 		fb := &bench{t: t, cfg: cfg, a: lab.Host("fa", lab.NATRouter("rfa", netlab.RouterConfig{})),
 			b: lab.Host("fb", lab.NATRouter("rfb", netlab.RouterConfig{})), relay: b.relay, stateDir: dir}
 		rows = append(rows, fb.firstByteRows(lab)...)
+		rows = append(rows, nat.firstContact())
 	})
 	return rows, out
 }

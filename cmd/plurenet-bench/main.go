@@ -19,7 +19,10 @@
 // auto finds (direct, hole punched through both NATs), (g) the time from
 // starting both nodes until status shows the direct path, (h) the time
 // from blocking UDP at one router until a continuous ping gets replies
-// again through the relay. Ratios
+// again through the relay; (i)-(j) first bytes between members meeting
+// through a DHT and through the relay (dhtmeet.go); (k) the time from two
+// members joining to the first ping reply, median and worst over 50 fresh
+// joins. Ratios
 // compare rows of the same run; the absolute numbers say more about the
 // machine than about plurenet.
 package main
@@ -69,15 +72,15 @@ func run() int {
 
 	switch {
 	case *noLab:
-		t.footer = append(t.footer, "lab rows (a)-(j): skipped (-no-lab)")
+		t.footer = append(t.footer, "lab rows (a)-(k): skipped (-no-lab)")
 	case os.Geteuid() != 0:
-		t.footer = append(t.footer, "lab rows (a)-(j): need root (network namespaces, TUN devices): run make bench as root")
+		t.footer = append(t.footer, "lab rows (a)-(k): need root (network namespaces, TUN devices): run make bench as root")
 	default:
 		if _, err := os.Stat(*plurenet); err != nil {
 			fmt.Fprintf(os.Stderr, "plurenet-bench: -plurenet: %v\n", err)
 			return 2
 		}
-		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(j)...")
+		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(k)...")
 		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings})
 		for _, r := range rows {
 			switch {
@@ -90,7 +93,7 @@ func run() int {
 		}
 		switch {
 		case out.Skipped != "":
-			t.footer = append(t.footer, "lab rows (a)-(j): skipped: "+out.Skipped)
+			t.footer = append(t.footer, "lab rows (a)-(k): skipped: "+out.Skipped)
 		case out.Fatal != "":
 			t.footer = append(t.footer, "lab rows: the lab failed: "+out.Fatal)
 			failed = true

@@ -173,3 +173,22 @@ func parseUnixMicro(s string) (time.Time, error) {
 	}
 	return time.Unix(sec, ns), nil
 }
+
+// parseJoinedAt returns the time of the first "member joined" line in a
+// node's log (slog text: "time=2026-01-02T15:04:05.123Z level=INFO
+// msg=\"member joined\" ...").
+func parseJoinedAt(out string) (time.Time, bool) {
+	for line := range strings.Lines(out) {
+		if !strings.Contains(line, `msg="member joined"`) {
+			continue
+		}
+		stamp, ok := strings.CutPrefix(strings.Fields(line)[0], "time=")
+		if !ok {
+			continue
+		}
+		if at, err := time.Parse(time.RFC3339Nano, stamp); err == nil {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}

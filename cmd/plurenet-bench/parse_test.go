@@ -217,3 +217,19 @@ func TestParsePingReplies(t *testing.T) {
 		})
 	}
 }
+
+func TestParseJoinedAt(t *testing.T) {
+	log := "time=2026-11-29T16:29:37.700Z level=INFO msg=\"direct path listening\" addr=10.0.0.2:41641\n" +
+		"time=2026-11-29T16:29:37.786Z level=INFO msg=\"member joined\" peer=PiUS89ZG name=nb via=relay:primary\n" +
+		"time=2026-11-29T16:29:39.000Z level=INFO msg=\"member joined\" peer=Xy name=nc via=relay:primary\n"
+	at, ok := parseJoinedAt(log)
+	want := time.Date(2026, 11, 29, 16, 29, 37, 786e6, time.UTC)
+	if !ok || !at.Equal(want) {
+		t.Fatalf("parseJoinedAt = %v, %v; want %v (the first join)", at, ok, want)
+	}
+	for _, bad := range []string{"", "level=INFO msg=\"member joined\"\n", "time=yesterday msg=\"member joined\"\n", "time=2026-11-29T16:29:37.786Z msg=\"member left\"\n"} {
+		if at, ok := parseJoinedAt(bad); ok {
+			t.Errorf("parseJoinedAt(%q) = %v, want none", bad, at)
+		}
+	}
+}

@@ -91,10 +91,12 @@ func (t *Transport) SendBatch(peer nodekey.Public, pkts [][]byte) error {
 	if p == nil {
 		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
 	}
-	path := p.livePath(t.now())
+	now := t.now()
+	path := p.livePath(now)
 	if path == nil {
 		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
 	}
+	p.noteSend(path, now)
 	sb := t.batchPool.Get().(*sendBatch)
 	defer t.batchPool.Put(sb)
 	if err := t.write(sb, pkts, path.udpAddr); err != nil {

@@ -23,7 +23,9 @@ const (
 	// LossTimeout is how long a direct path may go without any packet from
 	// the peer (WireGuard or STUN) before it is declared lost and the Bind
 	// falls back to a relay. The peer probes every KeepaliveInterval, so
-	// silence this long means the path is gone, not idle.
+	// silence this long means the path is gone, not idle. A path this
+	// side is sending on is cut sooner when probes go unanswered
+	// (probe.go); this timeout then ends its ICE session.
 	LossTimeout = 3 * time.Second
 
 	// connectTimeout bounds one ICE attempt, gathering included: host
@@ -103,6 +105,15 @@ type Config struct {
 	// is the reader's buffer, valid only during the call: the callee copies
 	// what it keeps. Without it such packets are dropped and counted.
 	Deliver func(from nodekey.Public, pkt []byte)
+
+	// OnPathChange, if set, is called when the direct path to peer
+	// changes: ICE validates it or moves it to another pair, or it stops
+	// carrying packets (lost, or cut by unanswered probes) and packets
+	// take the relay. That is the moment a WireGuard handshake message
+	// lost on the old path is worth sending again
+	// (transports.Bind.ResendHandshake). It is called from the peer's
+	// state machine and must not block, nor call RemovePeer.
+	OnPathChange func(peer nodekey.Public)
 
 	// DisableICE turns ICE off: peers are reached only on static paths
 	// (SetStatic), and no Signal func is needed. The overlay's swarm mode,

@@ -30,7 +30,11 @@
 // Reachable is true only while the path is direct and a packet arrived from
 // the peer within LossTimeout, so the Bind falls back to a relay within that
 // time when the path dies, and comes back to it when ICE succeeds again. The
-// WireGuard session is never touched.
+// WireGuard session is never touched. A path carrying traffic is judged
+// sooner: probed when the peer falls silent, and cut while the probes go
+// unanswered (probe.go). A freshly selected path is tentative, and the Bind
+// doubles packets over the relay until the peer is seen using it
+// (tentative.go).
 //
 // Without a relay (the overlay's swarm mode, Config.DisableICE) there is no
 // ICE: each peer's path is a static address given with SetStatic (see

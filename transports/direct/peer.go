@@ -57,10 +57,11 @@ type peer struct {
 	connSince  time.Time // controlled: when it began waiting for an offer
 	reqNext    time.Time // controlled: when to (re)send a request
 	reqGap     time.Duration
-	lastSeen   uint64    // controlled: newest session id offered
-	lastStart  time.Time // controlling: when the current session started
-	pendingNew bool      // controlling: the peer asked for a session; start when allowed
-	pendingMin uint64    // controlling: the new session id must exceed this
+	lastSeen   uint64      // controlled: newest session id offered
+	lastStart  time.Time   // controlling: when the current session started
+	pendingNew bool        // controlling: the peer asked for a session; start when allowed
+	pendingMin uint64      // controlling: the new session id must exceed this
+	probeTimer *time.Timer // wakes the state machine for the next probe (probe.go)
 }
 
 // directPath is a validated path: the peer's address on the selected ICE
@@ -69,6 +70,17 @@ type directPath struct {
 	addr     netip.AddrPort
 	udpAddr  *net.UDPAddr
 	lastRecv atomic.Int64 // Transport.now() of the last packet from addr; ICE paths only
+
+	// ICE paths only (see tentative.go and probe.go).
+	validated  int64                      // Transport.now() when this side validated it
+	peerUses   atomic.Bool                // a WireGuard packet from the peer arrived on it
+	lastSend   atomic.Int64               // Transport.now() of the last packet sent on it
+	probeSince atomic.Int64               // Transport.now() of the first probe of a suspicion; 0 if none
+	probeWait  atomic.Int64               // how long probes may go unanswered before the path is cut
+	probing    atomic.Pointer[probeState] // the outstanding probe; nil if none
+	cut        atomic.Bool                // silenced: probes went unanswered (counted once)
+	lastProbe  int64                      // owned by the state machine
+	cutLogged  bool                       // owned by the state machine
 
 	// Static paths only (see static.go).
 	static    bool
@@ -136,7 +148,7 @@ func (p *peer) wake() {
 // livePath returns ICE's path if a packet arrived on it within
 // LossTimeout, else the static path if it is usable (see static.go).
 func (p *peer) livePath(now int64) *directPath {
-	if dp := p.path.Load(); dp != nil && now-dp.lastRecv.Load() <= int64(LossTimeout) {
+	if dp := p.path.Load(); dp != nil && now-dp.lastRecv.Load() <= int64(LossTimeout) && !p.silenced(dp, now) {
 		return dp
 	}
 	if sp := p.static.Load(); sp != nil && sp.usable(now) {
@@ -190,6 +202,8 @@ func (p *peer) run(ctx context.Context) {
 	defer p.endSession()
 	tick := time.NewTicker(tickInterval)
 	defer tick.Stop()
+	p.probeTimer = time.AfterFunc(time.Hour, p.wake)
+	defer p.probeTimer.Stop()
 	p.attempt(time.Now())
 	for {
 		select {
@@ -247,6 +261,7 @@ func (p *peer) endSession() {
 func (p *peer) lose(now time.Time, reason string) {
 	if p.state == StateDirect {
 		p.log.Info("direct path lost; falling back", "reason", reason)
+		defer p.pathChanged()
 	} else {
 		p.log.Debug("direct: attempt failed", "reason", reason)
 	}
@@ -286,6 +301,7 @@ func (p *peer) onSignal(s signal, now time.Time) {
 			return // a duplicate, or for a session that is gone
 		}
 		ses.answered = true
+		ses.remoteUfrag, ses.remotePwd = s.Ufrag, s.Pwd
 		ses.addRemote(s.Candidates, p.key)
 		if _, err := ses.agent.StartDial(s.Ufrag, s.Pwd); err != nil {
 			p.log.Debug("direct: starting checks", "err", err)
@@ -323,6 +339,7 @@ func (p *peer) onSignal(s signal, now time.Time) {
 			return
 		}
 		p.sess = ses
+		ses.remoteUfrag, ses.remotePwd = s.Ufrag, s.Pwd
 		p.setState(StateConnecting, netip.AddrPort{}, 0, now)
 		ses.addRemote(s.Candidates, p.key)
 		if _, err := ses.agent.StartAccept(s.Ufrag, s.Pwd); err != nil {
@@ -348,11 +365,13 @@ func (p *peer) step(now time.Time) {
 			p.lose(now, "ice failed")
 			return
 		}
-		if p.livePath(p.t.now()) == nil {
+		dp := p.path.Load()
+		if dp == nil || p.t.now()-dp.lastRecv.Load() > int64(LossTimeout) {
 			p.lose(now, "no packet for "+LossTimeout.String())
 			return
 		}
 		remote, rtt, ok := ses.selectedRemote()
+		p.probe(dp, rtt, p.t.now())
 		if ok && remote != p.status.Remote {
 			p.useRemote(remote) // ICE moved to another pair
 		}
@@ -410,11 +429,21 @@ func (p *peer) stepConnecting(now time.Time) {
 // useRemote makes remote the validated path: WireGuard packets from it are
 // attributed to this peer and packets to the peer go to it.
 func (p *peer) useRemote(remote netip.AddrPort) {
-	dp := &directPath{addr: remote, udpAddr: net.UDPAddrFromAddrPort(remote)}
-	dp.lastRecv.Store(p.t.now())
+	now := p.t.now()
+	dp := &directPath{addr: remote, udpAddr: net.UDPAddrFromAddrPort(remote), validated: now}
+	dp.lastRecv.Store(now)
 	var old netip.AddrPort
 	if prev := p.path.Swap(dp); prev != nil {
 		old = prev.addr
 	}
 	p.t.setAddr(remote, p, old)
+	p.pathChanged()
+}
+
+// pathChanged tells Config.OnPathChange that packets to the peer take
+// another path now: the direct one appeared, moved, or stopped carrying.
+func (p *peer) pathChanged() {
+	if f := p.t.cfg.OnPathChange; f != nil {
+		f(p.key)
+	}
 }

@@ -184,11 +184,14 @@ func (t *Transport) dispatch(b []byte, from netip.AddrPort, now int64) *peer {
 			t.stats.dropUnknownSrc.Add(1)
 			return nil
 		}
-		p.touch(from, now)
+		p.touchWireGuard(from, now)
 		t.stats.wgIn.Add(1)
 		return p
 	case transports.PayloadSTUN:
 		if p := (*t.byAddr.Load())[from]; p != nil {
+			if dp := p.path.Load(); dp != nil && dp.addr == from && dp.probeAnswer(b, now) {
+				return nil // the answer to a probe of ours (probe.go)
+			}
 			p.touch(from, now)
 		}
 		t.stats.stunIn.Add(1)

@@ -32,10 +32,12 @@ type session struct {
 	selected bool
 
 	// Owned by the peer's state machine.
-	answered   bool          // controlling: the answer arrived and checks started
-	answerSent bool          // controlled: the answer for the latest offer went out
-	nextSend   time.Time     // controlling: when to (re)send the offer
-	sendGap    time.Duration // controlling: current retransmit interval
+	answered    bool   // controlling: the answer arrived and checks started
+	answerSent  bool   // controlled: the answer for the latest offer went out
+	remoteUfrag string // the peer's ICE credentials, from its offer or answer
+	remotePwd   string
+	nextSend    time.Time     // controlling: when to (re)send the offer
+	sendGap     time.Duration // controlling: current retransmit interval
 }
 
 // newSession creates an agent and starts gathering; kick is called (without

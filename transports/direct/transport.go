@@ -80,15 +80,16 @@ type Transport struct {
 }
 
 type counters struct {
-	wgIn, stunIn, meshIn, dhtIn   atomic.Uint64
-	dropMeshRate, dropMeshQueue   atomic.Uint64
-	dropUnknownSrc, dropOther     atomic.Uint64
-	dropNoDeliver, dropBlackholed atomic.Uint64
-	dropBatchFull                 atomic.Uint64
-	dropCandidate                 atomic.Uint64
-	signalsBad                    atomic.Uint64
-	probesSent, pathsProven       atomic.Uint64
-	dropProbeRate, dropBadReply   atomic.Uint64
+	wgIn, stunIn, meshIn, dhtIn         atomic.Uint64
+	dropMeshRate, dropMeshQueue         atomic.Uint64
+	dropUnknownSrc, dropOther           atomic.Uint64
+	dropNoDeliver, dropBlackholed       atomic.Uint64
+	dropBatchFull                       atomic.Uint64
+	dropCandidate                       atomic.Uint64
+	signalsBad                          atomic.Uint64
+	probesSent, pathsProven             atomic.Uint64
+	dropProbeRate, dropBadReply         atomic.Uint64
+	liveProbes, fastLosses, falseLosses atomic.Uint64
 	// blackhole makes the readers discard every datagram: a test hook for
 	// a path that dies without the socket noticing.
 	blackhole atomic.Bool
@@ -343,10 +344,12 @@ func (t *Transport) Send(peer nodekey.Public, pkt []byte) error {
 	if p == nil {
 		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
 	}
-	path := p.livePath(t.now())
+	now := t.now()
+	path := p.livePath(now)
 	if path == nil {
 		return fmt.Errorf("direct: peer %s: %w", peer.ShortString(), ErrNoDirectPath)
 	}
+	p.noteSend(path, now)
 	if _, err := t.udp.WriteToUDPAddrPort(pkt, path.addr); err != nil {
 		return fmt.Errorf("direct: sending to %s: %w", path.addr, err)
 	}
@@ -428,6 +431,9 @@ type Stats struct {
 	DHTIn           uint64 // KRPC datagrams read for the DHT node (DropsOther while there is none)
 	DropsDHT        uint64 // KRPC datagrams dropped: too large, over rate, the DHT node did not keep up
 	DropsDHTSend    uint64 // KRPC datagrams the DHT node sent over the send rate
+	LivenessProbes  uint64 // ICE checks sent to a suspect path that carries traffic (probe.go)
+	FastLosses      uint64 // paths that stopped carrying packets after unanswered liveness probes
+	FalseLosses     uint64 // of those, paths the peer was heard on again before LossTimeout
 }
 
 // Stats returns the counters.
@@ -451,6 +457,9 @@ func (t *Transport) Stats() Stats {
 		DropsProbeRate:  t.stats.dropProbeRate.Load(),
 		DropsBadReply:   t.stats.dropBadReply.Load(),
 		DHTIn:           t.stats.dhtIn.Load(),
+		LivenessProbes:  t.stats.liveProbes.Load(),
+		FastLosses:      t.stats.fastLosses.Load(),
+		FalseLosses:     t.stats.falseLosses.Load(),
 	}
 	if c := t.dht.Load(); c != nil {
 		s.DropsDHT, s.DropsDHTSend = c.drops.Load(), c.outDrops.Load()

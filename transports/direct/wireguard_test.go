@@ -115,6 +115,37 @@ func ping(t *testing.T, a, b *wgNode) {
 	}
 }
 
+// directPair returns two WireGuard nodes with a direct path between them
+// that has carried a ping each way.
+func directPair(t *testing.T) (a, b *wgNode) {
+	t.Helper()
+	n := newSignalNet()
+	a, b = newWGNode(t, n, "100.64.0.1"), newWGNode(t, n, "100.64.0.2")
+	connect(t, a, b)
+	waitState(t, a.tr, b.key.Public(), StateDirect, 20*time.Second)
+	waitState(t, b.tr, a.key.Public(), StateDirect, 20*time.Second)
+	ping(t, a, b)
+	ping(t, b, a)
+	return a, b
+}
+
+// blackholeUntilUnreachable kills the direct path between a and b without
+// their sockets noticing and returns how long a took to stop using it.
+func blackholeUntilUnreachable(t *testing.T, a, b *wgNode) time.Duration {
+	t.Helper()
+	cut := time.Now()
+	a.tr.stats.blackhole.Store(true)
+	b.tr.stats.blackhole.Store(true)
+	deadline := time.Now().Add(4 * LossTimeout)
+	for a.tr.Reachable(b.key.Public()) {
+		if time.Now().After(deadline) {
+			t.Fatal("direct path still reachable long after it went silent")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(cut)
+}
+
 // lastHandshake reads the device's last handshake time for peer.
 func lastHandshake(t *testing.T, d *device.Device, peer nodekey.Public) string {
 	t.Helper()
@@ -175,14 +206,7 @@ func waitPath(t *testing.T, bind *transports.Bind, peer nodekey.Public, want str
 // timeout and the WireGuard session carries on without a new handshake;
 // when the path heals, traffic returns to direct.
 func TestWireGuardOverDirect(t *testing.T) {
-	n := newSignalNet()
-	a, b := newWGNode(t, n, "100.64.0.1"), newWGNode(t, n, "100.64.0.2")
-	connect(t, a, b)
-	waitState(t, a.tr, b.key.Public(), StateDirect, 20*time.Second)
-	waitState(t, b.tr, a.key.Public(), StateDirect, 20*time.Second)
-
-	ping(t, a, b)
-	ping(t, b, a)
+	a, b := directPair(t)
 	waitPath(t, a.bind, b.key.Public(), Name)
 	if a.tr.Stats().WireGuardIn == 0 || b.tr.Stats().WireGuardIn == 0 {
 		t.Fatalf("no WireGuard packet came in on the direct socket: %+v / %+v", a.tr.Stats(), b.tr.Stats())
@@ -193,17 +217,8 @@ func TestWireGuardOverDirect(t *testing.T) {
 	a.mem.mu.Unlock()
 
 	// Kill the path without the sockets noticing.
-	cut := time.Now()
-	a.tr.stats.blackhole.Store(true)
-	b.tr.stats.blackhole.Store(true)
-	deadline := time.Now().Add(4 * LossTimeout)
-	for a.tr.Reachable(b.key.Public()) {
-		if time.Now().After(deadline) {
-			t.Fatal("direct path still reachable long after it went silent")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("direct path declared unreachable %v after the cut (LossTimeout %v)", time.Since(cut).Round(time.Millisecond), LossTimeout)
+	took := blackholeUntilUnreachable(t, a, b)
+	t.Logf("direct path declared unreachable %v after the cut (LossTimeout %v)", took.Round(time.Millisecond), LossTimeout)
 	ping(t, a, b)
 	ping(t, b, a)
 	waitPath(t, a.bind, b.key.Public(), "mem")

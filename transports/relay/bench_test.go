@@ -2,6 +2,8 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -29,10 +31,31 @@ const benchWindow = 256
 // another through an in-process relay on loopback. Compare with
 // BenchmarkTCPPipe from the same run for the relay's cost over raw TCP.
 func BenchmarkRelayThroughput(b *testing.B) {
-	r := startRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited}, nil)
+	relayThroughput(b, startRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited}, nil), nil)
+}
+
+// BenchmarkRelayThroughputTLS is BenchmarkRelayThroughput over wss://.
+func BenchmarkRelayThroughputTLS(b *testing.B) {
+	r := startTLSRelay(b, relayserver.Config{RateBytesPerSec: relayserver.Unlimited})
+	roots := x509.NewCertPool()
+	roots.AddCert(r.ts.Certificate())
+	relayThroughput(b, r, &tls.Config{RootCAs: roots})
+}
+
+// BenchmarkRelayThroughputDefaults is BenchmarkRelayThroughput through a
+// relay with its default limits: the per-connection rate, which the sending
+// client paces itself to, is what a member of a relay run with no options
+// gets.
+func BenchmarkRelayThroughputDefaults(b *testing.B) {
+	relayThroughput(b, startRelay(b, relayserver.Config{}, nil), nil)
+}
+
+// relayThroughput runs a throughput benchmark through r, whose clients
+// trust tlsConf's roots (nil for ws://).
+func relayThroughput(b *testing.B, r *testRelay, tlsConf *tls.Config) {
 	rv := newAdmission(b)
-	src := newClient(b, Config{URL: r.url, Admission: rv})
-	dst := newClient(b, Config{URL: r.url, Admission: rv})
+	src := newClient(b, Config{URL: r.url, Admission: rv, TLSConfig: tlsConf})
+	dst := newClient(b, Config{URL: r.url, Admission: rv, TLSConfig: tlsConf})
 	waitConnected(b, src)
 	waitConnected(b, dst)
 	waitPresent(b, src, dst.PublicKey())
@@ -60,6 +83,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 		b.Fatalf("receiver: %v after %d of %d frames (sender %+v, receiver %+v)", err, w.received.Load(), n, src.Status(), dst.Status())
 	}
 	b.StopTimer()
+	w.reportCPU(b, n*benchPayload)
 }
 
 // window keeps the sender of a benchmark at most benchWindow frames ahead
@@ -67,6 +91,17 @@ func BenchmarkRelayThroughput(b *testing.B) {
 type window struct {
 	received atomic.Int64
 	progress chan struct{} // a token when received moved
+	cpu0     time.Duration // the process's CPU time when send started
+}
+
+// reportCPU reports the process's CPU seconds per GB of payload since send
+// started: relay and both clients together, as they share the process.
+func (w *window) reportCPU(b *testing.B, payloadBytes int64) {
+	cpu, ok := processCPU()
+	if !ok || payloadBytes == 0 {
+		return
+	}
+	b.ReportMetric((cpu-w.cpu0).Seconds()/(float64(payloadBytes)/1e9), "cpu-s/GB")
 }
 
 func newWindow() *window { return &window{progress: make(chan struct{}, 1)} }
@@ -86,6 +121,7 @@ func (w *window) send(b *testing.B, src *Client, to nodekey.Public, payload []by
 	b.Helper()
 	b.SetBytes(int64(len(payload)))
 	b.ReportAllocs()
+	w.cpu0, _ = processCPU()
 	b.ResetTimer()
 	for sent := int64(0); sent < n; {
 		if sent-w.received.Load() >= benchWindow {
@@ -162,6 +198,7 @@ func BenchmarkRelayToBind(b *testing.B) {
 		b.Fatalf("receiver got %d of %d (bind %+v)", w.received.Load(), n, bind.Stats())
 	}
 	b.StopTimer()
+	w.reportCPU(b, n*benchPayload)
 }
 
 // BenchmarkTCPPipe is the baseline: the same payloads written one per write

@@ -58,7 +58,6 @@ type packet struct {
 	quoted []byte
 }
 
-
 // isEcho, isEchoReply and isError classify an ICMP packet.
 func (p *packet) isEcho() bool {
 	return p.proto == protoICMP && p.icmpType == icmp4Echo || p.proto == protoICMPv6 && p.icmpType == icmp6Echo

@@ -10,7 +10,7 @@ import (
 // controlling and the controlled one), the path is re-established by a new
 // ICE session, not left on the old one.
 func TestRestartMakesFreshSessions(t *testing.T) {
-	a, b := directPair(t)
+	a, b := connectedPair(t)
 	ka, kb := a.cfg.PrivateKey, b.cfg.PrivateKey
 
 	// Since moves when the state does: a path that went connecting and
@@ -46,9 +46,9 @@ func TestRestartMakesFreshSessions(t *testing.T) {
 	}
 }
 
-// directPair makes two loopback transports that are peers of each other
+// connectedPair makes two loopback transports that are peers of each other
 // and waits until each has a direct path to the other.
-func directPair(t *testing.T) (a, b *Transport) {
+func connectedPair(t *testing.T) (a, b *Transport) {
 	t.Helper()
 	n := newSignalNet()
 	a = newLoopback(t, n, newKey(t), nil)

@@ -3,7 +3,7 @@ package direct
 import "testing"
 
 func TestDirectConnectsOnLoopback(t *testing.T) {
-	a, b := directPair(t)
+	a, b := connectedPair(t)
 	pa, _ := a.PathInfo(b.self)
 	pb, _ := b.PathInfo(a.self)
 	if pa.Remote != b.LocalAddr() || pb.Remote != a.LocalAddr() {

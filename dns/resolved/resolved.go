@@ -137,11 +137,17 @@ func Register(ctx context.Context, cfg Config) (*Link, error) {
 	return l, nil
 }
 
+// connect opens the bus connection. godbus closes a connection when the
+// context given to WithContext ends; the connection must live until
+// Link.Close has reverted the link, whatever happens to the caller's
+// context (a node cancels its own before it closes its parts), so it gets
+// ctx's values but not its cancellation. ctx still bounds every call.
 func connect(ctx context.Context, address string) (*dbus.Conn, error) {
+	life := dbus.WithContext(context.WithoutCancel(ctx))
 	if address == "" {
-		return dbus.ConnectSystemBus(dbus.WithContext(ctx))
+		return dbus.ConnectSystemBus(life)
 	}
-	return dbus.Connect(address, dbus.WithContext(ctx))
+	return dbus.Connect(address, life)
 }
 
 // checkRunning asks the bus whether resolved holds its name, rather than

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -57,6 +58,11 @@ type linkEndpoint struct {
 	next   int
 	ntaken int
 	split  splitter
+
+	// segmented counts packets cut into more than one segment, oversize
+	// packets read that exceed the MTU (which would be a bug): tests read
+	// them to see that the offload is in use and correct.
+	segmented, oversize atomic.Uint64
 }
 
 var (
@@ -156,6 +162,7 @@ func (e *linkEndpoint) readLocked(bufs [][]byte, sizes []int, offset int) (n int
 		e.n -= e.ntaken
 	}
 	queued := e.n > 0
+	mtu := int(e.mtu)
 	e.mu.Unlock()
 
 	for n < limit {
@@ -168,6 +175,12 @@ func (e *linkEndpoint) readLocked(bufs [][]byte, sizes []int, offset int) (n int
 				e.logger.Debug("netstack: outbound segment larger than read buffer, dropped", "buf", len(bufs[n][offset:]))
 				e.split.finish()
 				continue
+			}
+			if size > mtu {
+				e.oversize.Add(1)
+			}
+			if e.split.seg == 2 {
+				e.segmented.Add(1)
 			}
 			sizes[n] = size
 			n++
@@ -190,6 +203,9 @@ func (e *linkEndpoint) readLocked(bufs [][]byte, sizes []int, offset int) (n int
 			continue
 		}
 		if size := copyPacket(bufs[n][offset:], pkt); size > 0 {
+			if size > mtu {
+				e.oversize.Add(1)
+			}
 			sizes[n] = size
 			n++
 		} else {

@@ -12,7 +12,7 @@ PKGS    := ./...
 # Fuzz targets run for FUZZTIME each in "make fuzz".
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-short demo bench fuzz lint deps clean
+.PHONY: all build test test-short demo bench fuzz lint deps clean profile
 
 all: build
 
@@ -49,7 +49,7 @@ lint:
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 
 clean:
-	rm -rf bin
+	rm -rf bin profile
 
 # Relay capacity: 10,000 idle WebSocket members held by an in-process relay
 # (memory per member measured in the relay's process, the members run in a
@@ -57,3 +57,19 @@ clean:
 .PHONY: loadtest
 loadtest: build
 	$(BIN) relay-bench --members 10000 --pairs 10 --duration 10s --size 1024
+
+# CPU and allocation profiles of the userspace adapter under load: two
+# embedded nodes on loopback (direct path), once over the Go API and once
+# through --forward/--expose, 1 GiB each (docs/operations.md, "Profiling").
+PROFILE_DIR ?= profile
+PROFILE_BYTES ?= 1073741824
+
+profile:
+	mkdir -p $(PROFILE_DIR)
+	$(GO) build -o $(PROFILE_DIR)/plurenet-bench ./cmd/plurenet-bench
+	for w in embedded forward; do \
+		$(PROFILE_DIR)/plurenet-bench -worker $$w -bytes $(PROFILE_BYTES) \
+			-cpuprofile $(PROFILE_DIR)/$$w.cpu -memprofile $(PROFILE_DIR)/$$w.mem || exit 1; \
+		$(GO) tool pprof -top -nodecount 25 $(PROFILE_DIR)/plurenet-bench $(PROFILE_DIR)/$$w.cpu; \
+		$(GO) tool pprof -sample_index=alloc_space -top -nodecount 10 $(PROFILE_DIR)/plurenet-bench $(PROFILE_DIR)/$$w.mem; \
+	done

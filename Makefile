@@ -25,8 +25,8 @@ deps:
 # -race on everything; the lab tests skip themselves when not root. The
 # timeout is below CI's 90 minutes with room to spare. Packages run one at a
 # time (-p 1): on a 2-core machine the lab's real processes and the race
-# detector otherwise starve each other, and a 64 MiB overlay transfer
-# stalled once that way (an open bug: see docs/operations.md).
+# detector otherwise starve each other. (A 64 MiB overlay transfer that
+# stalled once that way was a gVisor bug, now fixed: docs/operations.md.)
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -p 1 -timeout 30m -count=1 $(PKGS)

@@ -52,7 +52,8 @@ type linkEndpoint struct {
 
 	// readMu serializes readers and guards what a Read took from the queue
 	// but could not fit in the caller's buffers: the packets in taken[next:]
-	// and the packet split is cutting. The next Read carries on with them.
+	// and the packet split is cutting (at most about one batch of MTU-sized
+	// packets and one 64 KiB packet). The next Read carries on with them.
 	readMu sync.Mutex
 	taken  [maxBatch]*stack.PacketBuffer
 	next   int
@@ -115,6 +116,9 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 // len(bufs) packets into bufs[i][offset:]. It returns os.ErrClosed once the
 // endpoint is closed.
 func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 || len(sizes) == 0 {
+		return 0, nil
+	}
 	for {
 		e.readMu.Lock()
 		n, more, err := e.readLocked(bufs, sizes, offset)
@@ -149,20 +153,23 @@ func (e *linkEndpoint) readLocked(bufs [][]byte, sizes []int, offset int) (n int
 		e.mu.Unlock()
 		return 0, false, os.ErrClosed
 	}
+	mtu := int(e.mtu)
 	if e.next == e.ntaken && !e.split.more() {
-		// Take a batch from the queue under one lock.
-		e.next, e.ntaken = 0, min(e.n, maxBatch)
-		for i := range e.ntaken {
+		// Take a batch from the queue under one lock: as many packets as
+		// the caller's buffers can take once cut to the MTU, so that what
+		// waits for the next Read stays small.
+		e.next, e.ntaken = 0, 0
+		for want := limit * mtu; e.n > 0 && e.ntaken < maxBatch && want > 0; e.n-- {
 			pkt := e.queue[e.head]
 			e.queue[e.head] = nil
 			e.head = (e.head + 1) % len(e.queue)
 			e.bytes -= pkt.Size()
-			e.taken[i] = pkt
+			want -= pkt.Size()
+			e.taken[e.ntaken] = pkt
+			e.ntaken++
 		}
-		e.n -= e.ntaken
 	}
 	queued := e.n > 0
-	mtu := int(e.mtu)
 	e.mu.Unlock()
 
 	for n < limit {

@@ -191,24 +191,36 @@ func derpRow(ctx context.Context, derper, derpfwd string, d time.Duration) *row 
 		return r
 	}
 	defer p.stop()
-	cpu0, _ := procCPU(p.cmd.Process.Pid)
-	var res fwdResult
-	if err := runJSONInto(ctx, exec.CommandContext(ctx, derpfwd, "-url", p.url, "-size", fmt.Sprint(fwdFrame), "-duration", d.String()), &res); err != nil {
-		r.err = err
-		return r
-	}
-	cpu1, err := procCPU(p.cmd.Process.Pid)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	rss, err := peakRSS(p.cmd.Process.Pid)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	res.fill(r, cpu1-cpu0, []procRSS{{name: "derper", bytes: rss}})
+	r.err = p.measure(r, "derper", func() (fwdResult, error) {
+		var res fwdResult
+		err := runJSONInto(ctx, exec.CommandContext(ctx, derpfwd, "-url", p.url, "-size", fmt.Sprint(fwdFrame), "-duration", d.String()), &res)
+		return res, err
+	})
 	return r
+}
+
+// measure runs one forwarding run through p and fills r with its result,
+// p's CPU time over the run and its peak RSS.
+func (p *relayProc) measure(r *row, name string, run func() (fwdResult, error)) error {
+	pid := p.cmd.Process.Pid
+	cpu0, err := procCPU(pid)
+	if err != nil {
+		return err
+	}
+	res, err := run()
+	if err != nil {
+		return err
+	}
+	cpu1, err := procCPU(pid)
+	if err != nil {
+		return err
+	}
+	rss, err := peakRSS(pid)
+	if err != nil {
+		return err
+	}
+	res.fill(r, cpu1-cpu0, []procRSS{{name: name, bytes: rss}})
+	return nil
 }
 
 // plurenetRelayRow measures "plurenet relay" with extra flags, e.g. none
@@ -228,23 +240,7 @@ func plurenetRelayRow(ctx context.Context, plurenet, label string, extra []strin
 		return r
 	}
 	defer p.stop()
-	cpu0, _ := procCPU(p.cmd.Process.Pid)
-	res, err := relayForward(ctx, p.url, fwdFrame, d)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	cpu1, err := procCPU(p.cmd.Process.Pid)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	rss, err := peakRSS(p.cmd.Process.Pid)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	res.fill(r, cpu1-cpu0, []procRSS{{name: "relay", bytes: rss}})
+	r.err = p.measure(r, "relay", func() (fwdResult, error) { return relayForward(ctx, p.url, fwdFrame, d) })
 	return r
 }
 

@@ -5,8 +5,12 @@
 //
 // Without privileges it measures on loopback: the relay forwarding between
 // two clients against a plain TCP pipe (the Go benchmarks of
-// transports/relay), TCP between two userspace nodes through an in-process
-// relay, and the time from starting two nodes to their first TCP byte.
+// transports/relay); relay forwarding client to client beside Tailscale's
+// DERP server (cmd/derper and its derphttp clients, built by bench/derp);
+// two embedded nodes in one process sending 256 MiB over TCP on the direct
+// path, beside tsnet (bench/tsnet, which needs root for its closed network
+// namespace), and through --forward/--expose; and the time from starting
+// two nodes to their first TCP byte.
 //
 // As root it also builds a network lab (internal/netlab): hosts a and b
 // and a relay host on one bridge, and measures TCP throughput (iperf3) and
@@ -49,7 +53,19 @@ func run() int {
 	duration := flag.Duration("duration", 5*time.Second, "length of each throughput measurement")
 	pings := flag.Int("pings", 20, "pings per RTT measurement")
 	noLab := flag.Bool("no-lab", false, "measure the loopback rows only")
+	derper := flag.String("derper", "", "Tailscale's cmd/derper binary (bench/derp) for the DERP anchor row")
+	derpfwd := flag.String("derpfwd", "", "bench/derp's derpfwd binary for the DERP anchor row")
+	tsnetpair := flag.String("tsnetpair", "", "bench/tsnet's tsnetpair binary for the tsnet anchor row")
+	isolate := flag.String("isolate", "", "bench/tsnet/isolated.sh, which runs tsnetpair in a closed network namespace (root)")
+	fwdDuration := flag.Duration("fwd-duration", 10*time.Second, "how long each relay forwarding row sends")
+	worker := flag.String("worker", "", "internal: run one in-process measurement (embedded or forward) and print it as JSON")
+	bytes := flag.Int64("bytes", embeddedBytes, "with -worker: bytes to send")
+	cpuProfile := flag.String("cpuprofile", "", "with -worker: write a CPU profile of the transfer to `file` (make profile)")
+	memProfile := flag.String("memprofile", "", "with -worker: write an allocation profile to `file` after the transfer")
 	flag.Parse()
+	if *worker != "" {
+		return runWorker(*worker, workerOptions{bytes: *bytes, cpuProfile: *cpuProfile, memProfile: *memProfile})
+	}
 	if *duration < time.Second || *pings < 1 || *benchtime <= 0 {
 		fmt.Fprintln(os.Stderr, "plurenet-bench: -duration must be at least 1s, -pings at least 1, -benchtime positive")
 		return 2
@@ -63,10 +79,10 @@ func run() int {
 	pipe, relay := relayGoBenchmarks(ctx, *repo, *benchtime)
 	t.pipe = t.add(pipe)
 	t.add(relay)
-	fmt.Fprintln(os.Stderr, "plurenet-bench: two userspace nodes on loopback...")
-	setup, tput := overlayLoopback(ctx, *duration)
-	t.add(tput)
-	t.add(setup)
+	fmt.Fprintln(os.Stderr, "plurenet-bench: relay forwarding beside DERP...")
+	fwdRows(ctx, &t, *plurenet, *derper, *derpfwd, *fwdDuration)
+	fmt.Fprintln(os.Stderr, "plurenet-bench: two embedded nodes beside tsnet...")
+	embeddedRows(ctx, &t, *tsnetpair, *isolate)
 	fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
 	t.add(revokeLoopback(ctx))
 
@@ -102,7 +118,7 @@ func run() int {
 
 	fmt.Printf("plurenet bench: one run, %s, %s/%s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
-	fmt.Println("ratios divide a row's throughput by a baseline measured in this run (/PIPE: loopback rows; /VETH, /WG-GO: lab rows)")
+	fmt.Println("ratios divide a row's throughput by a baseline measured in this run (/PIPE: loopback rows; /ANCHOR: the Tailscale row above it; /VETH, /WG-GO: lab rows)")
 	fmt.Println()
 	if err := t.write(os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "plurenet-bench: %v\n", err)

@@ -24,6 +24,7 @@ type row struct {
 	bps     float64       // throughput in bits per second; 0 when not measured
 	rtt     time.Duration // average ping RTT; 0 when not measured
 	rss     []procRSS     // peak RSS of the processes that carried the row
+	anchor  *row          // the Tailscale row this one is set beside, if any
 	note    string
 	err     error // the measurement failed; the row says so
 }
@@ -51,20 +52,23 @@ func (t *table) add(r *row) *row {
 // throughput, so 0.50 means half as fast.
 func (t *table) write(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROW\tTHROUGHPUT\t/PIPE\t/VETH\t/WG-GO\tRTT AVG\tPEAK RSS (VmHWM)\tNOTE")
+	fmt.Fprintln(tw, "ROW\tTHROUGHPUT\t/PIPE\t/ANCHOR\t/VETH\t/WG-GO\tRTT AVG\tPEAK RSS (VmHWM)\tNOTE")
 	for _, r := range t.rows {
 		if r.err != nil {
-			fmt.Fprintf(tw, "%s %s\tFAILED\t-\t-\t-\t-\t-\t%s\n", r.section, r.label, shortError(r.err))
+			fmt.Fprintf(tw, "%s %s\tFAILED\t-\t-\t-\t-\t-\t-\t%s\n", r.section, r.label, shortError(r.err))
 			continue
 		}
-		pipe, veth, wg := "-", "-", "-"
+		pipe, anchor, veth, wg := "-", "-", "-", "-"
 		if r.section == sectionLoopback {
 			pipe = ratio(r, t.pipe)
 		} else {
 			veth, wg = ratio(r, t.veth), ratio(r, t.wg)
 		}
-		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.section, r.label, formatBPS(r.bps),
-			pipe, veth, wg, formatRTT(r.rtt), formatRSS(r.rss), r.note)
+		if r.anchor != nil {
+			anchor = ratio(r, r.anchor)
+		}
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.section, r.label, formatBPS(r.bps),
+			pipe, anchor, veth, wg, formatRTT(r.rtt), formatRSS(r.rss), r.note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -252,13 +252,10 @@ func (s *Stack) Write(bufs [][]byte, offset int) (int, error) {
 		return 0, os.ErrClosed
 	default:
 	}
-	for _, b := range bufs {
-		if offset < 0 || offset > len(b) {
-			s.logger.Debug("netstack: dropped inbound buffer shorter than offset", "len", len(b), "offset", offset)
-			continue
-		}
-		s.link.inject(b[offset:])
+	if offset < 0 {
+		return 0, fmt.Errorf("netstack: write: negative offset %d", offset)
 	}
+	s.link.inject(bufs, offset)
 	return len(bufs), nil
 }
 

@@ -1,0 +1,160 @@
+package netstack
+
+import (
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// lossyConnect joins two stacks like cable.Connect, but passes every packet
+// through drop first (aToB tells the direction); a packet drop approves is
+// lost, as at a full queue on the way.
+func lossyConnect(tb testing.TB, a, b *Stack, drop func(aToB bool, pkt []byte) bool) {
+	var wg sync.WaitGroup
+	pump := func(src, dst *Stack, aToB bool) {
+		defer wg.Done()
+		bufs := make([][]byte, maxBatch)
+		sizes := make([]int, maxBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 65535)
+		}
+		var out [][]byte
+		for {
+			n, err := src.Read(bufs, sizes, 0)
+			if err != nil {
+				return
+			}
+			out = out[:0]
+			for i := range n {
+				if p := bufs[i][:sizes[i]]; !drop(aToB, p) {
+					out = append(out, p)
+				}
+			}
+			dst.Write(out, 0)
+		}
+	}
+	wg.Add(2)
+	go pump(a, b, true)
+	go pump(b, a, false)
+	tb.Cleanup(func() {
+		a.Close()
+		b.Close()
+		wg.Wait()
+	})
+}
+
+// tcpInfo returns a TCP packet's flags, payload length and window, or
+// ok=false for anything else.
+func tcpInfo(pkt []byte) (flags header.TCPFlags, payload int, window uint16, ok bool) {
+	if len(pkt) < header.IPv4MinimumSize || pkt[0]>>4 != 4 {
+		return 0, 0, 0, false
+	}
+	ip := header.IPv4(pkt)
+	if ip.TransportProtocol() != header.TCPProtocolNumber || len(ip.Payload()) < header.TCPMinimumSize {
+		return 0, 0, 0, false
+	}
+	tcp := header.TCP(ip.Payload())
+	return tcp.Flags(), len(tcp) - int(tcp.DataOffset()), tcp.WindowSize(), true
+}
+
+// TestNoStallAfterLoss is the regression test of the stalled overlay
+// transfer (docs/operations.md, "Known issues"). A sender streams to a
+// receiver over a lossy link; the receiver stops reading now and then until
+// its window closes, and starts again while its window updates are lost.
+// After lossFor the link is clean, and the transfer must then complete.
+//
+// "window updates lost" needs the sender's zero-window probes to find the
+// reopened window. "loss and pauses" reproduced the stall: with gVisor
+// before its RFC 9438 fix, CUBIC could lower the congestion window to zero
+// on ACKs after a loss at a window of one or two packets (an RTO, then a
+// fast retransmit); with nothing in flight no timer is armed, so the
+// sender waited for good with its window open, its Write blocked, both
+// stacks idle.
+func TestNoStallAfterLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		lossRate float64 // of every TCP packet but SYNs, both directions
+		lossFor  time.Duration
+		pauses   int
+		blackout time.Duration // how long window updates are lost after a pause
+	}{
+		{"window updates lost", 0, 0, 1, 1500 * time.Millisecond},
+		{"loss and pauses", 0.03, 5 * time.Second, 3, 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const size = 8 << 20
+			var dropUpdates atomic.Bool
+			var lastPacket atomic.Int64 // unix nanos
+			rng := rand.New(rand.NewPCG(1, 2))
+			var rngMu sync.Mutex
+			start := time.Now()
+			a := newStack(t, addrA4)
+			b := newStack(t, addrB4)
+			lossyConnect(t, a, b, func(aToB bool, pkt []byte) bool {
+				flags, payload, window, ok := tcpInfo(pkt)
+				if !ok {
+					return false
+				}
+				lastPacket.Store(time.Now().UnixNano())
+				if !aToB && dropUpdates.Load() && payload == 0 && window > 0 && flags&header.TCPFlagAck != 0 {
+					return true
+				}
+				if tc.lossRate > 0 && flags&header.TCPFlagSyn == 0 && time.Since(start) < tc.lossFor {
+					rngMu.Lock()
+					defer rngMu.Unlock()
+					return rng.Float64() < tc.lossRate
+				}
+				return false
+			})
+			ln, err := b.Listen("tcp", ":5201")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			got := make(chan int64, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- -1
+					return
+				}
+				defer c.Close()
+				var n int64
+				buf := make([]byte, 64<<10)
+				for range tc.pauses {
+					// Read a little, then stop until the window is
+					// closed; open it again while its updates are lost.
+					k, err := io.ReadFull(c, buf)
+					n += int64(k)
+					if err != nil {
+						got <- n
+						return
+					}
+					time.Sleep(time.Second)
+					dropUpdates.Store(true)
+					time.AfterFunc(tc.blackout, func() { dropUpdates.Store(false) })
+				}
+				k, _ := io.Copy(io.Discard, c)
+				got <- n + k
+			}()
+			c, err := a.DialContext(testContext(t), "tcp", "100.64.0.2:5201")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(testTimeout))
+			if _, err := c.Write(make([]byte, size)); err != nil {
+				idle := time.Since(time.Unix(0, lastPacket.Load())).Round(time.Millisecond)
+				t.Fatalf("write: %v; no TCP packet for the last %v: the flow stalled", err, idle)
+			}
+			c.Close()
+			if n := <-got; n != size {
+				t.Fatalf("receiver got %d bytes, want %d", n, size)
+			}
+		})
+	}
+}

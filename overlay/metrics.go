@@ -109,7 +109,7 @@ const (
 
 // directStates are the values of plurenet_node_member_direct_state's
 // state label, one series each so that a dashboard sees the state change.
-var directStates = []direct.PathState{direct.StateConnecting, direct.StateDirect, direct.StateLost}
+var directStates = []direct.PathState{direct.StateConnecting, direct.StateDirect, direct.StateUnanswered, direct.StateLost}
 
 // nodeCollector reads a node's metrics when scraped.
 type nodeCollector struct{ n *Node }

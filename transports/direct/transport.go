@@ -366,6 +366,12 @@ const (
 	StateDirect
 	// StateLost: no direct path; the next ICE attempt waits for backoff.
 	StateLost
+	// StateUnanswered: a pair is still selected, but the peer stopped
+	// answering the probes of a busy path, so the path carries nothing
+	// (traffic is on the relay) while ICE waits out its loss timeout,
+	// when it becomes StateLost or, if an answer arrives, StateDirect
+	// again. Reported only; the state machine never holds it.
+	StateUnanswered
 )
 
 func (s PathState) String() string {
@@ -376,6 +382,8 @@ func (s PathState) String() string {
 		return "direct"
 	case StateLost:
 		return "lost"
+	case StateUnanswered:
+		return "unanswered"
 	}
 	return "unknown"
 }
@@ -398,6 +406,9 @@ func (t *Transport) PathInfo(peer nodekey.Public) (PathInfo, bool) {
 	}
 	pi := p.info()
 	if pi.State == StateDirect {
+		if dp := p.path.Load(); dp != nil && dp.cut.Load() {
+			pi.State = StateUnanswered
+		}
 		return pi, true
 	}
 	if si, ok := p.staticInfo(t.now()); ok && (si.State == StateDirect || pi.State == 0) {

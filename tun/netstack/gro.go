@@ -94,7 +94,10 @@ func checkInbound(b []byte) ([]byte, tcpip.NetworkProtocolNumber, bool) {
 		}
 		b = b[:total]
 		h := header.IPv6(b)
-		ok := transportChecksumOK(h.TransportProtocol(), h.SourceAddress(), h.DestinationAddress(), b[header.IPv6MinimumSize:], true)
+		// The next header field, not the protocol behind extension headers:
+		// l4 starts right after the fixed header, so only a packet without
+		// extension headers is checked (the others pass, see above).
+		ok := transportChecksumOK(tcpip.TransportProtocolNumber(h.NextHeader()), h.SourceAddress(), h.DestinationAddress(), b[header.IPv6MinimumSize:], true)
 		return b, header.IPv6ProtocolNumber, ok
 	}
 	return nil, 0, false

@@ -175,7 +175,7 @@ func echoReply(reply []byte, from, to netip.Addr, id, seq uint16) ([]byte, bool)
 		return icmp.Payload(), true
 	}
 	ip := header.IPv6(reply)
-	if !ip.IsValid(len(reply)) || ip.SourceAddress() != tcpip.AddrFrom16(to.As16()) || ip.DestinationAddress() != tcpip.AddrFrom16(from.As16()) || ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+	if !ip.IsValid(len(reply)) || ip.SourceAddress() != tcpip.AddrFrom16(to.As16()) || ip.DestinationAddress() != tcpip.AddrFrom16(from.As16()) || tcpip.TransportProtocolNumber(ip.NextHeader()) != header.ICMPv6ProtocolNumber {
 		return nil, false
 	}
 	icmp := header.ICMPv6(ip.Payload())

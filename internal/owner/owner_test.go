@@ -10,6 +10,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 func testOwner(t testing.TB, seedByte byte) Key {
@@ -32,22 +33,13 @@ func testGrant() Grant {
 	}
 }
 
-func newNodeKey(t testing.TB) nodekey.Public {
-	t.Helper()
-	k, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k.Public()
-}
-
 func TestCertificateRoundTripAndCheck(t *testing.T) {
 	own := testOwner(t, 7)
 	sg, err := own.SignGrant(testGrant())
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := newNodeKey(t)
+	key := testkit.Key(t).Public()
 	cert := Certificate{Grant: sg, Key: key}
 	b := AppendCertificate(nil, &cert)
 	back, err := ParseCertificate(b)
@@ -135,7 +127,7 @@ func TestGrantRejects(t *testing.T) {
 }
 
 func TestWinnerIsOrderIndependent(t *testing.T) {
-	a, b := newNodeKey(t), newNodeKey(t)
+	a, b := testkit.Key(t).Public(), testkit.Key(t).Public()
 	if Winner(a, b) != Winner(b, a) {
 		t.Fatal("Winner depends on argument order")
 	}
@@ -147,7 +139,7 @@ func TestWinnerIsOrderIndependent(t *testing.T) {
 func TestDocumentsAndVersions(t *testing.T) {
 	own := testOwner(t, 7)
 	topic := mesh.TopicID("home")
-	rv := Revocations{Grants: []GrantID{{9}}, Keys: []nodekey.Public{newNodeKey(t)}}
+	rv := Revocations{Grants: []GrantID{{9}}, Keys: []nodekey.Public{testkit.Key(t).Public()}}
 	body, err := rv.Marshal()
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // benchPacketSize is an inner IPv4 packet the size of the overlay MTU.
@@ -134,7 +135,7 @@ type stdNode struct {
 
 func newStdNode(b *testing.B, ip string) *stdNode {
 	b.Helper()
-	s := &stdNode{key: newKey(b), ip: netip.MustParseAddr(ip), tun: tuntest.NewChannelTUN()}
+	s := &stdNode{key: testkit.Key(b), ip: netip.MustParseAddr(ip), tun: tuntest.NewChannelTUN()}
 	s.dev = device.NewDevice(s.tun.TUN(), conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, ""))
 	b.Cleanup(s.dev.Close)
 	if err := s.dev.IpcSet("private_key=" + s.key.Hex() + "\nlisten_port=0\n"); err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 func hostCandidate(t *testing.T, addr string, port int) string {
@@ -46,7 +47,7 @@ func ownLANAddr(tr *Transport) (netip.Addr, bool) {
 // host's addresses, which is how two nodes on one machine connect.
 func TestRemoteCandidatePolicy(t *testing.T) {
 	n := newSignalNet()
-	tr := newLoopback(t, n, newKey(t), nil)
+	tr := newLoopback(t, n, testkit.Key(t), nil)
 	s, err := tr.newSession(1, true, func() {})
 	if err != nil {
 		t.Fatal(err)
@@ -79,8 +80,8 @@ func TestRemoteCandidatePolicy(t *testing.T) {
 		t.Log("this host has no non-loopback IPv4 address: that case is not covered here")
 	}
 
-	elsewhere := newKey(t).Public() // no Transport: its marker is nowhere
-	local := newLoopback(t, n, newKey(t), nil)
+	elsewhere := testkit.Key(t).Public() // no Transport: its marker is nowhere
+	local := newLoopback(t, n, testkit.Key(t), nil)
 	if tr.sameHost(elsewhere) || !tr.sameHost(local.self) {
 		t.Fatalf("sameHost: elsewhere %v, local %v; want false, true", tr.sameHost(elsewhere), tr.sameHost(local.self))
 	}
@@ -107,8 +108,8 @@ func TestRemoteCandidatePolicy(t *testing.T) {
 // over loopback candidates (their markers vouch for each other).
 func TestSameHostPathStillForms(t *testing.T) {
 	n := newSignalNet()
-	a := newLoopback(t, n, newKey(t), nil)
-	b := newLoopback(t, n, newKey(t), nil)
+	a := newLoopback(t, n, testkit.Key(t), nil)
+	b := newLoopback(t, n, testkit.Key(t), nil)
 	a.AddPeer(b.self)
 	b.AddPeer(a.self)
 	waitState(t, a, b.self, StateDirect, 20*time.Second)

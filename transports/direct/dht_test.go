@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 const krpcPing = "d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
@@ -14,7 +16,7 @@ const krpcPing = "d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
 // nothing else does); the conn sends only KRPC, from the socket; there is
 // one conn per socket.
 func TestDHTConn(t *testing.T) {
-	tr, err := New(Config{PrivateKey: newKey(t), ListenAddr: netip.MustParseAddr("127.0.0.1"), DisableICE: true, Logger: testLogger(t)})
+	tr, err := New(Config{PrivateKey: testkit.Key(t), ListenAddr: netip.MustParseAddr("127.0.0.1"), DisableICE: true, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/pion/ice/v4"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // TestExcludedCandidates: addresses inside the mesh's own prefixes (a kernel
@@ -13,7 +14,7 @@ import (
 // tunnel.
 func TestExcludedCandidates(t *testing.T) {
 	n := newSignalNet()
-	tr := newLoopback(t, n, newKey(t), func(c *Config) {
+	tr := newLoopback(t, n, testkit.Key(t), func(c *Config) {
 		c.ExcludePrefixes = mustPrefixes(t, "100.64.0.0/10", "fd00::/8")
 	})
 	s, err := tr.newSession(1, true, func() {})
@@ -38,14 +39,14 @@ func TestExcludedCandidates(t *testing.T) {
 		{"100.128.0.1", 1}, // just outside 100.64.0.0/10
 	}
 	for _, tt := range tests {
-		if got := s.addRemote([]string{host(tt.addr)}, newKey(t).Public()); got != tt.want {
+		if got := s.addRemote([]string{host(tt.addr)}, testkit.Key(t).Public()); got != tt.want {
 			t.Errorf("addRemote(%s) added %d, want %d", tt.addr, got, tt.want)
 		}
 	}
 	if tr.excluded(netip.MustParseAddr("100.70.1.1")) != true || tr.excluded(netip.MustParseAddr("10.0.0.1")) != false {
 		t.Fatal("excluded() disagrees with the prefixes")
 	}
-	peer := newKey(t).Public()
+	peer := testkit.Key(t).Public()
 	if err := tr.SetStatic(peer, mustAddrPort(t, "100.70.1.1:51898")); err == nil {
 		t.Fatal("a static path inside the mesh prefix was accepted")
 	}

@@ -11,14 +11,6 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 )
 
-func newKey(t testing.TB) nodekey.Private {
-	t.Helper()
-	k, err := nodekey.NewPrivate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("DIRECT_DEBUG") != "" {

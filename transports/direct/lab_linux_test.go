@@ -9,6 +9,7 @@ import (
 
 	"github.com/plures/plurenet/internal/netlab"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -77,7 +78,7 @@ func TestLabHolePunch(t *testing.T) {
 	stunAddr := labSTUN(t, lab.Host("stun", lab.Internet()))
 
 	n := newSignalNet()
-	ka, kb, kc := newKey(t), newKey(t), newKey(t)
+	ka, kb, kc := testkit.Key(t), testkit.Key(t), testkit.Key(t)
 	got := make(chan nodekey.Public, 4)
 	a := labTransport(t, ha, n, ka, stunAddr, nil)
 	b := labTransport(t, hb, n, kb, stunAddr, func(from nodekey.Public, _ []byte) { got <- from })

@@ -12,6 +12,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // TestMappedCandidate: with a port mapping set, the offer or answer a node
@@ -35,7 +36,7 @@ func TestMappedCandidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := newSignalNet()
-			ka, kb := newKey(t), newKey(t)
+			ka, kb := testkit.Key(t), testkit.Key(t)
 			var (
 				mu    sync.Mutex
 				cands []string
@@ -95,7 +96,7 @@ func TestMappedCandidate(t *testing.T) {
 // reaches WireGuard.
 func TestStrangerGetsNothing(t *testing.T) {
 	n := newSignalNet()
-	ka, kb := newKey(t), newKey(t)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	delivered := make(chan nodekey.Public, 10)
 	a := newLoopback(t, n, ka, nil)
 	b := newLoopback(t, n, kb, func(c *Config) {

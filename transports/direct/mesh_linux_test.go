@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // listenLoopback opens a UDP socket on 127.0.0.x: Linux routes all of
@@ -41,7 +42,7 @@ func TestMeshFloodSparesMembers(t *testing.T) {
 	release := make(chan struct{})
 	fromMember := make(chan []byte, memberMsgs)
 	b, err := New(Config{
-		PrivateKey: newKey(t),
+		PrivateKey: testkit.Key(t),
 		ListenAddr: netip.MustParseAddr("127.0.0.1"),
 		DisableICE: true,
 		OnMesh: func(from netip.AddrPort, msg []byte) {
@@ -63,7 +64,7 @@ func TestMeshFloodSparesMembers(t *testing.T) {
 		}
 	}()
 	// The member's address is its path: the node knows it.
-	if err := b.SetStatic(newKey(t).Public(), memberAddr); err != nil {
+	if err := b.SetStatic(testkit.Key(t).Public(), memberAddr); err != nil {
 		t.Fatal(err)
 	}
 	to := net.UDPAddrFromAddrPort(b.LocalAddr())

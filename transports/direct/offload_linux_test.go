@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/transports"
 )
 
@@ -187,7 +188,7 @@ func TestGSOArrivesCoalesced(t *testing.T) {
 	if !a.gso.Load() || !gro {
 		t.Skip("no UDP segmentation offload on this kernel")
 	}
-	peer := newKey(t).Public()
+	peer := testkit.Key(t).Public()
 	if err := a.SetStatic(peer, c.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
 		t.Fatal(err)
 	}

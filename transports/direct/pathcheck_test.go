@@ -12,6 +12,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // fakeSeal stands in for the overlay's sealing in this package's tests: a
@@ -99,9 +100,9 @@ func waitStatic(t *testing.T, tr *Transport, peer nodekey.Public, want netip.Add
 // answers from the address gets its path; a copy replayed from another
 // address, and a captured reply replayed from there, move nothing.
 func TestPathCheck(t *testing.T) {
-	aKey := newKey(t)
+	aKey := testkit.Key(t)
 	a := newCheckNode(t, aKey)
-	b := newCheckNode(t, newKey(t))
+	b := newCheckNode(t, testkit.Key(t))
 
 	// b hears from a (say, its announcement): no path until a answers.
 	b.Heard(a.self, a.LocalAddr(), true)
@@ -183,8 +184,8 @@ func TestPathCheck(t *testing.T) {
 // TestHandlePathSignalRejects: ICE signals over UDP and malformed ones are
 // refused, and a reply nobody asked for moves nothing.
 func TestHandlePathSignalRejects(t *testing.T) {
-	b := newCheckNode(t, newKey(t))
-	peer := newKey(t).Public()
+	b := newCheckNode(t, testkit.Key(t))
+	peer := testkit.Key(t).Public()
 	src := netip.MustParseAddrPort("127.0.0.1:9")
 	offer, _ := appendSignal(nil, &signal{Type: sigOffer, Session: 1, Ufrag: "u", Pwd: "p"})
 	unasked, _ := appendSignal(nil, &signal{Type: sigReply, Session: 7})
@@ -209,7 +210,7 @@ func TestSpoofedTrafficKeepsNoPathAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer spoofer.Close()
-	peer := newKey(t).Public()
+	peer := testkit.Key(t).Public()
 	dead := spoofer.LocalAddr().(*net.UDPAddr).AddrPort()
 	if err := b.SetStatic(peer, dead); err != nil {
 		t.Fatal(err)

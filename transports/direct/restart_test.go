@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // TestRestartMakesFreshSessions: after Restart on either side (the
@@ -51,8 +53,8 @@ func TestRestartMakesFreshSessions(t *testing.T) {
 func connectedPair(t *testing.T) (a, b *Transport) {
 	t.Helper()
 	n := newSignalNet()
-	a = newLoopback(t, n, newKey(t), nil)
-	b = newLoopback(t, n, newKey(t), nil)
+	a = newLoopback(t, n, testkit.Key(t), nil)
+	b = newLoopback(t, n, testkit.Key(t), nil)
 	a.AddPeer(b.self)
 	b.AddPeer(a.self)
 	waitState(t, a, b.self, StateDirect, 20*time.Second)

@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // orderKeys returns two keys, the controlling one first.
 func orderKeys(t *testing.T) (ctrl, ctld nodekey.Private) {
-	a, b := newKey(t), newKey(t)
+	a, b := testkit.Key(t), testkit.Key(t)
 	if (&Transport{self: a.Public()}).controlling(b.Public()) {
 		return a, b
 	}
@@ -99,7 +100,7 @@ func TestPeerRestarts(t *testing.T) {
 // TestRemovePeer: a removed peer is unreachable and unknown.
 func TestRemovePeer(t *testing.T) {
 	n := newSignalNet()
-	ka, kb := newKey(t), newKey(t)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	a, b := newLoopback(t, n, ka, nil), newLoopback(t, n, kb, nil)
 	a.AddPeer(kb.Public())
 	b.AddPeer(ka.Public())
@@ -129,7 +130,7 @@ func TestRemovePeer(t *testing.T) {
 // non-STUN datagrams.
 func TestReceiveAttribution(t *testing.T) {
 	n := newSignalNet()
-	ka, kb := newKey(t), newKey(t)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	got := make(chan nodekey.Public, 10)
 	a := newLoopback(t, n, ka, nil)
 	b := newLoopback(t, n, kb, func(c *Config) {
@@ -188,7 +189,7 @@ func TestReceiveAttribution(t *testing.T) {
 // TestCloseIdempotent: Close twice, and calls after Close fail cleanly.
 func TestCloseIdempotent(t *testing.T) {
 	n := newSignalNet()
-	ka, kb := newKey(t), newKey(t)
+	ka, kb := testkit.Key(t), testkit.Key(t)
 	a := newLoopback(t, n, ka, nil)
 	a.AddPeer(kb.Public())
 	a.Close()
@@ -206,7 +207,7 @@ func TestCloseIdempotent(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	sig := func(nodekey.Public, []byte) error { return nil }
-	k := newKey(t)
+	k := testkit.Key(t)
 	tests := []struct {
 		name string
 		cfg  Config

@@ -10,6 +10,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // staticWait bounds waits for datagrams on loopback; not a performance
@@ -28,7 +29,7 @@ func newStatic(t *testing.T) (*Transport, chan received, chan received) {
 	t.Helper()
 	wg := make(chan received, 16)
 	sealed := make(chan received, 16)
-	key := newKey(t)
+	key := testkit.Key(t)
 	tr, err := New(Config{
 		PrivateKey: key,
 		ListenAddr: netip.MustParseAddr("127.0.0.1"),
@@ -82,12 +83,12 @@ func expectNone(t *testing.T, ch chan received, what string) {
 }
 
 func TestDisableICENeedsNoSignal(t *testing.T) {
-	_, err := New(Config{PrivateKey: newKey(t), ListenAddr: netip.MustParseAddr("127.0.0.1")})
+	_, err := New(Config{PrivateKey: testkit.Key(t), ListenAddr: netip.MustParseAddr("127.0.0.1")})
 	if err == nil {
 		t.Fatal("New without Signal and with ICE succeeded")
 	}
 	tr, _, _ := newStatic(t)
-	peer := newKey(t).Public()
+	peer := testkit.Key(t).Public()
 	tr.AddPeer(peer)
 	if tr.Reachable(peer) {
 		t.Fatal("a peer with no static path and no ICE is reachable")
@@ -162,7 +163,7 @@ func TestStaticPath(t *testing.T) {
 
 func TestSetStaticRejects(t *testing.T) {
 	a, _, _ := newStatic(t)
-	peer := newKey(t).Public()
+	peer := testkit.Key(t).Public()
 	for _, addr := range []string{"0.0.0.0:1", "127.0.0.1:0", "224.0.0.1:5", "255.255.255.255:5", "[::1]:5"} {
 		if err := a.SetStatic(peer, netip.MustParseAddrPort(addr)); err == nil {
 			t.Errorf("SetStatic(%s) succeeded", addr)
@@ -262,7 +263,7 @@ func TestMeshRateLimit(t *testing.T) {
 	release := make(chan struct{})
 	called := make(chan struct{}, 1)
 	b, err := New(Config{
-		PrivateKey: newKey(t),
+		PrivateKey: testkit.Key(t),
 		ListenAddr: netip.MustParseAddr("127.0.0.1"),
 		DisableICE: true,
 		OnMesh: func(netip.AddrPort, []byte) {

@@ -14,6 +14,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/plures/plurenet/internal/nodekey"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/transports"
 )
 
@@ -54,7 +55,7 @@ type wgNode struct {
 
 func newWGNode(t testing.TB, n *signalNet, ip string) *wgNode {
 	t.Helper()
-	w := &wgNode{key: newKey(t), ip: netip.MustParseAddr(ip)}
+	w := &wgNode{key: testkit.Key(t), ip: netip.MustParseAddr(ip)}
 	w.bind = transports.NewBind(transports.BindConfig{Logger: testLogger(t)})
 	w.tr = newLoopback(t, n, w.key, func(c *Config) { c.Deliver = w.bind.Deliver })
 	w.mem = &memTransport{self: w.key.Public(), dst: map[nodekey.Public]*transports.Bind{}}

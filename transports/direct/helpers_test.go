@@ -11,7 +11,6 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 )
 
-
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("DIRECT_DEBUG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

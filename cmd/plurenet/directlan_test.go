@@ -18,7 +18,6 @@ import (
 //   - c has a public address; a knows it as a static peer (--peer
 //     HOST:PORT, no key) and reaches it from behind r1's NAT, and c
 //     answers over the mapping a's announcements opened;
-//   - b and c meet through a's introduction (forwarded announcements);
 //   - x, on the same LAN with another secret, is never listed.
 //
 // It pings and curls over the overlay addresses and checks that status
@@ -51,10 +50,7 @@ func TestLabSwarmNoRelay(t *testing.T) {
 	for _, n := range []*labNode{a, b, c} {
 		serveHTTP(t, n.host, netip.AddrPortFrom(n.ip4, labHTTPPort), helloHandler(n.name))
 	}
-	// b and c share nothing, but a introduces them (forwarded
-	// announcements), so they meet too.
-	waitMesh(t, b, c)
-	for _, pair := range [][2]*labNode{{a, b}, {b, a}, {a, c}, {c, a}, {b, c}, {c, b}} {
+	for _, pair := range [][2]*labNode{{a, b}, {b, a}, {a, c}, {c, a}} {
 		from, to := pair[0], pair[1]
 		t.Run(from.name+"->"+to.name, func(t *testing.T) {
 			ping(t, from.host, to.ip4)
@@ -66,6 +62,12 @@ func TestLabSwarmNoRelay(t *testing.T) {
 		for _, mem := range n.mustStatus().Members {
 			if mem.Name == "x" {
 				t.Errorf("%s lists x, a member of another mesh", n.name)
+			}
+			// b and c may also meet through a's introduction (forwarded
+			// announcements, tested in TestLabDHT), but carry no traffic
+			// here, so their path between them is not checked.
+			if (n == b && mem.Name == "c") || (n == c && mem.Name == "b") {
+				continue
 			}
 			if mem.Path != "direct" || mem.Direct == nil || mem.Direct.Remote == "" {
 				t.Errorf("%s's view of %s: path %q, direct %+v", n.name, mem.Name, mem.Path, mem.Direct)

@@ -32,7 +32,8 @@ type Status struct {
 	Owned *OwnedStatus `json:"owned,omitempty"`
 	// DNS describes the mesh's name server; absent with DNS off.
 	DNS *DNSStatus `json:"dns,omitempty"`
-	// DHT is the Mainline DHT's state in swarm mode; absent without it.
+	// DHT is the Mainline DHT's state (swarm mode, or auto mode with
+	// --dht on); absent without it.
 	DHT *DHTStatus `json:"dht,omitempty"`
 
 	// PortMapping is the gateway's mapping of the UDP socket's port, while
@@ -70,9 +71,10 @@ type MemberStatus struct {
 	// its certificate's.
 	Certified bool     `json:"certified"`
 	Tags      []string `json:"tags,omitempty"`
-	// Via is how a swarm-mode member was first met: "dht" (at an address
-	// the DHT found), "forward" (another member introduced it), or the
-	// carrier ("direct", "lan").
+	// Via is how a member was first met off the relays (swarm mode, or
+	// auto mode with the DHT): "dht" (at an address the DHT found),
+	// "forward" (another member introduced it), or the carrier ("direct",
+	// "lan"); empty for a member met only over a relay.
 	Via string `json:"via,omitempty"`
 	// Denied counts this member's packets the access policy dropped here.
 	Denied uint64 `json:"denied,omitempty"`

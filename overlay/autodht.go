@@ -29,8 +29,8 @@ import (
 //     and only while no connected relay reaches the member (heard). That
 //     path is a static one of the direct transport: used when ICE has no
 //     live path of its own (ICE's is always preferred), dropped as soon
-//     as a connected relay reaches the member again (dropRelayedStatic,
-//     every maintainInterval). From then on the member is on the relay,
+//     as a connected relay reaches the member again (autoDHTTick, every
+//     maintainInterval). From then on the member is on the relay,
 //     and ICE upgrades it as usual: the two never hold one member at once
 //     for long, and never move each other's path.
 //   - Forwarded announcements (forward.go) work as in swarm mode, so one
@@ -60,12 +60,31 @@ func (n *Node) relayReaches(peer nodekey.Public) bool {
 	return false
 }
 
-// dropRelayedStatic drops, in auto mode with the DHT, the static path of
-// every member a connected relay reaches again: relay and ICE take over.
-func (n *Node) dropRelayedStatic() {
+// autoDHTTick runs every maintainInterval in auto mode with the DHT (on
+// the maintain goroutine, which owns swarmMode.relaysUp): when the last
+// relay connection goes, the DHT looks members up at once (a member
+// joining or restarting meanwhile can be met only once this node has
+// looked it up: its hellos alone do not get through this node's NAT); and
+// every member a connected relay reaches again loses its DHT-found path.
+func (n *Node) autoDHTTick() {
 	if n.swarm == nil || n.cfg.Transport != TransportAuto {
 		return
 	}
+	up := false
+	for _, c := range n.relays {
+		up = up || c.Status().Connected
+	}
+	if n.swarm.relaysUp && !up {
+		n.log.Info("every relay is down: members keep meeting through the DHT")
+		n.swarm.dht.src.Soon()
+	}
+	n.swarm.relaysUp = up
+	n.dropRelayedStatic()
+}
+
+// dropRelayedStatic drops the static path of every member a connected
+// relay reaches again: relay and ICE take over.
+func (n *Node) dropRelayedStatic() {
 	for _, m := range n.members.List() {
 		if _, _, ok := n.direct.StaticAddr(m.Key); ok && n.relayReaches(m.Key) {
 			n.direct.ClearStatic(m.Key)

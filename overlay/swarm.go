@@ -112,6 +112,10 @@ type swarmMode struct {
 	// announced is set by the first announce round: a peer found after
 	// it is sent an announcement at once, one found before was in it.
 	announced bool
+
+	// relaysUp says a relay was connected at the last autoDHTTick (auto
+	// mode); owned by the maintain goroutine.
+	relaysUp bool
 }
 
 // startSwarm creates the direct transport without ICE, with sealed mesh

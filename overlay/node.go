@@ -269,7 +269,7 @@ func (n *Node) maintain(ctx context.Context) {
 		case <-expire.C:
 			n.rotateIfDue(time.Now())
 			n.recheck(time.Now()) // certificates that expired
-			n.autoDHTTick() // auto mode with the DHT
+			n.autoDHTTick()       // auto mode with the DHT
 			if gone := n.members.Expire(time.Now()); len(gone) > 0 {
 				for _, m := range gone {
 					n.log.Info("member timed out", "peer", m.Key.ShortString(), "name", m.Name)

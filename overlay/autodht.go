@@ -53,7 +53,7 @@ func (n *Node) startAutoDHT() error {
 // nothing here.
 func (n *Node) relayReaches(peer nodekey.Public) bool {
 	for _, c := range n.relays {
-		if c.Reachable(peer) && c.Status().Connected {
+		if c.Reachable(peer) && c.Connected() {
 			return true
 		}
 	}
@@ -72,7 +72,7 @@ func (n *Node) autoDHTTick() {
 	}
 	up := false
 	for _, c := range n.relays {
-		up = up || c.Status().Connected
+		up = up || c.Connected()
 	}
 	if n.swarm.relaysUp && !up {
 		n.log.Info("every relay is down: members keep meeting through the DHT")

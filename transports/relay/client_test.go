@@ -114,6 +114,9 @@ func TestRelayRestart(t *testing.T) {
 	testkit.Eventually(t, "both clients to notice the relay is gone", func() bool {
 		return !a.Status().Connected && !b.Status().Connected
 	})
+	if a.Connected() || b.Connected() {
+		t.Fatal("Connected says a client is connected while its relay is gone")
+	}
 	if err := a.Send(b.PublicKey(), []byte("into the void")); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("Send while relay is down: err = %v, want ErrNotConnected", err)
 	}
@@ -125,6 +128,9 @@ func TestRelayRestart(t *testing.T) {
 	startRelay(t, relayserver.Config{}, ln2)
 	waitConnected(t, a)
 	waitConnected(t, b)
+	if !a.Connected() || !b.Connected() {
+		t.Fatal("Connected says a client is not connected after WaitConnected")
+	}
 	sendUntilReceived(t, a, b, "after restart a→b")
 	sendUntilReceived(t, b, a, "after restart b→a")
 	for _, c := range []*Client{a, b} {

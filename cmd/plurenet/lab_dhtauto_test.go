@@ -10,12 +10,14 @@ package main
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/plures/plurenet/discovery/dht"
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/netlab"
+	"github.com/plures/plurenet/transports/relay"
 )
 
 // labDHTAutoMeetWait bounds members meeting through the DHT with every
@@ -40,18 +42,27 @@ func (d *labDHT) startAutoDHT(h *netlab.Host, name, dir string) *labNode {
 	return n
 }
 
+// labRelayBackWait bounds a member's reconnect to a relay that came back:
+// its reconnect delay is up to relay.DefaultMaxBackoff after a long
+// outage, then a dial.
+const labRelayBackWait = relay.DefaultMaxBackoff + labStartWait
+
 // waitRelays waits until every node's relay is connected (up) or not.
 func waitRelays(t *testing.T, up bool, nodes ...*labNode) {
 	t.Helper()
+	wait := labMeshWait // the death of a relay is seen at once (its TCP connections are reset)
+	if up {
+		wait = labRelayBackWait
+	}
 	for _, n := range nodes {
-		deadline := time.Now().Add(labMeshWait)
+		deadline := time.Now().Add(wait)
 		for {
 			st := n.mustStatus()
 			if len(st.Relays) == 1 && st.Relays[0].Connected == up {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s's relays: %+v; want connected=%v", n.name, st.Relays, up)
+				t.Fatalf("%s's relays after %v: %+v; want connected=%v", n.name, wait, st.Relays, up)
 			}
 			time.Sleep(labPoll)
 		}
@@ -105,6 +116,9 @@ func TestLabDHTAutoRelayDown(t *testing.T) {
 	}
 	if st := c.mustStatus(); st.DHT == nil || st.DHT.RoutingTable == 0 || st.DHT.Found == 0 {
 		t.Fatalf("c's DHT status: %+v", st.DHT)
+	}
+	if out := labRun(t, c.host, d.bin, "status", "--state-dir", c.dir); !strings.Contains(out, "\ndht: ") {
+		t.Fatalf("plurenet status of c (auto mode with the DHT) has no dht line:\n%s", out)
 	}
 
 	t.Run("restarted member is met again with the relay down", func(t *testing.T) {

@@ -47,13 +47,14 @@ func (n *Node) startAutoDHT() error {
 	return n.startDHT()
 }
 
-// relayReaches reports whether a connected relay has peer in its
-// rendezvous. A relay's presence set outlives its connection (it is
-// confirmed again on reconnect), so a relay that is down counts for
-// nothing here.
+// relayReaches reports whether a connected relay has confirmed peer in its
+// rendezvous (relay.Client.Present). A relay's presence set outlives its
+// connection, and after a reconnect it still holds keys the relay has not
+// confirmed: a member that is not back on the relay yet must keep its
+// DHT-found path.
 func (n *Node) relayReaches(peer nodekey.Public) bool {
 	for _, c := range n.relays {
-		if c.Reachable(peer) && c.Connected() {
+		if c.Present(peer) {
 			return true
 		}
 	}

@@ -54,9 +54,11 @@ type Config struct {
 	Owned *Owned
 
 	// Transport is "auto" (the default: relays at once, direct UDP when ICE
-	// succeeds), "relay" (relays only) or "swarm" (no relay at all: members
-	// find each other by LAN discovery and static peers, see Peers and LAN,
-	// and talk over direct UDP). "direct", swarm mode's old name, is still
+	// succeeds; with DHT, members also meet through the DHT while no relay
+	// reaches them), "relay" (relays only, no UDP at all) or "swarm" (no
+	// relay at all: members find each other by LAN discovery, static
+	// peers and the DHT, see Peers, LAN and DHT, and talk over direct
+	// UDP). "direct", swarm mode's old name, is still
 	// accepted (see ParseTransport).
 	Transport string
 

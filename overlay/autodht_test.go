@@ -11,8 +11,9 @@ import (
 // TestAutoDHTRelayDown: in auto mode with the DHT, alpha and beta meet on
 // the relay; the relay dies; gamma, started while no relay is up, finds
 // both through the DHT and talks to them over DHT-found direct paths
-// (path-checked static paths, as in swarm mode), and alpha and beta stay
-// members of each other past the member timeout. When the relay is back,
+// (path-checked static paths, as in swarm mode), and alpha and beta keep
+// hearing each other's announcements (over UDP now), so neither times the
+// other out. When the relay is back,
 // every member is on it again and the DHT-found paths are dropped, and
 // traffic still flows.
 func TestAutoDHTRelayDown(t *testing.T) {

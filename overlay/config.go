@@ -58,8 +58,8 @@ type Config struct {
 	// reaches them), "relay" (relays only, no UDP at all) or "swarm" (no
 	// relay at all: members find each other by LAN discovery, static
 	// peers and the DHT, see Peers, LAN and DHT, and talk over direct
-	// UDP). "direct", swarm mode's old name, is still
-	// accepted (see ParseTransport).
+	// UDP). "direct", swarm mode's old name, is still accepted (see
+	// ParseTransport).
 	Transport string
 
 	// ListenPort is the UDP port of the direct path; 0 picks one, except

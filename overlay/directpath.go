@@ -12,9 +12,9 @@ import (
 )
 
 // startDirect creates the direct UDP transport. Its ICE signaling travels as
-// sealed mesh messages over the relays.
-// With the DHT on, the socket also takes sealed mesh messages and path
-// checks, as in swarm mode (autodht.go).
+// sealed mesh messages over the relays. With the DHT on, the socket also
+// takes sealed mesh messages and path checks, as in swarm mode, and runs
+// the DHT node (autodht.go).
 func (n *Node) startDirect() error {
 	cfg := direct.Config{
 		PrivateKey:      n.priv,

@@ -93,6 +93,10 @@ type DirectStatus struct {
 	Remote string    `json:"remote,omitempty"` // the member's address on the path, while direct
 	RTTMs  float64   `json:"rttMs,omitempty"`  // ICE's latest round-trip time
 	Since  time.Time `json:"since,omitzero"`   // when the state last changed
+	// Static says the path was learned without ICE: swarm mode's paths,
+	// or in auto mode a path found through the DHT while no relay reached
+	// the member.
+	Static bool `json:"static,omitempty"`
 }
 
 // Status returns a snapshot of the node.
@@ -156,7 +160,7 @@ func (n *Node) Status() Status {
 		ms.Path, ms.PathSince = p.Name, p.Since
 		if n.direct != nil {
 			if pi, ok := n.direct.PathInfo(m.Key); ok {
-				ds := &DirectStatus{State: pi.State.String(), Since: pi.Since}
+				ds := &DirectStatus{State: pi.State.String(), Since: pi.Since, Static: pi.Static}
 				if pi.Remote.IsValid() {
 					ds.Remote = pi.Remote.String()
 				}

@@ -17,6 +17,7 @@ import (
 	"github.com/plures/plurenet/discovery/dht"
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/netlab"
+	"github.com/plures/plurenet/overlay"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -75,7 +76,8 @@ func waitRelays(t *testing.T, up bool, nodes ...*labNode) {
 // no relay up and meets a and b through the DHT, and 64 MiB move from a
 // to c with SHA-256 intact on a direct path; b restarts (a new port, the
 // relay still down) and is met again; the relay comes back and every
-// member is on it again, with traffic flowing.
+// member is on it again (no path found without ICE is left), with traffic
+// flowing.
 func TestLabDHTAutoRelayDown(t *testing.T) {
 	d := newLabDHT(t)
 	lab := d.lab
@@ -107,8 +109,8 @@ func TestLabDHTAutoRelayDown(t *testing.T) {
 	t.Logf("64 MiB a -> c with every relay down: first byte after %v, %.1f MiB/s, SHA-256 intact", firstByte.Round(time.Millisecond), rate/(1<<20))
 	for _, pair := range [][2]*labNode{{a, c}, {c, a}} {
 		m := memberView(t, pair[0], pair[1].name)
-		if m.Path != pathDirect || m.Direct == nil || m.Direct.State != directState || m.Direct.Remote == "" {
-			t.Fatalf("%s's view of %s with every relay down: %s; want direct", pair[0].name, pair[1].name, describe(m))
+		if m.Path != pathDirect || m.Direct == nil || m.Direct.State != directState || m.Direct.Remote == "" || !m.Direct.Static {
+			t.Fatalf("%s's view of %s with every relay down: %s; want direct on a path found without ICE", pair[0].name, pair[1].name, describe(m))
 		}
 	}
 	if m := memberView(t, c, "a"); m.Via != "dht" && m.Via != "forward" {
@@ -134,6 +136,12 @@ func TestLabDHTAutoRelayDown(t *testing.T) {
 	t.Run("relay back", func(t *testing.T) {
 		d.startRelay()
 		waitRelays(t, true, a, b, c)
+		// Relay and ICE take the members back: no DHT-found path is
+		// left to compete with them.
+		for _, pair := range [][2]*labNode{{a, c}, {c, a}, {b, c}} {
+			waitMember(t, pair[0], pair[1].name, labMeshWait, pair[0].name+"'s DHT-found path to "+pair[1].name+" dropped",
+				func(m overlay.MemberStatus) bool { return m.Direct == nil || !m.Direct.Static })
+		}
 		ping(t, a.host, c.ip4)
 		ping(t, c.host, b.ip4)
 		ping(t, b.host, a.ip4)

@@ -150,13 +150,10 @@ func (e *ConflictError) Error() string {
 		e.Prefix, e.Kind, e.Existing, where)
 }
 
-// errPermissionHint tells the user the two ways forward.
-const errPermissionHint = "run as root or with CAP_NET_ADMIN, or drop --tun to use the userspace adapter (no privileges needed)"
-
-// permissionError is the error for a missing CAP_NET_ADMIN. It matches
-// errors.Is(err, os.ErrPermission).
+// permissionError is the error for missing privileges (privilegeHint,
+// per OS, says which). It matches errors.Is(err, os.ErrPermission).
 func permissionError(name string) error {
-	return fmt.Errorf("creating TUN device %s: %w: %s", name, os.ErrPermission, errPermissionHint)
+	return fmt.Errorf("creating TUN device %s: %w: %s", name, os.ErrPermission, privilegeHint)
 }
 
 // ErrInUse is returned (wrapped) when an interface of the requested name is

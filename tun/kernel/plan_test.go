@@ -13,11 +13,8 @@ import (
 // their devices with. They run on every OS, here on Linux: the code that
 // calls them on macOS and Windows is compiled and vetted only.
 
-var (
-	planV4  = netip.MustParsePrefix("100.64.1.2/10")
-	planV4b = netip.MustParsePrefix("100.64.7.9/10")
-	planV6  = netip.MustParsePrefix("fd12:3456:789a::1:2/48")
-)
+// nodeV4b is where nodeV4 moves.
+var nodeV4b = netip.MustParsePrefix("100.64.7.9/10")
 
 func TestCheckUtunName(t *testing.T) {
 	for _, name := range []string{"utun", "utun0", "utun7", "utun42", "utun9999"} {
@@ -54,18 +51,18 @@ func TestUtunAddCommands(t *testing.T) {
 		addrs []netip.Prefix
 		want  []string
 	}{
-		{"dual stack", []netip.Prefix{planV4, planV6}, []string{
+		{"dual stack", []netip.Prefix{nodeV4, nodeV6}, []string{
 			"/sbin/ifconfig utun5 inet 100.64.1.2/10 100.64.1.2 alias",
-			"/sbin/ifconfig utun5 inet6 fd12:3456:789a::1:2/48 alias",
+			"/sbin/ifconfig utun5 inet6 fd7a:115c:a1e0::1:2/48 alias",
 			"/sbin/ifconfig utun5 up",
 			"/sbin/route -n add -inet 100.64.0.0/10 -interface utun5 [exists ok]",
-			"/sbin/route -n add -inet6 fd12:3456:789a::/48 -interface utun5 [exists ok]",
+			"/sbin/route -n add -inet6 fd7a:115c:a1e0::/48 -interface utun5 [exists ok]",
 		}},
 		{"host address routes nothing", []netip.Prefix{netip.MustParsePrefix("100.64.1.2/32")}, []string{
 			"/sbin/ifconfig utun5 inet 100.64.1.2/32 100.64.1.2 alias",
 			"/sbin/ifconfig utun5 up",
 		}},
-		{"two addresses in one prefix route it once", []netip.Prefix{planV4, planV4b}, []string{
+		{"two addresses in one prefix route it once", []netip.Prefix{nodeV4, nodeV4b}, []string{
 			"/sbin/ifconfig utun5 inet 100.64.1.2/10 100.64.1.2 alias",
 			"/sbin/ifconfig utun5 inet 100.64.7.9/10 100.64.7.9 alias",
 			"/sbin/ifconfig utun5 up",
@@ -88,15 +85,15 @@ func TestUtunSetAddrsCommands(t *testing.T) {
 		cmds       []string
 	}{
 		{"IPv4 moves: the new one first, its route, then the old one goes",
-			[]netip.Prefix{planV4, planV6}, []netip.Prefix{planV4b, planV6}, []string{
+			[]netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV4b, nodeV6}, []string{
 				"/sbin/ifconfig utun5 inet 100.64.7.9/10 100.64.7.9 alias",
 				"/sbin/route -n add -inet 100.64.0.0/10 -interface utun5 [exists ok]",
 				"/sbin/ifconfig utun5 inet 100.64.1.2 -alias",
 			}},
-		{"IPv6 goes", []netip.Prefix{planV4, planV6}, []netip.Prefix{planV4}, []string{
-			"/sbin/ifconfig utun5 inet6 fd12:3456:789a::1:2 -alias",
+		{"IPv6 goes", []netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV4}, []string{
+			"/sbin/ifconfig utun5 inet6 fd7a:115c:a1e0::1:2 -alias",
 		}},
-		{"nothing changes", []netip.Prefix{planV4, planV6}, []netip.Prefix{planV6, planV4}, nil},
+		{"nothing changes", []netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV6, nodeV4}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,16 +114,16 @@ func TestRouteExists(t *testing.T) {
 }
 
 func TestAddrChanges(t *testing.T) {
-	moved := netip.PrefixFrom(planV4.Addr(), 16)
+	moved := netip.PrefixFrom(nodeV4.Addr(), 16)
 	tests := []struct {
 		name           string
 		have, want     []netip.Prefix
 		wantAdd, wantD []netip.Prefix
 	}{
-		{"from nothing", nil, []netip.Prefix{planV4, planV6}, []netip.Prefix{planV4, planV6}, nil},
-		{"move", []netip.Prefix{planV4, planV6}, []netip.Prefix{planV4b, planV6}, []netip.Prefix{planV4b}, []netip.Prefix{planV4}},
-		{"prefix length change is a remove and an add", []netip.Prefix{planV4}, []netip.Prefix{moved}, []netip.Prefix{moved}, []netip.Prefix{planV4}},
-		{"same", []netip.Prefix{planV4}, []netip.Prefix{planV4}, nil, nil},
+		{"from nothing", nil, []netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV4, nodeV6}, nil},
+		{"move", []netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV4b, nodeV6}, []netip.Prefix{nodeV4b}, []netip.Prefix{nodeV4}},
+		{"prefix length change is a remove and an add", []netip.Prefix{nodeV4}, []netip.Prefix{moved}, []netip.Prefix{moved}, []netip.Prefix{nodeV4}},
+		{"same", []netip.Prefix{nodeV4}, []netip.Prefix{nodeV4}, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,7 +157,7 @@ func TestMaskBits(t *testing.T) {
 
 // The check each OS's Create runs on the addresses and routes it listed.
 func TestFirstConflict(t *testing.T) {
-	mesh := []netip.Prefix{planV4.Masked(), planV6.Masked()}
+	mesh := []netip.Prefix{nodeV4.Masked(), nodeV6.Masked()}
 	pfx := netip.MustParsePrefix
 	tests := []struct {
 		name     string
@@ -184,8 +181,8 @@ func TestFirstConflict(t *testing.T) {
 			{Prefix: pfx("100.72.4.5/16"), Kind: "address", Interface: "Ethernet"},
 		}, &ConflictError{Prefix: mesh[0], Existing: pfx("100.72.4.5/16"), Kind: "address", Interface: "Ethernet"}},
 		{"a host route inside the prefix, masked", []existingNet{
-			{Prefix: pfx("fd12:3456:789a::7/128"), Kind: "route", Interface: "en1"},
-		}, &ConflictError{Prefix: mesh[1], Existing: pfx("fd12:3456:789a::7/128"), Kind: "route", Interface: "en1"}},
+			{Prefix: pfx("fd7a:115c:a1e0::7/128"), Kind: "route", Interface: "en1"},
+		}, &ConflictError{Prefix: mesh[1], Existing: pfx("fd7a:115c:a1e0::7/128"), Kind: "route", Interface: "en1"}},
 		{"a wider route containing the prefix", []existingNet{
 			{Prefix: pfx("100.0.0.0/8"), Kind: "route", Interface: "en0"},
 		}, &ConflictError{Prefix: mesh[0], Existing: pfx("100.0.0.0/8"), Kind: "route", Interface: "en0"}},

@@ -85,6 +85,9 @@ func Create(cfg Config) (*Device, error) {
 		_ = d.Close()
 		return nil, fmt.Errorf("configuring TUN device %s: %w", name, err)
 	}
+	if err := waitUsable(cfg.Addrs, usableWait); err != nil {
+		d.log.Warn("kernel TUN device addresses not usable yet", "iface", name, "err", err)
+	}
 	d.addrs = cfg.Addrs
 	d.log.Info("kernel TUN device up", "iface", name, "mtu", cfg.MTU, "addrs", cfg.Addrs)
 	return d, nil
@@ -123,6 +126,9 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 		return fmt.Errorf("interface %s: %w", d.name, err)
 	}
 	d.addrs = addrs
+	if err := waitUsable(addrs, usableWait); err != nil {
+		d.log.Warn("kernel TUN device addresses not usable yet", "iface", d.name, "err", err)
+	}
 	return nil
 }
 

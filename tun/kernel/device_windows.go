@@ -87,6 +87,11 @@ func Create(cfg Config) (*Device, error) {
 		}
 		return nil, fmt.Errorf("configuring TUN device %s: %w", cfg.Name, err)
 	}
+	// DAD is off, so this should return at once; it costs one bind per
+	// address to know.
+	if err := waitUsable(cfg.Addrs, usableWait); err != nil {
+		d.log.Warn("kernel TUN device addresses not usable yet", "iface", d.name, "err", err)
+	}
 	d.log.Info("kernel TUN device up", "iface", d.name, "mtu", cfg.MTU, "addrs", cfg.Addrs)
 	return d, nil
 }
@@ -156,6 +161,9 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 		}
 	}
 	d.addrs = addrs
+	if err := waitUsable(addrs, usableWait); err != nil {
+		d.log.Warn("kernel TUN device addresses not usable yet", "iface", d.name, "err", err)
+	}
 	return nil
 }
 

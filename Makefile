@@ -73,14 +73,16 @@ bench: build
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
-# staticcheck for Linux, then for Windows, which compiles the files no
-# Linux build sees (the _windows and !linux ones). Off Linux, code that only
-# Linux calls is unused by design, so U1000 (unused) is left to the Linux run.
+# staticcheck for Linux, then for Windows and macOS, which compile the
+# files no Linux build sees (the _windows, _darwin and !linux ones). Off
+# Linux, code that only Linux calls is unused by design, so U1000 (unused)
+# is left to the Linux run.
 lint:
 	$(GO) vet $(PKGS)
 	$(GO) build -C tools -o $(STATICCHECK) honnef.co/go/tools/cmd/staticcheck
 	$(STATICCHECK) $(PKGS)
 	GOOS=windows $(STATICCHECK) -checks inherit,-U1000 $(PKGS)
+	GOOS=darwin $(STATICCHECK) -checks inherit,-U1000 $(PKGS)
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 
 clean:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -88,7 +89,7 @@ func Create(cfg Config) (*Device, error) {
 	if err := waitUsable(cfg.Addrs, usableWait); err != nil {
 		d.log.Warn("kernel TUN device addresses not usable yet", "iface", name, "err", err)
 	}
-	d.addrs = cfg.Addrs
+	d.addrs = slices.Clone(cfg.Addrs)
 	d.log.Info("kernel TUN device up", "iface", name, "mtu", cfg.MTU, "addrs", cfg.Addrs)
 	return d, nil
 }
@@ -116,8 +117,8 @@ func (d *Device) run(cmds []command) error {
 	return nil
 }
 
-// SetAddrs replaces the device's addresses with addrs, new ones first so
-// the mesh prefixes stay routed.
+// SetAddrs replaces the device's addresses with addrs (the order is
+// utunSetAddrsCommands').
 func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 	d.filter.set(addrs)
 	d.mu.Lock()
@@ -125,7 +126,7 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 	if err := d.run(utunSetAddrsCommands(d.name, d.addrs, addrs)); err != nil {
 		return fmt.Errorf("interface %s: %w", d.name, err)
 	}
-	d.addrs = addrs
+	d.addrs = slices.Clone(addrs)
 	if err := waitUsable(addrs, usableWait); err != nil {
 		d.log.Warn("kernel TUN device addresses not usable yet", "iface", d.name, "err", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/windows"
@@ -66,6 +67,9 @@ func Create(cfg Config) (*Device, error) {
 			return nil, wintunMissingError(cfg.Name, runtime.GOARCH, exe, err)
 		case errors.Is(err, windows.ERROR_ACCESS_DENIED):
 			return nil, permissionError(cfg.Name)
+		case errors.Is(err, windows.ERROR_ALREADY_EXISTS), errors.Is(err, windows.ERROR_OBJECT_ALREADY_EXISTS):
+			// Same name, same GUID (adapterGUID).
+			return nil, fmt.Errorf("creating TUN device %s: %w: %w (is another plurenet running with this --tun name?)", cfg.Name, ErrInUse, err)
 		}
 		return nil, fmt.Errorf("creating TUN device %s: %w", cfg.Name, err)
 	}
@@ -120,7 +124,7 @@ func (d *Device) configure(cfg Config) error {
 	if err := d.addRoutes(routedPrefixes(cfg.Addrs)); err != nil {
 		return err
 	}
-	d.addrs = cfg.Addrs
+	d.addrs = slices.Clone(cfg.Addrs)
 	return nil
 }
 
@@ -140,8 +144,8 @@ func (d *Device) addRoutes(prefixes []netip.Prefix) error {
 	return nil
 }
 
-// SetAddrs replaces the device's addresses with addrs, new ones first so
-// the mesh prefixes stay routed.
+// SetAddrs replaces the device's addresses with addrs: new ones first, so
+// the interface never goes without one, then the old ones go.
 func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 	d.filter.set(addrs)
 	d.mu.Lock()
@@ -152,15 +156,17 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 			return fmt.Errorf("interface %s: adding address %s: %w", d.name, p, err)
 		}
 	}
-	if err := d.addRoutes(routedPrefixes(add)); err != nil {
-		return fmt.Errorf("interface %s: %w", d.name, err)
-	}
 	for _, p := range del {
 		if err := d.luid.DeleteIPAddress(p); err != nil && !errors.Is(err, windows.ERROR_NOT_FOUND) {
 			return fmt.Errorf("interface %s: removing address %s: %w", d.name, p, err)
 		}
 	}
-	d.addrs = addrs
+	// Windows may take an on-link route along with the address it came
+	// with: route every mesh prefix again (one still there is fine).
+	if err := d.addRoutes(routedPrefixes(addrs)); err != nil {
+		return fmt.Errorf("interface %s: %w", d.name, err)
+	}
+	d.addrs = slices.Clone(addrs)
 	if err := waitUsable(addrs, usableWait); err != nil {
 		d.log.Warn("kernel TUN device addresses not usable yet", "iface", d.name, "err", err)
 	}

@@ -84,14 +84,16 @@ func TestUtunSetAddrsCommands(t *testing.T) {
 		have, want []netip.Prefix
 		cmds       []string
 	}{
-		{"IPv4 moves: the new one first, its route, then the old one goes",
+		{"IPv4 moves: the new one first, then the old one goes, then the routes again",
 			[]netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV4b, nodeV6}, []string{
 				"/sbin/ifconfig utun5 inet 100.64.7.9/10 100.64.7.9 alias",
-				"/sbin/route -n add -inet 100.64.0.0/10 -interface utun5 [exists ok]",
 				"/sbin/ifconfig utun5 inet 100.64.1.2 -alias",
+				"/sbin/route -n add -inet 100.64.0.0/10 -interface utun5 [exists ok]",
+				"/sbin/route -n add -inet6 fd7a:115c:a1e0::/48 -interface utun5 [exists ok]",
 			}},
 		{"IPv6 goes", []netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV4}, []string{
 			"/sbin/ifconfig utun5 inet6 fd7a:115c:a1e0::1:2 -alias",
+			"/sbin/route -n add -inet 100.64.0.0/10 -interface utun5 [exists ok]",
 		}},
 		{"nothing changes", []netip.Prefix{nodeV4, nodeV6}, []netip.Prefix{nodeV6, nodeV4}, nil},
 	}

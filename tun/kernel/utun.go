@@ -63,19 +63,24 @@ func utunAddCommands(name string, addrs []netip.Prefix) []command {
 }
 
 // utunSetAddrsCommands move a configured utun from have to want: new
-// addresses first (and their routes), then the old ones go, so the mesh
-// prefixes stay routed throughout.
+// addresses first, so the interface never goes without one, then the old
+// ones go, then every mesh prefix of want is routed again (the kernel may
+// take a route along with the address it was added through; one that is
+// still there is fine).
 func utunSetAddrsCommands(name string, have, want []netip.Prefix) []command {
 	add, del := addrChanges(have, want)
+	if len(add) == 0 && len(del) == 0 {
+		return nil
+	}
 	var cmds []command
 	for _, p := range add {
 		cmds = append(cmds, utunAddrCommand(name, p, true))
 	}
-	for _, p := range routedPrefixes(add) {
-		cmds = append(cmds, utunRouteCommand(name, p))
-	}
 	for _, p := range del {
 		cmds = append(cmds, utunAddrCommand(name, p, false))
+	}
+	for _, p := range routedPrefixes(want) {
+		cmds = append(cmds, utunRouteCommand(name, p))
 	}
 	return cmds
 }

@@ -1,17 +1,13 @@
 package kernel
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os/exec"
 	"slices"
-	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/net/route"
 	"golang.org/x/sys/unix"
@@ -25,13 +21,6 @@ import (
 
 // privilegeHint tells the user the two ways forward.
 const privilegeHint = "run as root (sudo), or drop --tun to use the userspace adapter (no privileges needed)"
-
-// Bounds of one ifconfig or route run: they answer at once; a tool that
-// hangs must not hang Create, and its output only feeds an error message.
-const (
-	toolTimeout   = 10 * time.Second
-	maxToolOutput = 512
-)
 
 // Device is a configured utun interface.
 type Device struct {
@@ -82,7 +71,7 @@ func Create(cfg Config) (*Device, error) {
 	}
 	d := &Device{name: name, log: cfg.Logger, filter: newDestFilter(cfg.Addrs)}
 	d.tun = &filteredTUN{Device: t, filter: d.filter, log: d.log, name: name}
-	if err := d.run(utunAddCommands(name, cfg.Addrs)); err != nil {
+	if err := runTools(d.name, utunAddCommands(name, cfg.Addrs)); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("configuring TUN device %s: %w", name, err)
 	}
@@ -94,36 +83,13 @@ func Create(cfg Config) (*Device, error) {
 	return d, nil
 }
 
-// run runs cmds in order and stops at the first failure.
-func (d *Device) run(cmds []command) error {
-	for _, c := range cmds {
-		ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
-		out, err := exec.CommandContext(ctx, c.argv[0], c.argv[1:]...).CombinedOutput()
-		cancel()
-		text := strings.TrimSpace(string(out))
-		if err != nil && c.existsOK && routeExists(text) {
-			continue
-		}
-		if err != nil {
-			if len(text) > maxToolOutput {
-				text = text[:maxToolOutput] + "..."
-			}
-			if strings.Contains(text, "ermission denied") || strings.Contains(text, "not permitted") {
-				return permissionError(d.name)
-			}
-			return fmt.Errorf("%s: %w: %s", strings.Join(c.argv, " "), err, text)
-		}
-	}
-	return nil
-}
-
 // SetAddrs replaces the device's addresses with addrs (the order is
 // utunSetAddrsCommands').
 func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 	d.filter.set(addrs)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.run(utunSetAddrsCommands(d.name, d.addrs, addrs)); err != nil {
+	if err := runTools(d.name, utunSetAddrsCommands(d.name, d.addrs, addrs)); err != nil {
 		return fmt.Errorf("interface %s: %w", d.name, err)
 	}
 	d.addrs = slices.Clone(addrs)

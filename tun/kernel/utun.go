@@ -1,10 +1,13 @@
 package kernel
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // macOS configuration, as pure functions so that Linux tests check them
@@ -114,4 +117,38 @@ func utunRouteCommand(name string, p netip.Prefix) command {
 // already (EEXIST from the routing socket).
 func routeExists(out string) bool {
 	return strings.Contains(out, "File exists")
+}
+
+// Bounds of one ifconfig or route run: they answer at once; a tool that
+// hangs must not hang Create, and its output only feeds an error message.
+const (
+	toolTimeout   = 10 * time.Second
+	maxToolOutput = 512
+)
+
+// runTools runs cmds in order (no shell) and stops at the first failure,
+// which it reports with the command line and what the tool said. A
+// failure the command allows (existsOK and the tool says so) is success;
+// a refusal for want of privileges is permissionError for device name.
+func runTools(name string, cmds []command) error {
+	for _, c := range cmds {
+		ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+		out, err := exec.CommandContext(ctx, c.argv[0], c.argv[1:]...).CombinedOutput()
+		cancel()
+		if err == nil {
+			continue
+		}
+		text := strings.TrimSpace(string(out))
+		if c.existsOK && routeExists(text) {
+			continue
+		}
+		if strings.Contains(text, "ermission denied") || strings.Contains(text, "not permitted") {
+			return permissionError(name)
+		}
+		if len(text) > maxToolOutput {
+			text = text[:maxToolOutput] + "..."
+		}
+		return fmt.Errorf("%s: %w: %s", strings.Join(c.argv, " "), err, text)
+	}
+	return nil
 }

@@ -71,7 +71,7 @@ type MemberStatus struct {
 	// its certificate's.
 	Certified bool     `json:"certified"`
 	Tags      []string `json:"tags,omitempty"`
-	// Via is how a member was first met off the relays (swarm mode, or
+	// Via is how a member was first heard off the relays (swarm mode, or
 	// auto mode with the DHT): "dht" (at an address the DHT found),
 	// "forward" (another member introduced it), or the carrier ("direct",
 	// "lan"); empty for a member met only over a relay.

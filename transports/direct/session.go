@@ -255,8 +255,8 @@ func (s *session) selectedRemote() (netip.AddrPort, time.Duration, bool) {
 func (s *session) close() { s.agent.Close() }
 
 // withoutRelated returns the marshalled server-reflexive candidate c (at
-// address a) with its related address withheld ("0.0.0.0 0", or "::" for
-// IPv6). The related address is the local address the STUN request left
+// address a) with its related address withheld (unspecified, which pion
+// leaves out of the candidate line). The related address is the local address the STUN request left
 // from; peers have no use for it (RFC 8445 section 5.1.1.2 lets it be
 // withheld for privacy), and pion pairs every local address with every
 // STUN server, so it would name loopback and link-local addresses (an

@@ -316,3 +316,36 @@ func TestStaticDualStack(t *testing.T) {
 		}
 	}
 }
+
+// TestCandidateVectors checks the candidate vectors of docs/protocol.md
+// 2.9 byte for byte: the lines offered (a server-reflexive one without its
+// related address) and the rank a receiver gives each.
+func TestCandidateVectors(t *testing.T) {
+	offered := []struct {
+		gathered, offered string
+		rank              uint32
+	}{
+		{"2972068683 1 udp 2130706431 2001:db8::10 41641 typ host", "2972068683 1 udp 2130706431 2001:db8::10 41641 typ host", 2130706431},
+		{"3418105078 1 udp 2130706431 192.0.2.10 41641 typ host", "3418105078 1 udp 2130706431 192.0.2.10 41641 typ host", 2130640895},
+		{"2289077132 1 udp 1694498815 2001:db8::10 41641 typ srflx raddr fe80::1 rport 41641", "2289077132 1 udp 1694498815 2001:db8::10 41641 typ srflx", 1694498815},
+		{"3215111262 1 udp 1694498815 198.51.100.7 41641 typ srflx raddr 192.168.1.5 rport 41641", "3215111262 1 udp 1694498815 198.51.100.7 41641 typ srflx", 1694433279},
+	}
+	for _, v := range offered {
+		c, err := ice.UnmarshalCandidate(v.gathered)
+		if err != nil {
+			t.Fatalf("%q: %v", v.gathered, err)
+		}
+		a := candidateAddr(v.gathered)
+		got := c.Marshal()
+		if c.Type() == ice.CandidateTypeServerReflexive {
+			got, _ = withoutRelated(c, a)
+		}
+		if got != v.offered {
+			t.Errorf("gathered %q is offered as %q, want %q", v.gathered, got, v.offered)
+		}
+		r, err := ranked(c, a)
+		if err != nil || r.Priority() != v.rank {
+			t.Errorf("%q ranks %d (%v), want %d", v.offered, r.Priority(), err, v.rank)
+		}
+	}
+}

@@ -212,6 +212,11 @@ func TestOfferedCandidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.close()
+	for deadline := time.Now().Add(staticWait); !s.view().gathered; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("gathering never ended")
+		}
+	}
 	s.mu.Lock()
 	s.srflx = nil
 	s.hosts = []string{

@@ -90,6 +90,12 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			n.log.Info("rejected mesh message", "via", c.name, "from", c.who(), "peer", m.From.ShortString(), "kind", m.Kind, "err", err)
 		} else if m.Kind == mesh.KindAnnounce {
 			n.heard(c, from, m.Announce.Candidates, false)
+			if c.src.IsValid() && !c.multicast {
+				// In auto mode the relay's copy of a member's
+				// announcement usually wins: its UDP copy still says
+				// the DHT-found address answers (status only).
+				n.dhtAnswered(c.src, from)
+			}
 		}
 		return
 	}
@@ -122,8 +128,10 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	case mesh.KindAnnounce:
 		n.heard(c, from, m.Announce.Candidates, true)
 		c.answerTo, _ = n.carrierAddr(c, m.Announce.Candidates)
-		if c.src.IsValid() {
-			n.heardDirect(c, from, payload)
+		if c.src.IsValid() && n.heardDirect(c, from, payload) {
+			// After the membership event below (a newcomer is answered
+			// first).
+			defer n.introduce(from)
 		}
 		n.heardFrom(from)
 		n.compareDocuments(c, from, m.Announce.Owned)
@@ -138,9 +146,6 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		// The newcomer may not have heard us yet (it joined after our
 		// last periodic announcement).
 		n.answer(c, from)
-		if n.swarm != nil && c.src.IsValid() && !c.multicast {
-			n.introduce(from)
-		}
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
 			n.log.Info("member left", "peer", from.ShortString())

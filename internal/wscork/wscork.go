@@ -11,6 +11,12 @@
 // without a system call per message. Message boundaries are the WebSocket's
 // business and are unaffected; the protocol does not change.
 //
+// Over TLS the Conn sits above it, so that a batch is sealed as a few full
+// records rather than one per message; crypto/tls then writes each record
+// by itself, so a second Conn below TLS (NewListener on the server, Below on
+// the client) is corked for the batch too and the records leave in one
+// write, as on ws:// (a write's cost is mostly per call).
+//
 // Writes that happen while the Conn is not corked (pings, pongs and close
 // frames from other goroutines) go straight through.
 //
@@ -22,6 +28,7 @@ package wscork
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -35,9 +42,15 @@ import (
 // carry at most.
 const MaxBatch = 64 << 10
 
+// recordSlack is room beyond MaxBatch for what TLS adds to a batch it
+// seals: a 64 KiB batch is four or five records of at most 29 bytes of
+// header, nonce and tag each (TLS 1.2 GCM; 22 in TLS 1.3). A Conn below
+// TLS holds the sealed batch whole, so that it leaves in one write.
+const recordSlack = 256
+
 // batchPool holds batch buffers. A connection takes one when it corks and
 // gives it back when it uncorks, so an idle connection holds none.
-var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxBatch); return &b }}
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxBatch+recordSlack); return &b }}
 
 // Conn is a net.Conn whose writes may be corked. Its zero value is not
 // usable; call New.
@@ -46,6 +59,13 @@ type Conn struct {
 	// timeout, when positive, bounds each socket write made while corked,
 	// so that a peer that stopped reading cannot hold the owner forever.
 	timeout time.Duration
+
+	// below, when nc is a TLS connection over another Conn (NewListener,
+	// Dial's TLS dial), is that Conn: each batch written is corked there
+	// too, so that its TLS records (at most 16 KiB each, one write apiece
+	// in crypto/tls) leave in one socket write.
+	below *Conn
+	limit int // the most a batch holds before it is written
 
 	mu     sync.Mutex // guards the fields below and orders socket writes
 	corked bool
@@ -63,8 +83,36 @@ type Conn struct {
 // New wraps nc. timeout bounds each socket write made while corked (zero:
 // no bound beyond the caller's own).
 func New(nc net.Conn, timeout time.Duration) *Conn {
-	return &Conn{Conn: nc, timeout: timeout}
+	c := &Conn{Conn: nc, timeout: timeout, limit: MaxBatch}
+	if tc, ok := nc.(*tls.Conn); ok {
+		c.below, _ = tc.NetConn().(*Conn)
+	}
+	return c
 }
+
+// newBelow wraps nc for TLS to run over: it takes whole sealed batches.
+func newBelow(nc net.Conn) *Conn {
+	return &Conn{Conn: nc, limit: MaxBatch + recordSlack}
+}
+
+// NewListener returns a listener whose connections are Conns, for a TLS
+// listener to wrap: a Conn made later (New, NewResponseWriter) around the
+// TLS connection then corks this one too.
+func NewListener(ln net.Listener) net.Listener { return listener{ln} }
+
+type listener struct{ net.Listener }
+
+func (l listener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newBelow(nc), nil
+}
+
+// Below wraps nc, which TLS is about to run over, like NewListener's
+// connections.
+func Below(nc net.Conn) net.Conn { return newBelow(nc) }
 
 // Cork starts a batch: writes are collected until Uncork. On a nil Conn
 // (a socket that could not be wrapped) Cork and Uncork do nothing.
@@ -108,11 +156,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.batch == nil {
 		c.batch = batchPool.Get().(*[]byte)
 	}
-	if len(*c.batch)+len(p) > MaxBatch {
+	if len(*c.batch)+len(p) > c.limit {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-		if len(p) > MaxBatch {
+		if len(p) > c.limit {
 			return c.writeLocked(p)
 		}
 	}
@@ -184,7 +232,15 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 		}
 		defer c.Conn.SetWriteDeadline(time.Time{})
 	}
+	if c.below != nil {
+		c.below.Cork()
+	}
 	n, err := c.Conn.Write(p)
+	if c.below != nil {
+		if uerr := c.below.Uncork(); err == nil && uerr != nil {
+			err = uerr
+		}
+	}
 	if err != nil {
 		c.err = err
 	}

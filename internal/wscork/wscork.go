@@ -318,12 +318,30 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, fmt.Errorf("flushing the hijacked connection: %w", err)
 	}
 	c := New(nc, w.timeout)
-	// The server's own writer, pointed at c: net/http keeps it alive for
-	// as long as the handler runs, so a smaller one would save nothing.
-	brw.Writer.Reset(c)
+	// net/http's 4 KiB reader and writer would stay with the connection
+	// for its life: a third of what an idle relay member cost. The
+	// writer only stages each message on its way into the corked batch
+	// (or, uncorked, a control frame on its way to the socket), so a small
+	// one costs a second append per message, not a system call. The
+	// reader takes frame headers and small messages; while the peer sends
+	// fast, Read serves it from the read-ahead. A reader that already
+	// holds bytes the client sent behind its request is kept.
+	brw.Writer = bufio.NewWriterSize(c, hijackWriteBuf)
+	if brw.Reader.Buffered() == 0 {
+		brw.Reader = bufio.NewReaderSize(c, hijackReadBuf)
+	}
 	w.conn = c
 	return c, brw, nil
 }
+
+// Buffers of a hijacked connection (ResponseWriter.Hijack). hijackWriteBuf
+// holds a WebSocket control frame (at most 2+125 bytes from a server) in
+// one piece; hijackReadBuf takes a frame header and a small message (a
+// presence frame, a ping) in one read.
+const (
+	hijackWriteBuf = 256
+	hijackReadBuf  = 512
+)
 
 // Conn returns the Conn made by Hijack, nil before.
 func (w *ResponseWriter) Conn() *Conn { return w.conn }

@@ -158,9 +158,13 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
 func (c *conn) heard() { c.lastHeard.Store(time.Now().UnixNano()) }
 
 // run is the reader: it does the handshake, then reads frames until the
-// connection ends, then waits for the writer and the timers.
-func (c *conn) run() {
-	defer c.cancel()
+// connection ends, then waits for the writer and the timers, and calls done.
+//
+// The frames are read in a goroutine of its own, started once the
+// handshake is done: the handshake's cryptography grows a stack to twice
+// what reading needs, and a goroutine keeps its stack while it blocks in a
+// read, for as long as the member stays.
+func (c *conn) run(done func()) {
 	c.q.setOnWork(c.kick)
 	select {
 	case <-c.stop: // finished before it ran (Close, Drain)
@@ -169,6 +173,17 @@ func (c *conn) run() {
 	}
 	c.startTimers()
 	if c.handshake() {
+		go c.serve(true, done)
+		return
+	}
+	c.serve(false, done)
+}
+
+// serve reads frames if the handshake succeeded, then ends the connection.
+func (c *conn) serve(established bool, done func()) {
+	defer done()
+	defer c.cancel()
+	if established {
 		c.readLoop()
 	}
 	c.finish(closeGone, 0, "")

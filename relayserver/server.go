@@ -206,12 +206,11 @@ func (s *Server) serveRelay(w http.ResponseWriter, r *http.Request) {
 	// per-connection state and the handler goroutine's stack, grown by
 	// the request's parsing, are not held for the connection's lifetime
 	// (a third of an idle member's memory before).
-	go func() {
-		defer s.sources.release(src)
-		defer s.slots.Add(-1)
-		defer s.untrack(c)
-		c.run()
-	}()
+	go c.run(func() {
+		s.untrack(c)
+		s.slots.Add(-1)
+		s.sources.release(src)
+	})
 }
 
 // offersSubprotocol reports whether the client offers v2, or v1: an old

@@ -159,11 +159,10 @@ func (q *sendQueue) wake() {
 	}
 }
 
-// trim lets go of the entries' storage when nothing waits and it holds more
-// than keep entries, so that an idle connection does not keep a burst's.
-func (q *sendQueue) trim(keep int) {
+// release lets go of the entries' storage when nothing waits (conn.release).
+func (q *sendQueue) release() {
 	q.mu.Lock()
-	if len(q.entries) == 0 && cap(q.entries) > keep {
+	if len(q.entries) == 0 {
 		q.entries = nil
 	}
 	q.mu.Unlock()

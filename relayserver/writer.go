@@ -59,11 +59,6 @@ func (c *conn) writeRun() {
 		c.wmu.Lock()
 		if !c.again {
 			c.writing = false
-			// A burst's storage is not kept by an idle connection.
-			if cap(c.wbatch) > keptBatch {
-				c.wbatch = nil
-			}
-			c.q.trim(keptBatch)
 			c.wmu.Unlock()
 			return
 		}
@@ -72,10 +67,19 @@ func (c *conn) writeRun() {
 	}
 }
 
-// keptBatch is the most entries of storage an idle connection's writer and
-// queue keep between bursts (32 bytes each): a burst larger than that
-// reallocates; an idle member holds at most this.
-const keptBatch = 64
+// release lets go of the storage of the writer's batch and of the queue
+// while nothing waits, so that a member that has gone quiet does not keep
+// its last burst's. keepalive calls it, every PingInterval: releasing it
+// each time the writer goes idle made a busy connection reallocate it for
+// every burst.
+func (c *conn) release() {
+	c.wmu.Lock()
+	if !c.writing {
+		c.wbatch = nil
+	}
+	c.wmu.Unlock()
+	c.q.release()
+}
 
 // endWriter records that no writer runs again: the connection is over.
 func (c *conn) endWriter() {
@@ -228,6 +232,7 @@ func (c *conn) keepalive() {
 		c.fail(relayproto.ErrIdle, fmt.Sprintf("nothing heard for %v", idle.Round(time.Millisecond)))
 		return
 	}
+	c.release()
 	c.tmu.Lock()
 	defer c.tmu.Unlock()
 	if c.timersOff {

@@ -21,8 +21,8 @@
 // frames from other goroutines) go straight through.
 //
 // The reading side mirrors it: while the peer's batches arrive faster than
-// the WebSocket's 4 KiB reader takes them, a Conn reads a batch at once
-// (Read).
+// the WebSocket's reader takes them, a Conn reads a batch at once (Read);
+// over TLS the Conn below it does, and the one above reads through.
 package wscork
 
 import (
@@ -66,6 +66,10 @@ type Conn struct {
 	// in crypto/tls) leave in one socket write.
 	below *Conn
 	limit int // the most a batch holds before it is written
+	// direct: reads go straight to nc, which buffers itself (crypto/tls
+	// holds a decrypted record and hands it out without a system call), so
+	// a read-ahead would only copy it once more.
+	direct bool
 
 	mu     sync.Mutex // guards the fields below and orders socket writes
 	corked bool
@@ -86,6 +90,7 @@ func New(nc net.Conn, timeout time.Duration) *Conn {
 	c := &Conn{Conn: nc, timeout: timeout, limit: MaxBatch}
 	if tc, ok := nc.(*tls.Conn); ok {
 		c.below, _ = tc.NetConn().(*Conn)
+		c.direct = true
 	}
 	return c
 }
@@ -178,6 +183,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.direct {
+		return c.Conn.Read(p)
 	}
 	if c.ahead != nil {
 		if c.pos < c.end {

@@ -65,7 +65,10 @@ type Config struct {
 	// random port, with a warning): a peer that others dial needs a port
 	// they know.
 	ListenPort int
-	// ListenAddr is the IPv4 address the direct path binds (zero: all).
+	// ListenAddr is the address the direct path binds (zero: every
+	// address, IPv4 and IPv6 on one dual-stack socket). An IPv4 address,
+	// 0.0.0.0 included, keeps the direct path on IPv4; an IPv6 one (not
+	// link-local) on IPv6.
 	ListenAddr netip.Addr
 
 	// NoPortMapping turns off asking the gateway (UPnP IGD, NAT-PMP, PCP)

@@ -27,12 +27,19 @@ type received struct {
 // WireGuard packets and sealed messages land in the returned channels.
 func newStatic(t *testing.T) (*Transport, chan received, chan received) {
 	t.Helper()
+	return newStaticOn(t, netip.MustParseAddr("127.0.0.1"))
+}
+
+// newStaticOn is newStatic with the socket bound to addr (zero: every
+// address, dual-stack).
+func newStaticOn(t *testing.T, addr netip.Addr) (*Transport, chan received, chan received) {
+	t.Helper()
 	wg := make(chan received, 16)
 	sealed := make(chan received, 16)
 	key := testkit.Key(t)
 	tr, err := New(Config{
 		PrivateKey: key,
-		ListenAddr: netip.MustParseAddr("127.0.0.1"),
+		ListenAddr: addr,
 		DisableICE: true,
 		Deliver: func(from nodekey.Public, pkt []byte) {
 			select {
@@ -164,7 +171,7 @@ func TestStaticPath(t *testing.T) {
 func TestSetStaticRejects(t *testing.T) {
 	a, _, _ := newStatic(t)
 	peer := testkit.Key(t).Public()
-	for _, addr := range []string{"0.0.0.0:1", "127.0.0.1:0", "224.0.0.1:5", "255.255.255.255:5", "[::1]:5"} {
+	for _, addr := range []string{"0.0.0.0:1", "127.0.0.1:0", "224.0.0.1:5", "255.255.255.255:5", "[::1]:5", "[fe80::1]:5", "[ff02::1]:5"} {
 		if err := a.SetStatic(peer, netip.MustParseAddrPort(addr)); err == nil {
 			t.Errorf("SetStatic(%s) succeeded", addr)
 		}

@@ -61,6 +61,8 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErrorf("--window must be 1..4096")
 	case *worker && *relayURL == "":
 		return usageErrorf("--worker needs --relay")
+	case *memprofile != "" && *relayURL != "":
+		return usageErrorf("--memprofile profiles an in-process relay: leave out --relay")
 	}
 	p := benchParams{URL: *relayURL, Members: *members, Pairs: *pairs, Duration: *duration, Size: *size, Window: *window}
 	if p.URL != "" {

@@ -134,10 +134,13 @@ type Config struct {
 	// opens the message with the mesh key.
 	OnMesh func(from netip.AddrPort, msg []byte)
 
-	// SealSignal, with DisableICE, seals a path-check signal message as
-	// the mesh does (mesh.KindSignal, signed by this node) so that the
-	// transport can send it with SendMesh (pathcheck.go). Without it no
-	// path checks are made: static paths come only from SetStatic.
+	// SealSignal seals a path-check signal message as the mesh does
+	// (mesh.KindSignal, signed by this node) so that the transport can
+	// send it with SendMesh (pathcheck.go). Without it no path checks are
+	// made: static paths come only from SetStatic. Swarm mode sets it
+	// (with DisableICE), and so does auto mode with the DHT, where a
+	// static path found without a relay lives beside ICE's (ICE's path,
+	// when live, is preferred: livePath).
 	SealSignal func(msg []byte) ([]byte, error)
 
 	Logger *slog.Logger

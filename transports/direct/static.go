@@ -110,3 +110,27 @@ func (p *peer) staticInfo(now int64) (PathInfo, bool) {
 	}
 	return PathInfo{State: StateDirect, Remote: sp.addr, Static: true, Since: sp.since}, true
 }
+
+// ClearStatic forgets peer's static path and its pending path checks, if
+// it has any; ICE's path, if any, stays. WireGuard packets from the old
+// address are no longer attributed to the peer unless ICE's path uses it.
+// The overlay's auto mode calls it when a relay reaches a member again, so
+// a path found without a relay never outlives the need for it.
+func (t *Transport) ClearStatic(key nodekey.Public) {
+	p := t.peer(key)
+	if p == nil {
+		return
+	}
+	p.checkMu.Lock()
+	p.checks = nil
+	p.checkMu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.peer(key) != p {
+		return // removed meanwhile
+	}
+	if sp := p.static.Swap(nil); sp != nil {
+		t.setAddrLocked(netip.AddrPort{}, p, sp.addr)
+		p.log.Debug("direct: static path dropped", "remote", sp.addr.String())
+	}
+}

@@ -311,3 +311,38 @@ func TestMeshRateLimit(t *testing.T) {
 		t.Error("OnMesh was never called")
 	}
 }
+
+// TestClearStatic: a cleared static path is gone (not reachable, packets
+// from its address no longer attributed), and clearing again or for an
+// unknown peer does nothing.
+func TestClearStatic(t *testing.T) {
+	a, _, _ := newStatic(t)
+	b, bIn, _ := newStatic(t)
+	if err := b.SetStatic(a.self, a.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetStatic(b.self, b.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Send(b.self, wgPacket(1)); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, bIn, "WireGuard packet on the static path")
+
+	b.ClearStatic(a.self)
+	b.ClearStatic(a.self)
+	b.ClearStatic(testkit.Key(t).Public())
+	if _, _, ok := b.StaticAddr(a.self); ok || b.Reachable(a.self) {
+		t.Fatal("a cleared static path is still there")
+	}
+	if err := b.Send(a.self, wgPacket(2)); !errors.Is(err, ErrNoDirectPath) {
+		t.Fatalf("Send on a cleared path: %v, want ErrNoDirectPath", err)
+	}
+	if err := a.Send(b.self, wgPacket(3)); err != nil {
+		t.Fatal(err)
+	}
+	expectNone(t, bIn, "packet from a cleared path's address")
+	if got := b.Stats().DropsUnknownSrc; got != 1 {
+		t.Fatalf("b dropped %d packets from unknown sources, want 1", got)
+	}
+}

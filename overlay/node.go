@@ -200,7 +200,7 @@ func (n *Node) setup() error {
 	// The device comes up after the transports are set: the Bind gathers
 	// the transports' own receive functions (the direct path's batched
 	// socket reads) when the device opens it.
-	n.dev = device.NewDevice(n.wrapFilter(n.adapter.device()), n.bind, wireguardLogger(n.log))
+	n.dev = device.NewDevice(transports.WrapDevice(n.wrapFilter(n.adapter.device()), n.bind), n.bind, wireguardLogger(n.log))
 	if err := n.dev.IpcSet("private_key=" + n.priv.Hex() + "\n"); err != nil {
 		return fmt.Errorf("wireguard: setting key: %w", err)
 	}

@@ -94,6 +94,11 @@ type Bind struct {
 
 	hs     handshakes    // the last handshake message sent to each peer (handshake.go)
 	copies atomic.Uint64 // packets also sent over a second path (tentative.go)
+
+	// The packets the device holds each way (inflight.go): in, received
+	// and not yet written to the adapter; out, read from the adapter and
+	// not yet sent.
+	in, out inflight
 }
 
 type inbound struct {
@@ -180,7 +185,8 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	b.closed = make(chan struct{})
 	recv := make(chan inbound, inboundQueue)
 	b.inbox.Store(&recv)
-	fns := []conn.ReceiveFunc{b.makeReceive(recv, b.closed)}
+	b.in.n.Store(0)
+	fns := []conn.ReceiveFunc{b.in.gate(b.makeReceive(recv, b.closed), b.closed)}
 	b.stops = nil
 	for _, t := range b.transports {
 		r, ok := t.(BatchReceiver)
@@ -188,7 +194,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 			continue
 		}
 		fn, stop := r.OpenReceive()
-		fns = append(fns, fn)
+		fns = append(fns, b.in.gate(fn, b.closed))
 		b.stops = append(b.stops, stop)
 	}
 	return fns, port, nil
@@ -275,6 +281,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return conn.ErrWrongEndpointType
 	}
+	b.out.doneData(bufs) // sent or dropped, the device is done with them
 	if isHandshake(bufs) {
 		// Kept even if no path takes it now: a path that appears
 		// later resends it (ResendHandshake).
@@ -387,6 +394,10 @@ type BindStats struct {
 	DropsNoPath     uint64 // no transport could send
 	DropsCongested  uint64 // the chosen transport dropped packets (full queue, rate limit)
 	TentativeCopies uint64 // packets also sent over the next path while the preferred one was tentative
+	// InflightResets counts waits for the device that ended because
+	// nothing completed for a while (inflight.go): packets the device
+	// dropped, such as replayed copies.
+	InflightResets uint64
 }
 
 // Stats returns the drop counters.
@@ -397,5 +408,6 @@ func (b *Bind) Stats() BindStats {
 		DropsNoPath:     b.dropsNoPth.Load(),
 		DropsCongested:  b.dropsCongested.Load(),
 		TentativeCopies: b.copies.Load(),
+		InflightResets:  b.in.resets.Load() + b.out.resets.Load(),
 	}
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -109,6 +111,10 @@ func runWorker(name string, o workerOptions) int {
 		if err != nil {
 			return workerResult{}, err
 		}
+		// The peak RSS of the transfer, not of the start (Argon2id).
+		if err := resetPeakRSS(os.Getpid()); err != nil {
+			return workerResult{}, err
+		}
 		cpu0 := cpuTime()
 		res, err := run(ctx, m, o.bytes)
 		res.CPUSeconds = (cpuTime() - cpu0).Seconds()
@@ -133,10 +139,26 @@ func runWorker(name string, o workerOptions) int {
 	return 0
 }
 
+// peakHeapEvery is how often a profiled worker samples its live heap for
+// the heap profile at the peak.
+const peakHeapEvery = 100 * time.Millisecond
+
 // startProfiles starts the CPU profile and returns what stops it and writes
-// the allocation profile.
+// the allocation profile. With an allocation profile it also keeps, in
+// memProfile+".peak", the heap profile taken when the heap in use was at
+// its largest during the transfer: where the peak RSS goes.
 func startProfiles(o workerOptions) (func() error, error) {
 	var cpu *os.File
+	peakDone := func() error { return nil }
+	if o.memProfile != "" {
+		stop := make(chan struct{})
+		errc := make(chan error, 1)
+		go func() { errc <- samplePeakHeap(o.memProfile+".peak", stop) }()
+		peakDone = func() error {
+			close(stop)
+			return <-errc
+		}
+	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -149,6 +171,9 @@ func startProfiles(o workerOptions) (func() error, error) {
 		cpu = f
 	}
 	return func() error {
+		if err := peakDone(); err != nil {
+			return err
+		}
 		if cpu != nil {
 			pprof.StopCPUProfile()
 			if err := cpu.Close(); err != nil {
@@ -165,6 +190,34 @@ func startProfiles(o workerOptions) (func() error, error) {
 		defer f.Close()
 		return pprof.Lookup("allocs").WriteTo(f, 0)
 	}, nil
+}
+
+// samplePeakHeap writes a heap profile to path whenever the heap in use
+// (runtime/metrics: live after the last GC) is larger than at any
+// earlier sample, until stop closes.
+func samplePeakHeap(path string, stop <-chan struct{}) error {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	var peak uint64
+	tick := time.NewTicker(peakHeapEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+		metrics.Read(sample)
+		if v := sample[0].Value.Uint64(); v > peak {
+			peak = v
+			var buf bytes.Buffer
+			if err := pprof.Lookup("heap").WriteTo(&buf, 0); err != nil {
+				return err
+			}
+			if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // loopbackMesh is an in-process relay on 127.0.0.1 and two userspace nodes,

@@ -51,7 +51,18 @@ type labConfig struct {
 	wireguardGo string        // the wireguard-go binary
 	iperfTime   time.Duration // iperf3 -t, after one omitted second
 	pings       int
+	// rows are the letters of the lab rows to measure (-lab-rows); empty
+	// means all of them.
+	rows string
 }
+
+// want says whether the lab measures the row with this letter.
+func (c labConfig) want(letter byte) bool {
+	return c.rows == "" || strings.IndexByte(c.rows, letter) >= 0
+}
+
+// labRowLetters are the letters -lab-rows accepts.
+const labRowLetters = "abcdefghijk"
 
 // bench is one lab: hosts a and b and a relay host, all on the lab's
 // internet (one bridge), so every path of rows (a)-(e) crosses the same
@@ -81,30 +92,54 @@ func labRows(cfg labConfig) ([]*row, labOutcome) {
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
 		b.stateDir = dir
-		rows = append(rows, b.veth())
-		rows = append(rows, b.wireguardGo())
-		rows = append(rows, b.plurenetTUN("auto"))
-		rows = append(rows, b.plurenetUserspace())
-		rows = append(rows, b.plurenetTUN("relay"))
-		// Rows (f)-(h): another pair of hosts, each behind its own home
-		// NAT router, and the same relay host.
-		ra := lab.NATRouter("ra", netlab.RouterConfig{})
-		rb := lab.NATRouter("rb", netlab.RouterConfig{})
-		nat := &bench{t: t, cfg: cfg, a: lab.Host("na", ra), b: lab.Host("nb", rb), relay: b.relay, stateDir: dir}
-		rows = append(rows, nat.natRows(rb)...)
+		for _, lr := range []struct {
+			letter byte
+			fn     func() *row
+		}{
+			{'a', b.veth},
+			{'b', b.wireguardGo},
+			{'c', func() *row { return b.plurenetTUN("auto") }},
+			{'d', b.plurenetUserspace},
+			{'e', func() *row { return b.plurenetTUN("relay") }},
+		} {
+			if cfg.want(lr.letter) {
+				rows = append(rows, lr.fn())
+			}
+		}
+		// Rows (f)-(h) and (k): another pair of hosts, each behind its
+		// own home NAT router, and the same relay host.
+		var nat *bench
+		if cfg.want('f') || cfg.want('g') || cfg.want('h') || cfg.want('k') {
+			ra := lab.NATRouter("ra", netlab.RouterConfig{})
+			rb := lab.NATRouter("rb", netlab.RouterConfig{})
+			nat = &bench{t: t, cfg: cfg, a: lab.Host("na", ra), b: lab.Host("nb", rb), relay: b.relay, stateDir: dir}
+			if cfg.want('f') || cfg.want('g') || cfg.want('h') {
+				rows = append(rows, nat.natRows(rb)...)
+			}
+		}
 		// Rows (i)-(j): a third pair behind home NATs, meeting through a
 		// private DHT and through the relay.
-		fb := &bench{t: t, cfg: cfg, a: lab.Host("fa", lab.NATRouter("rfa", netlab.RouterConfig{})),
-			b: lab.Host("fb", lab.NATRouter("rfb", netlab.RouterConfig{})), relay: b.relay, stateDir: dir}
-		rows = append(rows, fb.firstByteRows(lab)...)
-		rows = append(rows, nat.firstContact())
+		if cfg.want('i') || cfg.want('j') {
+			fb := &bench{t: t, cfg: cfg, a: lab.Host("fa", lab.NATRouter("rfa", netlab.RouterConfig{})),
+				b: lab.Host("fb", lab.NATRouter("rfb", netlab.RouterConfig{})), relay: b.relay, stateDir: dir}
+			rows = append(rows, fb.firstByteRows(lab)...)
+		}
+		if cfg.want('k') {
+			rows = append(rows, nat.firstContact())
+		}
 	})
 	return rows, out
 }
 
 // measure runs iperf3 from a to dst:port and, when pingDst is valid, pings
-// it, filling r.
-func (b *bench) measure(r *row, dst netip.Addr, port int, pingDst netip.Addr) {
+// it, filling r. The peak RSS of ps is reset first, so that the row reports
+// the peak under load, not at start-up (a chosen mesh secret's Argon2id
+// takes 64 MiB for a moment when a node starts).
+func (b *bench) measure(r *row, ps procs, dst netip.Addr, port int, pingDst netip.Addr) {
+	if err := ps.resetPeak(); err != nil {
+		r.err = err
+		return
+	}
 	bps, err := b.iperf(dst, port)
 	if err != nil {
 		r.err = err
@@ -159,7 +194,7 @@ func (b *bench) ping(dst netip.Addr) (time.Duration, error) {
 // the internet bridge.
 func (b *bench) veth() *row {
 	r := &row{section: sectionLab, label: "(a) veth + bridge, no tunnel"}
-	b.measure(r, b.b.Addr(), iperfPort, b.b.Addr())
+	b.measure(r, nil, b.b.Addr(), iperfPort, b.b.Addr())
 	return r
 }
 
@@ -188,6 +223,16 @@ func (ps procs) rss() ([]procRSS, error) {
 		out = append(out, procRSS{name: np.name, bytes: n})
 	}
 	return out, nil
+}
+
+// resetPeak resets every process's peak RSS to its RSS now.
+func (ps procs) resetPeak() error {
+	for _, np := range ps {
+		if err := resetPeakRSS(np.p.Pid()); err != nil {
+			return fmt.Errorf("%s: %w", np.name, err)
+		}
+	}
+	return nil
 }
 
 // stop sends SIGTERM to every process, last started first, and kills the
@@ -382,7 +427,7 @@ func (b *bench) plurenetTUN(transport string) *row {
 		r.err = fmt.Errorf("b's overlay IPv4 %q: %w", peer.IPv4, err)
 		return r
 	}
-	b.measure(r, dst, iperfPort, dst)
+	b.measure(r, ps, dst, iperfPort, dst)
 	if r.err != nil {
 		return r
 	}
@@ -433,7 +478,7 @@ func (b *bench) plurenetUserspace() *row {
 		r.err = err
 		return r
 	}
-	b.measure(r, netip.MustParseAddr("127.0.0.1"), forwardPort, netip.Addr{})
+	b.measure(r, ps, netip.MustParseAddr("127.0.0.1"), forwardPort, netip.Addr{})
 	if r.err == nil {
 		if m, err := b.waitPeer(na, "b"); err == nil {
 			r.note = "path " + m.Path + "; " + r.note

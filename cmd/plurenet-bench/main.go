@@ -53,6 +53,8 @@ func run() int {
 	duration := flag.Duration("duration", 5*time.Second, "length of each throughput measurement")
 	pings := flag.Int("pings", 20, "pings per RTT measurement")
 	noLab := flag.Bool("no-lab", false, "measure the loopback rows only")
+	labOnly := flag.Bool("lab-only", false, "measure the lab rows only (root), not the loopback rows")
+	labRowSel := flag.String("lab-rows", "", "letters of the lab rows to measure, e.g. bcde (default all)")
 	derper := flag.String("derper", "", "Tailscale's cmd/derper binary (bench/derp) for the DERP anchor row")
 	derpfwd := flag.String("derpfwd", "", "bench/derp's derpfwd binary for the DERP anchor row")
 	tsnetpair := flag.String("tsnetpair", "", "bench/tsnet's tsnetpair binary for the tsnet anchor row")
@@ -70,22 +72,34 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "plurenet-bench: -duration must be at least 1s, -pings at least 1, -benchtime positive")
 		return 2
 	}
+	if strings.Trim(*labRowSel, labRowLetters) != "" {
+		fmt.Fprintf(os.Stderr, "plurenet-bench: -lab-rows %q: only the letters %s\n", *labRowSel, labRowLetters)
+		return 2
+	}
+	if *labOnly && *noLab {
+		fmt.Fprintln(os.Stderr, "plurenet-bench: -lab-only and -no-lab measure nothing together")
+		return 2
+	}
 	ctx := context.Background()
 	var t table
 	t.footer = append(t.footer, "")
 	failed := false
 
-	fmt.Fprintln(os.Stderr, "plurenet-bench: relay Go benchmarks (go test -bench ./transports/relay)...")
-	pipe, relay, relayTLS := relayGoBenchmarks(ctx, *repo, *benchtime)
-	t.pipe = t.add(pipe)
-	t.add(relay)
-	t.add(relayTLS)
-	fmt.Fprintln(os.Stderr, "plurenet-bench: relay forwarding beside DERP...")
-	fwdRows(ctx, &t, *plurenet, *derper, *derpfwd, *fwdDuration)
-	fmt.Fprintln(os.Stderr, "plurenet-bench: two embedded nodes beside tsnet...")
-	embeddedRows(ctx, &t, *tsnetpair, *isolate)
-	fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
-	t.add(revokeLoopback(ctx))
+	if *labOnly {
+		t.footer = append(t.footer, "loopback rows: skipped (-lab-only)")
+	} else {
+		fmt.Fprintln(os.Stderr, "plurenet-bench: relay Go benchmarks (go test -bench ./transports/relay)...")
+		pipe, relay, relayTLS := relayGoBenchmarks(ctx, *repo, *benchtime)
+		t.pipe = t.add(pipe)
+		t.add(relay)
+		t.add(relayTLS)
+		fmt.Fprintln(os.Stderr, "plurenet-bench: relay forwarding beside DERP...")
+		fwdRows(ctx, &t, *plurenet, *derper, *derpfwd, *fwdDuration)
+		fmt.Fprintln(os.Stderr, "plurenet-bench: two embedded nodes beside tsnet...")
+		embeddedRows(ctx, &t, *tsnetpair, *isolate)
+		fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
+		t.add(revokeLoopback(ctx))
+	}
 
 	switch {
 	case *noLab:
@@ -98,7 +112,7 @@ func run() int {
 			return 2
 		}
 		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(k)...")
-		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings})
+		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings, rows: *labRowSel})
 		for _, r := range rows {
 			switch {
 			case strings.HasPrefix(r.label, "(a)"):

@@ -132,7 +132,7 @@ func (b *bench) natRows(routerB *netlab.Router) []*row {
 	}
 
 	// (f): whatever path auto chose; the label says which.
-	b.measure(f, dst, iperfPort, dst)
+	b.measure(f, ps, dst, iperfPort, dst)
 	if f.err != nil {
 		if h.err == nil {
 			h.err = errors.New("not measured: row (f) failed")

@@ -107,6 +107,16 @@ func peakRSS(pid int) (int64, error) {
 	return parseVmHWM(string(b))
 }
 
+// resetPeakRSS sets a process's peak RSS (VmHWM) to its RSS now (Linux
+// 4.0+: "5" in /proc/PID/clear_refs), so that peakRSS later reads the peak
+// since this moment.
+func resetPeakRSS(pid int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("resetting the peak RSS of %d: %w", pid, err)
+	}
+	return nil
+}
+
 func parseVmHWM(status string) (int64, error) {
 	for line := range strings.Lines(status) {
 		v, ok := strings.CutPrefix(line, "VmHWM:")

@@ -96,7 +96,7 @@ func (b *bench) wireguardGo() *row {
 			}
 		}
 	}
-	b.measure(r, ends[1].tunnel, iperfPort, ends[1].tunnel)
+	b.measure(r, ps, ends[1].tunnel, iperfPort, ends[1].tunnel)
 	return r
 }
 

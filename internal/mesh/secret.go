@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -147,5 +148,10 @@ func StretchSecret(topicID [TopicSize]byte, secret string) (Stretched, SecretKin
 	salt := append([]byte(stretchLabel), topicID[:]...)
 	var s Stretched
 	copy(s[:], argon2.IDKey([]byte(secret), salt, StretchTime, StretchMemoryKiB, StretchThreads, uint32(len(s))))
+	// Argon2's 64 MiB are garbage now, but the GC sets its next goal at
+	// twice the heap it last found live, which may have included them:
+	// a node under load would then grow its heap (and RSS) past 130 MiB
+	// before collecting again. Collect now and hand the pages back.
+	debug.FreeOSMemory()
 	return s, kind, nil
 }

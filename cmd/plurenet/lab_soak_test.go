@@ -324,9 +324,9 @@ func TestLabSoak(t *testing.T) {
 					f.release()
 				}
 			}
-			direct := "direct with both others after " + time.Since(from).Round(time.Millisecond).String()
-			if !waitDirect(n, nodes, redirectWait) {
-				direct = fmt.Sprintf("not direct with both others within %v", redirectWait)
+			direct := fmt.Sprintf("not direct with both others within %v more", redirectWait)
+			if waitDirect(n, nodes, redirectWait) {
+				direct = "direct with both others after " + time.Since(from).Round(time.Millisecond).String()
 			}
 			windows = append(windows, soakWindow{n.name, from, time.Now().Add(soakRestartGrace)})
 			logf("%s restarted: listed by and listing the others after %v, %s",

@@ -93,6 +93,7 @@ type labNode struct {
 	host *netlab.Host
 	dir  string
 	proc *netlab.Proc
+	args []string // plurenet's arguments, for restart
 	ip4  netip.Addr
 	ip6  netip.Addr
 }
@@ -105,8 +106,17 @@ func (m *labMesh) startNode(h *netlab.Host, name string, extra ...string) *labNo
 	args := append([]string{"up", "--tun", labTUN,
 		"--topic", labTopic, "--key", labKey, "--relay", m.relayURL,
 		"--state-dir", n.dir, "--name", name}, extra...)
+	n.args = args
 	n.proc = h.Start(context.Background(), m.bin, args...)
 	return n
+}
+
+// restart starts a node stopped by stopNode again, with the same arguments
+// and state directory: the same key, so the same name and addresses. Call
+// waitMesh before using it.
+func (n *labNode) restart() {
+	n.t.Helper()
+	n.proc = n.host.Start(context.Background(), n.m.bin, n.args...)
 }
 
 // status asks the node for its status with "plurenet status --json", run in

@@ -214,6 +214,30 @@ func TestBlockUDP(t *testing.T) {
 	}
 }
 
+// TestFlushConntrack: after a UDP exchange through a NAT router, the router
+// tracks the flow; FlushConntrack counts and removes it (a second flush
+// finds nothing), and the next exchange makes a new entry and works.
+func TestFlushConntrack(t *testing.T) {
+	lab := New(t)
+	r := lab.NATRouter("r1", RouterConfig{})
+	a := lab.Host("a", r)
+	srv := lab.Host("srv", lab.Internet())
+	udpEcho(t, srv, 4000)
+	if err := probeUDP(a, netip.AddrPortFrom(srv.Addr(), 4000), openWait); err != nil {
+		t.Fatalf("before the flush: %v", err)
+	}
+	if n := r.FlushConntrack(); n < 1 {
+		t.Fatalf("FlushConntrack on the router after a UDP exchange through it: %d entries, want at least 1", n)
+	}
+	if n := r.FlushConntrack(); n != 0 {
+		t.Fatalf("second FlushConntrack: %d entries, want 0", n)
+	}
+	// The host sends again: a new entry, and the echo comes back.
+	if err := probeUDP(a, netip.AddrPortFrom(srv.Addr(), 4000), openWait); err != nil {
+		t.Fatalf("after the flush: %v", err)
+	}
+}
+
 func TestRunStartDo(t *testing.T) {
 	lab := New(t)
 	h := lab.Host("h", lab.Internet())

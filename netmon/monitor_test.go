@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // fakeNet is a snapshot source and notification source the test drives.
@@ -80,20 +82,30 @@ func TestBurstIsOneEvent(t *testing.T) {
 func TestResumeIsDetected(t *testing.T) {
 	var mu sync.Mutex
 	wall, mono := time.Unix(1e9, 0), time.Duration(0)
+	looked := make(chan struct{})
+	var lookOnce sync.Once
 	clock := func() (time.Time, time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		// Each look: one second on both clocks.
 		wall, mono = wall.Add(time.Second), mono+time.Second
+		lookOnce.Do(func() { close(looked) })
 		return wall, mono
 	}
 	_, _, events := startFake(t, clock)
+	// The sleep must come after the monitor's first look at the clocks,
+	// or that look already includes it and there is no jump to see.
+	<-looked
 	mu.Lock()
 	wall = wall.Add(time.Hour) // slept an hour: the monotonic clock stood still
 	mu.Unlock()
-	e := <-events
-	if e.Reason != ReasonResume || e.Slept < time.Hour {
-		t.Fatalf("event %+v; want a resume after an hour", e)
+	select {
+	case e := <-events:
+		if e.Reason != ReasonResume || e.Slept < time.Hour {
+			t.Fatalf("event %+v; want a resume after an hour", e)
+		}
+	case <-time.After(testkit.Patience):
+		t.Fatalf("no event %v after the wall clock jumped an hour", testkit.Patience)
 	}
 }
 

@@ -24,9 +24,9 @@ const mappedFoundation = "portmap"
 
 // SetMapped sets the external address of the gateway's port mapping of
 // this transport's port, and internal, the address the gateway forwards to
-// (this host's, and LocalAddr's port); the zero ext withdraws it. ICE
-// sessions that start afterwards offer it to peers; a session under way
-// keeps the candidates it offered.
+// (this host's, and LocalAddr's port); the zero ext withdraws it. A new or
+// moved mapping starts a fresh ICE session, which offers it, with every
+// peer not on a direct path (newCandidate); a withdrawal restarts nothing.
 func (t *Transport) SetMapped(ext, internal netip.AddrPort) {
 	if !ext.IsValid() || t.excluded(ext.Addr()) || !ext.Addr().Unmap().Is4() {
 		if t.mapped.Swap(nil) != nil {

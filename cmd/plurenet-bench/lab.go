@@ -51,6 +51,22 @@ type labConfig struct {
 	wireguardGo string        // the wireguard-go binary
 	iperfTime   time.Duration // iperf3 -t, after one omitted second
 	pings       int
+	// only, if not empty, holds the letters of the lab rows to measure
+	// (-lab-rows); the others are not run.
+	only string
+}
+
+// want reports whether any of the rows named by letters is to be measured.
+func (c labConfig) want(letters ...string) bool {
+	if c.only == "" {
+		return true
+	}
+	for _, l := range letters {
+		if strings.Contains(c.only, l) {
+			return true
+		}
+	}
+	return false
 }
 
 // bench is one lab: hosts a and b and a relay host, all on the lab's
@@ -81,23 +97,38 @@ func labRows(cfg labConfig) ([]*row, labOutcome) {
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
 		b.stateDir = dir
-		rows = append(rows, b.veth())
-		rows = append(rows, b.wireguardGo())
-		rows = append(rows, b.plurenetTUN("auto"))
-		rows = append(rows, b.plurenetUserspace())
-		rows = append(rows, b.plurenetTUN("relay"))
+		for _, m := range []struct {
+			letter string
+			row    func() *row
+		}{
+			{"a", b.veth},
+			{"b", b.wireguardGo},
+			{"c", func() *row { return b.plurenetTUN("auto") }},
+			{"d", b.plurenetUserspace},
+			{"e", func() *row { return b.plurenetTUN("relay") }},
+		} {
+			if cfg.want(m.letter) {
+				rows = append(rows, m.row())
+			}
+		}
 		// Rows (f)-(h): another pair of hosts, each behind its own home
 		// NAT router, and the same relay host.
 		ra := lab.NATRouter("ra", netlab.RouterConfig{})
 		rb := lab.NATRouter("rb", netlab.RouterConfig{})
 		nat := &bench{t: t, cfg: cfg, a: lab.Host("na", ra), b: lab.Host("nb", rb), relay: b.relay, stateDir: dir}
-		rows = append(rows, nat.natRows(rb)...)
+		if cfg.want("f", "g", "h") {
+			rows = append(rows, nat.natRows(rb)...)
+		}
 		// Rows (i)-(j): a third pair behind home NATs, meeting through a
 		// private DHT and through the relay.
-		fb := &bench{t: t, cfg: cfg, a: lab.Host("fa", lab.NATRouter("rfa", netlab.RouterConfig{})),
-			b: lab.Host("fb", lab.NATRouter("rfb", netlab.RouterConfig{})), relay: b.relay, stateDir: dir}
-		rows = append(rows, fb.firstByteRows(lab)...)
-		rows = append(rows, nat.firstContact())
+		if cfg.want("i", "j") {
+			fb := &bench{t: t, cfg: cfg, a: lab.Host("fa", lab.NATRouter("rfa", netlab.RouterConfig{})),
+				b: lab.Host("fb", lab.NATRouter("rfb", netlab.RouterConfig{})), relay: b.relay, stateDir: dir}
+			rows = append(rows, fb.firstByteRows(lab)...)
+		}
+		if cfg.want("k") {
+			rows = append(rows, nat.firstContact())
+		}
 	})
 	return rows, out
 }

@@ -53,6 +53,7 @@ func run() int {
 	duration := flag.Duration("duration", 5*time.Second, "length of each throughput measurement")
 	pings := flag.Int("pings", 20, "pings per RTT measurement")
 	noLab := flag.Bool("no-lab", false, "measure the loopback rows only")
+	labOnly := flag.String("lab-rows", "", "measure only these lab rows, by letter (\"k\", \"fgh\"), and no loopback row (root)")
 	derper := flag.String("derper", "", "Tailscale's cmd/derper binary (bench/derp) for the DERP anchor row")
 	derpfwd := flag.String("derpfwd", "", "bench/derp's derpfwd binary for the DERP anchor row")
 	tsnetpair := flag.String("tsnetpair", "", "bench/tsnet's tsnetpair binary for the tsnet anchor row")
@@ -75,16 +76,22 @@ func run() int {
 	t.footer = append(t.footer, "")
 	failed := false
 
-	fmt.Fprintln(os.Stderr, "plurenet-bench: relay Go benchmarks (go test -bench ./transports/relay)...")
-	pipe, relay := relayGoBenchmarks(ctx, *repo, *benchtime)
-	t.pipe = t.add(pipe)
-	t.add(relay)
-	fmt.Fprintln(os.Stderr, "plurenet-bench: relay forwarding beside DERP...")
-	fwdRows(ctx, &t, *plurenet, *derper, *derpfwd, *fwdDuration)
-	fmt.Fprintln(os.Stderr, "plurenet-bench: two embedded nodes beside tsnet...")
-	embeddedRows(ctx, &t, *tsnetpair, *isolate)
-	fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
-	t.add(revokeLoopback(ctx))
+	if strings.Trim(*labOnly, "abcdefghijk") != "" || *labOnly != "" && *noLab {
+		fmt.Fprintln(os.Stderr, "plurenet-bench: -lab-rows takes letters a to k, and not with -no-lab")
+		return 2
+	}
+	if *labOnly == "" {
+		fmt.Fprintln(os.Stderr, "plurenet-bench: relay Go benchmarks (go test -bench ./transports/relay)...")
+		pipe, relay := relayGoBenchmarks(ctx, *repo, *benchtime)
+		t.pipe = t.add(pipe)
+		t.add(relay)
+		fmt.Fprintln(os.Stderr, "plurenet-bench: relay forwarding beside DERP...")
+		fwdRows(ctx, &t, *plurenet, *derper, *derpfwd, *fwdDuration)
+		fmt.Fprintln(os.Stderr, "plurenet-bench: two embedded nodes beside tsnet...")
+		embeddedRows(ctx, &t, *tsnetpair, *isolate)
+		fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
+		t.add(revokeLoopback(ctx))
+	}
 
 	switch {
 	case *noLab:
@@ -97,7 +104,7 @@ func run() int {
 			return 2
 		}
 		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(k)...")
-		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings})
+		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings, only: *labOnly})
 		for _, r := range rows {
 			switch {
 			case strings.HasPrefix(r.label, "(a)"):

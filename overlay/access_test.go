@@ -8,6 +8,7 @@ import (
 
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/owner"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // deniedDial is how long a test waits for a connection the policy drops:
@@ -76,7 +77,7 @@ func TestOwnedPolicy(t *testing.T) {
 		t.Fatalf("pushing the policy: %+v, %v", res, err)
 	}
 	for _, n := range []*Node{laptop, server, guest} {
-		eventually(t, n.cfg.Name+" applies the policy", func() bool { return n.Status().Owned.PolicyVersion == 1 })
+		testkit.EventuallyWithin(t, testTimeout, n.cfg.Name+" applies the policy", func() bool { return n.Status().Owned.PolicyVersion == 1 })
 	}
 
 	exchange(t, laptop, srvIP, 22, "server")

@@ -77,14 +77,17 @@ func newForwarder() *forwarder {
 }
 
 // heardFrom records a member's announcement that came to the direct
-// socket from addr, and how the member was met if it is new.
-func (f *forwarder) heardFrom(key nodekey.Public, sealed []byte, addr netip.AddrPort, via string, members *mesh.Members) {
+// socket from addr, and how the member was met if it is new. It reports
+// whether the member is new here or speaks from a new address: the moment
+// to introduce it (introduce).
+func (f *forwarder) heardFrom(key nodekey.Public, sealed []byte, addr netip.AddrPort, via string, members *mesh.Members) (moved bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.last[key]; !ok && len(f.last) >= maxMet {
+	prev, ok := f.last[key]
+	if !ok && len(f.last) >= maxMet {
 		f.pruneLocked(members)
 		if len(f.last) >= maxMet {
-			return
+			return false
 		}
 	}
 	f.last[key] = heard{sealed: append([]byte(nil), sealed...), addr: addr, at: time.Now()}
@@ -94,6 +97,7 @@ func (f *forwarder) heardFrom(key nodekey.Public, sealed []byte, addr netip.Addr
 		}
 		f.via[key] = via
 	}
+	return !ok || prev.addr != addr
 }
 
 // pruneLocked forgets what it holds of keys no longer members.
@@ -228,14 +232,19 @@ func (f *forwarder) unreached(now time.Time, members *mesh.Members) []Unreached 
 }
 
 // heardDirect records a member's announcement that came unicast to the
-// direct socket (swarm mode), for forwarding and for status.
-func (n *Node) heardDirect(c carrier, from nodekey.Public, sealed []byte) {
+// direct socket (swarm mode), for forwarding and for status. It reports
+// whether the member should be introduced: its first unicast announcement
+// here, or one from a new address. That is not the same as the member
+// joining: a member met on the LAN group joins by multicast, and its
+// first unicast announcement (the address others can reach it at) comes
+// after.
+func (n *Node) heardDirect(c carrier, from nodekey.Public, sealed []byte) bool {
 	if n.swarm == nil || c.multicast || c.relay != nil {
-		return
+		return false
 	}
 	via := c.name
 	if n.dhtAnswered(c.src, from) {
 		via = viaDHT
 	}
-	n.swarm.fwd.heardFrom(from, sealed, c.src, via, n.members)
+	return n.swarm.fwd.heardFrom(from, sealed, c.src, via, n.members)
 }

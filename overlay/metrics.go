@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/plures/plurenet/internal/httpserve"
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/transports/direct"
 )
@@ -263,20 +263,7 @@ func (n *Node) ServeMetrics(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       metricsIdleTimeout,
 		MaxHeaderBytes:    metricsMaxHeader,
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("node metrics on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), metricsStopSlack)
-	defer cancel()
-	err := hs.Shutdown(stopCtx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	if err != nil {
+	if err := httpserve.Serve(ctx, hs, ln, metricsStopSlack); err != nil {
 		return fmt.Errorf("node metrics on %s: %w", ln.Addr(), err)
 	}
 	return nil

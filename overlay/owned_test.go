@@ -14,6 +14,7 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/owner"
+	"github.com/plures/plurenet/internal/testkit"
 )
 
 // ownedTopic is startNode's topic.
@@ -59,19 +60,6 @@ func dirWithKeyBelow(t *testing.T, key nodekey.Public) string {
 	}
 }
 
-// eventually polls cond until it holds or the test times out.
-func eventually(t *testing.T, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > testTimeout {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func member(n *Node, key nodekey.Public) (mesh.Member, bool) {
 	for _, m := range n.members.List() {
 		if m.Key == key {
@@ -113,7 +101,7 @@ func TestOwnedHijackRefused(t *testing.T) {
 	waitMember(t, web, "db")
 
 	impostor := startOwnedNode(t, []string{r.URL}, dirWithKeyBelow(t, db.PublicKey()), "db", pin, nil)
-	eventually(t, "web refuses the impostor", func() bool { return refusedFor(web, impostor.PublicKey()) != "" })
+	testkit.EventuallyWithin(t, testTimeout, "web refuses the impostor", func() bool { return refusedFor(web, impostor.PublicKey()) != "" })
 	if _, in := member(web, impostor.PublicKey()); in || isPeer(web, impostor.PublicKey()) {
 		t.Fatal("the uncertified impostor became a member or WireGuard peer")
 	}
@@ -133,7 +121,7 @@ func TestOwnedHijackRefused(t *testing.T) {
 	// A certificate from another owner is refused too.
 	other, _ := owner.NewKey()
 	stranger := startOwnedNode(t, []string{r.URL}, "", "stranger", netip.Addr{}, &Owned{Owner: other.Public(), Grant: grantFor(t, other, "stranger", netip.Addr{})})
-	eventually(t, "web refuses another owner's member", func() bool {
+	testkit.EventuallyWithin(t, testTimeout, "web refuses another owner's member", func() bool {
 		return strings.Contains(refusedFor(web, stranger.PublicKey()), "signature")
 	})
 	if isPeer(web, stranger.PublicKey()) {
@@ -154,7 +142,7 @@ func TestOwnedSingleUseGrantTwoKeys(t *testing.T) {
 	if owner.Winner(a.PublicKey(), b.PublicKey()) == b.PublicKey() {
 		win, lose = b, a
 	}
-	eventually(t, "the observer sees both and keeps the lower key", func() bool {
+	testkit.EventuallyWithin(t, testTimeout, "the observer sees both and keeps the lower key", func() bool {
 		_, wIn := member(obs, win.PublicKey())
 		_, lIn := member(obs, lose.PublicKey())
 		return wIn && !lIn && refusedFor(obs, lose.PublicKey()) != ""
@@ -194,7 +182,7 @@ func TestOwnedRevocation(t *testing.T) {
 		t.Fatalf("pushing the revocation: %+v, %v", res, err)
 	}
 	for _, n := range []*Node{a, b} {
-		eventually(t, n.cfg.Name+" drops the revoked member", func() bool {
+		testkit.EventuallyWithin(t, testTimeout, n.cfg.Name+" drops the revoked member", func() bool {
 			_, in := member(n, lost.PublicKey())
 			return !in && !isPeer(n, lost.PublicKey())
 		})
@@ -209,7 +197,7 @@ func TestOwnedRevocation(t *testing.T) {
 	}
 
 	c = startOwnedNode(t, []string{r.URL}, cDir, "gamma", netip.Addr{}, &Owned{Owner: ok.Public(), Grant: cGrant})
-	eventually(t, "gamma, back, learns the revocation and refuses the revoked member", func() bool {
+	testkit.EventuallyWithin(t, testTimeout, "gamma, back, learns the revocation and refuses the revoked member", func() bool {
 		st := c.Status()
 		return st.Owned.RevocationsVersion == 1 && strings.Contains(refusedFor(c, lost.PublicKey()), "revoked")
 	})

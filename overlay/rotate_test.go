@@ -12,6 +12,7 @@ import (
 	"github.com/plures/plurenet/internal/mesh"
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/owner"
+	"github.com/plures/plurenet/internal/testkit"
 	"github.com/plures/plurenet/transports/relay"
 )
 
@@ -113,7 +114,7 @@ func TestOwnedSecretRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := tapRelay(t, r.URL, testSecret)
-	eventually(t, "the old secret's tap opens what alpha seals before the rotation", func() bool {
+	testkit.EventuallyWithin(t, testTimeout, "the old secret's tap opens what alpha seals before the rotation", func() bool {
 		return old.from(a.PublicKey(), time.Time{}) > 0
 	})
 
@@ -131,7 +132,7 @@ func TestOwnedSecretRotation(t *testing.T) {
 		t.Fatalf("pushing the rotation: %+v, %v", res, err)
 	}
 	for _, n := range []*Node{a, b} {
-		eventually(t, n.cfg.Name+" switches to the new secret", func() bool { return n.Status().Owned.SecretRotation == 1 })
+		testkit.EventuallyWithin(t, testTimeout, n.cfg.Name+" switches to the new secret", func() bool { return n.Status().Owned.SecretRotation == 1 })
 	}
 	switched := time.Now()
 	if got, err := os.ReadFile(filepath.Join(bDir, RotatedSecretFile)); err != nil || string(got) != secret+"\n" {
@@ -148,7 +149,7 @@ func TestOwnedSecretRotation(t *testing.T) {
 	// tap, at the old rendezvous all along, would have one too if the
 	// old secret still opened anything they send.
 	for _, n := range []*Node{a, b} {
-		eventually(t, "the new secret opens an announcement "+n.cfg.Name+" sealed after the switch", func() bool {
+		testkit.EventuallyWithin(t, testTimeout, "the new secret opens an announcement "+n.cfg.Name+" sealed after the switch", func() bool {
 			return fresh.from(n.PublicKey(), switched) > 0
 		})
 	}

@@ -122,8 +122,10 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 	case mesh.KindAnnounce:
 		n.heard(c, from, m.Announce.Candidates, true)
 		c.answerTo, _ = n.carrierAddr(c, m.Announce.Candidates)
-		if c.src.IsValid() {
-			n.heardDirect(c, from, payload)
+		if c.src.IsValid() && n.heardDirect(c, from, payload) {
+			// After the membership event below (a newcomer is answered
+			// first).
+			defer n.introduce(from)
 		}
 		n.heardFrom(from)
 		n.compareDocuments(c, from, m.Announce.Owned)
@@ -138,9 +140,6 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		// The newcomer may not have heard us yet (it joined after our
 		// last periodic announcement).
 		n.answer(c, from)
-		if n.swarm != nil && c.src.IsValid() && !c.multicast {
-			n.introduce(from)
-		}
 	case mesh.EventUpdated, mesh.EventLeft:
 		if ev.Kind == mesh.EventLeft {
 			n.log.Info("member left", "peer", from.ShortString())

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/plures/plurenet/discovery"
 	"github.com/plures/plurenet/discovery/lan"
@@ -105,6 +106,7 @@ type swarmMode struct {
 	lan     *lan.Source // also in sources; nil with NoLAN
 	dht     *dhtState   // its source also in sources; nil without Config.DHT (swarmdht.go)
 	fwd     *forwarder  // forwarded announcements (forward.go)
+	retries retries     // found addresses not yet answered (swarmretry.go)
 
 	mu    sync.Mutex
 	found map[string]discovery.Peer // by Label: addresses to announce to
@@ -188,6 +190,11 @@ func (n *Node) startDiscovery(ctx context.Context) error {
 			return err
 		}
 	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.retryFound(ctx)
+	}()
 	return nil
 }
 
@@ -213,6 +220,9 @@ func (n *Node) found(p discovery.Peer) {
 	announced := sw.announced
 	sw.mu.Unlock()
 	n.dhtFound(p.Addr)
+	if !had || old.Addr != p.Addr {
+		sw.retries.add(p.Addr, time.Now())
+	}
 	if err := n.restoreStatic(p); err != nil {
 		n.log.Warn("static peer", "peer", p.Label, "err", err)
 	}
@@ -245,6 +255,9 @@ func (n *Node) heard(c carrier, key nodekey.Public, cands []string, fresh bool) 
 	addr, ok := n.carrierAddr(c, cands)
 	if !ok {
 		return
+	}
+	if n.swarm != nil {
+		n.swarm.retries.answered(addr)
 	}
 	if c.multicast {
 		// A usable path on the member's port is the address its packets

@@ -2,10 +2,11 @@ package relayserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
+
+	"github.com/plures/plurenet/internal/httpserve"
 )
 
 // MetricsHandler serves GET /metrics: the relay's Prometheus metrics. They
@@ -22,21 +23,7 @@ func (s *Server) MetricsHandler() http.Handler {
 // server down. It is the `plurenet relay --metrics-listen` listener: put ln
 // on loopback or a private network, not beside the public relay.
 func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
-	hs := s.newHTTPServer(s.MetricsHandler())
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("relayserver: metrics on %s: %w", ln.Addr(), err)
-	case <-ctx.Done():
-	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), shutdownSlack)
-	defer cancel()
-	err := hs.Shutdown(stopCtx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
-	}
-	if err != nil {
+	if err := httpserve.Serve(ctx, s.newHTTPServer(s.MetricsHandler()), ln, shutdownSlack); err != nil {
 		return fmt.Errorf("relayserver: metrics on %s: %w", ln.Addr(), err)
 	}
 	return nil

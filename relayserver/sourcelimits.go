@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/plures/plurenet/internal/srclimit"
 	"golang.org/x/time/rate"
 )
 
@@ -22,18 +23,14 @@ import (
 // site), each against its own limits. Counting only by /64 let one home
 // open 256 times the per-address limit.
 
-const (
-	// maxRateEntries bounds each handshake-rate table (one per prefix
-	// length). An entry is a few hundred bytes; 64 Ki addresses cost about
-	// 16 MiB. When a table is full, entries whose bucket has refilled
-	// (idle addresses) are swept, and if that is not enough an arbitrary
-	// entry goes: an attacker with more addresses than this gets past
-	// per-address limits anyway.
-	maxRateEntries = 64 << 10
-	// sweepEvery spaces the sweeps of a full table, so a stream of new
-	// addresses costs one O(n) pass per interval, not one per attempt.
-	sweepEvery = time.Second
-)
+// maxRateEntries bounds each handshake-rate table (one per prefix length).
+// An entry is a few hundred bytes; 64 Ki addresses cost about 16 MiB. When
+// a table is full, the buckets that have refilled (idle addresses) are
+// swept, and if that is not enough new addresses share one overflow bucket
+// until room frees up (srclimit.Buckets): an attacker with more addresses
+// than this gets past per-address limits anyway, and the addresses already
+// counted keep their own buckets.
+const maxRateEntries = 64 << 10
 
 // A source's prefixes, in the order they are checked.
 const (
@@ -55,13 +52,12 @@ func (s source) String() string { return s[levelAddr].String() }
 
 // prefixLimits are the limits and counts of one prefix length.
 type prefixLimits struct {
-	name      string     // for refusals: "address", "IPv6 /56", "IPv6 /48"
-	maxConns  int        // <= 0: unlimited
-	rate      rate.Limit // <= 0: unlimited
-	burst     int
-	conns     map[netip.Prefix]int // only prefixes with a connection open
-	buckets   map[netip.Prefix]*rate.Limiter
-	lastSweep time.Time
+	name     string     // for refusals: "address", "IPv6 /56", "IPv6 /48"
+	maxConns int        // <= 0: unlimited
+	rate     rate.Limit // <= 0: unlimited
+	burst    int
+	conns    map[netip.Prefix]int // only prefixes with a connection open
+	buckets  *srclimit.Buckets[netip.Prefix]
 }
 
 // sourceLimits tracks connections and handshake buckets per source.
@@ -76,7 +72,7 @@ func newSourceLimits(cfg Config) *sourceLimits {
 	set := func(lv int, name string, maxConns int, r float64, burst int) {
 		l.levels[lv] = prefixLimits{
 			name: name, maxConns: maxConns, rate: rate.Limit(r), burst: burst,
-			conns: make(map[netip.Prefix]int), buckets: make(map[netip.Prefix]*rate.Limiter),
+			conns: make(map[netip.Prefix]int), buckets: srclimit.NewBuckets[netip.Prefix](rate.Limit(r), burst, maxRateEntries),
 		}
 	}
 	set(levelAddr, "address", cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP)
@@ -141,7 +137,7 @@ func (l *sourceLimits) allowHandshake(src source, now time.Time) bool {
 		if !src[lv].IsValid() || p.rate <= 0 {
 			continue
 		}
-		res := p.bucket(src[lv], now).ReserveN(now, 1)
+		res := p.buckets.Get(src[lv], now).ReserveN(now, 1)
 		if res.OK() && res.DelayFrom(now) == 0 {
 			taken[lv] = res
 			continue
@@ -155,39 +151,6 @@ func (l *sourceLimits) allowHandshake(src source, now time.Time) bool {
 		return false
 	}
 	return true
-}
-
-// bucket returns the token bucket of prefix p, making room in a full table.
-func (p *prefixLimits) bucket(pfx netip.Prefix, now time.Time) *rate.Limiter {
-	b := p.buckets[pfx]
-	if b == nil {
-		if len(p.buckets) >= maxRateEntries {
-			p.evict(now)
-		}
-		b = rate.NewLimiter(p.rate, p.burst)
-		p.buckets[pfx] = b
-	}
-	return b
-}
-
-// evict makes room in a full bucket table.
-func (p *prefixLimits) evict(now time.Time) {
-	if now.Sub(p.lastSweep) >= sweepEvery {
-		p.lastSweep = now
-		for k, b := range p.buckets {
-			// A full bucket is the state a new entry starts in:
-			// forgetting it changes nothing.
-			if b.TokensAt(now) >= float64(p.burst) {
-				delete(p.buckets, k)
-			}
-		}
-	}
-	for k := range p.buckets {
-		if len(p.buckets) < maxRateEntries {
-			break
-		}
-		delete(p.buckets, k)
-	}
 }
 
 // acquire counts a connection from src. It returns "" when admitted, or
@@ -231,5 +194,5 @@ func (l *sourceLimits) release(src source) {
 func (l *sourceLimits) counts() (sources, buckets int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.levels[levelAddr].conns), len(l.levels[levelAddr].buckets)
+	return len(l.levels[levelAddr].conns), l.levels[levelAddr].buckets.Len()
 }

@@ -168,10 +168,10 @@ func TestIPv6PrefixHandshakeRate(t *testing.T) {
 	// A refused attempt cost none of its prefixes a token: the /64 and /56
 	// of the attempt the /48 refused still hold their whole bursts.
 	refused := sourceOf(netip.MustParseAddr("2001:db8:0:300::1"))
-	if got := l.levels[levelAddr].buckets[refused[levelAddr]].TokensAt(now); got != 2 {
+	if got := l.levels[levelAddr].buckets.Get(refused[levelAddr], now).TokensAt(now); got != 2 {
 		t.Fatalf("the refused attempt's /64 holds %v tokens, want 2", got)
 	}
-	if got := l.levels[level56].buckets[refused[level56]].TokensAt(now); got != 3 {
+	if got := l.levels[level56].buckets.Get(refused[level56], now).TokensAt(now); got != 3 {
 		t.Fatalf("the refused attempt's /56 holds %v tokens, want 3", got)
 	}
 }

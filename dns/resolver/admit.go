@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/plures/plurenet/internal/srclimit"
 	"golang.org/x/time/rate"
 )
 
@@ -24,11 +25,6 @@ const (
 // against spoofed sources.
 const DefaultMaxSources = 4096
 
-// sweepEvery bounds how often a full limiter map is swept for idle
-// entries, so that a stream of new (spoofed) sources cannot make every
-// packet cost a walk over the whole map.
-const sweepEvery = time.Second
-
 // loopback is what a zero Config.Allow admits: programs on this host.
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
@@ -42,30 +38,16 @@ const (
 )
 
 // admission decides which sources are answered: those inside allow, each
-// within its own token bucket.
+// within its own token bucket (in a bounded table: srclimit.Buckets).
 type admission struct {
 	allow []netip.Prefix
-	rate  rate.Limit
-	burst int
-	max   int
 
-	mu        sync.Mutex
-	limiters  map[netip.Addr]*rate.Limiter
-	lastSweep time.Time
-	// overflow is shared by the new sources that arrive while the map is
-	// full of busy ones: they are still limited, only not one by one.
-	overflow *rate.Limiter
+	mu      sync.Mutex
+	buckets *srclimit.Buckets[netip.Addr]
 }
 
 func newAdmission(allow []netip.Prefix, r rate.Limit, burst, max int) *admission {
-	return &admission{
-		allow:    allow,
-		rate:     r,
-		burst:    burst,
-		max:      max,
-		limiters: make(map[netip.Addr]*rate.Limiter),
-		overflow: rate.NewLimiter(r, burst),
-	}
+	return &admission{allow: allow, buckets: srclimit.NewBuckets[netip.Addr](r, burst, max)}
 }
 
 // check decides for a query or connection from a at now.
@@ -75,19 +57,7 @@ func (a *admission) check(src netip.Addr, now time.Time) verdict {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	l := a.limiters[src]
-	if l == nil {
-		if len(a.limiters) >= a.max {
-			a.sweep(now)
-		}
-		if len(a.limiters) >= a.max {
-			l = a.overflow
-		} else {
-			l = rate.NewLimiter(a.rate, a.burst)
-			a.limiters[src] = l
-		}
-	}
-	if !l.AllowN(now, 1) {
+	if !a.buckets.Get(src, now).AllowN(now, 1) {
 		return deniedRate
 	}
 	return admitted
@@ -105,25 +75,11 @@ func (a *admission) allowed(src netip.Addr) bool {
 	return false
 }
 
-// sweep forgets the limiters whose bucket has refilled: a new limiter
-// starts full, so forgetting a full one changes no future decision.
-func (a *admission) sweep(now time.Time) {
-	if now.Sub(a.lastSweep) < sweepEvery {
-		return
-	}
-	a.lastSweep = now
-	for src, l := range a.limiters {
-		if l.TokensAt(now) >= float64(a.burst) {
-			delete(a.limiters, src)
-		}
-	}
-}
-
 // sources returns how many sources have their own limiter (for tests).
 func (a *admission) sources() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.limiters)
+	return a.buckets.Len()
 }
 
 // addrOf returns the IP of a socket address, IPv4-mapped IPv6 unmapped

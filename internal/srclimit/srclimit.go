@@ -48,19 +48,10 @@ type Config struct {
 type Limiter struct {
 	cfg Config
 
-	mu        sync.Mutex
-	known     map[netip.AddrPort]*knownEntry
-	unknown   map[netip.Addr]*rate.Limiter
-	lastSweep time.Time
-	total     *rate.Limiter
-	// The overflow buckets serve new sources that arrive while a table is
-	// full of busy ones: they are still limited, only not one by one.
-	knownOverflow, unknownOverflow *rate.Limiter
-}
-
-type knownEntry struct {
-	lim   *rate.Limiter
-	until time.Time // vouched for until then; zero if never vouched
+	mu      sync.Mutex
+	known   *Buckets[netip.AddrPort]
+	unknown *Buckets[netip.Addr]
+	total   *rate.Limiter
 }
 
 // New returns a Limiter with cfg's buckets.
@@ -69,12 +60,10 @@ func New(cfg Config) *Limiter {
 		panic("srclimit: zero rate or table size")
 	}
 	return &Limiter{
-		cfg:             cfg,
-		known:           make(map[netip.AddrPort]*knownEntry),
-		unknown:         make(map[netip.Addr]*rate.Limiter),
-		total:           rate.NewLimiter(cfg.TotalRate, cfg.TotalBurst),
-		knownOverflow:   rate.NewLimiter(cfg.KnownRate, cfg.KnownBurst),
-		unknownOverflow: rate.NewLimiter(cfg.Rate, cfg.Burst),
+		cfg:     cfg,
+		known:   NewBuckets[netip.AddrPort](cfg.KnownRate, cfg.KnownBurst, cfg.MaxSources),
+		unknown: NewBuckets[netip.Addr](cfg.Rate, cfg.Burst, cfg.MaxSources),
+		total:   rate.NewLimiter(cfg.TotalRate, cfg.TotalBurst),
 	}
 }
 
@@ -84,29 +73,15 @@ func New(cfg Config) *Limiter {
 func (l *Limiter) Allow(src netip.AddrPort, known bool, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e := l.known[src]
-	if e != nil && (known || now.Before(e.until)) {
-		return e.lim.AllowN(now, 1)
+	if lim, keep, ok := l.known.Lookup(src); ok && (known || now.Before(keep)) {
+		return lim.AllowN(now, 1)
 	}
 	if known {
-		return l.knownEntry(src, now).AllowN(now, 1)
-	}
-	ip := src.Addr()
-	u := l.unknown[ip]
-	if u == nil {
-		if len(l.unknown) >= l.cfg.MaxSources {
-			l.sweep(now)
-		}
-		if len(l.unknown) >= l.cfg.MaxSources {
-			u = l.unknownOverflow
-		} else {
-			u = rate.NewLimiter(l.cfg.Rate, l.cfg.Burst)
-			l.unknown[ip] = u
-		}
+		return l.known.Get(src, now).AllowN(now, 1)
 	}
 	// The source's own bucket first: a single busy source then spends only
 	// its own share of the total, and leaves the rest to other newcomers.
-	return u.AllowN(now, 1) && l.total.AllowN(now, 1)
+	return l.unknown.Get(src.Addr(), now).AllowN(now, 1) && l.total.AllowN(now, 1)
 }
 
 // Vouch makes src a known source until now + VouchFor: the caller
@@ -114,49 +89,7 @@ func (l *Limiter) Allow(src netip.AddrPort, known bool, now time.Time) bool {
 func (l *Limiter) Vouch(src netip.AddrPort, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e := l.known[src]; e != nil {
-		e.until = now.Add(l.cfg.VouchFor)
-		return
-	}
-	if len(l.known) >= l.cfg.MaxSources {
-		l.sweep(now)
-	}
-	if len(l.known) < l.cfg.MaxSources {
-		l.known[src] = &knownEntry{lim: rate.NewLimiter(l.cfg.KnownRate, l.cfg.KnownBurst), until: now.Add(l.cfg.VouchFor)}
-	}
-}
-
-// knownEntry returns src's bucket as a known source, adding one.
-func (l *Limiter) knownEntry(src netip.AddrPort, now time.Time) *rate.Limiter {
-	if len(l.known) >= l.cfg.MaxSources {
-		l.sweep(now)
-	}
-	if len(l.known) >= l.cfg.MaxSources {
-		return l.knownOverflow
-	}
-	e := &knownEntry{lim: rate.NewLimiter(l.cfg.KnownRate, l.cfg.KnownBurst)}
-	l.known[src] = e
-	return e.lim
-}
-
-// sweep forgets entries whose bucket has refilled (and, for vouched
-// sources, whose vouching has lapsed): a new bucket starts full, so
-// forgetting a full one changes no future decision.
-func (l *Limiter) sweep(now time.Time) {
-	if now.Sub(l.lastSweep) < sweepEvery {
-		return
-	}
-	l.lastSweep = now
-	for src, e := range l.known {
-		if !now.Before(e.until) && e.lim.TokensAt(now) >= float64(l.cfg.KnownBurst) {
-			delete(l.known, src)
-		}
-	}
-	for ip, u := range l.unknown {
-		if u.TokensAt(now) >= float64(l.cfg.Burst) {
-			delete(l.unknown, ip)
-		}
-	}
+	l.known.Keep(src, now.Add(l.cfg.VouchFor), now)
 }
 
 // Sources returns how many known and unknown sources have their own
@@ -164,5 +97,5 @@ func (l *Limiter) sweep(now time.Time) {
 func (l *Limiter) Sources() (known, unknown int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.known), len(l.unknown)
+	return l.known.Len(), l.unknown.Len()
 }

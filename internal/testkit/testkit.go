@@ -45,7 +45,14 @@ func Admission(b byte) relayproto.AdmissionKey {
 // the test naming what it waited for once Patience has passed.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Patience)
+	EventuallyWithin(t, Patience, what, cond)
+}
+
+// EventuallyWithin is Eventually with a patience of its own, for what
+// takes several protocol rounds (a revocation spreading through a mesh).
+func EventuallyWithin(t testing.TB, patience time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting: %s", what)

@@ -1,17 +1,32 @@
-// Package kernel gives plurenet a kernel TUN interface on Linux: a real
-// network device (plurenet0 by default) whose packets wireguard-go reads and
-// writes, so every program on the machine reaches mesh peers by their
-// overlay IPs with no SOCKS or port forwarding. It needs CAP_NET_ADMIN; the
-// userspace adapter is the unprivileged alternative.
+// Package kernel gives plurenet a kernel TUN interface: a real network
+// device whose packets wireguard-go reads and writes, so every program on
+// the machine reaches mesh peers by their overlay IPs with no SOCKS or port
+// forwarding. It needs privileges (CAP_NET_ADMIN on Linux, root on macOS,
+// Administrator on Windows); the userspace adapter is the unprivileged
+// alternative.
 //
-// Create makes the device with wireguard-go's tun package (which turns on
-// the kernel's GSO/GRO offloads where available), then configures it over
-// netlink: MTU, link up, the node's addresses with the mesh prefix length —
-// which is what routes the mesh prefixes to the device. Before touching
-// anything it refuses to shadow another network: a route or address that
-// overlaps a mesh prefix on some other interface (another VPN, a LAN) is an
-// error naming that interface. A TUN of the same name left behind by an
-// earlier run that crashed is removed first.
+// Create makes the device with wireguard-go's tun package and configures
+// it: MTU, link up, the node's addresses with the mesh prefix length, and a
+// route for each mesh prefix. Before routing anything it refuses to shadow
+// another network: a route or address that overlaps a mesh prefix on some
+// other interface (another VPN, a LAN) is an error naming that interface
+// (conflict.go). Every packet the mesh writes to the device must be
+// addressed to the device's own addresses (filter.go).
+//
+// Per OS:
+//   - Linux (device_linux.go): plurenet0 by default, configured over
+//     netlink, with the kernel's GSO/GRO offloads where available; a TUN of
+//     the same name left behind by an earlier run that crashed is removed
+//     first.
+//   - macOS (device_darwin.go): a utun interface ("utun" lets the kernel
+//     pick utunN), configured with ifconfig(8) and route(8) (utun.go).
+//   - Windows (device_windows.go): a Wintun adapter (wintun.dll next to the
+//     executable), configured through the IP Helper API (winipcfg).
+//   - elsewhere (device_other.go): Create fails saying so.
+//
+// Only the Linux code has run in this project's tests; the macOS and
+// Windows code is compiled and vetted, and its pure parts (plan.go, utun.go,
+// wintun.go) are tested on Linux.
 package kernel
 
 import (
@@ -49,7 +64,9 @@ const (
 // Config describes the device to create. The zero value of every field but
 // Addrs gives a sensible default.
 type Config struct {
-	// Name is the interface name; DefaultName when empty.
+	// Name is the interface name; DefaultName when empty. On macOS it
+	// must be "utun" (the default there: the kernel picks utunN, and
+	// Device.Name tells which) or "utunN".
 	Name string
 	// Addrs are the node's overlay addresses with the MESH prefix length
 	// (e.g. 100.64.1.2/10 and fd12:3456:789a::1:2/48): the kernel then
@@ -150,13 +167,10 @@ func (e *ConflictError) Error() string {
 		e.Prefix, e.Kind, e.Existing, where)
 }
 
-// errPermissionHint tells the user the two ways forward.
-const errPermissionHint = "run as root or with CAP_NET_ADMIN, or drop --tun to use the userspace adapter (no privileges needed)"
-
-// permissionError is the error for a missing CAP_NET_ADMIN. It matches
-// errors.Is(err, os.ErrPermission).
+// permissionError is the error for missing privileges (privilegeHint,
+// per OS, says which). It matches errors.Is(err, os.ErrPermission).
 func permissionError(name string) error {
-	return fmt.Errorf("creating TUN device %s: %w: %s", name, os.ErrPermission, errPermissionHint)
+	return fmt.Errorf("creating TUN device %s: %w: %s", name, os.ErrPermission, privilegeHint)
 }
 
 // ErrInUse is returned (wrapped) when an interface of the requested name is

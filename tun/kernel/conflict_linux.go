@@ -33,18 +33,6 @@ func checkConflicts(nl *netlink.Handle, prefixes []netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("listing addresses: %w", err)
 	}
-	for _, a := range addrs {
-		existing, ok := toPrefix(a.IPNet)
-		if !ok {
-			continue
-		}
-		for _, p := range prefixes {
-			if p.Overlaps(existing) {
-				return &ConflictError{Prefix: p, Existing: existing, Kind: "address", Interface: names[a.LinkIndex]}
-			}
-		}
-	}
-
 	routes, err := retryDump(func() ([]netlink.Route, error) {
 		// Every table: policy-routing VPNs (Tailscale, wg-quick) keep
 		// their routes outside the main table.
@@ -53,23 +41,18 @@ func checkConflicts(nl *netlink.Handle, prefixes []netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("listing routes: %w", err)
 	}
-	for _, r := range routes {
-		dst, ok := toPrefix(r.Dst)
-		if !ok || dst.Bits() == 0 {
-			continue
-		}
-		for _, p := range prefixes {
-			if !p.Overlaps(dst) {
-				continue
-			}
-			e := &ConflictError{Prefix: p, Existing: dst.Masked(), Kind: "route", Interface: names[routeLink(r)]}
-			if e.Interface == "" {
-				e.RouteType = routeType(r.Type)
-			}
-			return e
+	existing := make([]existingNet, 0, len(addrs)+len(routes))
+	for _, a := range addrs {
+		if p, ok := toPrefix(a.IPNet); ok {
+			existing = append(existing, existingNet{Prefix: p, Kind: "address", Interface: names[a.LinkIndex]})
 		}
 	}
-	return nil
+	for _, r := range routes {
+		if dst, ok := toPrefix(r.Dst); ok {
+			existing = append(existing, existingNet{Prefix: dst, Kind: "route", Interface: names[routeLink(r)], RouteType: routeType(r.Type)})
+		}
+	}
+	return firstConflict(prefixes, existing)
 }
 
 // routeLink is the interface a route leaves through (its first hop's for

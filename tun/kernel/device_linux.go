@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -15,6 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
+
+// privilegeHint tells the user the two ways forward.
+const privilegeHint = "run as root or with CAP_NET_ADMIN, or drop --tun to use the userspace adapter (no privileges needed)"
 
 // createTUN is tun.CreateTUN; tests replace it to produce errors a root
 // test process cannot otherwise get.
@@ -28,7 +30,7 @@ type Device struct {
 	nl    *netlink.Handle // bound to the namespace the device lives in
 	log   *slog.Logger
 
-	filter destFilter // what the mesh may deliver: see filter.go
+	filter *destFilter // what the mesh may deliver: see filter.go
 
 	closeOnce sync.Once
 	closeErr  error
@@ -69,9 +71,8 @@ func Create(cfg Config) (*Device, error) {
 		}
 		return nil, fmt.Errorf("creating TUN device %s: %w", cfg.Name, err)
 	}
-	d := &Device{name: cfg.Name, nl: nl, log: cfg.Logger}
-	d.filter.set(cfg.Addrs)
-	d.tun = &nsTUN{Device: t, dev: d}
+	d := &Device{name: cfg.Name, nl: nl, log: cfg.Logger, filter: newDestFilter(cfg.Addrs)}
+	d.tun = &nsTUN{filteredTUN: &filteredTUN{Device: t, filter: d.filter, log: d.log, name: d.name}, dev: d}
 	if err := d.configure(cfg); err != nil {
 		_ = d.Close()
 		return nil, fmt.Errorf("configuring TUN device %s: %w", cfg.Name, err)
@@ -276,7 +277,7 @@ func (d *Device) TUN() tun.Device { return d.tun }
 // thread's namespace, which fails when the device lives in another one (a
 // test namespace entered only while creating it).
 type nsTUN struct {
-	tun.Device
+	*filteredTUN
 	dev *Device
 }
 
@@ -286,44 +287,6 @@ func (t *nsTUN) MTU() (int, error) {
 		return 0, fmt.Errorf("MTU of TUN device %s: %w", t.dev.name, err)
 	}
 	return link.Attrs().MTU, nil
-}
-
-// Write delivers packets from the mesh to the kernel: only those addressed
-// to the device's own addresses (filter.go). The others are counted and
-// dropped; bufs is reordered so that the delivered ones come first.
-func (t *nsTUN) Write(bufs [][]byte, offset int) (int, error) {
-	kept := t.dev.filter.filter(bufs, offset)
-	if dropped := len(bufs) - kept; dropped > 0 {
-		t.dev.noteDropped(dropped, bufs[kept][offset:])
-	}
-	if kept == 0 {
-		return 0, nil
-	}
-	return t.Device.Write(bufs[:kept], offset)
-}
-
-// noteDropped counts packets the filter dropped and logs when the count
-// reaches a power of two: the first one at once, then ever more rarely, so
-// a member that floods cannot flood the log.
-func (d *Device) noteDropped(n int, sample []byte) {
-	total := d.filter.dropped.Add(uint64(n))
-	if bits.Len64(total-uint64(n)) == bits.Len64(total) {
-		return
-	}
-	src, dst := packetAddrs(sample)
-	d.log.Warn("dropped packets from the mesh not addressed to this node (a member sends to the host's other addresses or through it)",
-		"iface", d.name, "dropped", total, "src", src, "dst", dst)
-}
-
-// packetAddrs returns an IP packet's source and destination for a log line.
-func packetAddrs(pkt []byte) (src, dst netip.Addr) {
-	switch {
-	case len(pkt) >= 20 && pkt[0]>>4 == 4:
-		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
-	case len(pkt) >= 40 && pkt[0]>>4 == 6:
-		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
-	}
-	return netip.Addr{}, netip.Addr{}
 }
 
 // Dropped is the number of packets from the mesh the device refused

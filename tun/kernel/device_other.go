@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin && !windows
 
 package kernel
 
@@ -11,7 +11,11 @@ import (
 )
 
 // errUnsupported explains why there is no kernel adapter here.
-var errUnsupported = errors.New("the kernel TUN adapter is only implemented on Linux (" + runtime.GOOS + "): drop --tun to use the userspace adapter")
+var errUnsupported = errors.New("the kernel TUN adapter is only implemented on Linux, macOS and Windows, not " + runtime.GOOS + ": drop --tun to use the userspace adapter")
+
+// privilegeHint is never shown here (Create fails before asking for
+// privileges); permissionError needs one on every OS.
+const privilegeHint = "run as root, or drop --tun to use the userspace adapter"
 
 // Device is a kernel TUN interface; it cannot be created on this platform.
 type Device struct{}

@@ -1,8 +1,12 @@
 package kernel
 
 import (
+	"log/slog"
+	"math/bits"
 	"net/netip"
 	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 // Destination filter. Everything wireguard-go writes to the device comes
@@ -92,4 +96,57 @@ func (f *destFilter) filter(bufs [][]byte, offset int) (kept int) {
 		}
 	}
 	return kept
+}
+
+func newDestFilter(prefixes []netip.Prefix) *destFilter {
+	f := &destFilter{}
+	f.set(prefixes)
+	return f
+}
+
+// filteredTUN is the OS's TUN device with the destination filter on its
+// Write, the way every OS's Device hands it to wireguard-go.
+type filteredTUN struct {
+	tun.Device
+	filter *destFilter
+	log    *slog.Logger
+	name   string // the interface, for the log
+}
+
+// Write delivers packets from the mesh to the kernel: only those addressed
+// to the device's own addresses. The others are counted and dropped; bufs
+// is reordered so that the delivered ones come first.
+func (t *filteredTUN) Write(bufs [][]byte, offset int) (int, error) {
+	kept := t.filter.filter(bufs, offset)
+	if dropped := len(bufs) - kept; dropped > 0 {
+		t.noteDropped(dropped, bufs[kept][offset:])
+	}
+	if kept == 0 {
+		return 0, nil
+	}
+	return t.Device.Write(bufs[:kept], offset)
+}
+
+// noteDropped counts packets the filter dropped and logs when the count
+// reaches a power of two: the first one at once, then ever more rarely, so
+// a member that floods cannot flood the log.
+func (t *filteredTUN) noteDropped(n int, sample []byte) {
+	total := t.filter.dropped.Add(uint64(n))
+	if bits.Len64(total-uint64(n)) == bits.Len64(total) {
+		return
+	}
+	src, dst := packetAddrs(sample)
+	t.log.Warn("dropped packets from the mesh not addressed to this node (a member sends to the host's other addresses or through it)",
+		"iface", t.name, "dropped", total, "src", src, "dst", dst)
+}
+
+// packetAddrs returns an IP packet's source and destination for a log line.
+func packetAddrs(pkt []byte) (src, dst netip.Addr) {
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
+	}
+	return netip.Addr{}, netip.Addr{}
 }

@@ -1,0 +1,114 @@
+package overlay
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/plures/plurenet/internal/mesh"
+)
+
+// First contact in swarm mode. An address a discovery source found (a
+// static peer, a DHT hit, an introduction) is sent the node's announcement
+// at once and then every AnnounceInterval. When that first datagram is
+// lost (the peer's process not listening yet, a NAT mapping that the
+// peer's own first datagram has yet to open, plain loss), waiting for the
+// next round costs 15 s. So an address nobody has answered from yet is
+// announced to again after 1 s, 2 s, 4 s and 8 s; by then the regular
+// round takes over. An answer (an authenticated message from the address:
+// heard) ends its retries.
+const (
+	// retryFirst is the first retry's delay; each next one doubles.
+	retryFirst = time.Second
+	// retryTick is how often due retries are looked for.
+	retryTick = 250 * time.Millisecond
+	// maxRetries bounds the addresses being retried: more than any
+	// source reports at once (dhtdisc.MaxFound, a config's peers).
+	maxRetries = 1024
+)
+
+// retries are the found addresses that have not answered yet, with when
+// each is due for another announcement.
+type retries struct {
+	mu  sync.Mutex
+	due map[netip.AddrPort]retry
+}
+
+type retry struct {
+	at   time.Time
+	wait time.Duration // the delay that led to at; the next one doubles it
+}
+
+// add schedules retries for a newly found address (once; a full table
+// takes no more, and those addresses wait for the regular round).
+func (r *retries) add(a netip.AddrPort, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.due == nil {
+		r.due = make(map[netip.AddrPort]retry)
+	}
+	if _, ok := r.due[a]; ok || len(r.due) >= maxRetries {
+		return
+	}
+	r.due[a] = retry{at: now.Add(retryFirst), wait: retryFirst}
+}
+
+// answered ends a's retries: a member spoke from there.
+func (r *retries) answered(a netip.AddrPort) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.due, a)
+}
+
+// take returns the addresses due at now and schedules their next retry,
+// dropping those whose next delay would reach the regular round.
+func (r *retries) take(now time.Time) []netip.AddrPort {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []netip.AddrPort
+	for a, e := range r.due {
+		if now.Before(e.at) {
+			continue
+		}
+		out = append(out, a)
+		if next := 2 * e.wait; next < mesh.AnnounceInterval {
+			r.due[a] = retry{at: now.Add(next), wait: next}
+		} else {
+			delete(r.due, a)
+		}
+	}
+	return out
+}
+
+// pending returns how many addresses are being retried.
+func (r *retries) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.due)
+}
+
+// retryFound announces the node again to found addresses that have not
+// answered, on retries' schedule, until ctx ends. It runs in n.wg.
+func (n *Node) retryFound(ctx context.Context) {
+	t := time.NewTicker(retryTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			due := n.swarm.retries.take(now)
+			if len(due) == 0 {
+				continue
+			}
+			b, ok := n.seal(n.selfAnnounce())
+			if !ok {
+				continue
+			}
+			for _, a := range due {
+				n.sendMeshTo(a, b)
+			}
+		}
+	}
+}

@@ -124,6 +124,14 @@ func TestRunPortMapping(t *testing.T) {
 	if sym.Verdict != VerdictDirect || !strings.Contains(sym.Summary, "upnp") || strings.Contains(sym.Summary, "pcp") {
 		t.Errorf("symmetric NAT with UPnP: %q: %s", sym.Verdict, sym.Summary)
 	}
+	// IPv6 UDP adds direct paths to an IPv4 verdict that has none.
+	blocked := Report{STUN: []STUNResult{{Error: "timeout"}}}
+	blocked.judge()
+	withV6 := Report{STUN: []STUNResult{{Error: "timeout"}}, IPv6: IPv6Report{UDP: true}}
+	withV6.judge()
+	if strings.Contains(blocked.Summary, "IPv6") || !strings.Contains(withV6.Summary, "Over IPv6") || withV6.Verdict != VerdictRelayOnly {
+		t.Errorf("IPv6 note: without %q, with %q (%s)", blocked.Summary, withV6.Summary, withV6.Verdict)
+	}
 }
 
 // TestRunIPv6: a STUN server with an IPv6 address is asked over IPv6 too,

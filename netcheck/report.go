@@ -127,6 +127,12 @@ func (r *Report) judge() {
 	default:
 		r.Verdict, r.Summary = VerdictUnknown, "UDP gets out, but with one STUN server answering the NAT's mapping cannot be told. Run again with two (--stun HOST:PORT twice; every plurenet relay answers STUN on port 3478)."
 	}
+	// The verdict is IPv4's; IPv6, where UDP gets out over it, adds
+	// direct paths to members that have IPv6 too (the direct path prefers
+	// it), whatever the IPv4 NAT does.
+	if r.IPv6.UDP && r.Verdict != VerdictDirect {
+		r.Summary += " Over IPv6, which this host has and on which STUN answered, direct paths should work with members that have IPv6 too."
+	}
 }
 
 // mappingNote adds to the port-mapping verdict what the NAT does otherwise.

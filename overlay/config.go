@@ -54,10 +54,12 @@ type Config struct {
 	Owned *Owned
 
 	// Transport is "auto" (the default: relays at once, direct UDP when ICE
-	// succeeds), "relay" (relays only) or "swarm" (no relay at all: members
-	// find each other by LAN discovery and static peers, see Peers and LAN,
-	// and talk over direct UDP). "direct", swarm mode's old name, is still
-	// accepted (see ParseTransport).
+	// succeeds; with DHT, members also meet through the DHT while no relay
+	// reaches them), "relay" (relays only, no UDP at all) or "swarm" (no
+	// relay at all: members find each other by LAN discovery, static
+	// peers and the DHT, see Peers, LAN and DHT, and talk over direct
+	// UDP). "direct", swarm mode's old name, is still accepted (see
+	// ParseTransport).
 	Transport string
 
 	// ListenPort is the UDP port of the direct path; 0 picks one, except
@@ -65,7 +67,10 @@ type Config struct {
 	// random port, with a warning): a peer that others dial needs a port
 	// they know.
 	ListenPort int
-	// ListenAddr is the IPv4 address the direct path binds (zero: all).
+	// ListenAddr is the address the direct path binds (zero: every
+	// address, IPv4 and IPv6 on one dual-stack socket). An IPv4 address,
+	// 0.0.0.0 included, keeps the direct path on IPv4; an IPv6 one (not
+	// link-local) on IPv6.
 	ListenAddr netip.Addr
 
 	// NoPortMapping turns off asking the gateway (UPnP IGD, NAT-PMP, PCP)
@@ -100,11 +105,14 @@ type Config struct {
 	// every interface that is up, multicast-capable and not loopback).
 	LANInterfaces []string
 
-	// DHT turns the Mainline DHT on in swarm mode: members announce
-	// themselves under the mesh's daily info-hash and find each other
-	// across NATs with no relay (discovery/dht). The CLI turns it on by
-	// default in swarm mode; the zero value here is off, so a library
-	// user's node sends nothing to the public DHT unless asked.
+	// DHT turns the Mainline DHT on: members announce themselves under
+	// the mesh's daily info-hash and find each other across NATs with no
+	// relay (discovery/dht). In swarm mode it is how members meet across
+	// the internet; in auto mode it keeps members meeting while no relay
+	// reaches them (autodht.go). Relay mode refuses it (it sends no UDP).
+	// The CLI turns it on by default in swarm mode only; the zero value
+	// here is off, so a library user's node sends nothing to the public
+	// DHT unless asked.
 	DHT bool
 	// DHTBootstrap are the HOST:PORT of the DHT nodes to join through
 	// (a private DHT); nil means the library's public bootstrap routers.
@@ -208,8 +216,8 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger.Warn(SwarmRenamedNotice)
 	}
 	cfg.Transport = mode
-	if cfg.DHT && cfg.Transport != TransportSwarm {
-		return cfg, fmt.Errorf("the DHT is used in transport %q only (not yet with relays): drop --dht on, or use --transport %s", TransportSwarm, TransportSwarm)
+	if cfg.DHT && cfg.Transport == TransportRelay {
+		return cfg, fmt.Errorf("transport %q sends no UDP at all and the DHT needs it: turn the DHT off, or use transport %q (relays and direct paths) or %q", TransportRelay, TransportAuto, TransportSwarm)
 	}
 	if !cfg.DHT && len(cfg.DHTBootstrap) > 0 {
 		return cfg, errors.New("DHT bootstrap nodes given but the DHT is off: turn it on (--dht on) or drop them")

@@ -12,9 +12,11 @@ import (
 )
 
 // startDirect creates the direct UDP transport. Its ICE signaling travels as
-// sealed mesh messages over the relays.
+// sealed mesh messages over the relays. With the DHT on, the socket also
+// takes sealed mesh messages and path checks, as in swarm mode, and runs
+// the DHT node (autodht.go).
 func (n *Node) startDirect() error {
-	d, err := direct.New(direct.Config{
+	cfg := direct.Config{
 		PrivateKey:      n.priv,
 		ListenPort:      n.cfg.ListenPort,
 		ListenAddr:      n.cfg.ListenAddr,
@@ -24,12 +26,19 @@ func (n *Node) startDirect() error {
 		Deliver:         n.bind.Deliver,
 		OnPathChange:    n.pathChanged,
 		Logger:          n.log,
-	})
+	}
+	if n.cfg.DHT {
+		cfg.OnMesh, cfg.SealSignal = n.onDirectMesh, n.sealSignal
+	}
+	d, err := direct.New(cfg)
 	if err != nil {
 		return fmt.Errorf("direct path: %w", err)
 	}
 	n.direct = d
 	n.startPortMapping()
+	if n.cfg.DHT {
+		return n.startAutoDHT()
+	}
 	return nil
 }
 

@@ -186,7 +186,7 @@ func (n *Node) handleForward(c carrier, by nodekey.Public, fw mesh.Forward) {
 	case !direct.ValidRemote(fw.Addr):
 		return
 	}
-	if _, usable, ok := n.direct.StaticAddr(inner.From); ok && usable {
+	if n.direct.Reachable(inner.From) || n.relayReaches(inner.From) {
 		return
 	}
 	f := n.swarm.fwd

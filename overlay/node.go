@@ -39,7 +39,7 @@ type Node struct {
 	dev     *device.Device
 	relays  []*relay.Client   // primary first, as in cfg.Relays
 	direct  *direct.Transport // nil with Transport "relay"
-	swarm   *swarmMode        // nil unless Transport is "swarm"
+	swarm   *swarmMode        // nil unless Transport is "swarm", or "auto" with the DHT
 	own     *ownedState       // nil in an open mesh
 	filter  *filter.Device    // the access filter; nil in an open mesh (access.go)
 	dns     *dnsService       // nil with DNS off
@@ -269,6 +269,7 @@ func (n *Node) maintain(ctx context.Context) {
 		case <-expire.C:
 			n.rotateIfDue(time.Now())
 			n.recheck(time.Now()) // certificates that expired
+			n.autoDHTTick()       // auto mode with the DHT
 			if gone := n.members.Expire(time.Now()); len(gone) > 0 {
 				for _, m := range gone {
 					n.log.Info("member timed out", "peer", m.Key.ShortString(), "name", m.Name)

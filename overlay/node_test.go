@@ -90,6 +90,8 @@ type nodeOpts struct {
 	// (multimesh_test.go).
 	topic    string
 	v4Prefix netip.Prefix
+	// dht turns the DHT on (with auto) with these bootstrap nodes.
+	dht []string
 }
 
 // testSecret is the tests' mesh secret: a generated one, which members use
@@ -115,19 +117,21 @@ func startNode(t *testing.T, name string, relays []string, o nodeOpts) *Node {
 		transport, stun = TransportAuto, []string{}
 	}
 	n, err := New(Config{
-		Transport:   transport,
-		STUNServers: stun,
-		ListenAddr:  netip.MustParseAddr("127.0.0.1"),
-		StateDir:    o.dir,
-		Topic:       o.topic,
-		V4Prefix:    o.v4Prefix,
-		Secret:      o.secret,
-		Name:        name,
-		Relays:      relays,
-		PinnedV4:    o.pin,
-		Owned:       o.owned,
-		DNS:         o.dns,
-		Logger:      testLogger(t).With("node", name),
+		Transport:    transport,
+		STUNServers:  stun,
+		ListenAddr:   netip.MustParseAddr("127.0.0.1"),
+		StateDir:     o.dir,
+		Topic:        o.topic,
+		V4Prefix:     o.v4Prefix,
+		Secret:       o.secret,
+		Name:         name,
+		Relays:       relays,
+		PinnedV4:     o.pin,
+		Owned:        o.owned,
+		DNS:          o.dns,
+		DHT:          o.dht != nil,
+		DHTBootstrap: o.dht,
+		Logger:       testLogger(t).With("node", name),
 	})
 	if err != nil {
 		t.Fatalf("starting node %s: %v", name, err)

@@ -90,6 +90,12 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 			n.log.Info("rejected mesh message", "via", c.name, "from", c.who(), "peer", m.From.ShortString(), "kind", m.Kind, "err", err)
 		} else if m.Kind == mesh.KindAnnounce {
 			n.heard(c, from, m.Announce.Candidates, false)
+			if c.src.IsValid() && !c.multicast {
+				// In auto mode the relay's copy of a member's
+				// announcement usually wins: its UDP copy still says
+				// the DHT-found address answers (status only).
+				n.dhtAnswered(c.src, from)
+			}
 		}
 		return
 	}

@@ -32,7 +32,8 @@ type Status struct {
 	Owned *OwnedStatus `json:"owned,omitempty"`
 	// DNS describes the mesh's name server; absent with DNS off.
 	DNS *DNSStatus `json:"dns,omitempty"`
-	// DHT is the Mainline DHT's state in swarm mode; absent without it.
+	// DHT is the Mainline DHT's state (swarm mode, or auto mode with
+	// --dht on); absent without it.
 	DHT *DHTStatus `json:"dht,omitempty"`
 
 	// PortMapping is the gateway's mapping of the UDP socket's port, while
@@ -70,9 +71,10 @@ type MemberStatus struct {
 	// its certificate's.
 	Certified bool     `json:"certified"`
 	Tags      []string `json:"tags,omitempty"`
-	// Via is how a swarm-mode member was first met: "dht" (at an address
-	// the DHT found), "forward" (another member introduced it), or the
-	// carrier ("direct", "lan").
+	// Via is how a member was first heard off the relays (swarm mode, or
+	// auto mode with the DHT): "dht" (at an address the DHT found),
+	// "forward" (another member introduced it), or the carrier ("direct",
+	// "lan"); empty for a member met only over a relay.
 	Via string `json:"via,omitempty"`
 	// Denied counts this member's packets the access policy dropped here.
 	Denied uint64 `json:"denied,omitempty"`
@@ -91,6 +93,10 @@ type DirectStatus struct {
 	Remote string    `json:"remote,omitempty"` // the member's address on the path, while direct
 	RTTMs  float64   `json:"rttMs,omitempty"`  // ICE's latest round-trip time
 	Since  time.Time `json:"since,omitzero"`   // when the state last changed
+	// Static says the path was learned without ICE: swarm mode's paths,
+	// or in auto mode a path found through the DHT while no relay reached
+	// the member.
+	Static bool `json:"static,omitempty"`
 }
 
 // Status returns a snapshot of the node.
@@ -154,7 +160,7 @@ func (n *Node) Status() Status {
 		ms.Path, ms.PathSince = p.Name, p.Since
 		if n.direct != nil {
 			if pi, ok := n.direct.PathInfo(m.Key); ok {
-				ds := &DirectStatus{State: pi.State.String(), Since: pi.Since}
+				ds := &DirectStatus{State: pi.State.String(), Since: pi.Since, Static: pi.Static}
 				if pi.Remote.IsValid() {
 					ds.Remote = pi.Remote.String()
 				}

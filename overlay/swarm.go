@@ -100,7 +100,8 @@ func (cfg *Config) checkSwarm() error {
 	return nil
 }
 
-// swarmMode is the state of a node in swarm mode.
+// swarmMode is the discovery state of a node: all of swarm mode's, or in
+// auto mode with the DHT the DHT alone (autodht.go).
 type swarmMode struct {
 	sources []discoverySource
 	lan     *lan.Source // also in sources; nil with NoLAN
@@ -113,6 +114,10 @@ type swarmMode struct {
 	// announced is set by the first announce round: a peer found after
 	// it is sent an announcement at once, one found before was in it.
 	announced bool
+
+	// relaysUp says a relay was connected at the last autoDHTTick (auto
+	// mode); owned by the maintain goroutine.
+	relaysUp bool
 }
 
 // startSwarm creates the direct transport without ICE, with sealed mesh
@@ -147,12 +152,10 @@ func (n *Node) startSwarm() error {
 		ListenAddr:      n.cfg.ListenAddr,
 		DisableICE:      true,
 		ExcludePrefixes: n.meshPrefixes(),
-		OnMesh: func(from netip.AddrPort, msg []byte) {
-			n.handleSealed(carrier{name: direct.Name, src: from}, msg)
-		},
-		SealSignal: n.sealSignal,
-		Deliver:    n.bind.Deliver,
-		Logger:     n.log,
+		OnMesh:          n.onDirectMesh,
+		SealSignal:      n.sealSignal,
+		Deliver:         n.bind.Deliver,
+		Logger:          n.log,
 	}
 	if cfg.ListenPort == 0 {
 		cfg.ListenPort = DefaultDirectPort
@@ -172,6 +175,11 @@ func (n *Node) startSwarm() error {
 		return n.startDHT()
 	}
 	return nil
+}
+
+// onDirectMesh takes a sealed mesh message from the direct socket.
+func (n *Node) onDirectMesh(from netip.AddrPort, msg []byte) {
+	n.handleSealed(carrier{name: direct.Name, src: from}, msg)
 }
 
 // startDiscovery starts the discovery sources; the device is up.
@@ -259,6 +267,9 @@ func (n *Node) heard(c carrier, key nodekey.Public, cands []string, fresh bool) 
 	if n.swarm != nil {
 		n.swarm.retries.answered(addr)
 	}
+	if n.cfg.Transport == TransportAuto && n.relayReaches(key) {
+		return // relay and ICE have the member (autodht.go)
+	}
 	if c.multicast {
 		// A usable path on the member's port is the address its packets
 		// come from (its unicast source): the group's view of it (the
@@ -299,9 +310,10 @@ func (n *Node) sealSignal(msg []byte) ([]byte, error) {
 }
 
 // selfCandidates are the direct-socket addresses this node announces in
-// swarm mode (nil otherwise).
+// swarm mode (nil otherwise: they serve LAN discovery, and in auto mode
+// ICE offers its own candidates).
 func (n *Node) selfCandidates() []string {
-	if n.swarm == nil || n.direct == nil {
+	if n.cfg.Transport != TransportSwarm || n.direct == nil {
 		return nil
 	}
 	return discovery.Candidates(n.direct.LocalAddr())
@@ -309,7 +321,8 @@ func (n *Node) selfCandidates() []string {
 
 // sendSwarm sends a sealed message (an announcement or a goodbye) through
 // the discovery sources, to the addresses they found and to every member
-// with a known address. A goodbye (while closing) restores no paths.
+// with a known address (in auto mode, every member no relay reaches:
+// memberUDPAddr). A goodbye (while closing) restores no paths.
 func (n *Node) sendSwarm(b []byte, leaving bool) {
 	sw := n.swarm
 	if sw == nil || n.direct == nil {
@@ -341,7 +354,7 @@ func (n *Node) sendSwarm(b []byte, leaving bool) {
 		}
 	}
 	for _, m := range n.members.List() {
-		if addr, _, ok := n.direct.StaticAddr(m.Key); ok {
+		if addr, ok := n.memberUDPAddr(m.Key); ok {
 			dests[addr] = true
 		}
 	}

@@ -258,6 +258,15 @@ func TestSwarmConfig(t *testing.T) {
 			c.Transport, c.Relays, c.Peers = TransportAuto, []string{"ws://127.0.0.1:1"}, []string{"127.0.0.1:5"}
 		}, "static peers"},
 		{"no relay in auto", func(c *Config) { c.Transport = TransportAuto }, "no relay"},
+		{"dht in auto", func(c *Config) {
+			c.Transport, c.Relays, c.DHT, c.DHTBootstrap = TransportAuto, []string{"ws://127.0.0.1:1"}, true, []string{"127.0.0.1:6881"}
+		}, ""},
+		{"dht in relay mode refused", func(c *Config) {
+			c.Transport, c.Relays, c.DHT = TransportRelay, []string{"ws://127.0.0.1:1"}, true
+		}, "sends no UDP"},
+		{"dht bootstrap without dht", func(c *Config) {
+			c.Transport, c.Relays, c.DHTBootstrap = TransportAuto, []string{"ws://127.0.0.1:1"}, []string{"127.0.0.1:6881"}
+		}, "DHT is off"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,7 +12,8 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 )
 
-// The Mainline DHT in swarm mode (discovery/dht). The DHT node runs on the
+// The Mainline DHT in swarm mode (discovery/dht), and in auto mode beside
+// the relays (autodht.go). The DHT node runs on the
 // direct socket; the addresses it finds are reported like any source's,
 // and the node announces itself to each (swarm.go: found, sendSwarm). An
 // address found on the DHT is only an address: it becomes a member's path
@@ -100,7 +101,7 @@ func (n *Node) dhtAnswered(src netip.AddrPort, key nodekey.Public) bool {
 	return true
 }
 
-// howMet is how a swarm-mode member was first met (status
+// howMet is how a member was first met off the relays (status
 // members[].via): introduced by a member; else at an address the DHT found
 // (by either side: the member's announcements may have come first because
 // it found this node); else the carrier it was first heard on.
@@ -118,7 +119,7 @@ func (n *Node) howMet(key nodekey.Public) string {
 	return via
 }
 
-// DHTStatus describes the DHT in swarm mode.
+// DHTStatus describes the DHT (swarm mode, or auto mode with the DHT).
 type DHTStatus struct {
 	RoutingTable int         `json:"routingTable"`          // nodes in the DHT routing table
 	GoodNodes    int         `json:"goodNodes"`             // of which answered recently

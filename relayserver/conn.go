@@ -45,9 +45,9 @@ const (
 	closeGone            // the socket failed or the peer closed: close at once
 )
 
-// conn is one client connection. The HTTP handler goroutine that accepted it
-// is its reader (run); it starts one writer goroutine (writeLoop) and waits for
-// it before returning. Everything another goroutine may do to a conn is queue
+// conn is one client connection. Its goroutine (started by serveRelay) is
+// its reader (run); a writer goroutine runs while there is something to
+// write (kick), and run waits for it before returning. Everything another goroutine may do to a conn is queue
 // a frame, ask it to drain, or ask it to close.
 type conn struct {
 	srv *Server
@@ -82,11 +82,24 @@ type conn struct {
 	code        relayproto.ErrorCode
 	msg         string
 
-	stop       chan struct{}      // closed when kind is set
-	drainReq   chan time.Duration // a Drain for the writer to send
-	writerDone chan struct{}
-	pinging    atomic.Bool
-	pings      sync.WaitGroup // the ping in flight, if any
+	stop       chan struct{} // closed when kind is set
+	writerDone chan struct{} // closed when the writer has ended the connection
+
+	// The writer (writer.go): at most one goroutine at a time, none while
+	// the connection is idle.
+	wmu     sync.Mutex
+	writing bool // a writer runs
+	again   bool // work came while it ran: it looks again before exiting
+	wdone   bool // the writer has ended the connection: none runs again
+	writers sync.WaitGroup
+	wbatch  []queued // the running writer's, kept between runs
+
+	// The timers (writer.go), callbacks of their own.
+	tmu                                       sync.Mutex
+	timersOff                                 bool
+	hsTimer, pingTimer, lifeTimer, drainTimer *time.Timer
+	pinging                                   atomic.Bool
+	pings                                     sync.WaitGroup // the ping in flight, if any
 }
 
 // newConn returns the connection state for a client at remote, before any
@@ -96,7 +109,6 @@ func (s *Server) newConn(remote string) *conn {
 		srv:        s,
 		remote:     remote,
 		stop:       make(chan struct{}),
-		drainReq:   make(chan time.Duration, 1),
 		writerDone: make(chan struct{}),
 	}
 	c.q = newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.notePeak)
@@ -146,15 +158,40 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
 func (c *conn) heard() { c.lastHeard.Store(time.Now().UnixNano()) }
 
 // run is the reader: it does the handshake, then reads frames until the
-// connection ends, then waits for the writer.
-func (c *conn) run() {
-	defer c.cancel()
-	go c.writeLoop()
+// connection ends, then waits for the writer and the timers, and calls done.
+//
+// The frames are read in a goroutine of its own, started once the
+// handshake is done: the handshake's cryptography grows a stack to twice
+// what reading needs, and a goroutine keeps its stack while it blocks in a
+// read, for as long as the member stays.
+func (c *conn) run(done func()) {
+	c.q.setOnWork(c.kick)
+	select {
+	case <-c.stop: // finished before it ran (Close, Drain)
+		c.kick()
+	default:
+	}
+	c.startTimers()
 	if c.handshake() {
+		go c.serve(true, done)
+		return
+	}
+	c.serve(false, done)
+}
+
+// serve reads frames if the handshake succeeded, then ends the connection.
+func (c *conn) serve(established bool, done func()) {
+	defer done()
+	defer c.cancel()
+	if established {
 		c.readLoop()
 	}
 	c.finish(closeGone, 0, "")
+	// finish kicked the writer, which ends the connection (or had
+	// already failed); no writer starts after that.
 	<-c.writerDone
+	c.writers.Wait()
+	c.stopTimers()
 	c.mu.Lock()
 	kind, code, msg := c.kind, c.code, c.msg
 	c.mu.Unlock()
@@ -411,6 +448,9 @@ func (c *conn) finish(kind closeKind, code relayproto.ErrorCode, msg string) {
 	c.srv.router.leave(c)
 	c.q.shutdown()
 	close(c.stop)
+	// A writer started by shutdown may have looked at stop before it
+	// closed; the one this starts sees it (once the connection runs).
+	c.q.wake()
 }
 
 // ending reports whether finish has decided how the connection ends.
@@ -433,10 +473,7 @@ func (c *conn) drain(grace time.Duration) {
 		c.fail(relayproto.ErrServerShutdown, "relay draining, connect to another instance")
 		return
 	}
-	select {
-	case c.drainReq <- grace:
-	default:
-	}
+	c.startDrain(grace)
 }
 
 // failHandshake ends a connection whose handshake is not done in time.

@@ -81,15 +81,16 @@ type sendQueue struct {
 	shut      bool
 	maxFrames int
 	maxBytes  int
-	// notify holds a token when entries are waiting or the queue shut, so
-	// the writer can select on it.
-	notify chan struct{}
+	// onWork is called, without the lock, when entries are waiting or the
+	// queue shut: it starts the writer if none runs (conn.kick). Nil until
+	// the connection runs.
+	onWork func()
 	// peak is called with the byte total after each push, for Stats.
 	peak func(int)
 }
 
 func newSendQueue(maxFrames, maxBytes int, peak func(int)) *sendQueue {
-	return &sendQueue{maxFrames: maxFrames, maxBytes: maxBytes, notify: make(chan struct{}, 1), peak: peak}
+	return &sendQueue{maxFrames: maxFrames, maxBytes: maxBytes, peak: peak}
 }
 
 // push appends b unless the queue is full or shut. force skips the caps: it
@@ -142,11 +143,29 @@ func (q *sendQueue) add(e queued, force bool) pushResult {
 	return pushed
 }
 
+// setOnWork sets the function wake calls.
+func (q *sendQueue) setOnWork(f func()) {
+	q.mu.Lock()
+	q.onWork = f
+	q.mu.Unlock()
+}
+
 func (q *sendQueue) wake() {
-	select {
-	case q.notify <- struct{}{}:
-	default:
+	q.mu.Lock()
+	f := q.onWork
+	q.mu.Unlock()
+	if f != nil {
+		f()
 	}
+}
+
+// release lets go of the entries' storage when nothing waits (conn.release).
+func (q *sendQueue) release() {
+	q.mu.Lock()
+	if len(q.entries) == 0 {
+		q.entries = nil
+	}
+	q.mu.Unlock()
 }
 
 // take moves every waiting entry into batch (reusing its storage) and

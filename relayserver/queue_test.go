@@ -66,3 +66,26 @@ func TestSendQueueCountsInFlight(t *testing.T) {
 		t.Fatalf("after all: %d frames %d bytes", f, b)
 	}
 }
+
+// release lets go of the storage of an empty queue only.
+func TestSendQueueRelease(t *testing.T) {
+	q := newSendQueue(100, 1<<20, nil)
+	for range 50 {
+		q.push([]byte("x"), false)
+	}
+	q.release()
+	if len(q.entries) != 50 {
+		t.Fatalf("release dropped waiting entries: %d left", len(q.entries))
+	}
+	q.take(nil)
+	if cap(q.entries) == 0 {
+		t.Fatal("take dropped the storage (the test would prove nothing)")
+	}
+	q.release()
+	if q.entries != nil {
+		t.Fatalf("an empty queue kept storage for %d entries", cap(q.entries))
+	}
+	if q.push([]byte("y"), false) != pushed {
+		t.Fatal("push after release failed")
+	}
+}

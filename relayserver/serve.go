@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/plures/plurenet/internal/wscork"
 )
 
 // Timeouts of the HTTP server that Serve runs. WebSocket connections are
@@ -52,7 +54,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile s
 	errc := make(chan error, 1)
 	go func() {
 		if certFile != "" {
-			errc <- hs.ServeTLS(ln, certFile, keyFile)
+			// A Conn below TLS lets the connection's cork send a
+			// batch's records in one write (internal/wscork).
+			errc <- hs.ServeTLS(wscork.NewListener(ln), certFile, keyFile)
 		} else {
 			errc <- hs.Serve(ln)
 		}

@@ -10,69 +10,125 @@ import (
 	"github.com/plures/plurenet/internal/relayproto"
 )
 
-// writeLoop is the connection's writer goroutine: it writes queued frames and
-// owns the connection's timers (handshake, ping and idle, lifetime, drain).
-// It always closes the WebSocket before it returns, which ends the reader's
-// read.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	defer c.pings.Wait()
-	cfg := &c.srv.cfg
+// The writer. An idle connection has no writer goroutine: kick starts one
+// when there is something to write or the connection is to end, and it
+// exits once the queue is empty (a goroutine's stack and a parked select per
+// idle member were a third of the relay's memory per member). At most one
+// runs at a time, so frames leave in order. The connection's timers
+// (handshake, ping and idle, lifetime, drain) are time.AfterFunc callbacks
+// that queue a frame or end the connection, which kicks the writer.
 
-	hs := time.NewTimer(cfg.HandshakeTimeout)
-	defer hs.Stop()
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	var lifeC, drainC <-chan time.Time
-	if cfg.MaxConnLifetime > 0 {
-		t := time.NewTimer(cfg.MaxConnLifetime)
-		defer t.Stop()
-		lifeC = t.C
+// kick makes sure a writer runs to write what is queued or to carry out
+// finish's decision. It never blocks.
+func (c *conn) kick() {
+	c.wmu.Lock()
+	switch {
+	case c.writing:
+		c.again = true // the running writer looks again before it exits
+		c.wmu.Unlock()
+		return
+	case c.wdone:
+		c.wmu.Unlock()
+		return
 	}
-	var drainT *time.Timer
-	defer func() {
-		if drainT != nil {
-			drainT.Stop()
-		}
-	}()
-	startDrain := func(grace time.Duration) {
-		if drainT != nil {
-			return // one Drain per connection; the first deadline stands
-		}
-		c.q.push(relayproto.AppendDrain(nil, uint32(grace.Milliseconds())), true)
-		drainT = time.NewTimer(grace)
-		drainC = drainT.C
-	}
+	c.writing = true
+	c.writers.Add(1)
+	c.wmu.Unlock()
+	go c.writeRun()
+}
 
-	var batch []queued
+// writeRun is one run of the writer: it writes until the queue is empty, or
+// ends the connection the way finish decided. It always closes the WebSocket
+// before it ends the connection, which ends the reader's read.
+func (c *conn) writeRun() {
+	defer c.writers.Done()
 	for {
 		select {
-		case <-c.q.notify:
-			var ok bool
-			if batch, ok = c.writeQueued(batch); !ok {
-				c.ws.CloseNow()
-				return
-			}
 		case <-c.stop:
-			c.closeAsRequested(batch)
+			c.closeAsRequested(c.wbatch)
+			c.endWriter()
 			return
-		case <-c.ctx.Done():
+		default:
+		}
+		var ok bool
+		if c.wbatch, ok = c.writeQueued(c.wbatch); !ok {
 			c.ws.CloseNow()
+			c.endWriter()
 			return
-		case <-hs.C:
-			c.failHandshake()
-		case <-ping.C:
-			c.keepalive()
-		case <-lifeC:
-			// Through drain, which refuses a connection still in its
-			// handshake: a Drain must not precede Welcome.
-			c.drain(cfg.DrainGrace)
-		case grace := <-c.drainReq:
-			startDrain(grace)
-		case <-drainC:
-			c.fail(relayproto.ErrServerShutdown, "drain deadline passed")
+		}
+		c.wmu.Lock()
+		if !c.again {
+			c.writing = false
+			c.wmu.Unlock()
+			return
+		}
+		c.again = false
+		c.wmu.Unlock()
+	}
+}
+
+// release lets go of the storage of the writer's batch and of the queue
+// while nothing waits, so that a member that has gone quiet does not keep
+// its last burst's. keepalive calls it, every PingInterval: releasing it
+// each time the writer goes idle made a busy connection reallocate it for
+// every burst.
+func (c *conn) release() {
+	c.wmu.Lock()
+	if !c.writing {
+		c.wbatch = nil
+	}
+	c.wmu.Unlock()
+	c.q.release()
+}
+
+// endWriter records that no writer runs again: the connection is over.
+func (c *conn) endWriter() {
+	c.wmu.Lock()
+	if !c.wdone {
+		c.wdone = true
+		close(c.writerDone)
+	}
+	c.wbatch = nil
+	c.wmu.Unlock()
+}
+
+// startTimers arms the connection's timers; stopTimers disarms them for
+// good and waits for a ping in flight.
+func (c *conn) startTimers() {
+	cfg := &c.srv.cfg
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	c.hsTimer = time.AfterFunc(cfg.HandshakeTimeout, c.failHandshake)
+	c.pingTimer = time.AfterFunc(cfg.PingInterval, c.keepalive)
+	if cfg.MaxConnLifetime > 0 {
+		// Through drain, which refuses a connection still in its
+		// handshake: a Drain must not precede Welcome.
+		c.lifeTimer = time.AfterFunc(cfg.MaxConnLifetime, func() { c.drain(cfg.DrainGrace) })
+	}
+}
+
+func (c *conn) stopTimers() {
+	c.tmu.Lock()
+	c.timersOff = true
+	for _, t := range []*time.Timer{c.hsTimer, c.pingTimer, c.lifeTimer, c.drainTimer} {
+		if t != nil {
+			t.Stop()
 		}
 	}
+	c.tmu.Unlock()
+	c.pings.Wait()
+}
+
+// startDrain queues a Drain frame and fails the connection when grace has
+// passed. One Drain per connection; the first deadline stands.
+func (c *conn) startDrain(grace time.Duration) {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	if c.timersOff || c.drainTimer != nil {
+		return
+	}
+	c.q.push(relayproto.AppendDrain(nil, uint32(grace.Milliseconds())), true)
+	c.drainTimer = time.AfterFunc(grace, func() { c.fail(relayproto.ErrServerShutdown, "drain deadline passed") })
 }
 
 // writeQueued writes what is queued, corked so that the frames leave in as
@@ -166,19 +222,27 @@ func (c *conn) closeAsRequested(batch []queued) {
 	}
 }
 
-// keepalive closes a connection that has been silent for IdleTimeout and
-// otherwise pings it. The ping runs beside the writer because Ping waits for
-// the pong; the reader sees the pong and records it as heard.
+// keepalive, every PingInterval, closes a connection that has been silent
+// for IdleTimeout and otherwise pings it. The ping runs in a goroutine of
+// its own because Ping waits for the pong; the reader sees the pong and
+// records it as heard.
 func (c *conn) keepalive() {
 	idle := time.Since(time.Unix(0, c.lastHeard.Load()))
 	if idle > c.srv.cfg.IdleTimeout {
 		c.fail(relayproto.ErrIdle, fmt.Sprintf("nothing heard for %v", idle.Round(time.Millisecond)))
 		return
 	}
+	c.release()
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	if c.timersOff {
+		return
+	}
+	c.pingTimer.Reset(c.srv.cfg.PingInterval)
 	if !c.pinging.CompareAndSwap(false, true) {
 		return // the last ping is still out
 	}
-	c.pings.Add(1)
+	c.pings.Add(1) // under tmu: before stopTimers' Wait, or not at all
 	go func() {
 		defer c.pings.Done()
 		defer c.pinging.Store(false)

@@ -33,44 +33,62 @@ const (
 	writeChunk = 64 << 10
 )
 
+// goBenchCount is how many times each relay Go benchmark runs; its row
+// is the median run. On a shared 2-core machine single runs of the relay
+// benchmarks spread by ±30%.
+const goBenchCount = 3
+
 // relayGoBenchmarks runs the relay client's Go benchmarks (relay forwarding
-// between two clients, and a plain TCP pipe for the baseline) in repo and
-// returns their rows.
-func relayGoBenchmarks(ctx context.Context, repo string, benchtime time.Duration) (pipe, relay *row) {
+// between two clients over ws:// and over wss://, and a plain TCP pipe for
+// the baseline) in repo and returns their rows. The wss:// row's note
+// divides it by the ws:// row.
+func relayGoBenchmarks(ctx context.Context, repo string, benchtime time.Duration) (pipe, relay, relayTLS *row) {
 	pipe = &row{section: sectionLoopback, label: "TCP pipe, 1400-byte writes (go bench)"}
-	relay = &row{section: sectionLoopback, label: "relay, client to client (go bench)", note: "1400-byte frames"}
+	relay = &row{section: sectionLoopback, label: "relay, client to client (go bench)"}
+	relayTLS = &row{section: sectionLoopback, label: "relay over wss://, client to client (go bench)"}
+	rows := []*row{pipe, relay, relayTLS}
+	fail := func(err error) (*row, *row, *row) {
+		for _, r := range rows {
+			r.err = err
+		}
+		return pipe, relay, relayTLS
+	}
 	ctx, cancel := context.WithTimeout(ctx, goBenchWait)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goCommand(), "test", "-run", "^$", "-count", "1",
-		"-bench", "^(BenchmarkRelayThroughput|BenchmarkTCPPipe)$", "-benchtime", benchtime.String(),
+	cmd := exec.CommandContext(ctx, goCommand(), "test", "-run", "^$", "-count", fmt.Sprint(goBenchCount),
+		"-bench", "^(BenchmarkRelayThroughput|BenchmarkRelayThroughputTLS|BenchmarkTCPPipe)$", "-benchtime", benchtime.String(),
 		"./transports/relay")
 	cmd.Dir = repo
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		err = fmt.Errorf("go test -bench ./transports/relay: %w: %s", err, lastLines(string(out), 5))
-		pipe.err, relay.err = err, err
-		return pipe, relay
+		return fail(fmt.Errorf("go test -bench ./transports/relay: %w: %s", err, lastLines(string(out), 5)))
 	}
 	res, err := parseGoBench(string(out))
 	if err != nil {
-		pipe.err, relay.err = err, err
-		return pipe, relay
+		return fail(err)
 	}
-	for _, x := range []struct {
-		r    *row
-		name string
-	}{{pipe, "BenchmarkTCPPipe"}, {relay, "BenchmarkRelayThroughput"}} {
-		b, ok := res[x.name]
+	names := []string{"BenchmarkTCPPipe", "BenchmarkRelayThroughput", "BenchmarkRelayThroughputTLS"}
+	for i, r := range rows {
+		b, ok := res[names[i]]
 		switch {
 		case !ok:
-			x.r.err = fmt.Errorf("%s: not in the go test output", x.name)
+			r.err = fmt.Errorf("%s: not in the go test output", names[i])
 		case b.MBPerSec == 0:
-			x.r.err = fmt.Errorf("%s: no MB/s figure", x.name)
+			r.err = fmt.Errorf("%s: no MB/s figure", names[i])
 		default:
-			x.r.bps = b.MBPerSec * 8e6
+			r.bps = b.MBPerSec * 8e6
+		}
+		if i > 0 {
+			r.note = fmt.Sprintf("1400-byte frames, median of %d", goBenchCount)
+			if b.CPUPerGB > 0 {
+				r.note += fmt.Sprintf(", CPU %.1f s per GB (relay and both clients)", b.CPUPerGB)
+			}
 		}
 	}
-	return pipe, relay
+	if relay.err == nil && relayTLS.err == nil {
+		relayTLS.note += fmt.Sprintf("; %.2fx ws://", relayTLS.bps/relay.bps)
+	}
+	return pipe, relay, relayTLS
 }
 
 // startLoopbackRelay serves an in-process relay without a rate limit on

@@ -82,9 +82,10 @@ func run() int {
 	}
 	if *labOnly == "" {
 		fmt.Fprintln(os.Stderr, "plurenet-bench: relay Go benchmarks (go test -bench ./transports/relay)...")
-		pipe, relay := relayGoBenchmarks(ctx, *repo, *benchtime)
+		pipe, relay, relayTLS := relayGoBenchmarks(ctx, *repo, *benchtime)
 		t.pipe = t.add(pipe)
 		t.add(relay)
+		t.add(relayTLS)
 		fmt.Fprintln(os.Stderr, "plurenet-bench: relay forwarding beside DERP...")
 		fwdRows(ctx, &t, *plurenet, *derper, *derpfwd, *fwdDuration)
 		fmt.Fprintln(os.Stderr, "plurenet-bench: two embedded nodes beside tsnet...")

@@ -4,9 +4,11 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,12 +50,14 @@ type goBenchResult struct {
 	Name     string
 	NsPerOp  float64
 	MBPerSec float64 // 10^6 bytes per second, as the testing package counts
+	CPUPerGB float64 // the relay benchmarks' cpu-s/GB metric; 0 if absent
 }
 
 // parseGoBench reads "go test -bench" output and returns its benchmark
-// lines by name, without the -GOMAXPROCS suffix.
+// lines by name, without the -GOMAXPROCS suffix. Of a benchmark run more
+// than once (-count), it returns the run with the median MB/s.
 func parseGoBench(out string) (map[string]goBenchResult, error) {
-	res := make(map[string]goBenchResult)
+	all := make(map[string][]goBenchResult)
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -76,12 +80,19 @@ func parseGoBench(out string) (map[string]goBenchResult, error) {
 				r.NsPerOp = v
 			case "MB/s":
 				r.MBPerSec = v
+			case "cpu-s/GB":
+				r.CPUPerGB = v
 			}
 		}
 		if r.NsPerOp == 0 {
 			return nil, fmt.Errorf("go bench line without ns/op: %q", sc.Text())
 		}
-		res[r.Name] = r
+		all[r.Name] = append(all[r.Name], r)
+	}
+	res := make(map[string]goBenchResult, len(all))
+	for name, runs := range all {
+		slices.SortFunc(runs, func(a, b goBenchResult) int { return cmp.Compare(a.MBPerSec, b.MBPerSec) })
+		res[name] = runs[len(runs)/2]
 	}
 	return res, sc.Err()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -94,7 +95,10 @@ func TestBadInput(t *testing.T) {
 		{"bad peer", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--peer", "nokey@192.0.2.1:5"}, 2, "--peer"},
 		{"peer without port", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--peer", "192.0.2.1"}, 2, "HOST:PORT"},
 		{"bad lan discovery", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--lan-discovery", "maybe"}, 2, "--lan-discovery"},
-		{"dht with relay", with("--transport", "relay", "--dht", "on"), 2, "--transport swarm only"},
+		{"dht with relay", with("--transport", "relay", "--dht", "on"), 2, "relay mode sends no UDP"},
+		{"dht bootstrap with relay", with("--transport", "relay", "--dht-bootstrap", "192.0.2.1:6881"), 2, "--dht on"},
+		{"dht bootstrap in auto without dht", with("--dht-bootstrap", "192.0.2.1:6881"), 2, "--dht on"},
+		{"bad dht in auto", with("--dht", "maybe"), 2, "--dht"},
 		{"bad dht", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--dht", "maybe"}, 2, "--dht"},
 		{"dht bootstrap without port", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--dht-bootstrap", "192.0.2.1"}, 2, "HOST:PORT"},
 		{"dht bootstrap with dht off", []string{"up", "--topic", "t", "--key", "0123456789abcdef0123", "--transport", "swarm", "--dht", "off", "--dht-bootstrap", "192.0.2.1:6881"}, 2, "--dht off"},
@@ -181,6 +185,36 @@ func TestSwarmSettings(t *testing.T) {
 			}
 			if strings.Join(cfg.Peers, "|") != strings.Join(tt.wantPeers, "|") {
 				t.Fatalf("peers = %q, want %q", cfg.Peers, tt.wantPeers)
+			}
+		})
+	}
+}
+
+// TestDHTSettings: the DHT is on by default in swarm mode only; --dht on
+// turns it on beside the relays in auto mode, with its bootstrap nodes.
+func TestDHTSettings(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantDHT  bool
+		wantBoot []string
+	}{
+		{"swarm default", []string{"--transport", "swarm"}, true, nil},
+		{"swarm off", []string{"--transport", "swarm", "--dht", "off"}, false, nil},
+		{"auto default", []string{"--relay", "ws://127.0.0.1:1"}, false, nil},
+		{"relay default", []string{"--relay", "ws://127.0.0.1:1", "--transport", "relay"}, false, nil},
+		{"auto on", []string{"--relay", "ws://127.0.0.1:1", "--dht", "on", "--dht-bootstrap", "192.0.2.1:6881, 192.0.2.2:6881"}, true, []string{"192.0.2.1:6881", "192.0.2.2:6881"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--topic", "t", "--key", "0123456789abcdef0123"}, tt.args...)
+			s := resolveUp(t, writeFile(t, "c.json", "{}"), args, nil)
+			cfg, err := s.nodeConfig(slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.DHT != tt.wantDHT || strings.Join(cfg.DHTBootstrap, "|") != strings.Join(tt.wantBoot, "|") {
+				t.Fatalf("DHT %v bootstrap %q; want %v %q", cfg.DHT, cfg.DHTBootstrap, tt.wantDHT, tt.wantBoot)
 			}
 		})
 	}

@@ -95,7 +95,7 @@ func (s *upSettings) table() []setting {
 		{flag: "transport", env: "PLURENET_TRANSPORT", fileKeys: []string{"transport", "syncTransport"}, usage: "auto, relay or swarm (no relay: LAN discovery and static peers; \"direct\" is its old name)", str: &s.Transport},
 		{flag: "peer", env: "PLURENET_PEER", fileKeys: []string{"peers", "peer"}, usage: "static peer for --transport swarm: KEY@HOST:PORT or HOST:PORT, repeatable", list: &s.Peers},
 		{flag: "lan-discovery", env: "PLURENET_LAN_DISCOVERY", fileKeys: []string{"lanDiscovery"}, usage: "on or off: find members on the LAN by multicast in --transport swarm (default on)", str: &s.LANDiscovery},
-		{flag: "dht", env: "PLURENET_DHT", fileKeys: []string{"dht"}, usage: "on or off: find members across the internet on the Mainline DHT (default on with --transport swarm, off otherwise; needs --transport swarm)", str: &s.DHT},
+		{flag: "dht", env: "PLURENET_DHT", fileKeys: []string{"dht"}, usage: "on or off: find members across the internet on the Mainline DHT (default on with --transport swarm, off with auto; with auto it keeps members meeting while every relay is down; refused with relay, which sends no UDP)", str: &s.DHT},
 		{flag: "dht-bootstrap", env: "PLURENET_DHT_BOOTSTRAP", fileKeys: []string{"dhtBootstrap"}, usage: "HOST:PORT,... of DHT nodes to join through, e.g. a private DHT of \"plurenet dht-node\"s (default: the DHT library's public bootstrap routers)", list: &s.DHTBootstrap},
 		{flag: "state-dir", env: "PLURENET_STATE_DIR", fileKeys: []string{"stateDir"}, usage: "directory for the node key and control socket", str: &s.StateDir},
 		{flag: "ip", env: "PLURENET_IP", fileKeys: []string{"ip"}, usage: "pin this node's IPv4 overlay address", str: &s.IP},

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,7 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 	size := fs.Int("size", 1024, "payload `bytes` per traffic frame")
 	window := fs.Int("window", 64, "frames each pair may have in flight")
 	inproc := fs.Bool("in-process-clients", false, "run the members in this process even with an in-process relay (memory per member then includes the clients)")
+	memprofile := fs.String("memprofile", "", "with an in-process relay: write the relay process's heap profile to `file` once the members are connected, and its goroutine profile to file.goroutine")
 	worker := fs.Bool("worker", false, "internal: be the members' process of an in-process-relay run")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -59,6 +61,8 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageErrorf("--window must be 1..4096")
 	case *worker && *relayURL == "":
 		return usageErrorf("--worker needs --relay")
+	case *memprofile != "" && *relayURL != "":
+		return usageErrorf("--memprofile profiles an in-process relay: leave out --relay")
 	}
 	p := benchParams{URL: *relayURL, Members: *members, Pairs: *pairs, Duration: *duration, Size: *size, Window: *window}
 	if p.URL != "" {
@@ -81,7 +85,7 @@ func runRelayBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if p.URL != "" {
 		return benchExternal(ctx, p, stdout)
 	}
-	return benchInProcess(ctx, p, *inproc, stdout)
+	return benchInProcess(ctx, p, *inproc, *memprofile, stdout)
 }
 
 // benchWorker is the members' process: it connects, prints a "connected"
@@ -121,7 +125,7 @@ func benchExternal(ctx context.Context, p benchParams, stdout io.Writer) error {
 
 // benchInProcess starts a relay in this process and, unless inproc, the
 // members in a child process, so that this process's memory is the relay's.
-func benchInProcess(ctx context.Context, p benchParams, inproc bool, stdout io.Writer) error {
+func benchInProcess(ctx context.Context, p benchParams, inproc bool, memprofile string, stdout io.Writer) error {
 	base := heapStack()
 	srv, err := relayserver.New(relayserver.Config{
 		Logger: slog.New(slog.DiscardHandler),
@@ -150,13 +154,14 @@ func benchInProcess(ctx context.Context, p benchParams, inproc bool, stdout io.W
 	fmt.Fprintf(stdout, "relay-bench: in-process relay at %s, %d members (%s)\n", p.URL, p.Members,
 		map[bool]string{true: "clients in this process", false: "clients in a child process"}[inproc])
 
-	var relayMem uint64
+	var relayMem memUse
 	measure := func(r benchResult) error {
 		if st := srv.Stats(); st.Connections < r.Connected {
 			return fmt.Errorf("relay holds %d connections, members report %d", st.Connections, r.Connected)
 		}
-		if hs := heapStack(); hs > base {
-			relayMem = hs - base
+		relayMem = heapStack().since(base)
+		if memprofile != "" {
+			return writeProfiles(memprofile)
 		}
 		return nil
 	}
@@ -169,11 +174,12 @@ func benchInProcess(ctx context.Context, p benchParams, inproc bool, stdout io.W
 	if err != nil {
 		return err
 	}
-	note := fmt.Sprintf("relay heap+stack for %d connections: %.1f MiB = %.1f KiB per member (measured in the relay's own process)",
-		res.Connected, float64(relayMem)/(1<<20), float64(relayMem)/1024/float64(max(res.Connected, 1)))
+	perMember := func(n uint64) float64 { return float64(n) / 1024 / float64(max(res.Connected, 1)) }
+	note := fmt.Sprintf("relay heap+stack for %d connections: %.1f MiB = %.1f KiB per member (heap %.1f, stacks %.1f; measured in the relay's own process)",
+		res.Connected, float64(relayMem.total())/(1<<20), perMember(relayMem.total()), perMember(relayMem.heap), perMember(relayMem.stack))
 	if inproc {
 		note = fmt.Sprintf("relay and clients share this process: %.1f MiB = %.1f KiB per member covers both",
-			float64(relayMem)/(1<<20), float64(relayMem)/1024/float64(max(res.Connected, 1)))
+			float64(relayMem.total())/(1<<20), perMember(relayMem.total()))
 	}
 	report(stdout, p, res, note)
 	return nil
@@ -243,4 +249,23 @@ func report(w io.Writer, p benchParams, r benchResult, memNote string) {
 		r.Received, r.Sent, float64(r.Received)/secs, float64(r.Received)*float64(p.Size)/secs/1e6)
 	fmt.Fprintf(w, "delivery latency:   p50 %.0f µs, p99 %.0f µs, max %.0f µs (sender to receiver, both on this machine)\n",
 		r.P50Micros, r.P99Micros, r.MaxMicros)
+}
+
+// writeProfiles writes this process's heap profile to file and its
+// goroutine profile to file.goroutine (make loadtest-profile).
+func writeProfiles(file string) error {
+	for _, p := range []struct{ name, file string }{{"heap", file}, {"goroutine", file + ".goroutine"}} {
+		f, err := os.Create(p.file)
+		if err != nil {
+			return fmt.Errorf("relay-bench: %w", err)
+		}
+		err = pprof.Lookup(p.name).WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("relay-bench: writing the %s profile: %w", p.name, err)
+		}
+	}
+	return nil
 }

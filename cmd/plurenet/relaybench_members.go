@@ -222,13 +222,24 @@ func (bm *benchMembers) connected() int {
 	return n
 }
 
+// memUse is heap and stack memory in use.
+type memUse struct{ heap, stack uint64 }
+
 // heapStack is the heap and stack memory in use, after a collection.
-func heapStack() uint64 {
+func heapStack() memUse {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse + ms.StackInuse
+	return memUse{heap: ms.HeapInuse, stack: ms.StackInuse}
+}
+
+func (m memUse) total() uint64 { return m.heap + m.stack }
+
+// since is what m holds beyond base, each part at least zero.
+func (m memUse) since(base memUse) memUse {
+	sub := func(a, b uint64) uint64 { return a - min(a, b) }
+	return memUse{heap: sub(m.heap, base.heap), stack: sub(m.stack, base.stack)}
 }
 
 // histogram records durations with about 3% resolution in bounded space:
@@ -295,9 +306,7 @@ func runMembers(ctx context.Context, p benchParams, ready func(benchResult) erro
 	}
 	defer bm.close()
 	res := benchResult{Connected: bm.connected(), ConnectSeconds: time.Since(start).Seconds()}
-	if hs := heapStack(); hs > base {
-		res.ClientHeapStack = hs - base
-	}
+	res.ClientHeapStack = heapStack().since(base).total()
 	if err := ready(res); err != nil {
 		return res, err
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,13 +11,19 @@ import (
 
 func TestRelayBenchInProcess(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := run([]string{"relay-bench", "--members", "40", "--pairs", "3", "--duration", "300ms", "--size", "256", "--in-process-clients"}, &out, &errb)
+	prof := filepath.Join(t.TempDir(), "heap.prof")
+	code := run([]string{"relay-bench", "--members", "40", "--pairs", "3", "--duration", "300ms", "--size", "256", "--in-process-clients", "--memprofile", prof}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
 	}
 	for _, want := range []string{"connections held:   40 of 40", "forwarded:", "delivery latency:", "KiB per member"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, f := range []string{prof, prof + ".goroutine"} {
+		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+			t.Errorf("--memprofile: %s missing or empty (%v)", f, err)
 		}
 	}
 }
@@ -28,6 +36,7 @@ func TestRelayBenchFlags(t *testing.T) {
 		{"--size", "1"},
 		{"--relay", "http://example.com"},
 		{"--worker"},
+		{"--relay", "ws://127.0.0.1:1/v1/relay", "--memprofile", "heap.prof"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(append([]string{"relay-bench"}, args...), &out, &errb); code != 2 {

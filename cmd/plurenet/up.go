@@ -226,11 +226,11 @@ func (s *upSettings) nodeConfig(log *slog.Logger) (overlay.Config, error) {
 		if len(s.Peers) > 0 || s.LANDiscovery != "" {
 			return cfg, usageErrorf("--peer and --lan-discovery are for --transport swarm (no relay); with a relay, members find each other through it")
 		}
-		if s.DHT == "on" || len(s.DHTBootstrap) > 0 {
-			return cfg, usageErrorf("--dht and --dht-bootstrap work with --transport swarm only for now (not yet beside relays)")
+		if err := s.dhtConfig(&cfg, false); err != nil {
+			return cfg, err
 		}
-		if s.DHT != "" && s.DHT != "off" {
-			return cfg, usageErrorf("--dht %q: want on or off", s.DHT)
+		if cfg.DHT && cfg.Transport == overlay.TransportRelay {
+			return cfg, usageErrorf("--dht on with --transport relay: relay mode sends no UDP at all and the DHT needs it; use --transport auto (relays and direct paths) or swarm")
 		}
 		if s.Relay == "" {
 			return cfg, usageErrorf("no relay: give --relay ws://HOST:PORT or wss://HOST (see README, \"Run a relay\"), or use --transport swarm on a LAN")
@@ -319,7 +319,7 @@ func (s *upSettings) swarmConfig(cfg *overlay.Config) error {
 		}
 	}
 	cfg.Peers = s.Peers
-	if err := s.dhtConfig(cfg); err != nil {
+	if err := s.dhtConfig(cfg, true); err != nil {
 		return err
 	}
 	switch s.LANDiscovery {

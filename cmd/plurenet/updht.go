@@ -7,11 +7,14 @@ import (
 	"github.com/plures/plurenet/overlay"
 )
 
-// dhtConfig checks --dht and --dht-bootstrap for --transport swarm: the
-// DHT is on unless --dht off.
-func (s *upSettings) dhtConfig(cfg *overlay.Config) error {
+// dhtConfig checks --dht and --dht-bootstrap: the DHT is on with --dht
+// on, off with --dht off, and else as defaultOn says (on in swarm mode,
+// off with relays).
+func (s *upSettings) dhtConfig(cfg *overlay.Config, defaultOn bool) error {
 	switch s.DHT {
-	case "", "on":
+	case "":
+		cfg.DHT = defaultOn
+	case "on":
 		cfg.DHT = true
 	case "off":
 	default:
@@ -26,7 +29,7 @@ func (s *upSettings) dhtConfig(cfg *overlay.Config) error {
 		}
 	}
 	if len(boot) > 0 && !cfg.DHT {
-		return usageErrorf("--dht-bootstrap with --dht off: turn the DHT on or drop the bootstrap nodes")
+		return usageErrorf("--dht-bootstrap with the DHT off (--dht off, the default with relays): turn it on with --dht on, or drop the bootstrap nodes")
 	}
 	if err := dht.CheckBootstrap(boot); err != nil {
 		return usageErrorf("--dht-bootstrap: %v", err)

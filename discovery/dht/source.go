@@ -77,6 +77,7 @@ type Source struct {
 	started bool
 	srv     *anacrolixdht.Server // nil until Start
 	cancel  context.CancelFunc
+	soon    chan struct{}          // Soon's request for a lookup now; room for one
 	found   map[netip.AddrPort]int // address -> slot
 	slots   [MaxFound]netip.AddrPort
 	next    int // the slot a new address takes
@@ -114,7 +115,8 @@ func New(cfg Config) (*Source, error) {
 	if ua, ok := cfg.Conn.LocalAddr().(*net.UDPAddr); ok {
 		port = ua.Port
 	}
-	return &Source{cfg: cfg, log: cfg.Logger.With("source", "dht"), port: port, found: make(map[netip.AddrPort]int)}, nil
+	return &Source{cfg: cfg, log: cfg.Logger.With("source", "dht"), port: port,
+		soon: make(chan struct{}, 1), found: make(map[netip.AddrPort]int)}, nil
 }
 
 // Start starts the DHT node and the lookups, reporting new addresses to
@@ -177,6 +179,19 @@ func (s *Source) Stats() Stats {
 	return st
 }
 
+// Soon asks for a lookup now, and for the pause between lookups to start
+// again from MinInterval, as if the last lookup had found a new address:
+// the node calls it when the DHT has just become the way members meet
+// (every relay went down in auto mode), so that a member that joins or
+// restarts meanwhile is found within seconds, not after MaxInterval. It
+// never blocks; requests made while one is pending are one request.
+func (s *Source) Soon() {
+	select {
+	case s.soon <- struct{}{}:
+	default:
+	}
+}
+
 // Found reports whether a was found on the DHT.
 func (s *Source) Found(a netip.AddrPort) bool {
 	s.mu.Lock()
@@ -199,10 +214,15 @@ func (s *Source) loop(ctx context.Context, found func(discovery.Peer)) {
 		} else {
 			wait = min(2*wait, MaxInterval)
 		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(wait):
+		case <-t.C:
+		case <-s.soon:
+			t.Stop()
+			wait = MinInterval / 2 // doubled back to MinInterval by a lookup that finds nothing new
 		}
 	}
 }

@@ -12,12 +12,14 @@
 package static
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +46,7 @@ const (
 // Peer is one configured peer.
 type Peer struct {
 	Key  nodekey.Public // zero: learned from the peer's first announcement
-	Host string         // IPv4 literal or host name
+	Host string         // IP literal (IPv6 without brackets) or host name
 	Port uint16
 }
 
@@ -57,7 +59,10 @@ func (p Peer) String() string {
 }
 
 // ParsePeer parses "KEY@HOST:PORT" or "HOST:PORT", KEY as "plurenet key
-// public" prints it, HOST an IPv4 address or a host name.
+// public" prints it, HOST an IPv4 address, an IPv6 address in brackets
+// ("[2001:db8::7]:51898") or a host name. Link-local IPv6 addresses are
+// refused: they need a zone, which the direct path does not carry (see
+// transports/direct, candidates.go).
 func ParsePeer(s string) (Peer, error) {
 	var p Peer
 	hp := s
@@ -80,15 +85,16 @@ func ParsePeer(s string) (Peer, error) {
 		return Peer{}, fmt.Errorf("peer %q: port %q: want 1 to 65535", s, port)
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		if !ip.Unmap().Is4() {
-			return Peer{}, fmt.Errorf("peer %q: only IPv4 addresses are supported on the direct path", s)
+		ip = ip.Unmap()
+		if ip.Is6() && (ip.IsLinkLocalUnicast() || ip.Zone() != "") {
+			return Peer{}, fmt.Errorf("peer %q: a link-local IPv6 address needs a zone, which the direct path does not support: give the peer's global or ULA address", s)
 		}
-		if !direct.ValidRemote(netip.AddrPortFrom(ip.Unmap(), uint16(n))) {
+		if !direct.ValidRemote(netip.AddrPortFrom(ip, uint16(n))) {
 			return Peer{}, fmt.Errorf("peer %q: not a unicast address", s)
 		}
-		host = ip.Unmap().String()
-	} else if len(host) > 253 || strings.ContainsAny(host, " /\\@") {
-		return Peer{}, fmt.Errorf("peer %q: %q is neither an IPv4 address nor a host name", s, host)
+		host = ip.String()
+	} else if len(host) > 253 || strings.ContainsAny(host, " /\\@%:") {
+		return Peer{}, fmt.Errorf("peer %q: %q is neither an IP address nor a host name", s, host)
 	}
 	p.Host, p.Port = host, uint16(n)
 	return p, nil
@@ -204,11 +210,15 @@ func (s *Source) resolveLoop(ctx context.Context, names []Peer, found func(disco
 	}
 }
 
-// resolve looks p's host name up: its first IPv4 address.
+// resolve looks p's host name up: its first IPv4 address, else (a name
+// with only AAAA records) its first IPv6 one. IPv4 first keeps what a name
+// with both resolves to as it was before the direct path spoke IPv6, and
+// works from an IPv4-only socket.
 func (s *Source) resolve(ctx context.Context, p Peer) (netip.AddrPort, bool) {
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	ips, err := s.cfg.Resolver.LookupNetIP(ctx, "ip4", p.Host)
+	ips, err := s.cfg.Resolver.LookupNetIP(ctx, "ip", p.Host)
+	slices.SortStableFunc(ips, func(a, b netip.Addr) int { return cmp.Compare(a.Unmap().BitLen(), b.Unmap().BitLen()) })
 	if err != nil || len(ips) == 0 {
 		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			s.log.Warn("static peer: cannot resolve its host name; keeping its last address", "peer", p.String(), "err", err)

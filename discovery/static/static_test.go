@@ -119,7 +119,14 @@ func TestParsePeer(t *testing.T) {
 		{in: "192.0.2.1:0", wantErr: true},
 		{in: "192.0.2.1:65536", wantErr: true},
 		{in: ":51898", wantErr: true},
-		{in: "[2001:db8::1]:51898", wantErr: true},
+		{in: "[2001:db8::1]:51898", want: Peer{Host: "2001:db8::1", Port: 51898}},
+		{in: key.String() + "@[fd12:3456::7]:51898", want: Peer{Key: key, Host: "fd12:3456::7", Port: 51898}},
+		{in: "[fe80::1]:51898", wantErr: true},
+		{in: "[fe80::1%eth0]:51898", wantErr: true},
+		{in: "[ff02::1]:51898", wantErr: true},
+		{in: "[::]:51898", wantErr: true},
+		{in: "[not:an:ip]:51898", wantErr: true},
+		{in: "2001:db8::1:51898", wantErr: true},
 		{in: "224.0.0.1:5", wantErr: true},
 		{in: "0.0.0.0:5", wantErr: true},
 		{in: "notakey@192.0.2.1:5", wantErr: true},
@@ -149,6 +156,7 @@ func TestParsePeer(t *testing.T) {
 
 func FuzzParsePeer(f *testing.F) {
 	f.Add("192.0.2.1:51898")
+	f.Add("[2001:db8::1]:51898")
 	f.Add("hT1kZ2Tl9QpRCHNzIcUeCKkT3YgT3lG7RXjZzx6hwQI=@host.example:1")
 	f.Fuzz(func(t *testing.T, s string) {
 		p, err := ParsePeer(s)

@@ -104,13 +104,14 @@ func dialTCP(h *Host, dst netip.AddrPort, timeout time.Duration) (netip.AddrPort
 	return c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
 }
 
-// udpEcho answers every datagram it gets inside a host.
+// udpEcho answers every datagram it gets inside a host, over either
+// family.
 func udpEcho(t *testing.T, h *Host, port uint16) {
 	t.Helper()
 	var pc net.PacketConn
 	if err := h.Do(func() error {
 		var err error
-		pc, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+		pc, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port))
 		return err
 	}); err != nil {
 		t.Fatalf("listen udp %d in %s: %v", port, h.Name(), err)
@@ -141,7 +142,7 @@ func probeUDP(h *Host, dst netip.AddrPort, wait time.Duration) error {
 	var pc net.PacketConn
 	if err := h.Do(func() error {
 		var err error
-		pc, err = net.ListenPacket("udp4", ":0")
+		pc, err = net.ListenPacket("udp", ":0")
 		return err
 	}); err != nil {
 		return err

@@ -2,6 +2,7 @@ package netlab
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os/exec"
 	"strconv"
@@ -337,5 +338,28 @@ func TestSweepStale(t *testing.T) {
 		_ = orphan.Process.Kill()
 		<-done
 		t.Errorf("process left in the stale namespace survived the sweep")
+	}
+}
+
+// TestIPv6OnInternet: AddIPv6 gives nodes on the internet usable IPv6
+// addresses at once (no DAD wait), and DropIPv4 leaves a host with IPv6
+// only.
+func TestIPv6OnInternet(t *testing.T) {
+	lab := New(t)
+	a, b := lab.Host("a", lab.Internet()), lab.Host("b", lab.Internet())
+	a6, b6 := a.AddIPv6(), b.AddIPv6()
+	if !lab.Internet().Prefix6().Contains(a6) || a6 == b6 || a.Addr6() != a6 {
+		t.Fatalf("addresses %s and %s, want two distinct ones in %s", a6, b6, lab.Internet().Prefix6())
+	}
+	udpEcho(t, b, 7000)
+	if err := probeUDP(a, netip.AddrPortFrom(b6, 7000), 5*time.Second); err != nil {
+		t.Fatalf("a to b over IPv6: %v", err)
+	}
+	b.DropIPv4()
+	if err := probeUDP(a, netip.AddrPortFrom(b.Addr(), 7000), time.Second); !errors.Is(err, errNoReply) {
+		t.Fatalf("a to b's dropped IPv4 address: %v, want no reply", err)
+	}
+	if err := probeUDP(a, netip.AddrPortFrom(b6, 7000), 5*time.Second); err != nil {
+		t.Fatalf("a to IPv6-only b: %v", err)
 	}
 }

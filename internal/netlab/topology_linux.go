@@ -32,7 +32,8 @@ type segment struct {
 // 198.18.0.0/15. Hosts and router WAN legs attached to it reach each other
 // directly, like hosts with public addresses.
 type Internet struct {
-	seg segment
+	seg   segment
+	next6 netip.Addr // next free IPv6 address (ipv6_linux.go); guarded by the lab's mu
 }
 
 func (i *Internet) segment() *segment { return &i.seg }
@@ -266,6 +267,7 @@ type Host struct {
 	uplink string // "eth0", "wan", or "" when isolated
 	router bool
 	addr   netip.Addr
+	addr6  netip.Addr // from AddIPv6
 	subnet netip.Prefix
 }
 

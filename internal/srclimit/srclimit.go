@@ -5,7 +5,8 @@
 // source (one the caller vouches for: a member's address) has a larger
 // bucket and nothing else, so traffic from other sources can never take
 // its share. Unknown sources are counted by IP (one host cannot multiply
-// its budget with ports) and also share one overall bucket, so that a
+// its budget with ports, nor, over IPv6, with the addresses of its /64)
+// and also share one overall bucket, so that a
 // flood from many (spoofed) sources takes at most that share of the
 // receiver's work, and never a known source's.
 //
@@ -81,7 +82,7 @@ func (l *Limiter) Allow(src netip.AddrPort, known bool, now time.Time) bool {
 	}
 	// The source's own bucket first: a single busy source then spends only
 	// its own share of the total, and leaves the rest to other newcomers.
-	return l.unknown.Get(src.Addr(), now).AllowN(now, 1) && l.total.AllowN(now, 1)
+	return l.unknown.Get(sourceIP(src.Addr()), now).AllowN(now, 1) && l.total.AllowN(now, 1)
 }
 
 // Vouch makes src a known source until now + VouchFor: the caller
@@ -98,4 +99,16 @@ func (l *Limiter) Sources() (known, unknown int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.known.Len(), l.unknown.Len()
+}
+
+// sourceIP is what an unknown source is counted by: its IPv4 address, or
+// the /64 of its IPv6 address, since one IPv6 host (one home, one cloud
+// machine) usually has a whole /64 to send from.
+func sourceIP(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.WithZone("").Prefix(64)
+		return p.Addr()
+	}
+	return a
 }

@@ -67,6 +67,19 @@ func TestPerSource(t *testing.T) {
 	}
 }
 
+// TestPerSourceIPv6: an unknown IPv6 source is counted by its /64, so the
+// addresses of one host's prefix share one bucket; another /64 has its own.
+func TestPerSourceIPv6(t *testing.T) {
+	l := testLimiter()
+	now := time.Unix(1000, 0)
+	if got := count(l, ap("[2001:db8:1:2::1]:1"), false, 10, now) + count(l, ap("[2001:db8:1:2:ffff::9]:1"), false, 10, now); got != 2 {
+		t.Fatalf("two addresses of one /64: %d passed, want its burst 2", got)
+	}
+	if got := count(l, ap("[2001:db8:1:3::1]:1"), false, 10, now); got != 2 {
+		t.Fatalf("another /64: %d passed, want 2", got)
+	}
+}
+
 // TestVouch: a vouched source is known until VouchFor passes.
 func TestVouch(t *testing.T) {
 	l := testLimiter()

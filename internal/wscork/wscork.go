@@ -11,17 +11,24 @@
 // without a system call per message. Message boundaries are the WebSocket's
 // business and are unaffected; the protocol does not change.
 //
+// Over TLS the Conn sits above it, so that a batch is sealed as a few full
+// records rather than one per message; crypto/tls then writes each record
+// by itself, so a second Conn below TLS (NewListener on the server, Below on
+// the client) is corked for the batch too and the records leave in one
+// write, as on ws:// (a write's cost is mostly per call).
+//
 // Writes that happen while the Conn is not corked (pings, pongs and close
 // frames from other goroutines) go straight through.
 //
 // The reading side mirrors it: while the peer's batches arrive faster than
-// the WebSocket's 4 KiB reader takes them, a Conn reads a batch at once
-// (Read).
+// the WebSocket's reader takes them, a Conn reads a batch at once (Read);
+// over TLS the Conn below it does, and the one above reads through.
 package wscork
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -35,9 +42,15 @@ import (
 // carry at most.
 const MaxBatch = 64 << 10
 
+// recordSlack is room beyond MaxBatch for what TLS adds to a batch it
+// seals: a 64 KiB batch is four or five records of at most 29 bytes of
+// header, nonce and tag each (TLS 1.2 GCM; 22 in TLS 1.3). A Conn below
+// TLS holds the sealed batch whole, so that it leaves in one write.
+const recordSlack = 256
+
 // batchPool holds batch buffers. A connection takes one when it corks and
 // gives it back when it uncorks, so an idle connection holds none.
-var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxBatch); return &b }}
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxBatch+recordSlack); return &b }}
 
 // Conn is a net.Conn whose writes may be corked. Its zero value is not
 // usable; call New.
@@ -46,6 +59,17 @@ type Conn struct {
 	// timeout, when positive, bounds each socket write made while corked,
 	// so that a peer that stopped reading cannot hold the owner forever.
 	timeout time.Duration
+
+	// below, when nc is a TLS connection over another Conn (NewListener,
+	// Dial's TLS dial), is that Conn: each batch written is corked there
+	// too, so that its TLS records (at most 16 KiB each, one write apiece
+	// in crypto/tls) leave in one socket write.
+	below *Conn
+	limit int // the most a batch holds before it is written
+	// direct: reads go straight to nc, which buffers itself (crypto/tls
+	// holds a decrypted record and hands it out without a system call), so
+	// a read-ahead would only copy it once more.
+	direct bool
 
 	mu     sync.Mutex // guards the fields below and orders socket writes
 	corked bool
@@ -63,8 +87,37 @@ type Conn struct {
 // New wraps nc. timeout bounds each socket write made while corked (zero:
 // no bound beyond the caller's own).
 func New(nc net.Conn, timeout time.Duration) *Conn {
-	return &Conn{Conn: nc, timeout: timeout}
+	c := &Conn{Conn: nc, timeout: timeout, limit: MaxBatch}
+	if tc, ok := nc.(*tls.Conn); ok {
+		c.below, _ = tc.NetConn().(*Conn)
+		c.direct = true
+	}
+	return c
 }
+
+// newBelow wraps nc for TLS to run over: it takes whole sealed batches.
+func newBelow(nc net.Conn) *Conn {
+	return &Conn{Conn: nc, limit: MaxBatch + recordSlack}
+}
+
+// NewListener returns a listener whose connections are Conns, for a TLS
+// listener to wrap: a Conn made later (New, NewResponseWriter) around the
+// TLS connection then corks this one too.
+func NewListener(ln net.Listener) net.Listener { return listener{ln} }
+
+type listener struct{ net.Listener }
+
+func (l listener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newBelow(nc), nil
+}
+
+// Below wraps nc, which TLS is about to run over, like NewListener's
+// connections.
+func Below(nc net.Conn) net.Conn { return newBelow(nc) }
 
 // Cork starts a batch: writes are collected until Uncork. On a nil Conn
 // (a socket that could not be wrapped) Cork and Uncork do nothing.
@@ -108,11 +161,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.batch == nil {
 		c.batch = batchPool.Get().(*[]byte)
 	}
-	if len(*c.batch)+len(p) > MaxBatch {
+	if len(*c.batch)+len(p) > c.limit {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-		if len(p) > MaxBatch {
+		if len(p) > c.limit {
 			return c.writeLocked(p)
 		}
 	}
@@ -130,6 +183,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.direct {
+		return c.Conn.Read(p)
 	}
 	if c.ahead != nil {
 		if c.pos < c.end {
@@ -184,7 +240,15 @@ func (c *Conn) writeLocked(p []byte) (int, error) {
 		}
 		defer c.Conn.SetWriteDeadline(time.Time{})
 	}
+	if c.below != nil {
+		c.below.Cork()
+	}
 	n, err := c.Conn.Write(p)
+	if c.below != nil {
+		if uerr := c.below.Uncork(); err == nil && uerr != nil {
+			err = uerr
+		}
+	}
 	if err != nil {
 		c.err = err
 	}
@@ -262,12 +326,30 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, fmt.Errorf("flushing the hijacked connection: %w", err)
 	}
 	c := New(nc, w.timeout)
-	// The server's own writer, pointed at c: net/http keeps it alive for
-	// as long as the handler runs, so a smaller one would save nothing.
-	brw.Writer.Reset(c)
+	// net/http's 4 KiB reader and writer would stay with the connection
+	// for its life: a third of what an idle relay member cost. The
+	// writer only stages each message on its way into the corked batch
+	// (or, uncorked, a control frame on its way to the socket), so a small
+	// one costs a second append per message, not a system call. The
+	// reader takes frame headers and small messages; while the peer sends
+	// fast, Read serves it from the read-ahead. A reader that already
+	// holds bytes the client sent behind its request is kept.
+	brw.Writer = bufio.NewWriterSize(c, hijackWriteBuf)
+	if brw.Reader.Buffered() == 0 {
+		brw.Reader = bufio.NewReaderSize(c, hijackReadBuf)
+	}
 	w.conn = c
 	return c, brw, nil
 }
+
+// Buffers of a hijacked connection (ResponseWriter.Hijack). hijackWriteBuf
+// holds a WebSocket control frame (at most 2+125 bytes from a server) in
+// one piece; hijackReadBuf takes a frame header and a small message (a
+// presence frame, a ping) in one read.
+const (
+	hijackWriteBuf = 256
+	hijackReadBuf  = 512
+)
 
 // Conn returns the Conn made by Hijack, nil before.
 func (w *ResponseWriter) Conn() *Conn { return w.conn }

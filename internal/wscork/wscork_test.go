@@ -3,12 +3,15 @@ package wscork
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/plures/plurenet/internal/testcert"
 )
 
 // recorder is a net.Conn that records each Write as one socket write.
@@ -180,5 +183,90 @@ func TestReadAheadWhileBusyAndNotWhenQuiet(t *testing.T) {
 		if c.ahead != nil {
 			t.Fatal("a connection whose reads come back short took a read-ahead buffer")
 		}
+	}
+}
+
+// countingConn counts the writes that reach a connection.
+type countingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *countingConn) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes
+}
+
+// A corked batch over TLS whose connection runs over a Below Conn leaves as
+// one socket write of several records, and arrives intact.
+func TestCorkedBatchOverTLSIsOneWrite(t *testing.T) {
+	certFile, keyFile, pool := testcert.SelfSigned(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tln := tls.NewListener(NewListener(ln), &tls.Config{Certificates: []tls.Certificate{cert}})
+	const total = MaxBatch - 1000 // 47 writes of 1400 bytes: four full records and a bit
+	got := make(chan []byte, 1)
+	go func() {
+		sc, err := tln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer sc.Close()
+		b := make([]byte, total)
+		_, err = io.ReadFull(sc, b)
+		if err != nil {
+			b = nil
+		}
+		got <- b
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingConn{Conn: raw}
+	tc := tls.Client(Below(counted), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	defer tc.Close()
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	c := New(tc, time.Minute)
+	if c.below == nil {
+		t.Fatal("New over a TLS connection over a Below Conn did not find it")
+	}
+	before := counted.count()
+	want := make([]byte, 0, total)
+	c.Cork()
+	for i := 0; len(want) < total; i++ {
+		chunk := bytes.Repeat([]byte{byte(i)}, min(1400, total-len(want)))
+		want = append(want, chunk...)
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Uncork(); err != nil {
+		t.Fatal(err)
+	}
+	if n := counted.count() - before; n != 1 {
+		t.Errorf("the batch took %d socket writes, want 1", n)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Errorf("the server read %d bytes, not the %d written", len(b), len(want))
 	}
 }

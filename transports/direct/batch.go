@@ -143,9 +143,12 @@ func (t *Transport) write(sb *sendBatch, pkts [][]byte, to *net.UDPAddr) error {
 // writeMsgs sends messages with sendmmsg until all are sent or one fails,
 // and returns how many were sent.
 func (t *Transport) writeMsgs(ms []ipv4.Message) (int, error) {
+	if !batchWrites {
+		return t.writeEach(ms)
+	}
 	sent := 0
 	for sent < len(ms) {
-		k, err := t.pc4.WriteBatch(ms[sent:], 0)
+		k, err := t.pc.WriteBatch(ms[sent:], 0)
 		if err != nil {
 			return sent, err
 		}
@@ -155,4 +158,22 @@ func (t *Transport) writeMsgs(ms []ipv4.Message) (int, error) {
 		sent += k
 	}
 	return sent, nil
+}
+
+// writeEach sends messages of one datagram each, one call per message: the
+// way x/net sends a batch where there is no sendmmsg, but through Go's
+// socket, which writes an IPv4 destination on a dual-stack socket in the
+// IPv4-mapped form macOS and Windows require (x/net writes an IPv4
+// sockaddr, which only Linux accepts on an IPv6 socket).
+func (t *Transport) writeEach(ms []ipv4.Message) (int, error) {
+	for i := range ms {
+		ua, ok := ms[i].Addr.(*net.UDPAddr)
+		if !ok || len(ms[i].Buffers) != 1 {
+			return i, fmt.Errorf("direct: unsendable message to %v", ms[i].Addr)
+		}
+		if _, err := t.udp.WriteToUDPAddrPort(ms[i].Buffers[0], ua.AddrPort()); err != nil {
+			return i, err
+		}
+	}
+	return len(ms), nil
 }

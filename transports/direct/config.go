@@ -78,8 +78,10 @@ type Config struct {
 
 	// ListenPort is the UDP port of the socket; 0 picks a random one.
 	ListenPort int
-	// ListenAddr is the IPv4 address to bind; the zero value binds every
-	// address. Tests bind 127.0.0.1.
+	// ListenAddr is the address to bind; the zero value binds every
+	// address of both families (a dual-stack socket: socket.go). An IPv4
+	// address, 0.0.0.0 included, keeps the direct path to IPv4; an IPv6
+	// one (not link-local) to IPv6. Tests bind 127.0.0.1.
 	ListenAddr netip.Addr
 
 	// ExcludePrefixes are addresses that must never carry the direct path:
@@ -92,6 +94,9 @@ type Config struct {
 	// STUNServers are "host:port" STUN servers used to learn this node's
 	// public (server-reflexive) address. Without one only host candidates
 	// are gathered, which connects members of one LAN but punches no NAT.
+	// Each family asks the servers it can reach: an IPv4 literal gives an
+	// IPv4 answer only, an IPv6 literal ("[2001:db8::1]:3478") an IPv6 one,
+	// a host name both where it has A and AAAA records.
 	STUNServers []string
 
 	// Signal sends a signal message to peer. It must not block for long
@@ -129,10 +134,13 @@ type Config struct {
 	// opens the message with the mesh key.
 	OnMesh func(from netip.AddrPort, msg []byte)
 
-	// SealSignal, with DisableICE, seals a path-check signal message as
-	// the mesh does (mesh.KindSignal, signed by this node) so that the
-	// transport can send it with SendMesh (pathcheck.go). Without it no
-	// path checks are made: static paths come only from SetStatic.
+	// SealSignal seals a path-check signal message as the mesh does
+	// (mesh.KindSignal, signed by this node) so that the transport can
+	// send it with SendMesh (pathcheck.go). Without it no path checks are
+	// made: static paths come only from SetStatic. Swarm mode sets it
+	// (with DisableICE), and so does auto mode with the DHT, where a
+	// static path found without a relay lives beside ICE's (ICE's path,
+	// when live, is preferred: livePath).
 	SealSignal func(msg []byte) ([]byte, error)
 
 	Logger *slog.Logger
@@ -148,8 +156,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ListenPort < 0 || cfg.ListenPort > 65535 {
 		return cfg, fmt.Errorf("direct: listen port %d out of range", cfg.ListenPort)
 	}
-	if cfg.ListenAddr.IsValid() && !cfg.ListenAddr.Unmap().Is4() {
-		return cfg, fmt.Errorf("direct: listen address %s: only IPv4 is supported", cfg.ListenAddr)
+	if err := checkListenAddr(cfg.ListenAddr); err != nil {
+		return cfg, err
 	}
 	for _, s := range cfg.STUNServers {
 		host, port, err := net.SplitHostPort(s)

@@ -127,7 +127,7 @@ func (c *divertConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		case len(p) > c.max || transports.Classify(p) != c.kind:
 			return 0, fmt.Errorf("direct: %v sending %d bytes to %s: not a %v datagram", c.kind, len(p), to, c.kind)
 		case !ValidRemote(to):
-			return 0, fmt.Errorf("direct: %v sending to %s: want an IPv4 unicast address and a port", c.kind, to)
+			return 0, fmt.Errorf("direct: %v sending to %s: want a unicast address and a port", c.kind, to)
 		case !c.out.Allow():
 			c.outDrops.Add(1)
 			return 0, errDivertRate

@@ -2,8 +2,8 @@ package direct
 
 import (
 	"context"
-	"fmt"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -19,10 +19,17 @@ const labWait = 20 * time.Second
 // labSTUN runs relayserver.ServeSTUN on h:3478 and returns "ip:port".
 func labSTUN(t *testing.T, h *netlab.Host) string {
 	t.Helper()
+	return labSTUNOn(t, h, h.Addr())
+}
+
+// labSTUNOn runs relayserver.ServeSTUN on addr:3478 in h and returns
+// "ip:port" ("[ip]:port" for IPv6).
+func labSTUNOn(t *testing.T, h *netlab.Host, addr netip.Addr) string {
+	t.Helper()
 	var pc net.PacketConn
 	if err := h.Do(func() error {
 		var err error
-		pc, err = net.ListenPacket("udp4", fmt.Sprintf("%s:3478", h.Addr()))
+		pc, err = net.ListenPacket("udp", netip.AddrPortFrom(addr, 3478).String())
 		return err
 	}); err != nil {
 		t.Fatal(err)

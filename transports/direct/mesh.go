@@ -142,7 +142,7 @@ func (t *Transport) SendMesh(to netip.AddrPort, msg []byte) error {
 	case transports.Classify(msg) != transports.PayloadSealed:
 		return fmt.Errorf("direct: sending to %s: not a sealed mesh message (%d bytes)", to, len(msg))
 	case !ValidRemote(to):
-		return fmt.Errorf("direct: sending to %s: want an IPv4 unicast address and a port", to)
+		return fmt.Errorf("direct: sending to %s: want a unicast address and a port", to)
 	}
 	if _, err := t.udp.WriteToUDPAddrPort(msg, to); err != nil {
 		return fmt.Errorf("direct: sending to %s: %w", to, err)
@@ -151,9 +151,9 @@ func (t *Transport) SendMesh(to netip.AddrPort, msg []byte) error {
 }
 
 // ValidRemote reports whether a is an address a peer's socket can have:
-// IPv4 (the socket is udp4), unicast, with a port. Discovery sources check
-// what they find with it, so that only such addresses reach SetStatic.
+// unicast IPv4 or IPv6 (not link-local: see candidates.go), with a port.
+// Discovery sources check what they find with it, so that only such
+// addresses reach SetStatic.
 func ValidRemote(a netip.AddrPort) bool {
-	ip := a.Addr().Unmap()
-	return ip.Is4() && a.Port() != 0 && !ip.IsUnspecified() && !ip.IsMulticast() && ip != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	return a.Port() != 0 && unicast(a.Addr().Unmap())
 }

@@ -42,6 +42,10 @@ const maxUDPPayload4 = 1<<16 - 1 - 20 - 8
 // since its segment size is unknown.
 const oobSize = 64
 
+// batchWrites: a batch leaves in one sendmmsg. Linux takes an IPv4
+// destination (x/net writes an AF_INET sockaddr) on the dual-stack socket.
+const batchWrites = true
+
 // segCmsgSize is the control buffer for one UDP_SEGMENT message (a u16).
 var segCmsgSize = unix.CmsgSpace(2)
 

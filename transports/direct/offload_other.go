@@ -19,6 +19,10 @@ const (
 
 var segCmsgSize = 0
 
+// batchWrites is false: without sendmmsg a batch is sent message by
+// message (batch.go, writeEach).
+const batchWrites = false
+
 func enableOffload(*net.UDPConn) (tx, rx bool) { return false, false }
 
 func groSegmentSize([]byte) int { return 0 }

@@ -81,7 +81,7 @@ type pathCheck struct {
 // not added is ignored.
 func (t *Transport) Heard(key nodekey.Public, addr netip.AddrPort, fresh bool) {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	if !ValidRemote(addr) || key == t.self || t.excluded(addr.Addr()) {
+	if !ValidRemote(addr) || !t.fam.has(addr.Addr()) || key == t.self || t.excluded(addr.Addr()) {
 		return
 	}
 	var p *peer

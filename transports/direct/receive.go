@@ -93,7 +93,7 @@ func (r *reader) idleLoop() {
 		for i := range ms {
 			ms[i].Buffers[0] = bufs[i]
 		}
-		n, err := t.pc4.ReadBatch(ms, 0)
+		n, err := t.pc.ReadBatch(ms, 0)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
@@ -272,7 +272,7 @@ func (t *Transport) receive(g *recvGen, packets [][]byte, sizes []int, eps []con
 		if g.closed.Load() {
 			return 0, net.ErrClosed
 		}
-		n, err := t.pc4.ReadBatch(ms, 0)
+		n, err := t.pc.ReadBatch(ms, 0)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if g.closed.Load() {

@@ -3,7 +3,7 @@ package direct
 import (
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -47,20 +47,24 @@ func (t *Transport) newSession(id uint64, controlling bool, kick func()) (*sessi
 	if len(t.urls) > 0 {
 		types = append(types, ice.CandidateTypeServerReflexive)
 	}
-	agent, err := ice.NewAgentWithOptions(
+	opts := []ice.AgentOption{
 		ice.WithNet(t.inet),
 		ice.WithUDPMux(t.mux),
 		ice.WithUDPMuxSrflx(t.mux),
 		ice.WithUrls(t.urls),
-		ice.WithNetworkTypes([]ice.NetworkType{ice.NetworkTypeUDP4}),
+		ice.WithNetworkTypes(t.fam.networkTypes()),
 		ice.WithCandidateTypes(types),
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
 		ice.WithKeepaliveInterval(KeepaliveInterval),
 		ice.WithDisconnectedTimeout(LossTimeout),
-		ice.WithFailedTimeout(connectTimeout-LossTimeout),
+		ice.WithFailedTimeout(connectTimeout - LossTimeout),
 		ice.WithSTUNGatherTimeout(stunGatherTimeout),
 		ice.WithLoggerFactory(pionLogger{log: t.log}),
-	)
+	}
+	if t.fam.v4 && t.fam.v6 {
+		opts = append(opts, ice.WithHostAcceptanceMinWait(dualStackSettle))
+	}
+	agent, err := ice.NewAgentWithOptions(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("direct: ICE agent: %w", err)
 	}
@@ -76,11 +80,15 @@ func (t *Transport) newSession(id uint64, controlling bool, kick func()) (*sessi
 		s.mu.Lock()
 		if c == nil {
 			s.gathered = true
-		} else if a, err := netip.ParseAddr(c.Address()); err == nil && t.excluded(a) {
-			// An overlay address (a kernel TUN's): never a path.
+		} else if a, err := netip.ParseAddr(c.Address()); err != nil || t.excluded(a) || !unicast(a) {
+			// An overlay address (a kernel TUN's) is never a path, and
+			// an IPv6 link-local one means nothing to a peer without a
+			// zone (candidates.go): not offered.
 		} else if m := c.Marshal(); len(m) <= maxCandidateLen {
 			if c.Type() == ice.CandidateTypeServerReflexive {
-				s.srflx = append(s.srflx, m)
+				if m, ok := withoutRelated(c, a); ok && !slices.Contains(s.srflx, m) {
+					s.srflx = append(s.srflx, m)
+				}
 			} else {
 				s.hosts = append(s.hosts, m)
 			}
@@ -133,7 +141,9 @@ func (v sessionView) dead() bool {
 
 // candidates returns the local candidates to signal: the port-mapped one
 // (mapped.go) and server-reflexive ones first (they get through NATs),
-// then host ones, loopback last, at most maxCandidates.
+// then host ones, IPv6 and IPv4 alternating (RFC 8421 section 4: so that
+// the cap keeps both families on a host with many IPv6 addresses),
+// loopback last, at most maxCandidates.
 func (s *session) candidates() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -142,29 +152,46 @@ func (s *session) candidates() []string {
 		out = append(out, *m)
 	}
 	out = append(out, s.srflx...)
-	hosts := append([]string(nil), s.hosts...)
-	sort.SliceStable(hosts, func(i, j int) bool {
-		return !isLoopbackCandidate(hosts[i]) && isLoopbackCandidate(hosts[j])
-	})
-	out = append(out, hosts...)
+	var v6, v4, loop []string
+	for _, h := range s.hosts {
+		switch a := candidateAddr(h); {
+		case a.IsLoopback():
+			loop = append(loop, h)
+		case a.Is6():
+			v6 = append(v6, h)
+		default:
+			v4 = append(v4, h)
+		}
+	}
+	for i := 0; i < max(len(v6), len(v4)); i++ {
+		if i < len(v6) {
+			out = append(out, v6[i])
+		}
+		if i < len(v4) {
+			out = append(out, v4[i])
+		}
+	}
+	out = append(out, loop...)
 	if len(out) > maxCandidates {
 		out = out[:maxCandidates]
 	}
 	return out
 }
 
-func isLoopbackCandidate(m string) bool {
+// candidateAddr is the address of a marshalled candidate, or the zero Addr.
+func candidateAddr(m string) netip.Addr {
 	c, err := ice.UnmarshalCandidate(m)
 	if err != nil {
-		return false
+		return netip.Addr{}
 	}
-	a, err := netip.ParseAddr(c.Address())
-	return err == nil && a.IsLoopback()
+	a, _ := netip.ParseAddr(c.Address())
+	return a
 }
 
 // addRemote gives the agent the peer's candidates, skipping what this
-// transport cannot use (TCP, relayed, IPv6, unparsable) and what it must
-// not send to (candidates.go).
+// transport cannot use (TCP, relayed, a family the socket does not reach,
+// unparsable) and what it must not send to (candidates.go), each ranked by
+// this node's rule (ranked, in prefer.go).
 func (s *session) addRemote(cands []string, peer nodekey.Public) (added int) {
 	var same, asked bool
 	sameHost := func() bool {
@@ -173,9 +200,10 @@ func (s *session) addRemote(cands []string, peer nodekey.Public) (added int) {
 		}
 		return same
 	}
+	var use []ice.Candidate
 	for _, m := range cands {
 		c, err := ice.UnmarshalCandidate(m)
-		if err != nil || c.NetworkType() != ice.NetworkTypeUDP4 {
+		if err != nil || !c.NetworkType().IsUDP() || c.Component() != ice.ComponentRTP {
 			continue
 		}
 		switch c.Type() {
@@ -192,6 +220,12 @@ func (s *session) addRemote(cands []string, peer nodekey.Public) (added int) {
 			s.t.log.Debug("direct: ignoring a peer's candidate", "peer", peer.ShortString(), "addr", a, "why", why)
 			continue
 		}
+		if c, err = ranked(c, a); err != nil {
+			continue
+		}
+		use = append(use, c)
+	}
+	for _, c := range use {
 		if s.agent.AddRemoteCandidate(c) == nil {
 			added++
 		}
@@ -219,3 +253,28 @@ func (s *session) selectedRemote() (netip.AddrPort, time.Duration, bool) {
 }
 
 func (s *session) close() { s.agent.Close() }
+
+// withoutRelated returns the marshalled server-reflexive candidate c (at
+// address a) with its related address withheld (unspecified, which pion
+// leaves out of the candidate line). The related address is the local address the STUN request left
+// from; peers have no use for it (RFC 8445 section 5.1.1.2 lets it be
+// withheld for privacy), and pion pairs every local address with every
+// STUN server, so it would name loopback and link-local addresses (an
+// EUI-64 link-local one spells out the interface's MAC address), and one
+// public address would be offered once per local address, crowding host
+// candidates out of the maxCandidates a signal carries.
+func withoutRelated(c ice.Candidate, a netip.Addr) (string, bool) {
+	rel := netip.IPv4Unspecified()
+	if a.Is6() {
+		rel = netip.IPv6Unspecified()
+	}
+	s, err := ice.NewCandidateServerReflexive(&ice.CandidateServerReflexiveConfig{
+		Network: "udp", Address: a.String(), Port: c.Port(), Component: c.Component(),
+		Priority: c.Priority(), Foundation: c.Foundation(), RelAddr: rel.String(), RelPort: 0,
+	})
+	if err != nil {
+		return "", false
+	}
+	m := s.Marshal()
+	return m, len(m) <= maxCandidateLen
+}

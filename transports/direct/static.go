@@ -30,13 +30,17 @@ import (
 // would) if it is new. Calling it again with the same address confirms the
 // path (see StaticHold); with another address it moves the peer there:
 // WireGuard packets from the old address are no longer attributed to the
-// peer. addr must be an IPv4 unicast address with a port. It is for
+// peer. addr must be a unicast address with a port (ValidRemote) of a
+// family the socket reaches (socket.go). It is for
 // addresses the caller trusts (configured ones); what the network says
 // goes through Heard, which moves a path only on proof.
 func (t *Transport) SetStatic(key nodekey.Public, addr netip.AddrPort) error {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	if !ValidRemote(addr) {
-		return fmt.Errorf("direct: static path to %s: %s is not an IPv4 unicast address with a port", key.ShortString(), addr)
+		return fmt.Errorf("direct: static path to %s: %s is not a unicast address with a port", key.ShortString(), addr)
+	}
+	if !t.fam.has(addr.Addr()) {
+		return fmt.Errorf("direct: static path to %s: %s: this node's direct socket (%s) does not reach that address family", key.ShortString(), addr, t.local)
 	}
 	if key == t.self {
 		return fmt.Errorf("direct: static path to %s: that is this node's own key", key.ShortString())
@@ -105,4 +109,28 @@ func (p *peer) staticInfo(now int64) (PathInfo, bool) {
 		return PathInfo{State: StateLost, Static: true, Since: sp.since}, true
 	}
 	return PathInfo{State: StateDirect, Remote: sp.addr, Static: true, Since: sp.since}, true
+}
+
+// ClearStatic forgets peer's static path and its pending path checks, if
+// it has any; ICE's path, if any, stays. WireGuard packets from the old
+// address are no longer attributed to the peer unless ICE's path uses it.
+// The overlay's auto mode calls it when a relay reaches a member again, so
+// a path found without a relay never outlives the need for it.
+func (t *Transport) ClearStatic(key nodekey.Public) {
+	p := t.peer(key)
+	if p == nil {
+		return
+	}
+	p.checkMu.Lock()
+	p.checks = nil
+	p.checkMu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.peer(key) != p {
+		return // removed meanwhile
+	}
+	if sp := p.static.Swap(nil); sp != nil {
+		t.setAddrLocked(netip.AddrPort{}, p, sp.addr)
+		p.log.Debug("direct: static path dropped", "remote", sp.addr.String())
+	}
 }

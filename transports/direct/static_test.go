@@ -27,12 +27,19 @@ type received struct {
 // WireGuard packets and sealed messages land in the returned channels.
 func newStatic(t *testing.T) (*Transport, chan received, chan received) {
 	t.Helper()
+	return newStaticOn(t, netip.MustParseAddr("127.0.0.1"))
+}
+
+// newStaticOn is newStatic with the socket bound to addr (zero: every
+// address, dual-stack).
+func newStaticOn(t *testing.T, addr netip.Addr) (*Transport, chan received, chan received) {
+	t.Helper()
 	wg := make(chan received, 16)
 	sealed := make(chan received, 16)
 	key := testkit.Key(t)
 	tr, err := New(Config{
 		PrivateKey: key,
-		ListenAddr: netip.MustParseAddr("127.0.0.1"),
+		ListenAddr: addr,
 		DisableICE: true,
 		Deliver: func(from nodekey.Public, pkt []byte) {
 			select {
@@ -164,7 +171,7 @@ func TestStaticPath(t *testing.T) {
 func TestSetStaticRejects(t *testing.T) {
 	a, _, _ := newStatic(t)
 	peer := testkit.Key(t).Public()
-	for _, addr := range []string{"0.0.0.0:1", "127.0.0.1:0", "224.0.0.1:5", "255.255.255.255:5", "[::1]:5"} {
+	for _, addr := range []string{"0.0.0.0:1", "127.0.0.1:0", "224.0.0.1:5", "255.255.255.255:5", "[::1]:5", "[fe80::1]:5", "[ff02::1]:5"} {
 		if err := a.SetStatic(peer, netip.MustParseAddrPort(addr)); err == nil {
 			t.Errorf("SetStatic(%s) succeeded", addr)
 		}
@@ -302,5 +309,40 @@ func TestMeshRateLimit(t *testing.T) {
 	case <-called:
 	default:
 		t.Error("OnMesh was never called")
+	}
+}
+
+// TestClearStatic: a cleared static path is gone (not reachable, packets
+// from its address no longer attributed), and clearing again or for an
+// unknown peer does nothing.
+func TestClearStatic(t *testing.T) {
+	a, _, _ := newStatic(t)
+	b, bIn, _ := newStatic(t)
+	if err := b.SetStatic(a.self, a.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetStatic(b.self, b.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Send(b.self, wgPacket(1)); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, bIn, "WireGuard packet on the static path")
+
+	b.ClearStatic(a.self)
+	b.ClearStatic(a.self)
+	b.ClearStatic(testkit.Key(t).Public())
+	if _, _, ok := b.StaticAddr(a.self); ok || b.Reachable(a.self) {
+		t.Fatal("a cleared static path is still there")
+	}
+	if err := b.Send(a.self, wgPacket(2)); !errors.Is(err, ErrNoDirectPath) {
+		t.Fatalf("Send on a cleared path: %v, want ErrNoDirectPath", err)
+	}
+	if err := a.Send(b.self, wgPacket(3)); err != nil {
+		t.Fatal(err)
+	}
+	expectNone(t, bIn, "packet from a cleared path's address")
+	if got := b.Stats().DropsUnknownSrc; got != 1 {
+		t.Fatalf("b dropped %d packets from unknown sources, want 1", got)
 	}
 }

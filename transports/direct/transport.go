@@ -42,8 +42,9 @@ type Transport struct {
 	self nodekey.Public
 
 	udp   *net.UDPConn
-	pc4   *ipv4.PacketConn
+	pc    *ipv4.PacketConn // batch I/O; x/net's ipv4 calls serve any UDP socket (see socket.go)
 	local netip.AddrPort
+	fam   families // the address families the socket reaches (socket.go)
 	stun  *divertConn
 	mux   *ice.UniversalUDPMuxDefault
 	inet  *stdnet.Net // interfaces as seen from the namespace New ran in
@@ -117,18 +118,13 @@ func New(cfg Config) (*Transport, error) {
 		}
 		t.urls = append(t.urls, u)
 	}
-	laddr := &net.UDPAddr{Port: cfg.ListenPort}
-	if cfg.ListenAddr.IsValid() {
-		laddr.IP = cfg.ListenAddr.Unmap().AsSlice()
-	}
-	t.udp, err = net.ListenUDP("udp4", laddr)
-	if err != nil {
-		return nil, fmt.Errorf("direct: listening on UDP %s: %w", laddr, err)
+	if t.udp, t.fam, err = listen(cfg.ListenAddr, cfg.ListenPort); err != nil {
+		return nil, err
 	}
 	_ = t.udp.SetReadBuffer(socketBuffer) // best effort: the kernel caps it
 	_ = t.udp.SetWriteBuffer(socketBuffer)
 	t.local = t.udp.LocalAddr().(*net.UDPAddr).AddrPort()
-	t.pc4 = ipv4.NewPacketConn(t.udp)
+	t.pc = ipv4.NewPacketConn(t.udp)
 	gso, gro := enableOffload(t.udp)
 	warnGSOBroken(t.log)
 	t.gso.Store(gso)
@@ -167,7 +163,7 @@ func New(cfg Config) (*Transport, error) {
 		defer t.wg.Done()
 		t.rd.idleLoop()
 	}()
-	t.log.Info("direct path listening", "addr", t.local.String(), "stun", cfg.STUNServers, "ice", !cfg.DisableICE, "gso", gso, "gro", gro)
+	t.log.Info("direct path listening", "addr", t.local.String(), "ipv4", t.fam.v4, "ipv6", t.fam.v6, "stun", cfg.STUNServers, "ice", !cfg.DisableICE, "gso", gso, "gro", gro)
 	return t, nil
 }
 

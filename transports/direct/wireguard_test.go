@@ -55,9 +55,18 @@ type wgNode struct {
 
 func newWGNode(t testing.TB, n *signalNet, ip string) *wgNode {
 	t.Helper()
+	return newWGNodeOn(t, ip, func(key nodekey.Private, deliver func(nodekey.Public, []byte)) *Transport {
+		return newLoopback(t, n, key, func(c *Config) { c.Deliver = deliver })
+	})
+}
+
+// newWGNodeOn is newWGNode with the direct transport that mk makes (with
+// the node's key and the Bind's Deliver).
+func newWGNodeOn(t testing.TB, ip string, mk func(key nodekey.Private, deliver func(nodekey.Public, []byte)) *Transport) *wgNode {
+	t.Helper()
 	w := &wgNode{key: testkit.Key(t), ip: netip.MustParseAddr(ip)}
 	w.bind = transports.NewBind(transports.BindConfig{Logger: testLogger(t)})
-	w.tr = newLoopback(t, n, w.key, func(c *Config) { c.Deliver = w.bind.Deliver })
+	w.tr = mk(w.key, w.bind.Deliver)
 	w.mem = &memTransport{self: w.key.Public(), dst: map[nodekey.Public]*transports.Bind{}}
 	// Transports before Up, so Open picks up the direct ReceiveFunc.
 	w.bind.SetTransports(w.tr, w.mem)

@@ -340,6 +340,14 @@ func (c *Client) WaitConnected(ctx context.Context) error {
 	}
 }
 
+// Connected reports whether the client has a connection to the relay now
+// (Status().Connected, without building the rest of the snapshot).
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
 // Status returns a snapshot of the client's state.
 func (c *Client) Status() Status {
 	c.mu.Lock()

@@ -114,6 +114,10 @@ func TestRelayRestart(t *testing.T) {
 	testkit.Eventually(t, "both clients to notice the relay is gone", func() bool {
 		return !a.Status().Connected && !b.Status().Connected
 	})
+	if a.Connected() || b.Connected() || a.Present(b.PublicKey()) || !a.Reachable(b.PublicKey()) {
+		t.Fatalf("relay gone: Connected %v/%v, Present %v, Reachable %v; want false, false, true",
+			a.Connected(), b.Connected(), a.Present(b.PublicKey()), a.Reachable(b.PublicKey()))
+	}
 	if err := a.Send(b.PublicKey(), []byte("into the void")); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("Send while relay is down: err = %v, want ErrNotConnected", err)
 	}
@@ -125,6 +129,9 @@ func TestRelayRestart(t *testing.T) {
 	startRelay(t, relayserver.Config{}, ln2)
 	waitConnected(t, a)
 	waitConnected(t, b)
+	if !a.Connected() || !b.Connected() {
+		t.Fatal("Connected says a client is not connected after WaitConnected")
+	}
 	sendUntilReceived(t, a, b, "after restart a→b")
 	sendUntilReceived(t, b, a, "after restart b→a")
 	for _, c := range []*Client{a, b} {
@@ -134,6 +141,9 @@ func TestRelayRestart(t *testing.T) {
 	}
 	testkit.Eventually(t, "presence to be rebuilt", func() bool {
 		return slices.Contains(a.Peers(), b.PublicKey()) && slices.Contains(b.Peers(), a.PublicKey())
+	})
+	testkit.Eventually(t, "each to be present to the other again", func() bool {
+		return a.Present(b.PublicKey()) && b.Present(a.PublicKey())
 	})
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/internal/relayproto"
 	"github.com/plures/plurenet/internal/testkit"
+	"github.com/plures/plurenet/internal/wscork"
 	"github.com/plures/plurenet/relayserver"
 )
 
@@ -78,6 +79,8 @@ func serveRelay(t testing.TB, cfg relayserver.Config, ln net.Listener, useTLS bo
 		// The untrusted-certificate test makes the server log a failed
 		// TLS handshake; that is expected, not news.
 		ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+		// As relayserver.Serve does: a Conn below TLS.
+		ts.Listener = wscork.NewListener(ts.Listener)
 		ts.StartTLS()
 		r.url = "wss" + strings.TrimPrefix(ts.URL, "https")
 	} else {

@@ -59,7 +59,9 @@ func dialTLS(ctx context.Context, dial func(context.Context, string, string) (ne
 		conf = conf.Clone()
 		conf.ServerName = host
 	}
-	tc := tls.Client(raw, conf)
+	// The Conn below TLS lets the cork above it (wscork.Dial) send a
+	// batch's records in one write.
+	tc := tls.Client(wscork.Below(raw), conf)
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {

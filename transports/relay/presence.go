@@ -196,6 +196,14 @@ func (p *presence) has(k nodekey.Public) bool {
 	return ok
 }
 
+// confirmed reports whether k is present and the current connection has
+// said so (has without the keys a reconnect has not confirmed yet).
+func (p *presence) confirmed(k nodekey.Public) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.current[k]
+}
+
 // peers returns the keys present as last told by the relay.
 func (p *presence) peers() []nodekey.Public {
 	p.mu.Lock()

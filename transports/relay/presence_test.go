@@ -214,3 +214,29 @@ func FuzzHandleFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestPresenceConfirmed: after a reconnect, has keeps a key the new
+// connection has not confirmed yet, confirmed does not; the new
+// connection's PeerPresent confirms it, and settle drops what it did not.
+func TestPresenceConfirmed(t *testing.T) {
+	p := newPresence(key(0))
+	p.begin(1)
+	p.present(1, key(1))
+	p.present(1, key(2))
+	p.settle(1)
+	if !p.confirmed(key(1)) || !p.has(key(1)) {
+		t.Fatal("a key the connection announced is not confirmed")
+	}
+	p.begin(2) // a reconnect
+	if !p.has(key(1)) || p.confirmed(key(1)) {
+		t.Fatalf("after a reconnect: has %v confirmed %v; want true, false", p.has(key(1)), p.confirmed(key(1)))
+	}
+	p.present(2, key(1))
+	p.settle(2)
+	if !p.confirmed(key(1)) {
+		t.Fatal("a key the new connection announced is not confirmed")
+	}
+	if p.has(key(2)) || p.confirmed(key(2)) || p.confirmed(key(3)) {
+		t.Fatal("a key the new connection did not announce is still there")
+	}
+}

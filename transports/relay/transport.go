@@ -42,6 +42,16 @@ func (c *Client) Name() string { return c.cfg.Name }
 // Bind skips a relay that cannot reach a peer and tries the next.
 func (c *Client) Reachable(peer nodekey.Public) bool { return c.presence.has(peer) }
 
+// Present reports whether the client is connected and the relay said, on
+// this connection, that peer is in the rendezvous. Reachable is broader on
+// purpose (a reconnect keeps the keys it has not confirmed yet, and a
+// relay that is down keeps them all, so the Bind tries the relay and moves
+// on at once); Present is for a caller that must know the relay carries to
+// peer now.
+func (c *Client) Present(peer nodekey.Public) bool {
+	return c.Connected() && c.presence.confirmed(peer)
+}
+
 // received handles a data frame's payload on the reader goroutine.
 func (c *Client) received(kind Kind, from nodekey.Public, payload []byte) {
 	c.stats.recvFrames.Add(1)

@@ -209,19 +209,16 @@ func (d *dnsService) serveOverlay(a adapter, v4, v6 netip.Addr) error {
 	return nil
 }
 
+// pickPortTries bounds how often serveHost picks another port when the
+// TCP side of the one the system gave the UDP socket is taken.
+const pickPortTries = 16
+
 // serveHost serves UDP and TCP on a loopback address of the host and
 // returns the address served.
 func (d *dnsService) serveHost(ap netip.AddrPort) (string, error) {
-	pc, err := net.ListenPacket("udp", ap.String())
+	pc, l, bound, err := listenBoth(ap, net.ListenPacket)
 	if err != nil {
-		return "", fmt.Errorf("dns listen %s: %w", ap, err)
-	}
-	// Port 0 picks a UDP port; TCP takes the same one.
-	bound := netip.AddrPortFrom(ap.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
-	l, err := net.Listen("tcp", bound.String())
-	if err != nil {
-		pc.Close()
-		return "", fmt.Errorf("dns listen %s (TCP): %w", bound, err)
+		return "", err
 	}
 	if err := d.srv.ServePacketConn(pc); err != nil {
 		l.Close()
@@ -231,6 +228,29 @@ func (d *dnsService) serveHost(ap netip.AddrPort) (string, error) {
 		return "", err
 	}
 	return bound.String(), nil
+}
+
+// listenBoth opens a UDP and a TCP socket on the same address. Port 0
+// lets the system pick the UDP port, and TCP takes the same number, which
+// another program may hold (the two are separate port spaces): then the
+// pair is tried again on a new port, up to pickPortTries times.
+// listenPacket is net.ListenPacket (a test's stand-in picks a taken port).
+func listenBoth(ap netip.AddrPort, listenPacket func(network, address string) (net.PacketConn, error)) (net.PacketConn, net.Listener, netip.AddrPort, error) {
+	for try := 1; ; try++ {
+		pc, err := listenPacket("udp", ap.String())
+		if err != nil {
+			return nil, nil, netip.AddrPort{}, fmt.Errorf("dns listen %s: %w", ap, err)
+		}
+		bound := netip.AddrPortFrom(ap.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
+		l, err := net.Listen("tcp", bound.String())
+		if err == nil {
+			return pc, l, bound, nil
+		}
+		pc.Close()
+		if ap.Port() != 0 || try == pickPortTries {
+			return nil, nil, netip.AddrPort{}, fmt.Errorf("dns listen %s (TCP): %w", bound, err)
+		}
+	}
 }
 
 // dnsTable builds the names table from the remote members and this node.

@@ -171,3 +171,42 @@ func TestDNSConfigChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSListenPortTaken: DNS.Listen with port 0 takes for TCP the port the
+// system gave UDP; when another program holds that TCP port, another pair
+// is picked rather than failing the node's start (which TestDNSUserspace
+// did now and then on a busy machine). A port asked for by number is not
+// moved.
+func TestDNSListenPortTaken(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	taken := netip.MustParseAddrPort(held.Addr().String())
+	tries := 0
+	// The first UDP socket lands on the port whose TCP side is held.
+	listenPacket := func(network, address string) (net.PacketConn, error) {
+		tries++
+		if tries == 1 {
+			address = taken.String()
+		}
+		return net.ListenPacket(network, address)
+	}
+	pc, l, bound, err := listenBoth(netip.MustParseAddrPort("127.0.0.1:0"), listenPacket)
+	if err != nil {
+		t.Fatalf("listen with port 0 while the first pick's TCP port is taken: %v", err)
+	}
+	defer pc.Close()
+	defer l.Close()
+	if bound.Port() == taken.Port() || tries < 2 {
+		t.Fatalf("bound %s after %d tries; want another port than the taken %s", bound, tries, taken)
+	}
+	if l.Addr().String() != bound.String() || pc.LocalAddr().String() != bound.String() {
+		t.Fatalf("UDP on %s, TCP on %s; want both on %s", pc.LocalAddr(), l.Addr(), bound)
+	}
+
+	if _, _, _, err := listenBoth(taken, net.ListenPacket); err == nil || !strings.Contains(err.Error(), "TCP") {
+		t.Fatalf("listen on the taken %s: %v, want the TCP error", taken, err)
+	}
+}

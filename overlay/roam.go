@@ -4,6 +4,9 @@ import (
 	"context"
 	"net/netip"
 
+	"golang.zx2c4.com/wireguard/device"
+
+	"github.com/plures/plurenet/internal/nodekey"
 	"github.com/plures/plurenet/netmon"
 	"github.com/plures/plurenet/portmap"
 )
@@ -38,6 +41,8 @@ func (n *Node) watchNetwork(ctx context.Context) {
 // included) learn its new addresses now rather than at the next periodic
 // announcement. WireGuard sessions stay: their packets ride the relay
 // until the direct path is back, so connections on the overlay survive.
+// After a wake from sleep the sessions' keys are renewed at once too
+// (rehandshake).
 func (n *Node) onNetChange(e netmon.Event) {
 	n.log.Info("network changed", "reason", e.Reason, "before", e.Before.String(), "after", e.After.String(), "slept", e.Slept)
 	why := "network change (" + string(e.Reason) + ")"
@@ -55,10 +60,48 @@ func (n *Node) onNetChange(e netmon.Event) {
 			n.log.Warn("direct path after the network change", "err", err)
 		}
 	}
+	if e.Reason == netmon.ReasonResume {
+		n.rehandshake()
+	}
 	n.announce()
 	if mapping {
 		n.remapPort()
 	}
+}
+
+// rehandshake starts a fresh WireGuard handshake with every member now.
+// It is what a wake from sleep needs: wireguard-go times its sessions on
+// the monotonic clock, which stops while the host sleeps, so to this node
+// its keys look as young as when it fell asleep, while a member that stayed
+// up has aged them past RejectAfterTime and drops what they seal. Left
+// alone, this node would send into that silence until WireGuard's
+// "no reply after data" timer (15 s) or its rekey timer (120 s) fired.
+// Expiring the current keys (as changing the private key does) makes
+// everything sent from now on wait for the new session rather than go out
+// under the stale one, and lifts wireguard-go's 5 s spacing of initiations;
+// the initiation then goes out over whatever path reaches the member, and
+// the Bind sends it again when a path appears or changes (firstcontact.go).
+func (n *Node) rehandshake() {
+	n.mu.Lock()
+	keys := make([]nodekey.Public, 0, len(n.configured))
+	for k := range n.configured {
+		keys = append(keys, k)
+	}
+	n.mu.Unlock()
+	started := 0
+	for _, k := range keys {
+		p := n.dev.LookupPeer(device.NoisePublicKey(k))
+		if p == nil {
+			continue // removed meanwhile
+		}
+		p.ExpireCurrentKeypairs()
+		if err := p.SendHandshakeInitiation(false); err != nil {
+			n.log.Debug("handshake after wake", "peer", k.ShortString(), "err", err)
+			continue
+		}
+		started++
+	}
+	n.log.Info("woke from sleep: renewing WireGuard sessions", "members", len(keys), "sent", started)
 }
 
 func (n *Node) hasPortMapping() bool { return n.portMapper() != nil }

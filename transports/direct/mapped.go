@@ -2,6 +2,7 @@ package direct
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/pion/ice/v4"
 )
@@ -23,9 +24,9 @@ const mappedFoundation = "portmap"
 
 // SetMapped sets the external address of the gateway's port mapping of
 // this transport's port, and internal, the address the gateway forwards to
-// (this host's, and LocalAddr's port); the zero ext withdraws it. ICE
-// sessions that start afterwards offer it to peers; a session under way
-// keeps the candidates it offered.
+// (this host's, and LocalAddr's port); the zero ext withdraws it. A new or
+// moved mapping starts a fresh ICE session, which offers it, with every
+// peer not on a direct path (newCandidate); a withdrawal restarts nothing.
 func (t *Transport) SetMapped(ext, internal netip.AddrPort) {
 	if !ext.IsValid() || t.excluded(ext.Addr()) || !ext.Addr().Unmap().Is4() {
 		if t.mapped.Swap(nil) != nil {
@@ -51,6 +52,38 @@ func (t *Transport) SetMapped(ext, internal netip.AddrPort) {
 		return
 	}
 	if old := t.mapped.Swap(&m); old == nil || *old != m {
-		t.log.Info("direct: offering a port-mapped candidate", "external", ext.String())
+		n := t.newCandidate()
+		t.log.Info("direct: offering a port-mapped candidate", "external", ext.String(), "peers", n)
 	}
+}
+
+// newCandidate tells every peer that a local candidate appeared (the
+// mapped one) and returns how many peers it told. A session under way
+// offered the candidates it had when it began, and an attempt that failed
+// without the new one would be retried only after its timeout and backoff
+// (about 12 s for the first): the members a symmetric NAT kept on the
+// relay, exactly those the mapping is for, would wait that long. So each
+// peer not on a direct path starts a fresh session at once
+// (offerNewCandidate); a direct path is left alone.
+func (t *Transport) newCandidate() int {
+	n := 0
+	for _, p := range *t.peers.Load() {
+		select {
+		case p.newCand <- struct{}{}:
+		default: // one is already pending
+		}
+		n++
+	}
+	return n
+}
+
+// offerNewCandidate runs on the peer's state machine: unless the path is
+// direct, a fresh attempt now (restart.go), whose offer or answer carries
+// the new candidate.
+func (p *peer) offerNewCandidate(now time.Time) {
+	if p.state == StateDirect {
+		return
+	}
+	p.log.Debug("direct: a new local candidate; starting a fresh session")
+	p.restart(now)
 }

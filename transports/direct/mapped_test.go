@@ -150,3 +150,103 @@ func TestStrangerGetsNothing(t *testing.T) {
 	default:
 	}
 }
+
+// TestMappedRestartsSessions: a port mapping that appears while an ICE
+// attempt is under way is used at once. The test's signaling strips every
+// host candidate, so the only way a path can form is the mapped candidate
+// (here the mapped side's own socket, as a host with a public address
+// would map). The mapping is set once the first sessions have exchanged
+// their (empty) offer and answer; the mapped side, controlling or
+// controlled, must start a fresh session that offers it, and the pair goes
+// direct without the first attempt ever failing. Without the restart the
+// mapping would reach the peer only in the next attempt, after the first
+// timed out and backed off (state lost).
+func TestMappedRestartsSessions(t *testing.T) {
+	for _, mappedCtrl := range []bool{true, false} {
+		name := "controlled side mapped"
+		if mappedCtrl {
+			name = "controlling side mapped"
+		}
+		t.Run(name, func(t *testing.T) {
+			n := newSignalNet()
+			var (
+				mu       sync.Mutex
+				answered bool // an answer went through before the mapping
+			)
+			n.drop = func(from, to nodekey.Public, msg []byte) bool {
+				s, err := parseSignal(msg)
+				if err != nil || (s.Type != sigOffer && s.Type != sigAnswer) {
+					return false
+				}
+				var keep []string
+				for _, c := range s.Candidates {
+					if cc, err := ice.UnmarshalCandidate(c); err == nil && cc.Type() != ice.CandidateTypeHost {
+						keep = append(keep, c)
+					}
+				}
+				s.Candidates = keep
+				b, err := appendSignal(nil, &s)
+				if err != nil {
+					t.Errorf("re-encoding a signal: %v", err)
+					return true
+				}
+				n.mu.Lock()
+				dst := n.byK[to]
+				n.mu.Unlock()
+				if s.Type == sigAnswer {
+					mu.Lock()
+					answered = true
+					mu.Unlock()
+				}
+				if dst != nil {
+					_ = dst.HandleSignal(from, b)
+				}
+				return true
+			}
+			kc, kd := orderKeys(t)
+			c, d := newLoopback(t, n, kc, nil), newLoopback(t, n, kd, nil)
+			mapped, other := d, c
+			if mappedCtrl {
+				mapped, other = c, d
+			}
+			c.AddPeer(kd.Public())
+			d.AddPeer(kc.Public())
+			for deadline := time.Now().Add(connectTimeout / 2); ; {
+				mu.Lock()
+				ok := answered
+				mu.Unlock()
+				if ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the first session's offer and answer were not exchanged")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if pi, _ := mapped.PathInfo(other.self); pi.State != StateConnecting {
+				t.Fatalf("before the mapping: path %v, want %v (no candidates, no path)", pi.State, StateConnecting)
+			}
+
+			mapped.SetMapped(mapped.LocalAddr(), mapped.LocalAddr())
+			deadline := time.Now().Add(3 * connectTimeout)
+			for {
+				pm, _ := mapped.PathInfo(other.self)
+				po, _ := other.PathInfo(mapped.self)
+				if pm.State == StateLost || po.State == StateLost {
+					t.Fatalf("an attempt failed after the mapping appeared (mapped side %v, other %v): "+
+						"the mapped candidate waited for the next attempt", pm.State, po.State)
+				}
+				if pm.State == StateDirect && po.State == StateDirect {
+					if po.Remote != mapped.LocalAddr() {
+						t.Fatalf("the other side reaches the mapped one at %v, want the mapped address %v", po.Remote, mapped.LocalAddr())
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("not direct after the mapping: mapped side %v, other %v", pm.State, po.State)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}

@@ -35,6 +35,7 @@ type peer struct {
 	inbox    chan signal
 	kick     chan struct{}
 	restartc chan struct{} // Restart asks for a fresh session (restart.go)
+	newCand  chan struct{} // a new local candidate (mapped.go): a fresh session unless direct
 	cancel   context.CancelFunc
 	done     chan struct{}
 
@@ -103,6 +104,7 @@ func newPeer(t *Transport, key nodekey.Public) *peer {
 		inbox:       make(chan signal, peerInbox),
 		kick:        make(chan struct{}, 1),
 		restartc:    make(chan struct{}, 1),
+		newCand:     make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		probes:      rate.NewLimiter(probeRate, probeBurst),
 	}
@@ -214,6 +216,8 @@ func (p *peer) run(ctx context.Context) {
 		case <-p.kick:
 		case <-p.restartc:
 			p.restart(time.Now())
+		case <-p.newCand:
+			p.offerNewCandidate(time.Now())
 		case <-tick.C:
 		}
 		p.step(time.Now())

@@ -1,13 +1,16 @@
 package netstack
 
 import (
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -149,7 +152,8 @@ func TestNoStallAfterLoss(t *testing.T) {
 			c.SetDeadline(time.Now().Add(testTimeout))
 			if _, err := c.Write(make([]byte, size)); err != nil {
 				idle := time.Since(time.Unix(0, lastPacket.Load())).Round(time.Millisecond)
-				t.Fatalf("write: %v; no TCP packet for the last %v: the flow stalled", err, idle)
+				t.Fatalf("write: %v; no TCP packet for the last %v: the flow stalled; sender's TCP: %s",
+					err, idle, tcpState(a))
 			}
 			c.Close()
 			if n := <-got; n != size {
@@ -157,4 +161,23 @@ func TestNoStallAfterLoss(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tcpState describes the TCP endpoints of s (state, RTT, RTO, congestion
+// window and state): what a stalled flow's failure should show.
+func tcpState(s *Stack) string {
+	var b strings.Builder
+	for _, ep := range s.stack.RegisteredEndpoints() {
+		e, ok := ep.(tcpip.Endpoint)
+		if !ok {
+			continue
+		}
+		var info tcpip.TCPInfoOption
+		if err := e.GetSockOpt(&info); err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "[state %v rtt %v rttvar %v rto %v cc %v cwnd %d ssthresh %d reorder %v] ",
+			info.State, info.RTT, info.RTTVar, info.RTO, info.CcState, info.SndCwnd, info.SndSsthresh, info.ReorderSeen)
+	}
+	return b.String()
 }

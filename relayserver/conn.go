@@ -285,9 +285,11 @@ func (c *conn) handshake() bool {
 	}
 	ch, err := relayproto.ParseClientHello(b)
 	framePool.Put(bp)
+	// Each refusal is counted before the client can see its close, so a
+	// client that saw one finds it in the metrics.
 	if code, msg, result := c.verify(ch, err, hello); code != 0 {
-		c.fail(code, msg)
 		s.metrics.handshake(result)
+		c.fail(code, msg)
 		s.log.Debug("relay: handshake refused", "remote", c.remote, "conn", c.id, "code", code, "reason", msg)
 		return false
 	}
@@ -302,14 +304,14 @@ func (c *conn) handshake() bool {
 	c.established = true
 	c.mu.Unlock()
 	if s.draining.Load() {
-		c.fail(relayproto.ErrServerShutdown, "relay draining, connect to another instance")
 		s.metrics.handshake(hsShutdown)
+		c.fail(relayproto.ErrServerShutdown, "relay draining, connect to another instance")
 		return false
 	}
 	if err := s.router.join(c, s.welcome); err != nil {
 		code, msg, result := s.joinRefused(err)
-		c.fail(code, msg)
 		s.metrics.handshake(result)
+		c.fail(code, msg)
 		return false
 	}
 	s.metrics.handshake(hsOK)

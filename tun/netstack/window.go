@@ -102,7 +102,9 @@ func (g *windowGuard) inspect(pkt []byte, floor int) {
 		}
 	case flags&header.TCPFlagAck != 0:
 		w := int(binary.BigEndian.Uint16(tcp[14:16]))
-		if w == 0 {
+		if w == 0 || w >= floor {
+			// Zero already, or at least floor bytes whatever the
+			// scale: no need to look the flow up (most segments).
 			return
 		}
 		g.mu.Lock()

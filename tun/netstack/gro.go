@@ -31,9 +31,11 @@ var groPool = sync.Pool{New: func() any {
 }}
 
 // deliverCoalesced checks each packet of a batch (pkts[i][offset:]), drops
-// the malformed and those with a bad checksum, and hands the rest to d
-// through a GRO table that is flushed before it returns.
-func deliverCoalesced(d stack.NetworkDispatcher, pkts [][]byte, offset int, logger *slog.Logger) {
+// the malformed and those with a bad checksum, passes TCP segments through
+// guard (which may zero a small window in place, see window.go; nil skips
+// it) with windows below floor bytes, and hands the rest to d through a GRO
+// table that is flushed before it returns.
+func deliverCoalesced(d stack.NetworkDispatcher, pkts [][]byte, offset int, guard *windowGuard, floor int, logger *slog.Logger) {
 	g := groPool.Get().(*gro.GRO)
 	g.Dispatcher = d
 	for _, b := range pkts {
@@ -45,6 +47,9 @@ func deliverCoalesced(d stack.NetworkDispatcher, pkts [][]byte, offset int, logg
 		if !ok {
 			logger.Debug("netstack: dropped malformed inbound packet", "len", len(b)-offset)
 			continue
+		}
+		if guard != nil {
+			guard.inspect(pkt, floor)
 		}
 		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 		pb.NetworkProtocolNumber = proto

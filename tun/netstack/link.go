@@ -60,6 +60,9 @@ type linkEndpoint struct {
 	ntaken int
 	split  splitter
 
+	// guard zeroes inbound windows too small for a segment (window.go).
+	guard *windowGuard
+
 	// segmented counts packets cut into more than one segment, oversize
 	// packets read that exceed the MTU (which would be a bug): tests read
 	// them to see that the offload is in use and correct.
@@ -75,6 +78,7 @@ func newLinkEndpoint(mtu uint32, logger *slog.Logger) *linkEndpoint {
 	return &linkEndpoint{
 		logger: logger,
 		mtu:    mtu,
+		guard:  newWindowGuard(),
 		ready:  make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
@@ -236,16 +240,18 @@ func copyPacket(dst []byte, pkt *stack.PacketBuffer) int {
 
 // inject hands inbound IP packets to the network layer, TCP segments of one
 // flow coalesced (see gro.go). The packets are copied, so the caller may
-// reuse them at once.
+// reuse them at once; a TCP window too small for a segment is zeroed in the
+// caller's buffer first (window.go).
 func (e *linkEndpoint) inject(pkts [][]byte, offset int) {
 	e.mu.Lock()
 	d := e.dispatcher
 	closed := e.closed
+	mtu := int(e.mtu)
 	e.mu.Unlock()
 	if d == nil || closed {
 		return
 	}
-	deliverCoalesced(d, pkts, offset, e.logger)
+	deliverCoalesced(d, pkts, offset, e.guard, windowFloor(mtu), e.logger)
 }
 
 // close drops every queued packet and wakes blocked readers. Idempotent.

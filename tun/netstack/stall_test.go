@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -180,4 +181,128 @@ func tcpState(s *Stack) string {
 			info.State, info.RTT, info.RTTVar, info.RTO, info.CcState, info.SndCwnd, info.SndSsthresh, info.ReorderSeen)
 	}
 	return b.String()
+}
+
+// TestNoStallAfterShrunkWindow reproduces the stall the small-window guard
+// (window.go) works around on purpose rather than by chance. The cable
+// drops one data segment, shrinks the window of the receiver's next
+// acknowledgment to one scale unit (a gVisor receiver, which rounds its
+// window down, shrinks it by up to a unit; here by more, so the stall does
+// not depend on the segment boundaries), and then loses every window update
+// for a while, while the receiver reads. gVisor's sender, after its
+// retransmission timeout, finds the unacknowledged segment too big for the
+// window and arms no timer: without the guard it never sends again (the
+// Write below hits its deadline). With it the sender sees a zero window,
+// probes it, and the transfer completes.
+func TestNoStallAfterShrunkWindow(t *testing.T) {
+	const size = 4 << 20
+	const blackout = 2 * time.Second
+	var (
+		mu     sync.Mutex
+		acked  uint32 // the receiver's last acknowledgment
+		sent   int    // data bytes the sender sent
+		lost   uint32 // the dropped segment's sequence number, once dropped
+		phase  int    // 0 hunting, 1 dropped, 2 window updates lost, 3 clean
+		until  time.Time
+		trap   = make(chan struct{})
+		scaled uint8
+	)
+	a := newStack(t, addrA4)
+	b := newStack(t, addrB4)
+	lossyConnect(t, a, b, func(aToB bool, pkt []byte) bool {
+		flags, payload, _, ok := tcpInfo(pkt)
+		if !ok {
+			return false
+		}
+		ip := header.IPv4(pkt)
+		tcp := header.TCP(ip.Payload())
+		mu.Lock()
+		defer mu.Unlock()
+		if flags&header.TCPFlagSyn != 0 {
+			if !aToB {
+				scaled, _ = windowScale(tcp)
+			}
+			return false
+		}
+		if aToB {
+			sent += payload
+			// Drop a full segment sent behind data not yet
+			// acknowledged, once the flow is well under way.
+			if phase == 0 && sent > 256<<10 && payload > 1<<scaled && int32(tcp.SequenceNumber()-acked) > 0 {
+				lost, phase = tcp.SequenceNumber(), 1
+				return true
+			}
+			return false
+		}
+		acked = tcp.AckNumber()
+		switch phase {
+		case 1:
+			if acked != lost {
+				return false
+			}
+			// The first acknowledgment that stops at the lost segment
+			// advertises one scale unit, then window updates are lost.
+			tcp.SetWindowSize(1)
+			tcp.SetChecksum(0)
+			xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(tcp)))
+			tcp.SetChecksum(^checksum.Checksum(tcp, xsum))
+			phase, until = 2, time.Now().Add(blackout)
+			close(trap)
+		case 2:
+			if time.Now().After(until) {
+				phase = 3
+				return false
+			}
+			return payload == 0 && flags&header.TCPFlagFin == 0
+		}
+		return false
+	})
+	ln, err := b.Listen("tcp", ":5201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		// Stop reading until the trap is set (so the window is small),
+		// then read on while window updates are lost.
+		var n int64
+		buf := make([]byte, 64<<10)
+		k, err := io.ReadFull(c, buf)
+		n += int64(k)
+		if err != nil {
+			got <- n
+			return
+		}
+		select {
+		case <-trap:
+			time.Sleep(blackout / 4)
+		case <-time.After(testTimeout):
+		}
+		k2, _ := io.Copy(io.Discard, c)
+		got <- n + k2
+	}()
+	c, err := a.DialContext(testContext(t), "tcp", "100.64.0.2:5201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := c.Write(make([]byte, size)); err != nil {
+		t.Fatalf("write: %v: the flow stalled; sender's TCP: %s", err, tcpState(a))
+	}
+	c.Close()
+	if n := <-got; n != size {
+		t.Fatalf("receiver got %d bytes, want %d", n, size)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if phase < 2 {
+		t.Fatalf("the cable never set its trap (phase %d): the test reproduced nothing", phase)
+	}
 }

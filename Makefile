@@ -32,9 +32,8 @@ deps:
 # -race on everything; the lab tests skip themselves when not root. The
 # timeout is below CI's 90 minutes with room to spare. Packages run one at a
 # time (-p 1): on a 2-core machine the lab's real processes and the race
-# detector otherwise starve each other, and with two packages at a time the
-# stall regression test (tun/netstack.TestNoStallAfterLoss) failed once:
-# the stall is not fully gone (docs/operations.md, "Known issues").
+# detector otherwise starve each other. (The stalled flow that two packages
+# at a time once showed is fixed: docs/operations.md, "Known issues".)
 # Then the 5-minute soak (below), which also skips without root.
 test: deps check-tidy check-os
 	$(GO) vet $(PKGS)

@@ -277,15 +277,31 @@ func (n *Node) drop(key nodekey.Public) {
 // new revocation list, or an expiry passed. It also forgets certificates
 // of members no longer in the table.
 func (n *Node) recheck(now time.Time) {
+	n.recheckMembers(n.members.List(), true, now)
+}
+
+// recheckMember is recheck for a member that just entered or refreshed the
+// table, and reports whether it was removed. admit checked its certificate
+// before the table took it; a revocation applied in between ran its
+// recheck before the member was in the table, and would otherwise leave it
+// peered until the next round.
+func (n *Node) recheckMember(m mesh.Member, now time.Time) bool {
+	return n.own != nil && n.recheckMembers([]mesh.Member{m}, false, now)
+}
+
+// recheckMembers removes those of members whose certificates are no longer
+// valid; with all (members is the whole table) it also forgets the
+// certificates of keys not in it.
+func (n *Node) recheckMembers(members []mesh.Member, all bool, now time.Time) (removed bool) {
 	s := n.own
 	if s == nil {
-		return
+		return false
 	}
 	in := make(map[nodekey.Public]bool)
 	var gone []mesh.Member
 	var reasons []string
 	s.mu.Lock()
-	for _, m := range n.members.List() {
+	for _, m := range members {
 		in[m.Key] = true
 		c, ok := s.certs[m.Key]
 		if !ok {
@@ -298,9 +314,11 @@ func (n *Node) recheck(now time.Time) {
 			gone, reasons = append(gone, m), append(reasons, "certificate expired")
 		}
 	}
-	for k := range s.certs {
-		if !in[k] {
-			delete(s.certs, k)
+	if all {
+		for k := range s.certs {
+			if !in[k] {
+				delete(s.certs, k)
+			}
 		}
 	}
 	s.mu.Unlock()
@@ -313,6 +331,7 @@ func (n *Node) recheck(now time.Time) {
 	if len(gone) > 0 {
 		n.syncPeers()
 	}
+	return len(gone) > 0
 }
 
 // ErrNotOwned is returned when an owner document is handed to a node of an

@@ -126,6 +126,9 @@ func (n *Node) handleSealed(c carrier, payload []byte) {
 		n.handleForward(c, from, m.Forward)
 		return
 	case mesh.KindAnnounce:
+		if n.recheckMember(ev.Member, time.Now()) {
+			return // revoked or expired since admit: removed again
+		}
 		n.heard(c, from, m.Announce.Candidates, true)
 		c.answerTo, _ = n.carrierAddr(c, m.Announce.Candidates)
 		if c.src.IsValid() && n.heardDirect(c, from, payload) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/plures/plurenet/internal/mesh"
+	"github.com/plures/plurenet/internal/nodekey"
 )
 
 // First contact in swarm mode. An address a discovery source found (a
@@ -29,10 +30,56 @@ const (
 )
 
 // retries are the found addresses that have not answered yet, with when
-// each is due for another announcement.
+// each is due for another announcement. The same schedule serves the path
+// checks of members heard from an address they have no usable path at
+// (checks): a lost probe or reply is otherwise probed again only when
+// another copy of the member's announcement comes, which for a member met
+// through an introduction is a whole round later.
 type retries struct {
-	mu  sync.Mutex
-	due map[netip.AddrPort]retry
+	mu     sync.Mutex
+	due    map[netip.AddrPort]retry
+	checks map[nodekey.Public]checkRetry
+}
+
+type checkRetry struct {
+	addr netip.AddrPort
+	retry
+}
+
+// addCheck schedules path-check retries of key at addr (once per address;
+// a full table takes no more).
+func (r *retries) addCheck(key nodekey.Public, addr netip.AddrPort, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.checks == nil {
+		r.checks = make(map[nodekey.Public]checkRetry)
+	}
+	if c, ok := r.checks[key]; (ok && c.addr == addr) || (!ok && len(r.checks) >= maxRetries) {
+		return
+	}
+	r.checks[key] = checkRetry{addr: addr, retry: retry{at: now.Add(retryFirst), wait: retryFirst}}
+}
+
+// takeChecks returns the path checks due at now, rescheduled like take.
+func (r *retries) takeChecks(now time.Time) map[nodekey.Public]netip.AddrPort {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out map[nodekey.Public]netip.AddrPort
+	for k, c := range r.checks {
+		if now.Before(c.at) {
+			continue
+		}
+		if out == nil {
+			out = make(map[nodekey.Public]netip.AddrPort)
+		}
+		out[k] = c.addr
+		if next := 2 * c.wait; next < mesh.AnnounceInterval {
+			r.checks[k] = checkRetry{addr: c.addr, retry: retry{at: now.Add(next), wait: next}}
+		} else {
+			delete(r.checks, k)
+		}
+	}
+	return out
 }
 
 type retry struct {
@@ -98,6 +145,14 @@ func (n *Node) retryFound(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			for key, addr := range n.swarm.retries.takeChecks(now) {
+				if n.relayReaches(key) {
+					continue // auto mode: the relay carries it (autodht.go)
+				}
+				if cur, usable, ok := n.direct.StaticAddr(key); !ok || !usable || cur != addr {
+					n.direct.Heard(key, addr, false) // probes again unless confirmed meanwhile
+				}
+			}
 			due := n.swarm.retries.take(now)
 			if len(due) == 0 {
 				continue

@@ -78,3 +78,32 @@ func TestForwarderIntroducesOnFirstUnicast(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriesChecks: a path check is retried on the same schedule, once
+// per address, and a new address restarts it.
+func TestRetriesChecks(t *testing.T) {
+	var r retries
+	k := testkit.Key(t).Public()
+	a := netip.MustParseAddrPort("192.0.2.1:51898")
+	t0 := time.Unix(1000, 0)
+	r.addCheck(k, a, t0)
+	r.addCheck(k, a, t0.Add(500*time.Millisecond)) // the same address: no new schedule
+	var got []time.Duration
+	for at := t0; at.Before(t0.Add(2 * mesh.AnnounceInterval)); at = at.Add(100 * time.Millisecond) {
+		if addr, ok := r.takeChecks(at)[k]; ok {
+			if addr != a {
+				t.Fatalf("check of %v, want %v", addr, a)
+			}
+			got = append(got, at.Sub(t0))
+		}
+	}
+	want := []time.Duration{1 * time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second}
+	if len(got) != len(want) {
+		t.Fatalf("checks at %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("checks at %v, want %v", got, want)
+		}
+	}
+}

@@ -30,16 +30,7 @@ func TestRetriesSchedule(t *testing.T) {
 			r.answered(b)
 		}
 	}
-	// Retries at 1 s, then 2, 4, 8 s after the previous one.
-	want := []time.Duration{1 * time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second}
-	if len(got) != len(want) {
-		t.Fatalf("retries of a at %v, want %v", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("retries of a at %v, want %v", got, want)
-		}
-	}
+	checkSchedule(t, "retries of a", got)
 	if n := r.pending(); n != 0 {
 		t.Fatalf("%d addresses still pending after the schedule and an answer, want 0", n)
 	}
@@ -97,13 +88,20 @@ func TestRetriesChecks(t *testing.T) {
 			got = append(got, at.Sub(t0))
 		}
 	}
+	checkSchedule(t, "checks", got)
+}
+
+// checkSchedule fails unless got are retries at 1 s, then 2, 4 and 8 s
+// after the previous one.
+func checkSchedule(t *testing.T, what string, got []time.Duration) {
+	t.Helper()
 	want := []time.Duration{1 * time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second}
 	if len(got) != len(want) {
-		t.Fatalf("checks at %v, want %v", got, want)
+		t.Fatalf("%s at %v, want %v", what, got, want)
 	}
 	for i := range want {
 		if got[i] != want[i] {
-			t.Fatalf("checks at %v, want %v", got, want)
+			t.Fatalf("%s at %v, want %v", what, got, want)
 		}
 	}
 }

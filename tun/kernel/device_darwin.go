@@ -3,7 +3,6 @@ package kernel
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -24,16 +23,10 @@ const privilegeHint = "run as root (sudo), or drop --tun to use the userspace ad
 
 // Device is a configured utun interface.
 type Device struct {
-	tun    tun.Device
-	name   string // the kernel's: utunN even when "utun" was asked for
-	log    *slog.Logger
-	filter *destFilter
+	handle // name: the kernel's, utunN even when "utun" was asked for
 
 	mu    sync.Mutex
 	addrs []netip.Prefix // what the device holds, for SetAddrs
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 // Create creates the utun interface described by cfg and configures it.
@@ -69,7 +62,7 @@ func Create(cfg Config) (*Device, error) {
 		_ = t.Close()
 		return nil, fmt.Errorf("creating TUN device %s: reading its name: %w", cfg.Name, err)
 	}
-	d := &Device{name: name, log: cfg.Logger, filter: newDestFilter(cfg.Addrs)}
+	d := &Device{handle: handle{name: name, log: cfg.Logger, filter: newDestFilter(cfg.Addrs)}}
 	d.tun = &filteredTUN{Device: t, filter: d.filter, log: d.log, name: name}
 	if err := runTools(d.name, utunAddCommands(name, cfg.Addrs)); err != nil {
 		_ = d.Close()
@@ -97,28 +90,6 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 		d.log.Warn("kernel TUN device addresses not usable yet", "iface", d.name, "err", err)
 	}
 	return nil
-}
-
-// TUN is the device for wireguard-go's device.NewDevice.
-func (d *Device) TUN() tun.Device { return d.tun }
-
-// Name is the interface name (utunN).
-func (d *Device) Name() string { return d.name }
-
-// Dropped is the number of packets from the mesh the device refused
-// because they were not addressed to its own addresses.
-func (d *Device) Dropped() uint64 { return d.filter.dropped.Load() }
-
-// Close closes the utun; the kernel removes the interface, its addresses
-// and its routes with the last descriptor. It is idempotent.
-func (d *Device) Close() error {
-	d.closeOnce.Do(func() {
-		if err := d.tun.Close(); err != nil {
-			d.closeErr = fmt.Errorf("closing TUN device %s: %w", d.name, err)
-		}
-		d.log.Info("kernel TUN device closed", "iface", d.name)
-	})
-	return d.closeErr
 }
 
 // checkConflicts lists the host's interface addresses and its routing

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"runtime"
@@ -27,17 +26,11 @@ const privilegeHint = "run as Administrator, or drop --tun to use the userspace 
 
 // Device is a configured Wintun adapter.
 type Device struct {
-	tun    tun.Device
-	name   string
-	luid   winipcfg.LUID
-	log    *slog.Logger
-	filter *destFilter
+	handle
+	luid winipcfg.LUID
 
 	mu    sync.Mutex
 	addrs []netip.Prefix // what the device holds, for SetAddrs
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 // Create creates the Wintun adapter described by cfg (with the GUID
@@ -78,7 +71,7 @@ func Create(cfg Config) (*Device, error) {
 		_ = t.Close()
 		return nil, fmt.Errorf("creating TUN device %s: wireguard-go returned a %T, not a Wintun adapter", cfg.Name, t)
 	}
-	d := &Device{name: cfg.Name, luid: winipcfg.LUID(nt.LUID()), log: cfg.Logger, filter: newDestFilter(cfg.Addrs)}
+	d := &Device{handle: handle{name: cfg.Name, log: cfg.Logger, filter: newDestFilter(cfg.Addrs)}, luid: winipcfg.LUID(nt.LUID())}
 	d.tun = &filteredTUN{Device: t, filter: d.filter, log: d.log, name: d.name}
 	if err := checkConflicts(d.luid, cfg.meshPrefixes()); err != nil {
 		_ = d.Close()
@@ -171,28 +164,6 @@ func (d *Device) SetAddrs(addrs []netip.Prefix) error {
 		d.log.Warn("kernel TUN device addresses not usable yet", "iface", d.name, "err", err)
 	}
 	return nil
-}
-
-// TUN is the device for wireguard-go's device.NewDevice.
-func (d *Device) TUN() tun.Device { return d.tun }
-
-// Name is the adapter's name.
-func (d *Device) Name() string { return d.name }
-
-// Dropped is the number of packets from the mesh the device refused
-// because they were not addressed to its own addresses.
-func (d *Device) Dropped() uint64 { return d.filter.dropped.Load() }
-
-// Close closes the Wintun adapter, which removes it with its addresses and
-// routes. It is idempotent.
-func (d *Device) Close() error {
-	d.closeOnce.Do(func() {
-		if err := d.tun.Close(); err != nil {
-			d.closeErr = fmt.Errorf("closing TUN device %s: %w", d.name, err)
-		}
-		d.log.Info("kernel TUN device closed", "iface", d.name)
-	})
-	return d.closeErr
 }
 
 // checkConflicts lists every other interface's unicast addresses and

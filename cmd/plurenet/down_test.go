@@ -90,9 +90,17 @@ func TestDownStopsNode(t *testing.T) {
 	if _, err := watcher.WaitMember(ctx, "leaver"); err != nil {
 		t.Fatal(err)
 	}
-	code, body := httpGet(t, "http://"+metricsAddr+"/metrics")
-	if code != 200 || !strings.Contains(body, `plurenet_node_info{adapter="userspace"`) || !strings.Contains(body, `name="watcher"`) {
-		t.Fatalf("GET /metrics on %s: %d, want the node's metrics naming the watcher:\n%s", metricsAddr, code, body)
+	// The watcher seeing the node does not mean the node has seen the
+	// watcher yet (each learns of the other from its own announcement), so
+	// the node's metrics are polled until they name it.
+	for deadline := time.Now().Add(testkit.Patience); ; time.Sleep(50 * time.Millisecond) {
+		code, body := httpGet(t, "http://"+metricsAddr+"/metrics")
+		if code == 200 && strings.Contains(body, `plurenet_node_info{adapter="userspace"`) && strings.Contains(body, `name="watcher"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /metrics on %s: %d, want the node's metrics naming the watcher:\n%s", metricsAddr, code, body)
+		}
 	}
 
 	var out strings.Builder

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -50,7 +51,11 @@ type labConfig struct {
 	plurenet    string        // the plurenet binary
 	wireguardGo string        // the wireguard-go binary
 	iperfTime   time.Duration // iperf3 -t, after one omitted second
-	pings       int
+	// iperfRuns is how many iperf3 runs a throughput row takes the median
+	// of: on a shared 2-core machine one run of a row swings by ±20%, and
+	// a ratio of two single runs by more.
+	iperfRuns int
+	pings     int
 	// rows are the letters of the lab rows to measure (-lab-rows); empty
 	// means all of them.
 	rows string
@@ -131,8 +136,8 @@ func labRows(cfg labConfig) ([]*row, labOutcome) {
 	return rows, out
 }
 
-// measure runs iperf3 from a to dst:port and, when pingDst is valid, pings
-// it, filling r. The peak RSS of ps is reset first, so that the row reports
+// measure runs iperf3 from a to dst:port cfg.iperfRuns times, keeping the
+// median, and, when pingDst is valid, pings it, filling r. The peak RSS of ps is reset first, so that the row reports
 // the peak under load, not at start-up (a chosen mesh secret's Argon2id
 // takes 64 MiB for a moment when a node starts).
 func (b *bench) measure(r *row, ps procs, dst netip.Addr, port int, pingDst netip.Addr) {
@@ -140,13 +145,19 @@ func (b *bench) measure(r *row, ps procs, dst netip.Addr, port int, pingDst neti
 		r.err = err
 		return
 	}
-	bps, err := b.iperf(dst, port)
-	if err != nil {
-		r.err = err
-		return
+	runs := make([]float64, 0, b.cfg.iperfRuns)
+	for range max(b.cfg.iperfRuns, 1) {
+		bps, err := b.iperf(dst, port)
+		if err != nil {
+			r.err = err
+			return
+		}
+		runs = append(runs, bps)
 	}
-	r.bps = bps
+	slices.Sort(runs)
+	r.bps = runs[len(runs)/2]
 	if pingDst.IsValid() {
+		var err error
 		if r.rtt, err = b.ping(pingDst); err != nil {
 			r.err = err
 		}

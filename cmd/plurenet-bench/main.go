@@ -52,6 +52,7 @@ func run() int {
 	benchtime := flag.Duration("benchtime", 2*time.Second, "go test -benchtime of the relay benchmarks")
 	duration := flag.Duration("duration", 5*time.Second, "length of each throughput measurement")
 	pings := flag.Int("pings", 20, "pings per RTT measurement")
+	iperfRuns := flag.Int("iperf-runs", 3, "iperf3 runs per lab throughput row; the row shows the median")
 	noLab := flag.Bool("no-lab", false, "measure the loopback rows only")
 	labOnly := flag.Bool("lab-only", false, "measure the lab rows only (root), not the loopback rows")
 	labRowSel := flag.String("lab-rows", "", "letters of the lab rows to measure, e.g. bcde (default all)")
@@ -68,8 +69,8 @@ func run() int {
 	if *worker != "" {
 		return runWorker(*worker, workerOptions{bytes: *bytes, cpuProfile: *cpuProfile, memProfile: *memProfile})
 	}
-	if *duration < time.Second || *pings < 1 || *benchtime <= 0 {
-		fmt.Fprintln(os.Stderr, "plurenet-bench: -duration must be at least 1s, -pings at least 1, -benchtime positive")
+	if *duration < time.Second || *pings < 1 || *iperfRuns < 1 || *benchtime <= 0 {
+		fmt.Fprintln(os.Stderr, "plurenet-bench: -duration must be at least 1s, -pings and -iperf-runs at least 1, -benchtime positive")
 		return 2
 	}
 	if strings.Trim(*labRowSel, labRowLetters) != "" {
@@ -112,7 +113,7 @@ func run() int {
 			return 2
 		}
 		fmt.Fprintln(os.Stderr, "plurenet-bench: network lab rows (a)-(k)...")
-		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, pings: *pings, rows: *labRowSel})
+		rows, out := labRows(labConfig{plurenet: *plurenet, wireguardGo: *wg, iperfTime: *duration, iperfRuns: *iperfRuns, pings: *pings, rows: *labRowSel})
 		for _, r := range rows {
 			switch {
 			case strings.HasPrefix(r.label, "(a)"):
@@ -134,6 +135,9 @@ func run() int {
 	fmt.Printf("plurenet bench: one run, %s, %s/%s, %d CPUs, %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Println("ratios divide a row's throughput by a baseline measured in this run (/PIPE: loopback rows; /ANCHOR: the Tailscale row above it; /VETH, /WG-GO: lab rows)")
+	if !*noLab {
+		fmt.Printf("lab throughput: the median of %d iperf3 runs of %s each (-iperf-runs, -duration)\n", *iperfRuns, *duration)
+	}
 	fmt.Println()
 	if err := t.write(os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "plurenet-bench: %v\n", err)

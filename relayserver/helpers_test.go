@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
@@ -266,4 +267,23 @@ func metric(t testing.TB, r *testRelay, series string) float64 {
 	}
 	t.Fatalf("metric %s not exposed", series)
 	return 0
+}
+
+// waitMetric polls series until it reads want, and fails t showing the
+// last value after testkit.Patience. For what the relay counts after a
+// client can see it: a forwarded frame once it is queued to the
+// receivers, a handshake once the welcome is sent.
+func waitMetric(t testing.TB, r *testRelay, series string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(testkit.Patience)
+	for {
+		got := metric(t, r, series)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", series, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -475,9 +475,17 @@ func TestLabPrimaryRelayKilled(t *testing.T) {
 		if v.Path != pathPrimary || isDirect(v) {
 			t.Fatalf("%s's path to %s with UDP blocked, both relays up: %s; want %q", c.n.name, c.peer, describe(v), pathPrimary)
 		}
-		st := c.n.mustStatus()
-		if len(st.Relays) != 2 || !st.Relays[0].Connected || !st.Relays[1].Connected {
-			t.Fatalf("%s's relays: %+v; want primary and fallback connected", c.n.name, st.Relays)
+		// The members met over whichever relay carried first: each
+		// relay connection is made on its own, so the fallback's is
+		// waited for.
+		for deadline := time.Now().Add(labStartWait); ; time.Sleep(labPoll) {
+			st := c.n.mustStatus()
+			if len(st.Relays) == 2 && st.Relays[0].Connected && st.Relays[1].Connected {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's relays after %v: %+v; want primary and fallback connected", c.n.name, labStartWait, st.Relays)
+			}
 		}
 	}
 

@@ -2,9 +2,7 @@ package netstack
 
 import (
 	"crypto/rand"
-	"io"
 	"testing"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -92,38 +90,12 @@ func FuzzCheckInbound(f *testing.F) {
 // sent packets.
 func TestInboundCoalesced(t *testing.T) {
 	a, b := newPair(t)
-	ln, err := b.Listen("tcp", ":5201")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- -1
-			return
-		}
-		defer c.Close()
-		n, _ := io.Copy(io.Discard, c)
-		got <- n
-	}()
-	c, err := a.DialContext(testContext(t), "tcp", "100.64.0.2:5201")
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := make([]byte, 4<<20)
-	c.SetDeadline(time.Now().Add(testTimeout))
-	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	if n := <-got; n != int64(len(msg)) {
-		t.Fatalf("receiver got %d bytes, want %d", n, len(msg))
-	}
+	const size = 4 << 20
+	sendThrough(t, a, b, size, drain, nil)
 	sent := a.stack.Stats().IP.PacketsSent.Value()
 	seen := b.stack.Stats().TCP.ValidSegmentsReceived.Value()
 	// At least 4 MiB / 1240 bytes were sent as separate packets.
-	if min := uint64(len(msg) / 1240); a.link.segmented.Load() == 0 || seen >= min {
-		t.Errorf("B's TCP saw %d segments for %d bytes (A sent %d IP packets): no coalescing", seen, len(msg), sent)
+	if min := uint64(size / 1240); a.link.segmented.Load() == 0 || seen >= min {
+		t.Errorf("B's TCP saw %d segments for %d bytes (A sent %d IP packets): no coalescing", seen, size, sent)
 	}
 }

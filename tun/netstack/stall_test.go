@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,19 +116,7 @@ func TestNoStallAfterLoss(t *testing.T) {
 				}
 				return false
 			})
-			ln, err := b.Listen("tcp", ":5201")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			got := make(chan int64, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					got <- -1
-					return
-				}
-				defer c.Close()
+			sendThrough(t, a, b, size, func(c net.Conn) int64 {
 				var n int64
 				buf := make([]byte, 64<<10)
 				for range tc.pauses {
@@ -136,32 +125,63 @@ func TestNoStallAfterLoss(t *testing.T) {
 					k, err := io.ReadFull(c, buf)
 					n += int64(k)
 					if err != nil {
-						got <- n
-						return
+						return n
 					}
 					time.Sleep(time.Second)
 					dropUpdates.Store(true)
 					time.AfterFunc(tc.blackout, func() { dropUpdates.Store(false) })
 				}
-				k, _ := io.Copy(io.Discard, c)
-				got <- n + k
-			}()
-			c, err := a.DialContext(testContext(t), "tcp", "100.64.0.2:5201")
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetDeadline(time.Now().Add(testTimeout))
-			if _, err := c.Write(make([]byte, size)); err != nil {
-				idle := time.Since(time.Unix(0, lastPacket.Load())).Round(time.Millisecond)
-				t.Fatalf("write: %v; no TCP packet for the last %v: the flow stalled; sender's TCP: %s",
-					err, idle, tcpState(a))
-			}
-			c.Close()
-			if n := <-got; n != size {
-				t.Fatalf("receiver got %d bytes, want %d", n, size)
-			}
+				return n + drain(c)
+			}, func() string {
+				return fmt.Sprintf("no TCP packet for the last %v", time.Since(time.Unix(0, lastPacket.Load())).Round(time.Millisecond))
+			})
 		})
 	}
+}
+
+// sendThrough sends size bytes from a to port 5201 on b over one TCP
+// connection, b reading with receive (which returns the bytes it read), and
+// fails the test if the write does not finish within testTimeout (the flow
+// stalled: stalled, when not nil, says more) or b did not get every byte.
+func sendThrough(t *testing.T, a, b *Stack, size int, receive func(c net.Conn) int64, stalled func() string) {
+	t.Helper()
+	ln, err := b.Listen("tcp", ":5201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		got <- receive(c)
+	}()
+	c, err := a.DialContext(testContext(t), "tcp", "100.64.0.2:5201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := c.Write(make([]byte, size)); err != nil {
+		detail := ""
+		if stalled != nil {
+			detail = "; " + stalled()
+		}
+		t.Fatalf("write: %v: the flow stalled%s; sender's TCP: %s", err, detail, tcpState(a))
+	}
+	c.Close()
+	if n := <-got; n != int64(size) {
+		t.Fatalf("receiver got %d bytes, want %d", n, size)
+	}
+}
+
+// drain reads c to its end and returns the bytes it read.
+func drain(c net.Conn) int64 {
+	n, _ := io.Copy(io.Discard, c)
+	return n
 }
 
 // tcpState describes the TCP endpoints of s (state, RTT, RTO, congestion
@@ -257,49 +277,21 @@ func TestNoStallAfterShrunkWindow(t *testing.T) {
 		}
 		return false
 	})
-	ln, err := b.Listen("tcp", ":5201")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- -1
-			return
-		}
-		defer c.Close()
+	sendThrough(t, a, b, size, func(c net.Conn) int64 {
 		// Stop reading until the trap is set (so the window is small),
 		// then read on while window updates are lost.
-		var n int64
 		buf := make([]byte, 64<<10)
-		k, err := io.ReadFull(c, buf)
-		n += int64(k)
+		n, err := io.ReadFull(c, buf)
 		if err != nil {
-			got <- n
-			return
+			return int64(n)
 		}
 		select {
 		case <-trap:
 			time.Sleep(blackout / 4)
 		case <-time.After(testTimeout):
 		}
-		k2, _ := io.Copy(io.Discard, c)
-		got <- n + k2
-	}()
-	c, err := a.DialContext(testContext(t), "tcp", "100.64.0.2:5201")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(testTimeout))
-	if _, err := c.Write(make([]byte, size)); err != nil {
-		t.Fatalf("write: %v: the flow stalled; sender's TCP: %s", err, tcpState(a))
-	}
-	c.Close()
-	if n := <-got; n != size {
-		t.Fatalf("receiver got %d bytes, want %d", n, size)
-	}
+		return int64(n) + drain(c)
+	}, nil)
 	mu.Lock()
 	defer mu.Unlock()
 	if phase < 2 {

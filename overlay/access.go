@@ -62,6 +62,7 @@ func (n *Node) updateAccess() {
 	list := n.members.List()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.enforced = s.docs[owner.KindPolicy].ver
 	if s.policy == nil {
 		n.filter.SetPolicy(nil)
 		return

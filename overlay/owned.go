@@ -70,13 +70,18 @@ type ownedState struct {
 	self  owner.Certificate
 	cert  []byte // self's encoding, announced
 
-	mu      sync.Mutex
-	docs    map[byte]heldDoc // by kind
-	revs    *owner.Revocations
-	policy  *owner.Policy                        // nil: no policy, everything is allowed
-	certs   map[nodekey.Public]owner.Certificate // of members in the table
-	refused map[nodekey.Public]Refusal
-	denied  map[nodekey.Public]*atomic.Uint64 // packets the policy dropped, per member (access.go)
+	mu     sync.Mutex
+	docs   map[byte]heldDoc // by kind
+	revs   *owner.Revocations
+	policy *owner.Policy // nil: no policy, everything is allowed
+	// enforced is the version of the policy the access filter holds
+	// (updateAccess), which trails docs' by the moment between taking a
+	// document and installing it: status reports this one, so that what
+	// it shows is what is in force.
+	enforced uint64
+	certs    map[nodekey.Public]owner.Certificate // of members in the table
+	refused  map[nodekey.Public]Refusal
+	denied   map[nodekey.Public]*atomic.Uint64 // packets the policy dropped, per member (access.go)
 }
 
 // Refusal is a certificate this node refused, for status.
@@ -526,7 +531,10 @@ func (n *Node) ownedStatus() (*OwnedStatus, map[nodekey.Public]memberOwned) {
 		Grant:              s.self.Grant.Name,
 		Tags:               s.self.Grant.Tags,
 		RevocationsVersion: s.docs[owner.KindRevocations].ver,
-		PolicyVersion:      s.docs[owner.KindPolicy].ver,
+		PolicyVersion:      s.enforced,
+	}
+	if n.filter == nil { // no device yet: nothing enforces it, the document is held
+		st.PolicyVersion = s.docs[owner.KindPolicy].ver
 	}
 	st.SecretRotation, st.NextSecretAt = n.keys.status()
 	if n.filter != nil {

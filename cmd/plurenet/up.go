@@ -35,10 +35,12 @@ func init() {
 // in-flight bounds (transports/inflight.go); with the GC's default goal of
 // twice that, a kernel TUN receiver's RSS reached 76-101 MiB in the lab.
 // With this limit the GC collects sooner near it (the buffers hold no
-// pointers, so a collection is cheap) and the same runs peaked at 60-63 MiB
-// at the same throughput. A lower limit made the GC run nearly
-// continuously and halved the direct path's throughput.
-const nodeMemoryLimit = 60 << 20
+// pointers, so a collection is cheap). The peak RSS sits a few MiB above
+// the limit (stacks, runtime): at 60 MiB a kernel TUN receiver peaked at
+// 61-64 MiB, at 56 MiB at 58-61 MiB with the same throughput in
+// interleaved lab runs. 48 MiB made the GC run nearly continuously and
+// halved the direct path's throughput.
+const nodeMemoryLimit = 56 << 20
 
 // setNodeMemoryLimit sets nodeMemoryLimit unless the environment has
 // GOMEMLIMIT (which the runtime has applied already).

@@ -298,6 +298,8 @@ func (b *backplane) handle(raw []byte) {
 			b.m.drops[bpDropNoSuchPeer].Inc()
 		case dstQueueFull:
 			b.m.relayDrop(dropQueueFull, 1)
+		case dstClosed:
+			b.m.relayDrop(dropClosed, 1)
 		}
 	case bpBroadcast:
 		b.m.received[kindBroadcast].Inc()

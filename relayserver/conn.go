@@ -404,6 +404,9 @@ func (c *conn) handleFrame(b []byte, now time.Time) bool {
 		case dstQueueFull:
 			putForward(out)
 			s.metrics.drop(dropQueueFull, 1)
+		case dstClosed:
+			putForward(out)
+			s.metrics.drop(dropClosed, 1)
 		case relayed:
 			putForward(out)
 			// to another instance; the backplane counts it

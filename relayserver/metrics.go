@@ -17,7 +17,7 @@ const (
 	dropNoSuchPeer  = "no_such_peer" // Send to a key not in the rendezvous
 	dropQueueFull   = "queue_full"   // the receiver's send queue was at its cap
 	dropRateLimited = "rate_limited" // the sender exceeded its byte rate
-	dropClosed      = "closed"       // queued for a connection that then failed
+	dropClosed      = "closed"       // queued for a connection that then failed, or for a key whose every connection was closing
 
 	hsOK           = "ok"
 	hsBadFrame     = "bad_frame"

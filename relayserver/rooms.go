@@ -49,6 +49,8 @@ const (
 	delivered deliverResult = iota
 	noSuchPeer
 	dstQueueFull
+	// dstClosed: every connection of the key found was closing.
+	dstClosed
 	// relayed: handed to the backplane for another instance, which
 	// counts the outcome in its own metrics.
 	relayed
@@ -322,22 +324,54 @@ func (rs *rooms) route(c *conn, dst relayproto.Key, frame []byte) (deliverResult
 	if r == nil {
 		return noSuchPeer, instanceID{}
 	}
-	r.mu.Lock()
-	conns := r.members[dst]
-	if len(conns) == 0 {
-		inst, ok := r.remote[dst]
-		r.mu.Unlock()
-		if ok {
-			return relayed, inst
+	var inst instanceID
+	var remote bool
+	res, ok := pushRouted(func() *conn {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		conns := r.members[dst]
+		if len(conns) == 0 {
+			inst, remote = r.remote[dst]
+			return nil
 		}
-		return noSuchPeer, instanceID{}
+		return conns[len(conns)-1]
+	}, func(t *conn) pushResult { return t.q.pushForward(frame) })
+	switch {
+	case ok:
+		return res, instanceID{}
+	case remote:
+		return relayed, inst
 	}
-	target := conns[len(conns)-1]
-	r.mu.Unlock()
-	if target.q.pushForward(frame) != pushed {
-		return dstQueueFull, instanceID{}
+	return noSuchPeer, instanceID{}
+}
+
+// maxRouteTries bounds how often pushRouted looks for a key's routing
+// target again after finding one closing. A key has at most
+// maxConnsPerKey connections, so a few looks find the live one; the bound
+// only keeps a bug from becoming a spin.
+const maxRouteTries = 4
+
+// pushRouted offers a frame, with push, to the connection target names
+// (nil: the key has none here) until one takes it or refuses it for a full
+// queue. A connection whose queue is shut has left its room already
+// (finish removes a connection before it shuts the queue), so target is
+// asked again: in a make-before-break switch, a frame routed to the old
+// connection just as it left goes to the new one instead of being lost.
+// ok is false when target found no connection.
+func pushRouted(target func() *conn, push func(*conn) pushResult) (res deliverResult, ok bool) {
+	for range maxRouteTries {
+		t := target()
+		if t == nil {
+			return noSuchPeer, false
+		}
+		switch push(t) {
+		case pushed:
+			return delivered, true
+		case queueFull:
+			return dstQueueFull, true
+		}
 	}
-	return delivered, instanceID{}
+	return dstClosed, true
 }
 
 func (rs *rooms) fanout(c *conn) int {

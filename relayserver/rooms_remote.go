@@ -34,17 +34,16 @@ func (rs *rooms) deliverLocal(rv relayproto.Rendezvous, dst relayproto.Key, fram
 	if r == nil {
 		return noSuchPeer
 	}
-	conns := r.members[dst]
-	if len(conns) == 0 {
-		r.mu.Unlock()
-		return noSuchPeer
-	}
-	target := conns[len(conns)-1]
 	r.mu.Unlock()
-	if target.q.push(frame, false) != pushed {
-		return dstQueueFull
-	}
-	return delivered
+	res, _ := pushRouted(func() *conn {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if conns := r.members[dst]; !r.dead && len(conns) > 0 {
+			return conns[len(conns)-1]
+		}
+		return nil
+	}, func(t *conn) pushResult { return t.q.push(frame, false) })
+	return res
 }
 
 // broadcastFromRemote queues frame, a broadcast by src on another instance,

@@ -288,3 +288,37 @@ func TestServeRejectsHalfTLS(t *testing.T) {
 		t.Fatal("Serve accepted a certificate without a key")
 	}
 }
+
+// TestStopAnnouncesNoDepartures: when the relay cuts every connection
+// (Close), no member is told that another left on the way out. A crash
+// tells them nothing either, and a client keeps the members it knew while
+// its relay is down (transports/relay's Reachable), so the two look alike.
+func TestStopAnnouncesNoDepartures(t *testing.T) {
+	const n = 8
+	r := newRelay(t, relayserver.Config{})
+	rv := testkit.Admission(1)
+	cs := make([]*client, n)
+	for i := range cs {
+		cs[i] = connect(t, r, testkit.Key(t), rv)
+	}
+	// Each learns of the n-1 others (its snapshot, then later joins).
+	for _, c := range cs {
+		for range n - 1 {
+			if f := c.next(); f.Type != relayproto.TypePeerPresent {
+				t.Fatalf("client %s: got %v, want PeerPresent", c.key.ShortString(), f.Type)
+			}
+		}
+	}
+	r.srv.Close()
+	for _, c := range cs {
+		for {
+			f, err := c.tryNext()
+			if err != nil {
+				break // cut
+			}
+			if f.Type == relayproto.TypePeerGone {
+				t.Fatalf("client %s was told %s left while the relay stopped", c.key.ShortString(), f.Key.ShortString())
+			}
+		}
+	}
+}

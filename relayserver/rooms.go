@@ -303,7 +303,9 @@ func (rs *rooms) leave(c *conn) {
 	}
 	if !r.present(c.key) {
 		r.size.Add(-1)
-		r.announce(relayproto.AppendPeerGone(nil, c.key), c.key, c.srv.countPush)
+		if !c.srv.stopping.Load() {
+			r.announce(relayproto.AppendPeerGone(nil, c.key), c.key, c.srv.countPush)
+		}
 	}
 	r.mu.Unlock()
 }

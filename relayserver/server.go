@@ -44,6 +44,11 @@ type Server struct {
 	cancel context.CancelFunc
 
 	draining atomic.Bool
+	// stopping is set when every connection is about to be cut (Close, or
+	// Drain once its grace is over): a member's leave then tells the
+	// others nothing, as a crash would not, since they are being cut too
+	// and keep what they knew for when they reconnect.
+	stopping atomic.Bool
 	slots    atomic.Int64 // connections admitted, for MaxConns
 	peakQ    atomic.Int64 // highest send queue seen, in bytes
 
@@ -293,6 +298,7 @@ wait:
 			break wait
 		}
 	}
+	s.stopping.Store(true)
 	for _, c := range s.snapshot() {
 		c.fail(relayproto.ErrServerShutdown, "relay shutting down")
 	}
@@ -313,6 +319,7 @@ wait:
 func (s *Server) Close() error {
 	s.once.Do(func() {
 		s.draining.Store(true)
+		s.stopping.Store(true)
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()

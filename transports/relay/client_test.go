@@ -109,6 +109,9 @@ func TestRelayRestart(t *testing.T) {
 	waitConnected(t, a)
 	waitConnected(t, b)
 	sendUntilReceived(t, a, b, "before restart")
+	// b's frames reaching b say nothing of whether a has read the relay's
+	// PeerPresent(b) yet; what a relay going down keeps is what a knew.
+	testkit.Eventually(t, "a to learn that b is present", func() bool { return a.Present(b.PublicKey()) })
 
 	r1.stop()
 	testkit.Eventually(t, "both clients to notice the relay is gone", func() bool {

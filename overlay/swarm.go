@@ -279,10 +279,8 @@ func (n *Node) heard(c carrier, key nodekey.Public, cands []string, fresh bool) 
 			return
 		}
 	}
-	if fresh && n.swarm != nil {
-		if cur, usable, ok := n.direct.StaticAddr(key); !ok || !usable || cur != addr {
-			n.swarm.retries.addCheck(key, addr, time.Now())
-		}
+	if fresh && n.swarm != nil && n.unconfirmedAt(key, addr) {
+		n.swarm.retries.addCheck(key, addr, time.Now())
 	}
 	n.direct.Heard(key, addr, fresh)
 }

@@ -57,7 +57,7 @@ func (r *retries) addCheck(key nodekey.Public, addr netip.AddrPort, now time.Tim
 	if c, ok := r.checks[key]; (ok && c.addr == addr) || (!ok && len(r.checks) >= maxRetries) {
 		return
 	}
-	r.checks[key] = checkRetry{addr: addr, retry: retry{at: now.Add(retryFirst), wait: retryFirst}}
+	r.checks[key] = checkRetry{addr: addr, retry: firstRetry(now)}
 }
 
 // takeChecks returns the path checks due at now, rescheduled like take.
@@ -73,8 +73,8 @@ func (r *retries) takeChecks(now time.Time) map[nodekey.Public]netip.AddrPort {
 			out = make(map[nodekey.Public]netip.AddrPort)
 		}
 		out[k] = c.addr
-		if next := 2 * c.wait; next < mesh.AnnounceInterval {
-			r.checks[k] = checkRetry{addr: c.addr, retry: retry{at: now.Add(next), wait: next}}
+		if next, ok := c.next(now); ok {
+			r.checks[k] = checkRetry{addr: c.addr, retry: next}
 		} else {
 			delete(r.checks, k)
 		}
@@ -85,6 +85,18 @@ func (r *retries) takeChecks(now time.Time) map[nodekey.Public]netip.AddrPort {
 type retry struct {
 	at   time.Time
 	wait time.Duration // the delay that led to at; the next one doubles it
+}
+
+// firstRetry is the schedule of something first seen at now.
+func firstRetry(now time.Time) retry {
+	return retry{at: now.Add(retryFirst), wait: retryFirst}
+}
+
+// next is the retry after e, taken at now: twice the delay, or none (false)
+// once the delay would reach the regular announce round.
+func (e retry) next(now time.Time) (retry, bool) {
+	wait := 2 * e.wait
+	return retry{at: now.Add(wait), wait: wait}, wait < mesh.AnnounceInterval
 }
 
 // add schedules retries for a newly found address (once; a full table
@@ -98,7 +110,7 @@ func (r *retries) add(a netip.AddrPort, now time.Time) {
 	if _, ok := r.due[a]; ok || len(r.due) >= maxRetries {
 		return
 	}
-	r.due[a] = retry{at: now.Add(retryFirst), wait: retryFirst}
+	r.due[a] = firstRetry(now)
 }
 
 // answered ends a's retries: a member spoke from there.
@@ -119,8 +131,8 @@ func (r *retries) take(now time.Time) []netip.AddrPort {
 			continue
 		}
 		out = append(out, a)
-		if next := 2 * e.wait; next < mesh.AnnounceInterval {
-			r.due[a] = retry{at: now.Add(next), wait: next}
+		if next, ok := e.next(now); ok {
+			r.due[a] = next
 		} else {
 			delete(r.due, a)
 		}
@@ -149,8 +161,8 @@ func (n *Node) retryFound(ctx context.Context) {
 				if n.relayReaches(key) {
 					continue // auto mode: the relay carries it (autodht.go)
 				}
-				if cur, usable, ok := n.direct.StaticAddr(key); !ok || !usable || cur != addr {
-					n.direct.Heard(key, addr, false) // probes again unless confirmed meanwhile
+				if n.unconfirmedAt(key, addr) {
+					n.direct.Heard(key, addr, false) // probes again
 				}
 			}
 			due := n.swarm.retries.take(now)
@@ -166,4 +178,11 @@ func (n *Node) retryFound(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// unconfirmedAt reports whether key has no usable direct path at addr yet:
+// a path check there is (still) wanted.
+func (n *Node) unconfirmedAt(key nodekey.Public, addr netip.AddrPort) bool {
+	cur, usable, ok := n.direct.StaticAddr(key)
+	return !ok || !usable || cur != addr
 }

@@ -174,7 +174,7 @@ func (n *Node) setup() error {
 			// WireGuard packets go from the connection's reader straight
 			// to the Bind; the node sees only sealed messages and
 			// presence.
-			Deliver: n.bind.Deliver,
+			Inbox: n.bind,
 			// n.relays is complete once the node is ready.
 			OnSealed: func(from nodekey.Public, msg []byte) {
 				if n.waitReady() {

@@ -115,7 +115,7 @@ func (s *Server) newConn(remote string) *conn {
 	if s.cfg.RateBytesPerSec > 0 {
 		c.budget = newByteBudget(s.cfg.RateBytesPerSec, s.cfg.RateBurstBytes, time.Now())
 	}
-	c.heard()
+	c.heard(time.Now())
 	return c
 }
 
@@ -131,7 +131,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
 		// nothing (and compressing attacker-chosen data next to secrets is
 		// how CRIME-style attacks start).
 		CompressionMode: websocket.CompressionDisabled,
-		OnPongReceived:  func(context.Context, []byte) { c.heard() },
+		OnPongReceived:  func(context.Context, []byte) { c.heard(time.Now()) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("relay: accept %s: %w", r.RemoteAddr, err)
@@ -155,7 +155,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*conn, error) {
 	return c, nil
 }
 
-func (c *conn) heard() { c.lastHeard.Store(time.Now().UnixNano()) }
+func (c *conn) heard(now time.Time) { c.lastHeard.Store(now.UnixNano()) }
 
 // run is the reader: it does the handshake, then reads frames until the
 // connection ends, then waits for the writer and the timers, and calls done.
@@ -207,32 +207,77 @@ func (c *conn) serve(established bool, done func()) {
 	}
 }
 
-// readFrame reads one WebSocket message into a pooled buffer. The caller
-// returns bp to framePool when done with b.
-func (c *conn) readFrame() (b []byte, bp *[]byte, err error) {
+// frame is a message read from a client. Most fit a forward buffer
+// (forwardBufSize), which a Send's Recv can go out in; longer ones are read
+// on into a framePool buffer. Buffers are taken once a message has begun,
+// so idle connections hold none.
+type frame struct {
+	b     []byte
+	fwd   []byte  // the getForward buffer b is in, or nil
+	large *[]byte // the framePool buffer b is in, or nil
+}
+
+// release returns the frame's buffer to its pool, unless the frame was
+// forwarded in it (take).
+func (f *frame) release() {
+	if f.fwd != nil {
+		putForward(f.fwd)
+	}
+	if f.large != nil {
+		framePool.Put(f.large)
+	}
+	*f = frame{}
+}
+
+// take hands the forward buffer to the caller (nil if the frame is in a
+// large buffer); release then leaves it alone.
+func (f *frame) take() []byte {
+	b := f.fwd
+	f.fwd = nil
+	return b
+}
+
+// readFrame reads one WebSocket message into pooled buffers. The caller
+// releases the frame when done with it.
+func (c *conn) readFrame() (frame, error) {
 	// No context per read (one showed in the allocation profile): the
 	// socket is closed when c.ctx ends (accept).
 	typ, r, err := c.ws.Reader(context.Background())
 	if err != nil {
-		return nil, nil, err
+		return frame{}, err
 	}
-	bp = framePool.Get().(*[]byte)
-	n, err := io.ReadFull(r, *bp)
+	f := frame{fwd: getForward(forwardBufSize)[:forwardBufSize]}
+	n, err := io.ReadFull(r, f.fwd)
+	if err == nil {
+		// The forward buffer is full: the message may go on.
+		f.large = framePool.Get().(*[]byte)
+		copy(*f.large, f.fwd)
+		putForward(f.fwd)
+		f.fwd = nil
+		var m int
+		m, err = io.ReadFull(r, (*f.large)[n:])
+		n += m
+		if err == nil {
+			f.release()
+			return frame{}, errFrameTooLarge
+		}
+	}
 	switch {
-	case err == nil:
-		framePool.Put(bp)
-		return nil, nil, errFrameTooLarge
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 	default:
-		framePool.Put(bp)
-		return nil, nil, err
+		f.release()
+		return frame{}, err
 	}
 	if typ != websocket.MessageBinary {
-		framePool.Put(bp)
-		return nil, nil, errTextMessage
+		f.release()
+		return frame{}, errTextMessage
 	}
-	c.heard()
-	return (*bp)[:n], bp, nil
+	if f.large != nil {
+		f.b = (*f.large)[:n]
+	} else {
+		f.b = f.fwd[:n]
+	}
+	return f, nil
 }
 
 // readFailed turns a readFrame error into the connection's end.
@@ -267,7 +312,7 @@ func (c *conn) handshake() bool {
 	}
 	c.q.push(hello.Append(nil), true)
 
-	b, bp, err := c.readFrame()
+	f, err := c.readFrame()
 	if err != nil {
 		c.readFailed(err)
 		c.mu.Lock()
@@ -283,8 +328,9 @@ func (c *conn) handshake() bool {
 		}
 		return false
 	}
-	ch, err := relayproto.ParseClientHello(b)
-	framePool.Put(bp)
+	c.heard(time.Now())
+	ch, err := relayproto.ParseClientHello(f.b)
+	f.release()
 	// Each refusal is counted before the client can see its close, so a
 	// client that saw one finds it in the metrics.
 	if code, msg, result := c.verify(ch, err, hello); code != 0 {
@@ -342,13 +388,15 @@ func (c *conn) verify(ch relayproto.ClientHello, parseErr error, hello relayprot
 // readLoop handles frames until the connection ends.
 func (c *conn) readLoop() {
 	for {
-		b, bp, err := c.readFrame()
+		f, err := c.readFrame()
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
-		more := c.handleFrame(b, time.Now())
-		framePool.Put(bp)
+		now := time.Now()
+		c.heard(now)
+		more := c.handleFrame(&f, now)
+		f.release()
 		if !more {
 			return
 		}
@@ -356,9 +404,12 @@ func (c *conn) readLoop() {
 }
 
 // handleFrame acts on one frame from an established client and reports
-// whether to read more. It copies what it forwards, so b may be reused.
-func (c *conn) handleFrame(b []byte, now time.Time) bool {
+// whether to read more. A Send goes out as a Recv in the forward buffer it
+// was read into (the two differ only in the header); what else it
+// forwards, it copies.
+func (c *conn) handleFrame(in *frame, now time.Time) bool {
 	s := c.srv
+	b := in.b
 	f, err := relayproto.Parse(b)
 	if err != nil {
 		c.fail(relayproto.ErrBadFrame, err.Error())
@@ -394,7 +445,12 @@ func (c *conn) handleFrame(b []byte, now time.Time) bool {
 	if f.Type == relayproto.TypeSend {
 		// The receiver's queue owns out once it is delivered; otherwise
 		// nothing holds it (the backplane copies what it relays).
-		out := relayproto.AppendRecv(getForward(len(b)), c.key, f.Payload)
+		var out []byte
+		if in.take() != nil {
+			out = relayproto.SendToRecv(b, c.key)
+		} else {
+			out = relayproto.AppendRecv(getForward(len(b)), c.key, f.Payload)
+		}
 		switch s.router.unicast(c, f.Key, out) {
 		case delivered:
 			s.metrics.forwarded(kindUnicast, 1, len(f.Payload))

@@ -57,8 +57,13 @@ func FuzzHandleFrame(f *testing.F) {
 		defer peer.finish(closeGone, 0, "")
 		defer sender.finish(closeGone, 0, "")
 		in := bytes.Clone(b)
-		sender.handleFrame(b, time.Now())
-		clear(b) // the relay must have copied what it forwards
+		fr := readLike(b)
+		sender.handleFrame(fr, time.Now())
+		clear(b) // the relay must not hold the frame read from the socket...
+		if fr.fwd != nil {
+			clear(fr.fwd[:cap(fr.fwd)]) // ...nor a forward buffer it did not take
+		}
+		fr.release()
 
 		var frames [][]byte
 		for _, e := range peer.q.take(nil) {

@@ -259,6 +259,16 @@ func TestBadFramesAfterHandshake(t *testing.T) {
 	}
 	a.broadcast(big)
 	b.expect(relayproto.TypeBroadcastRecv, a.key)
+	// Frames around the size of the buffer the relay reads into first and
+	// forwards in (2048 bytes) arrive byte for byte, as do the rest.
+	const hdr = 1 + relayproto.KeySize
+	for i, n := range []int{0, 1, 1400, 2048 - hdr - 1, 2048 - hdr, 2048 - hdr + 1, 9032} {
+		p := strings.Repeat(string(rune('a'+i)), n)
+		a.send(b.key, p)
+		if f := b.expect(relayproto.TypeRecv, a.key); string(f.Payload) != p {
+			t.Fatalf("%d-byte payload arrived as %d bytes %.8q...", n, len(f.Payload), f.Payload)
+		}
+	}
 }
 
 func TestClosedServerRefuses(t *testing.T) {

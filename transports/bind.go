@@ -103,40 +103,56 @@ type Bind struct {
 
 type inbound struct {
 	from nodekey.Public
-	buf  *[]byte // the packet, from inboundPool unless larger than it holds
+	buf  *[]byte // from InboundBuffer (or larger); the packet is (*buf)[off:]
+	off  int
 }
 
-// Buffers of the inbox. Deliver copies each packet into one, so that a
-// transport can hand over the buffer it reads into (the relay's reader
-// reuses one per connection) and the receive path allocates nothing.
+// Buffers of the inbox. A transport that reads on a goroutine of its own
+// reads each message into one (InboundBuffer) and hands it over with the
+// packet in it (DeliverBuffer); Deliver copies into one. Either way the
+// receive path allocates nothing.
 const (
-	// inboundBufCap fits a WireGuard message on a 1500-byte path (MTU plus
-	// 32 bytes of WireGuard overhead) with room to spare. Larger packets
-	// (an MTU up to 9000 is allowed) get a buffer of their own, which the
-	// garbage collector takes back.
-	inboundBufCap = 2048
+	// InboundBufferSize fits a WireGuard message on a 1500-byte path (MTU plus
+	// 32 bytes of WireGuard overhead) and a transport's framing around it
+	// (the relay's Recv header is 33 bytes), with room to spare. Larger
+	// packets (an MTU up to 9000 is allowed) get a buffer of their own,
+	// which the garbage collector takes back.
+	InboundBufferSize = 2048
 )
 
 var inboundPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, inboundBufCap)
+	b := make([]byte, 0, InboundBufferSize)
 	return &b
 }}
 
-func getInbound(pkt []byte) *[]byte {
-	if len(pkt) > inboundBufCap {
-		b := append([]byte(nil), pkt...)
-		return &b
-	}
+// InboundBuffer returns an empty buffer of InboundBufferSize bytes'
+// capacity for a transport to read a message into and pass, with the
+// packet in it, to DeliverBuffer. A buffer it does not deliver goes back
+// with ReleaseInbound.
+func InboundBuffer() *[]byte {
 	b := inboundPool.Get().(*[]byte)
-	*b = append((*b)[:0], pkt...)
+	*b = (*b)[:0]
 	return b
 }
 
-func putInbound(b *[]byte) {
-	if cap(*b) != inboundBufCap {
+// ReleaseInbound returns a buffer InboundBuffer gave and nothing holds any
+// more. Buffers of another size are left to the garbage collector.
+func ReleaseInbound(b *[]byte) {
+	if cap(*b) != InboundBufferSize {
 		return
 	}
 	inboundPool.Put(b)
+}
+
+// InboundCopy returns pkt copied into a buffer for DeliverBuffer.
+func InboundCopy(pkt []byte) *[]byte {
+	if len(pkt) > InboundBufferSize {
+		b := append([]byte(nil), pkt...)
+		return &b
+	}
+	b := InboundBuffer()
+	*b = append(*b, pkt...)
+	return b
 }
 
 type pathState struct {
@@ -226,8 +242,8 @@ func (b *Bind) makeReceive(recv chan inbound, closed chan struct{}) conn.Receive
 		}
 		n := 0
 		for {
-			sizes[n] = copy(packets[n], *in.buf)
-			putInbound(in.buf)
+			sizes[n] = copy(packets[n], (*in.buf)[in.off:])
+			ReleaseInbound(in.buf)
 			eps[n] = Endpoint{Key: in.from}
 			n++
 			if n == len(packets) {
@@ -245,20 +261,28 @@ func (b *Bind) makeReceive(recv chan inbound, closed chan struct{}) conn.Receive
 // Deliver hands a packet received from peer to the WireGuard device. It
 // copies pkt (into a pooled buffer), so the caller keeps its buffer and may
 // reuse it at once. It never blocks: when the device is not reading fast
-// enough the packet is dropped and counted. Transports that read on their
-// own goroutine (the relay's connection reader) call it from there: the
-// packet then changes goroutine once, here, on its way to the device.
+// enough the packet is dropped and counted.
 func (b *Bind) Deliver(from nodekey.Public, pkt []byte) {
+	b.DeliverBuffer(from, InboundCopy(pkt), 0)
+}
+
+// DeliverBuffer is Deliver without the copy: the packet is (*buf)[off:],
+// and buf, from InboundBuffer, belongs to the Bind from the call on. A
+// transport that reads on its own goroutine (the relay's connection
+// reader) reads each message into such a buffer and passes it on, so the
+// packet is copied once between its socket and the device's buffer and
+// changes goroutine once, here.
+func (b *Bind) DeliverBuffer(from nodekey.Public, buf *[]byte, off int) {
 	recv := b.inbox.Load()
 	if recv == nil {
+		ReleaseInbound(buf)
 		b.dropsNoRcv.Add(1)
 		return
 	}
-	buf := getInbound(pkt)
 	select {
-	case *recv <- inbound{from: from, buf: buf}:
+	case *recv <- inbound{from: from, buf: buf, off: off}:
 	default:
-		putInbound(buf)
+		ReleaseInbound(buf)
 		b.dropsFull.Add(1)
 	}
 }

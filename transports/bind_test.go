@@ -202,7 +202,7 @@ func openBind(tb testing.TB) (*Bind, conn.ReceiveFunc) {
 func TestBindDeliverCopies(t *testing.T) {
 	b, recv := openBind(t)
 	k := testkit.Key(t).Public()
-	for _, n := range []int{1, inboundBufCap, inboundBufCap + 1, 9100} {
+	for _, n := range []int{1, InboundBufferSize, InboundBufferSize + 1, 9100} {
 		buf := bytes.Repeat([]byte{0xa5}, n)
 		b.Deliver(k, buf)
 		clear(buf) // the reader's next packet

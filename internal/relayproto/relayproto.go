@@ -295,6 +295,16 @@ func AppendRecv(b []byte, src Key, payload []byte) []byte {
 	return appendKeyed(b, TypeRecv, src, payload)
 }
 
+// SendToRecv turns a Send frame, in place, into the Recv frame that
+// delivers its payload from src, and returns it. The two differ only in the
+// type and the key, so a relay forwards a frame without copying it. f must
+// be a frame Parse accepted as a Send.
+func SendToRecv(f []byte, src Key) []byte {
+	f[0] = byte(TypeRecv)
+	copy(f[1:1+KeySize], src[:])
+	return f
+}
+
 // AppendBroadcastRecv appends a BroadcastRecv frame (relay → client) to b.
 func AppendBroadcastRecv(b []byte, src Key, payload []byte) []byte {
 	return appendKeyed(b, TypeBroadcastRecv, src, payload)

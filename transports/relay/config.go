@@ -79,6 +79,11 @@ type Config struct {
 	// WireGuard messages broadcast on the rendezvous are dropped: WireGuard
 	// is unicast.
 	Deliver func(from nodekey.Public, pkt []byte)
+	// Inbox, when set, takes the WireGuard messages Deliver would get,
+	// without a copy: the reader reads each frame into a buffer from
+	// transports.InboundBuffer and hands that buffer over with the packet
+	// in it. The node sets its Bind here.
+	Inbox Inbox
 	// OnSealed receives each sealed mesh message, unicast or broadcast,
 	// with the sender key the relay authenticated in its handshake, and a
 	// copy the callee owns. It is called from the connection's reader, in

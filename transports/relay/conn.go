@@ -13,6 +13,7 @@ import (
 
 	"github.com/plures/plurenet/internal/relayproto"
 	"github.com/plures/plurenet/internal/wscork"
+	"github.com/plures/plurenet/transports"
 )
 
 // Per-connection limits and timers.
@@ -332,25 +333,41 @@ func (cn *conn) write(b *[]byte) bool {
 }
 
 // readLoop reads frames until the connection ends.
+//
+// Nearly every frame fits a buffer from transports.InboundBuffer: the
+// reader reads into one, and a WireGuard message in it goes to the Bind
+// with the buffer (Config.Inbox), so the packet is not copied again on its
+// way to the device. Longer frames go on into one large buffer per
+// connection, whose payloads are copied where they are kept. Other frames
+// are parsed in place.
 func (cn *conn) readLoop() {
 	defer cn.wg.Done()
-	// One buffer per connection: frames are parsed in place, and payloads
-	// are copied only where they are kept (Recv's queue, OnSealed, the
-	// Bind's inbox). One spare byte detects a frame
-	// over the limit even if the WebSocket library let it through.
-	buf := make([]byte, relayproto.MaxFrame+1)
+	// One spare byte detects a frame over the limit even if the WebSocket
+	// library let it through.
+	large := make([]byte, relayproto.MaxFrame+1)
+	small := transports.InboundBuffer()
 	settled := false
 	var err error
 	for {
-		var n int
-		n, err = readMessage(cn.ws, buf)
+		var frame []byte
+		var inSmall bool
+		frame, inSmall, err = readMessage(cn.ws, (*small)[:cap(*small)], large)
 		if err != nil {
 			break
 		}
-		if err = cn.handle(buf[:n], &settled); err != nil {
+		var owned *[]byte
+		if inSmall {
+			*small, owned = frame, small
+		}
+		var kept bool
+		if kept, err = cn.handle(frame, owned, &settled); err != nil {
 			break
 		}
+		if kept {
+			small = transports.InboundBuffer()
+		}
 	}
+	transports.ReleaseInbound(small)
 	if websocket.CloseStatus(err) == websocket.StatusNormalClosure || websocket.CloseStatus(err) == websocket.StatusGoingAway {
 		err = errRelayClosed
 	}
@@ -359,17 +376,43 @@ func (cn *conn) readLoop() {
 	close(cn.dead)
 }
 
-// readMessage reads one WebSocket message into buf.
-func readMessage(ws *websocket.Conn, buf []byte) (int, error) {
+// readMessage reads one WebSocket message into small or, if it is longer,
+// into large, and returns it; inSmall says which. A message that does not
+// fit large is an error.
+func readMessage(ws *websocket.Conn, small, large []byte) (msg []byte, inSmall bool, err error) {
 	typ, r, err := ws.Reader(context.Background())
 	if err != nil {
-		return 0, err
+		return nil, false, err
 	}
 	if typ != websocket.MessageBinary {
-		return 0, errors.New("relay sent a text message")
+		return nil, false, errors.New("relay sent a text message")
 	}
+	n, err := readAll(r, small)
+	if err == nil {
+		return small[:n], true, nil
+	}
+	if err != errFull {
+		return nil, false, err
+	}
+	copy(large, small)
+	m, err := readAll(r, large[n:])
+	switch {
+	case err == errFull:
+		return nil, false, fmt.Errorf("relay sent a frame over %d bytes", relayproto.MaxFrame)
+	case err != nil:
+		return nil, false, err
+	}
+	return large[:n+m], false, nil
+}
+
+// errFull is readAll's report that buf filled before the message ended.
+var errFull = errors.New("buffer full")
+
+// readAll reads from r until io.EOF, which it does not report, or until
+// buf is full (errFull).
+func readAll(r io.Reader, buf []byte) (int, error) {
 	n := 0
-	for {
+	for n < len(buf) {
 		m, err := r.Read(buf[n:])
 		n += m
 		if err == io.EOF {
@@ -378,18 +421,18 @@ func readMessage(ws *websocket.Conn, buf []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if n == len(buf) {
-			return n, fmt.Errorf("relay sent a frame over %d bytes", relayproto.MaxFrame)
-		}
 	}
+	return n, errFull
 }
 
 // handle acts on one frame from the relay. An error ends the connection.
-func (cn *conn) handle(b []byte, settled *bool) error {
+// owned is b's buffer if handle may give it away (see received), nil if
+// not; kept reports that it did.
+func (cn *conn) handle(b []byte, owned *[]byte, settled *bool) (kept bool, err error) {
 	c := cn.c
 	f, err := relayproto.Parse(b)
 	if err != nil {
-		return fmt.Errorf("relay %s: bad frame: %w", c.cfg.URL, err)
+		return false, fmt.Errorf("relay %s: bad frame: %w", c.cfg.URL, err)
 	}
 	if !*settled && f.Type != relayproto.TypePeerPresent {
 		// The relay sends the present peers right after Welcome; anything
@@ -399,9 +442,9 @@ func (cn *conn) handle(b []byte, settled *bool) error {
 	}
 	switch f.Type {
 	case relayproto.TypeRecv:
-		c.received(KindUnicast, f.Key, f.Payload)
+		kept = c.received(KindUnicast, f.Key, f.Payload, owned)
 	case relayproto.TypeBroadcastRecv:
-		c.received(KindBroadcast, f.Key, f.Payload)
+		kept = c.received(KindBroadcast, f.Key, f.Payload, owned)
 	case relayproto.TypePeerPresent:
 		if !c.presence.present(cn.id, f.Key) {
 			c.log.Warn("relay: presence set full, ignoring peer", "relay", c.cfg.URL, "peer", f.Key.ShortString(), "max", maxPeers)
@@ -412,11 +455,11 @@ func (cn *conn) handle(b []byte, settled *bool) error {
 		d := min(time.Duration(f.Millis)*time.Millisecond, maxDrainWait)
 		cn.requestPlanned(planReason{why: "relay drain", deadline: time.Now().Add(d)})
 	case relayproto.TypeError:
-		return cn.relayError(&RelayError{Code: f.Code, Message: f.Message})
+		return false, cn.relayError(&RelayError{Code: f.Code, Message: f.Message})
 	default:
-		return fmt.Errorf("relay %s: sent a %v frame, which only clients send", c.cfg.URL, f.Type)
+		return false, fmt.Errorf("relay %s: sent a %v frame, which only clients send", c.cfg.URL, f.Type)
 	}
-	return nil
+	return kept, nil
 }
 
 // relayError acts on an Error frame. Rate limiting only costs frames; a

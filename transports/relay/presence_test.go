@@ -187,7 +187,7 @@ func FuzzHandleFrame(f *testing.F) {
 		c, cn := fuzzClient()
 		in := bytes.Clone(b)
 		settled := false
-		err := cn.handle(in, &settled)
+		_, err := cn.handle(in, nil, &settled)
 		fr, perr := relayproto.Parse(b)
 		if perr != nil {
 			if err == nil {

@@ -29,10 +29,18 @@ import (
 
 var _ transports.Transport = (*Client)(nil)
 
+// Inbox takes received WireGuard messages together with the buffers they
+// were read into (transports.Bind).
+type Inbox interface {
+	// DeliverBuffer takes buf, from transports.InboundBuffer; the message
+	// is (*buf)[off:]. It must not block.
+	DeliverBuffer(from nodekey.Public, buf *[]byte, off int)
+}
+
 // hooks reports whether the client hands what it receives to Config hooks
 // rather than to Recv.
 func (c *Client) hooks() bool {
-	return c.cfg.Deliver != nil || c.cfg.OnSealed != nil || c.cfg.OnPeer != nil
+	return c.cfg.Deliver != nil || c.cfg.Inbox != nil || c.cfg.OnSealed != nil || c.cfg.OnPeer != nil
 }
 
 // Name is Config.Name: the transport's name in the Bind's path names.
@@ -52,28 +60,42 @@ func (c *Client) Present(peer nodekey.Public) bool {
 	return c.Connected() && c.presence.confirmed(peer)
 }
 
-// received handles a data frame's payload on the reader goroutine.
-func (c *Client) received(kind Kind, from nodekey.Public, payload []byte) {
+// received handles a data frame's payload on the reader goroutine. frame
+// is the payload's buffer when the reader may give it away (nil when not);
+// received reports whether it did, so that the reader takes a new one.
+func (c *Client) received(kind Kind, from nodekey.Public, payload []byte, frame *[]byte) (kept bool) {
 	c.stats.recvFrames.Add(1)
 	c.stats.recvBytes.Add(uint64(len(payload)))
 	if !c.hooks() {
 		c.queue(kind, from, payload)
-		return
+		return false
 	}
 	switch transports.Classify(payload) {
 	case transports.PayloadWireGuard:
-		if kind == KindUnicast && c.cfg.Deliver != nil {
+		if kind != KindUnicast {
+			break
+		}
+		if c.cfg.Inbox != nil && frame != nil {
+			c.cfg.Inbox.DeliverBuffer(from, frame, len(*frame)-len(payload))
+			return true
+		}
+		if c.cfg.Inbox != nil {
+			c.cfg.Inbox.DeliverBuffer(from, transports.InboundCopy(payload), 0)
+			return false
+		}
+		if c.cfg.Deliver != nil {
 			c.cfg.Deliver(from, payload)
-			return
+			return false
 		}
 	case transports.PayloadSealed:
 		if c.cfg.OnSealed != nil {
 			c.cfg.OnSealed(from, bytes.Clone(payload))
-			return
+			return false
 		}
 	}
 	c.stats.recvIgnored.Add(1)
 	c.log.Debug("relay: dropping payload no hook takes", "relay", c.cfg.URL, "peer", from.ShortString(), "kind", kind, "bytes", len(payload))
+	return false
 }
 
 // dispatch hands presence changes to OnPeer until Close, in order and one

@@ -143,49 +143,66 @@ func TestTransportHooks(t *testing.T) {
 	}
 }
 
-// TestTransportIntoBind: WireGuard messages a client hands to Bind.Deliver
-// come out of the Bind's receive function intact and attributed to the
-// sender, although the reader reuses its buffer for the next frame.
+// TestTransportIntoBind: WireGuard messages a client hands to the Bind come
+// out of the Bind's receive function intact and attributed to the sender,
+// whether the client copies them (Deliver) or hands over the buffers it
+// read them into (Inbox), and at every frame size around the inbound
+// buffer's: a frame that fits it, one that fills it exactly and ones that
+// go on into the connection's large buffer (an MTU of 9000).
 func TestTransportIntoBind(t *testing.T) {
-	r := startRelay(t, relayserver.Config{}, nil)
-	rv := newAdmission(t)
-	bind := transports.NewBind(transports.BindConfig{Logger: quietLogger()})
-	fns, _, err := bind.Open(0)
-	if err != nil {
-		t.Fatal(err)
+	const hdr = 1 + nodekey.Size // a Recv frame's header
+	sizes := []int{148, 1452, transports.InboundBufferSize - hdr, transports.InboundBufferSize - hdr + 1, 9032}
+	for i := range 40 {
+		sizes = append(sizes, 100+i)
 	}
-	defer bind.Close()
-	a := newClient(t, Config{URL: r.url, Admission: rv})
-	b := newClient(t, Config{URL: r.url, Admission: rv, Deliver: bind.Deliver})
-	waitConnected(t, a)
-	waitConnected(t, b)
-	testkit.Eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
-	const count = 50
-	for i := range count {
-		if err := a.Send(b.PublicKey(), wgLike(100+i, byte(i))); err != nil {
-			t.Fatalf("Send %d: %v", i, err)
-		}
-	}
-	bufs := make([][]byte, 8)
-	for i := range bufs {
-		bufs[i] = make([]byte, 2048)
-	}
-	sizes := make([]int, len(bufs))
-	eps := make([]wgconn.Endpoint, len(bufs))
-	for got := 0; got < count; {
-		n, err := fns[0](bufs, sizes, eps)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for j := range n {
-			if want := wgLike(100+got, byte(got)); !bytes.Equal(bufs[j][:sizes[j]], want) {
-				t.Fatalf("packet %d: got %d bytes %x..., want %d bytes", got, sizes[j], bufs[j][:8], len(want))
+	for _, mode := range []string{"Deliver", "Inbox"} {
+		t.Run(mode, func(t *testing.T) {
+			r := startRelay(t, relayserver.Config{}, nil)
+			rv := newAdmission(t)
+			bind := transports.NewBind(transports.BindConfig{Logger: quietLogger()})
+			fns, _, err := bind.Open(0)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if ep, ok := eps[j].(transports.Endpoint); !ok || ep.Key != a.PublicKey() {
-				t.Fatalf("packet %d: endpoint %v, want a's key", got, eps[j])
+			defer bind.Close()
+			cfg := Config{URL: r.url, Admission: rv}
+			if mode == "Inbox" {
+				cfg.Inbox = bind
+			} else {
+				cfg.Deliver = bind.Deliver
 			}
-			got++
-		}
+			a := newClient(t, Config{URL: r.url, Admission: rv})
+			b := newClient(t, cfg)
+			waitConnected(t, a)
+			waitConnected(t, b)
+			testkit.Eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
+			for i, n := range sizes {
+				if err := a.Send(b.PublicKey(), wgLike(n, byte(i))); err != nil {
+					t.Fatalf("Send %d (%d bytes): %v", i, n, err)
+				}
+			}
+			bufs := make([][]byte, 8)
+			for i := range bufs {
+				bufs[i] = make([]byte, 1<<16)
+			}
+			lens := make([]int, len(bufs))
+			eps := make([]wgconn.Endpoint, len(bufs))
+			for got := 0; got < len(sizes); {
+				n, err := fns[0](bufs, lens, eps)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for j := range n {
+					if want := wgLike(sizes[got], byte(got)); !bytes.Equal(bufs[j][:lens[j]], want) {
+						t.Fatalf("packet %d: got %d bytes %x..., want %d bytes", got, lens[j], bufs[j][:8], len(want))
+					}
+					if ep, ok := eps[j].(transports.Endpoint); !ok || ep.Key != a.PublicKey() {
+						t.Fatalf("packet %d: endpoint %v, want a's key", got, eps[j])
+					}
+					got++
+				}
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -35,6 +36,7 @@ var scenarios = []scenario{
 	{name: "v1 client told to upgrade", run: testV1Client},
 	{name: "malformed frames refused", run: testBadFrames},
 	{name: "unicast both ways", run: testUnicast},
+	{name: "batch frames", run: testBatches},
 	{name: "broadcast", run: testBroadcast},
 	{name: "presence", run: testPresence},
 	{name: "oversized frames refused", run: testOversized},
@@ -306,6 +308,73 @@ func testBadFrames(t *testing.T, tg *target) {
 func testUnicast(t *testing.T, tg *target) {
 	a, b := meet(t, tg, tg, testkit.Key(t), testkit.Key(t), testkit.Admission(5))
 	exchange(t, a, b)
+}
+
+// testBatches: a relay that offers batch frames (FlagBatches) forwards a
+// SendBatch whole, as a RecvBatch, to a member that sent AcceptBatches, and
+// packet by packet, as Recv frames in order, to one that did not; a batch
+// with an empty packet is a bad frame. A relay that does not offer them
+// refuses them as frames of an unknown type.
+func testBatches(t *testing.T, tg *target) {
+	rv := testkit.Admission(14)
+	ka, kb, kc := testkit.Key(t), testkit.Key(t), testkit.Key(t)
+	a := dialRaw(t, tg)
+	a.join(ka, rv)
+	packets := [][]byte{[]byte("one"), []byte("two!"), bytes.Repeat([]byte{7}, 1400)}
+	batch := relayproto.AppendSendBatch(nil, kb.Public())
+	for _, p := range packets {
+		batch = relayproto.AppendBatchPacket(batch, p)
+	}
+	if a.sh.Flags&relayproto.FlagBatches == 0 {
+		a.write(batch)
+		a.expectFatal(relayproto.ErrBadFrame, websocket.StatusProtocolError)
+		t.Skip("this relay does not offer batch frames: refused as it should be")
+	}
+	b := dialRaw(t, tg)
+	b.join(kb, rv)
+	c := dialRaw(t, tg)
+	c.join(kc, rv)
+	b.write(relayproto.AppendAcceptBatches(nil))
+	// Frames from one connection are handled in order: once a has b's
+	// Send, the relay has taken b's AcceptBatches.
+	b.write(relayproto.AppendSend(nil, ka.Public(), []byte("ready")))
+	for f := a.next(); f.Type != relayproto.TypeRecv; f = a.next() {
+	}
+	a.write(batch)
+	for {
+		f := b.next()
+		if f.Type == relayproto.TypePeerPresent {
+			continue
+		}
+		if f.Type != relayproto.TypeRecvBatch || f.Key != ka.Public() || f.Count != len(packets) {
+			t.Fatalf("b, which accepts batches, got %v from %v with %d packets; want a RecvBatch from a with %d", f.Type, f.Key.ShortString(), f.Count, len(packets))
+		}
+		rest := f.Payload
+		for i, want := range packets {
+			var p []byte
+			p, rest = relayproto.NextPacket(rest)
+			if !bytes.Equal(p, want) {
+				t.Fatalf("b: packet %d is %q, want %q", i, p, want)
+			}
+		}
+		break
+	}
+	batch = relayproto.Forwarded(batch, kc.Public()) // to c: a Send header again
+	batch[0] = byte(relayproto.TypeSendBatch)
+	a.write(batch)
+	for i := 0; i < len(packets); {
+		f := c.next()
+		if f.Type == relayproto.TypePeerPresent {
+			continue
+		}
+		if f.Type != relayproto.TypeRecv || f.Key != ka.Public() || !bytes.Equal(f.Payload, packets[i]) {
+			t.Fatalf("c, which does not accept batches, got %v from %v %.8q as packet %d; want a Recv from a with %.8q", f.Type, f.Key.ShortString(), f.Payload, i, packets[i])
+		}
+		i++
+	}
+	bad := relayproto.AppendBatchPacket(relayproto.AppendSendBatch(nil, kb.Public()), []byte("x"))
+	a.write(append(bad, 0, 0)) // an empty packet after it
+	a.expectFatal(relayproto.ErrBadFrame, websocket.StatusProtocolError)
 }
 
 // meet connects a client with key ka to ta and one with kb to tb, in

@@ -49,8 +49,8 @@ func dialRaw(t *testing.T, tg *target) *raw {
 	if r.sh, err = relayproto.ParseServerHello(b); err != nil {
 		t.Fatalf("ServerHello %x: %v", b, err)
 	}
-	if r.sh.Version != relayproto.Version || r.sh.Flags != 0 {
-		t.Fatalf("ServerHello version %d flags %d, want %d and 0", r.sh.Version, r.sh.Flags, relayproto.Version)
+	if r.sh.Version != relayproto.Version || r.sh.Flags&^relayproto.FlagBatches != 0 {
+		t.Fatalf("ServerHello version %d flags %#x, want %d and no flag but FlagBatches", r.sh.Version, r.sh.Flags, relayproto.Version)
 	}
 	return r
 }

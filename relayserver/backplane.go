@@ -209,9 +209,23 @@ func (b *backplane) unicast(c *conn, dst relayproto.Key, frame []byte) deliverRe
 	if res != relayed {
 		return res
 	}
-	msg := appendBPUnicast(make([]byte, 0, bpKeyMsgSize+len(frame)), b.id, c.rv, dst, frame)
-	b.enqueue(pubItem{channel: instChannel(inst), msg: msg, kind: kindUnicast})
+	if frame[0] == byte(relayproto.TypeRecvBatch) {
+		// The backplane carries Recv frames only, so that instances from
+		// before batch frames, in a rolling upgrade, never see one.
+		for _, f := range splitBatch(frame) {
+			b.publishUnicast(c.rv, dst, inst, f)
+			putForward(f)
+		}
+		return relayed
+	}
+	b.publishUnicast(c.rv, dst, inst, frame)
 	return relayed
+}
+
+// publishUnicast queues a Recv frame for dst on instance inst (copied).
+func (b *backplane) publishUnicast(rv relayproto.Rendezvous, dst relayproto.Key, inst instanceID, frame []byte) {
+	msg := appendBPUnicast(make([]byte, 0, bpKeyMsgSize+len(frame)), b.id, rv, dst, frame)
+	b.enqueue(pubItem{channel: instChannel(inst), msg: msg, kind: kindUnicast})
 }
 
 func (b *backplane) broadcast(c *conn, frame []byte) (n, full int) {

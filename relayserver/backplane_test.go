@@ -1,6 +1,7 @@
 package relayserver_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -174,7 +175,10 @@ func exchange(t testing.TB, from *member, to *nodekey.Public, payload string, rc
 func TestBackplaneAcrossInstances(t *testing.T) {
 	rds := startRedis(t)
 	a := newRelay(t, backplaneConfig(rds))
-	b := newRelay(t, backplaneConfig(rds))
+	// b is an instance from before batch frames, as in a rolling upgrade.
+	bcfg := backplaneConfig(rds)
+	bcfg.NoBatches = true
+	b := newRelay(t, bcfg)
 	rv := testkit.Admission(7)
 
 	a1 := join(t, a.url, testkit.Key(t), rv)
@@ -191,6 +195,26 @@ func TestBackplaneAcrossInstances(t *testing.T) {
 	exchange(t, b1, &a2.key, "b1 to a2", a2)
 	exchange(t, b1, nil, "b1 to all", a1, a2)
 	exchange(t, a2, nil, "a2 to all", a1, b1)
+	// A batch to a member on another instance crosses as its packets:
+	// the backplane carries Recv frames only, which b, knowing nothing of
+	// batch frames, passes on to b1 (a RecvBatch would end b1's
+	// connection: it did not ask for one). They arrive in order. await
+	// resends the batch until its first packet arrives; the rest must
+	// follow it.
+	packets := [][]byte{[]byte("p1"), []byte("p2"), []byte("p3")}
+	b1.await("a batch's first packet", func(msg relay.Message) bool {
+		return msg.Kind == relay.KindUnicast && msg.From == a1.key && bytes.Equal(msg.Payload, packets[0])
+	}, func() { _ = a1.c.SendBatch(b1.key, packets) })
+	for _, p := range packets[1:] {
+		select {
+		case msg := <-b1.in:
+			if msg.From != a1.key || !bytes.Equal(msg.Payload, p) {
+				t.Fatalf("b1 got %q from %s in a1's batch, want %q", msg.Payload, msg.From.ShortString(), p)
+			}
+		case <-time.After(patience):
+			t.Fatalf("b1: gave up waiting for %q of a1's batch", p)
+		}
+	}
 
 	for _, c := range []struct {
 		r      *testRelay

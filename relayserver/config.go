@@ -187,6 +187,12 @@ type Config struct {
 	// to be published to Redis; beyond them frames are dropped and counted.
 	BackplaneQueueFrames int
 	BackplaneQueueBytes  int
+
+	// NoBatches makes the relay one from before batch frames: it does not
+	// offer them (relayproto.FlagBatches) and refuses them. It is for
+	// testing clients against such relays; there is no other reason to
+	// set it.
+	NoBatches bool
 }
 
 // withDefaults returns cfg with zero fields set to the defaults, or an error

@@ -69,6 +69,9 @@ type conn struct {
 	budget         *byteBudget  // reader only; nil when unlimited
 	lastRateNotice time.Time    // reader only
 	lastHeard      atomic.Int64 // unix nanoseconds of the last frame or pong
+	// batches: the client sent AcceptBatches, so RecvBatch frames go to it
+	// whole (pushData). Set by its reader, read by other connections'.
+	batches atomic.Bool
 	// scratch is where the writer builds the frames of a presence
 	// snapshot, one at a time (snapshot.go).
 	scratch [snapshotFrameSize]byte
@@ -207,10 +210,12 @@ func (c *conn) serve(established bool, done func()) {
 	}
 }
 
-// frame is a message read from a client. Most fit a forward buffer
-// (forwardBufSize), which a Send's Recv can go out in; longer ones are read
-// on into a framePool buffer. Buffers are taken once a message has begun,
-// so idle connections hold none.
+// frame is a message read from a client. A message is read into a forward
+// buffer of the smallest size (getForward) and moves on to the next size
+// when it fills one: most fit forwardBufSize, batch frames
+// relayproto.BatchSize, and the rest a framePool buffer. A Send or
+// SendBatch in a forward buffer is forwarded in that buffer. Buffers are
+// taken once a message has begun, so idle connections hold none.
 type frame struct {
 	b     []byte
 	fwd   []byte  // the getForward buffer b is in, or nil
@@ -230,7 +235,7 @@ func (f *frame) release() {
 }
 
 // take hands the forward buffer to the caller (nil if the frame is in a
-// large buffer); release then leaves it alone.
+// framePool buffer); release then leaves it alone.
 func (f *frame) take() []byte {
 	b := f.fwd
 	f.fwd = nil
@@ -249,7 +254,17 @@ func (c *conn) readFrame() (frame, error) {
 	f := frame{fwd: getForward(forwardBufSize)[:forwardBufSize]}
 	n, err := io.ReadFull(r, f.fwd)
 	if err == nil {
-		// The forward buffer is full: the message may go on.
+		// Full: the message may go on, into a batch-sized buffer.
+		next := getForward(relayproto.BatchSize)[:relayproto.BatchSize]
+		copy(next, f.fwd)
+		putForward(f.fwd)
+		f.fwd = next
+		var m int
+		m, err = io.ReadFull(r, f.fwd[n:])
+		n += m
+	}
+	if err == nil {
+		// Full again: on into the largest.
 		f.large = framePool.Get().(*[]byte)
 		copy(*f.large, f.fwd)
 		putForward(f.fwd)
@@ -305,6 +320,9 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	hello := relayproto.ServerHello{Version: relayproto.Version, ServerKey: s.pub}
+	if s.batches() {
+		hello.Flags |= relayproto.FlagBatches
+	}
 	// A fresh challenge per connection makes a recorded ClientHello worthless.
 	if _, err := rand.Read(hello.Challenge[:]); err != nil {
 		c.fail(relayproto.ErrServerShutdown, "relay cannot read randomness")
@@ -404,9 +422,9 @@ func (c *conn) readLoop() {
 }
 
 // handleFrame acts on one frame from an established client and reports
-// whether to read more. A Send goes out as a Recv in the forward buffer it
-// was read into (the two differ only in the header); what else it
-// forwards, it copies.
+// whether to read more. A Send or SendBatch goes out as a Recv or
+// RecvBatch in the forward buffer it was read into (each pair differs only
+// in the header); what else it forwards, it copies.
 func (c *conn) handleFrame(in *frame, now time.Time) bool {
 	s := c.srv
 	b := in.b
@@ -435,6 +453,23 @@ func (c *conn) handleFrame(in *frame, now time.Time) bool {
 		if !c.allow(relayproto.Charge(1+relayproto.KeySize+len(f.Payload), receivers), now) {
 			return true
 		}
+	case relayproto.TypeSendBatch:
+		if !s.batches() {
+			c.fail(relayproto.ErrBadFrame, "this relay does not take batch frames (it did not offer them)")
+			return false
+		}
+		// Each packet as a Send of its own: batching saves the relay
+		// work but changes nothing in what a member may send.
+		if !c.allow(relayproto.BatchCharge(f.Payload), now) {
+			return true
+		}
+	case relayproto.TypeAcceptBatches:
+		if !s.batches() {
+			c.fail(relayproto.ErrBadFrame, "this relay does not send batch frames (it did not offer them)")
+			return false
+		}
+		c.batches.Store(true)
+		return true
 	case relayproto.TypeLeave:
 		c.finish(closeLeave, 0, "")
 		return false
@@ -442,38 +477,77 @@ func (c *conn) handleFrame(in *frame, now time.Time) bool {
 		c.fail(relayproto.ErrBadFrame, fmt.Sprintf("%v frames go from relay to client", f.Type))
 		return false
 	}
-	if f.Type == relayproto.TypeSend {
-		// The receiver's queue owns out once it is delivered; otherwise
-		// nothing holds it (the backplane copies what it relays).
-		var out []byte
-		if in.take() != nil {
-			out = relayproto.SendToRecv(b, c.key)
-		} else {
-			out = relayproto.AppendRecv(getForward(len(b)), c.key, f.Payload)
-		}
-		switch s.router.unicast(c, f.Key, out) {
-		case delivered:
-			s.metrics.forwarded(kindUnicast, 1, len(f.Payload))
-		case noSuchPeer:
-			putForward(out)
-			s.metrics.drop(dropNoSuchPeer, 1)
-		case dstQueueFull:
-			putForward(out)
-			s.metrics.drop(dropQueueFull, 1)
-		case dstClosed:
-			putForward(out)
-			s.metrics.drop(dropClosed, 1)
-		case relayed:
-			putForward(out)
-			// to another instance; the backplane counts it
-		}
+	if f.Type == relayproto.TypeBroadcast {
+		out := relayproto.AppendBroadcastRecv(make([]byte, 0, relayproto.KeySize+len(b)), c.key, f.Payload)
+		n, full := s.router.broadcast(c, out)
+		s.metrics.forwarded(kindBroadcast, n, len(f.Payload))
+		s.metrics.drop(dropQueueFull, full)
 		return true
 	}
-	out := relayproto.AppendBroadcastRecv(make([]byte, 0, relayproto.KeySize+len(b)), c.key, f.Payload)
-	n, full := s.router.broadcast(c, out)
-	s.metrics.forwarded(kindBroadcast, n, len(f.Payload))
-	s.metrics.drop(dropQueueFull, full)
+	// The receiver's queue owns out once it is delivered; otherwise
+	// nothing holds it (the backplane copies what it relays).
+	out := in.take()
+	if out != nil {
+		out = relayproto.Forwarded(b, c.key)
+	} else {
+		out = relayproto.Forwarded(append(getForward(len(b)), b...), c.key)
+	}
+	packets, bytes := 1, len(f.Payload)
+	if f.Type == relayproto.TypeSendBatch {
+		packets, bytes = f.Count, len(f.Payload)-relayproto.BatchPacketSize(0)*f.Count
+	}
+	switch s.router.unicast(c, f.Key, out) {
+	case delivered:
+		s.metrics.forwardedTotal(kindUnicast, packets, bytes)
+	case noSuchPeer:
+		putForward(out)
+		s.metrics.drop(dropNoSuchPeer, packets)
+	case dstQueueFull:
+		putForward(out)
+		s.metrics.drop(dropQueueFull, packets)
+	case dstClosed:
+		putForward(out)
+		s.metrics.drop(dropClosed, packets)
+	case relayed:
+		putForward(out)
+		// to another instance; the backplane counts it
+	}
 	return true
+}
+
+// pushData queues a Recv or RecvBatch frame, made by getForward, on c: a
+// batch whole if c sent AcceptBatches, else split into Recv frames, all
+// queued or, if they do not all fit, none. Unless it returns pushed, the
+// caller still owns frame.
+func (c *conn) pushData(frame []byte) pushResult {
+	if frame[0] != byte(relayproto.TypeRecvBatch) || c.batches.Load() {
+		return c.q.pushForward(frame)
+	}
+	frames := splitBatch(frame)
+	res := c.q.pushForwards(frames)
+	if res == pushed {
+		putForward(frame)
+	} else {
+		for _, b := range frames {
+			putForward(b)
+		}
+	}
+	return res
+}
+
+// splitBatch returns the Recv frames, in getForward buffers, that carry the
+// packets of a RecvBatch frame (one that Parse accepted) one by one.
+func splitBatch(frame []byte) [][]byte {
+	var src relayproto.Key
+	copy(src[:], frame[1:])
+	packets := frame[1+relayproto.KeySize:]
+	var frames [][]byte
+	for len(packets) > 0 {
+		var p []byte
+		p, packets = relayproto.NextPacket(packets)
+		frames = append(frames, relayproto.AppendRecv(getForward(1+relayproto.KeySize+len(p)), src, p))
+	}
+	return frames
 }
 
 // allow charges n bytes to the rate limit. Over the limit the frame is

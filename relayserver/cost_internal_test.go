@@ -350,3 +350,40 @@ func readLike(b []byte) *frame {
 	fwd := getForward(forwardBufSize)
 	return &frame{b: append(fwd, b...), fwd: fwd}
 }
+
+// TestBatchChargedAsSends: a SendBatch is charged as its packets would be
+// as Sends, so batching lets no more through the rate limit: with the same
+// budget (a burst and no refill), batches of three deliver as many packets
+// as single Sends, less the remainder of the last batch that did not fit.
+// A batch over the budget is dropped whole.
+func TestBatchChargedAsSends(t *testing.T) {
+	s := costServer(t, Config{RateBytesPerSec: 1, RateBurstBytes: 1})
+	rv := relayproto.Rendezvous{10}
+	pkt := make([]byte, 1000)
+	now := time.Now()
+	delivered := func(sender int, frame []byte) int {
+		src, dst := mustMember(t, s, rv, sender), mustMember(t, s, rv, sender+1)
+		drainQueue(dst)
+		for range 1000 {
+			in := readLike(frame)
+			src.handleFrame(in, now)
+			in.release()
+		}
+		n := 0
+		for _, f := range written(dst) {
+			if f.Type == relayproto.TypeRecv && f.Key == src.key {
+				n++
+			}
+		}
+		return n
+	}
+	single := delivered(0, relayproto.AppendSend(nil, testKey(1), pkt))
+	batch := relayproto.AppendSendBatch(nil, testKey(3))
+	for range 3 {
+		batch = relayproto.AppendBatchPacket(batch, pkt)
+	}
+	batched := delivered(2, batch)
+	if single == 0 || batched > single || batched < single-2 || batched%3 != 0 {
+		t.Fatalf("same budget: %d packets as Sends, %d in batches of 3; want batches to deliver %d", single, batched, single/3*3)
+	}
+}

@@ -21,7 +21,9 @@ func fuzzKey(b byte) relayproto.Key {
 // FuzzHandleFrame feeds arbitrary client bytes to the relay's frame dispatch,
 // with a sender and one peer joined in a rendezvous. Nothing may panic, and
 // whatever reaches the peer must be a well-formed relay→client frame within
-// MaxFrame; a valid Send to the peer must arrive intact.
+// MaxFrame; a valid Send to the peer must arrive intact, and so must the
+// packets of a valid SendBatch: as one RecvBatch if the peer accepts batch
+// frames (it does for inputs of odd length), else one Recv each.
 func FuzzHandleFrame(f *testing.F) {
 	s, err := New(Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -31,6 +33,10 @@ func FuzzHandleFrame(f *testing.F) {
 	src, dst := fuzzKey(1), fuzzKey(2)
 	for _, seed := range [][]byte{
 		relayproto.AppendSend(nil, dst, []byte("payload")),
+		relayproto.AppendBatchPacket(relayproto.AppendBatchPacket(relayproto.AppendSendBatch(nil, dst), []byte("one")), []byte("two!")),
+		relayproto.AppendBatchPacket(relayproto.AppendSendBatch(nil, dst), []byte("x")),
+		relayproto.AppendSendBatch(nil, dst),
+		relayproto.AppendAcceptBatches(nil),
 		relayproto.AppendSend(nil, fuzzKey(3), []byte("nobody")),
 		relayproto.AppendBroadcast(nil, []byte("all")),
 		relayproto.AppendLeave(nil),
@@ -54,6 +60,7 @@ func FuzzHandleFrame(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
+		peer.batches.Store(len(b)%2 == 1)
 		defer peer.finish(closeGone, 0, "")
 		defer sender.finish(closeGone, 0, "")
 		in := bytes.Clone(b)
@@ -84,6 +91,11 @@ func FuzzHandleFrame(f *testing.F) {
 				t.Fatalf("relay queued a bad frame %x: %v", fr, err)
 			}
 			switch p.Type {
+			case relayproto.TypeRecvBatch:
+				if !peer.batches.Load() {
+					t.Fatal("RecvBatch queued for a peer that does not accept batch frames")
+				}
+				fallthrough
 			case relayproto.TypeRecv, relayproto.TypeBroadcastRecv, relayproto.TypePeerGone:
 				if p.Key != src {
 					t.Fatalf("%v names %v, want the sender", p.Type, p.Key)
@@ -98,6 +110,35 @@ func FuzzHandleFrame(f *testing.F) {
 			}
 			if p, _ := relayproto.Parse(frames[2]); p.Type != relayproto.TypeRecv || !bytes.Equal(p.Payload, in.Payload) {
 				t.Fatalf("peer got %+v", p)
+			}
+		}
+		if in, err := relayproto.Parse(in); err == nil && in.Type == relayproto.TypeSendBatch && in.Key == dst {
+			var got [][]byte
+			for _, fr := range frames[2:] {
+				p, _ := relayproto.Parse(fr)
+				switch {
+				case p.Type == relayproto.TypeRecv && !peer.batches.Load():
+					got = append(got, p.Payload)
+				case p.Type == relayproto.TypeRecvBatch && len(frames) == 3:
+					for rest := p.Payload; len(rest) > 0; {
+						var pkt []byte
+						pkt, rest = relayproto.NextPacket(rest)
+						got = append(got, pkt)
+					}
+				default:
+					t.Fatalf("valid SendBatch to the peer (accepts batches: %v): queued %v", peer.batches.Load(), p.Type)
+				}
+			}
+			rest := in.Payload
+			for i := range in.Count {
+				var want []byte
+				want, rest = relayproto.NextPacket(rest)
+				if i >= len(got) || !bytes.Equal(got[i], want) {
+					t.Fatalf("valid SendBatch of %d packets to the peer: packet %d arrived as %q of %d", in.Count, i, got, len(got))
+				}
+			}
+			if len(got) != in.Count {
+				t.Fatalf("valid SendBatch of %d packets to the peer: %d arrived", in.Count, len(got))
 			}
 		}
 	})

@@ -122,11 +122,17 @@ func (m *metrics) handler() http.Handler {
 }
 
 func (m *metrics) forwarded(kind string, frames, payloadBytes int) {
-	if frames == 0 {
+	m.forwardedTotal(kind, frames, frames*payloadBytes)
+}
+
+// forwardedTotal counts packets forwarded that carried payloadBytes in all
+// (a batch's packets differ in size).
+func (m *metrics) forwardedTotal(kind string, packets, payloadBytes int) {
+	if packets == 0 {
 		return
 	}
-	m.framesBy[kind].Add(float64(frames))
-	m.bytesBy[kind].Add(float64(frames * payloadBytes))
+	m.framesBy[kind].Add(float64(packets))
+	m.bytesBy[kind].Add(float64(payloadBytes))
 }
 
 func (m *metrics) drop(reason string, n int) {

@@ -26,34 +26,44 @@ type queued struct {
 	recycle bool
 }
 
-// forwardBufSize fits the Recv frame of a WireGuard packet on a 1500-byte
-// path (at most MTU+32 bytes, plus the 33-byte header) with room to spare:
-// the frames the relay forwards most. Larger frames are allocated and left
-// to the collector.
+// Forward buffers come in two sizes. forwardBufSize fits the Recv frame of
+// a WireGuard packet on a 1500-byte path (at most MTU+32 bytes, plus the
+// 33-byte header) with room to spare: the frames the relay forwards most.
+// relayproto.BatchSize fits the batch frames clients build. Larger frames
+// are allocated and left to the collector.
 const forwardBufSize = 2048
 
-// forwardPool holds the buffers unicast frames are forwarded in, so that the
-// forwarding path does not allocate per frame (the allocation profile's top
-// entry before it). A buffer leaves the pool in handleFrame and returns when
-// the receiver's writer has written it, or at once if it was not queued.
-var forwardPool = sync.Pool{New: func() any { b := make([]byte, 0, forwardBufSize); return &b }}
+// The pools hold the buffers frames are read into and forwarded in, so that
+// the forwarding path does not allocate per frame (the allocation
+// profile's top entry before them). A buffer leaves its pool when a frame
+// is read and returns when the receiver's writer has written it, or at once
+// if it was not queued.
+var (
+	forwardPool = sync.Pool{New: func() any { b := make([]byte, 0, forwardBufSize); return &b }}
+	batchPool   = sync.Pool{New: func() any { b := make([]byte, 0, relayproto.BatchSize); return &b }}
+)
 
 // getForward returns an empty buffer of at least n bytes' capacity.
 func getForward(n int) []byte {
-	if n > forwardBufSize {
-		return make([]byte, 0, n)
+	switch {
+	case n <= forwardBufSize:
+		return (*forwardPool.Get().(*[]byte))[:0]
+	case n <= relayproto.BatchSize:
+		return (*batchPool.Get().(*[]byte))[:0]
 	}
-	return (*forwardPool.Get().(*[]byte))[:0]
+	return make([]byte, 0, n)
 }
 
 // putForward returns b, which getForward made and nothing else holds, to
-// the pool.
+// its pool.
 func putForward(b []byte) {
-	if cap(b) != forwardBufSize {
-		return
-	}
 	b = b[:0]
-	forwardPool.Put(&b)
+	switch cap(b) {
+	case forwardBufSize:
+		forwardPool.Put(&b)
+	case relayproto.BatchSize:
+		batchPool.Put(&b)
+	}
 }
 
 // size is what the entry counts against the byte cap.
@@ -108,6 +118,25 @@ func (q *sendQueue) pushForward(b []byte) pushResult {
 	return q.add(queued{frame: b, recycle: true}, false)
 }
 
+// pushForwards queues frames made by getForward, all of them or, if they
+// do not all fit, none: a batch split for a connection that does not take
+// batch frames is dropped whole, as a router drops a GSO packet. Unless
+// it returns pushed, the caller still owns the frames.
+func (q *sendQueue) pushForwards(frames [][]byte) pushResult {
+	n := 0
+	for _, b := range frames {
+		n += len(b)
+	}
+	q.mu.Lock()
+	res := q.admitLocked(len(frames), n, false)
+	if res == pushed {
+		for _, b := range frames {
+			q.entries = append(q.entries, queued{frame: b, recycle: true})
+		}
+	}
+	return q.admitted(res)
+}
+
 // pushJoin queues the Welcome and then the presence snapshot of keys (less
 // skip, the joiner's own key) as one entry. Both skip the caps: they come
 // first and once per connection, and the snapshot holds no copy of its keys
@@ -121,21 +150,37 @@ func (q *sendQueue) pushJoin(welcome []byte, keys []relayproto.Key, skip relaypr
 }
 
 func (q *sendQueue) add(e queued, force bool) pushResult {
-	n := e.size()
 	q.mu.Lock()
+	res := q.admitLocked(1, e.size(), force)
+	if res == pushed {
+		q.entries = append(q.entries, e)
+	}
+	return q.admitted(res)
+}
+
+// admitLocked counts k entries of n bytes in all as queued, unless the
+// queue is shut or they do not fit its caps (force skips the caps). The
+// caller holds q.mu and appends the entries if it returns pushed.
+func (q *sendQueue) admitLocked(k, n int, force bool) pushResult {
 	if q.shut {
-		q.mu.Unlock()
 		return queueShut
 	}
-	if !force && (q.pending >= q.maxFrames || q.bytes+n > q.maxBytes) {
-		q.mu.Unlock()
+	if !force && (q.pending+k > q.maxFrames || q.bytes+n > q.maxBytes) {
 		return queueFull
 	}
-	q.entries = append(q.entries, e)
-	q.pending++
+	q.pending += k
 	q.bytes += n
+	return pushed
+}
+
+// admitted unlocks q.mu after admitLocked and, if entries were queued,
+// records the peak and wakes the writer.
+func (q *sendQueue) admitted(res pushResult) pushResult {
 	total := q.bytes
 	q.mu.Unlock()
+	if res != pushed {
+		return res
+	}
 	if q.peak != nil {
 		q.peak(total)
 	}

@@ -7,6 +7,9 @@ func TestSendQueue(t *testing.T) {
 		size  int
 		force bool
 		want  pushResult
+		// together: pushed with pushForwards as this many frames of
+		// size each, all or none (a split batch)
+		together int
 	}
 	tests := []struct {
 		name              string
@@ -14,16 +17,29 @@ func TestSendQueue(t *testing.T) {
 		ops               []op
 		wantFrames, wantB int
 	}{
-		{"within caps", 3, 100, []op{{10, false, pushed}, {20, false, pushed}}, 2, 30},
-		{"frame cap drops the newest", 2, 100, []op{{1, false, pushed}, {1, false, pushed}, {1, false, queueFull}}, 2, 2},
-		{"byte cap drops the newest", 10, 25, []op{{20, false, pushed}, {10, false, queueFull}, {5, false, pushed}}, 2, 25},
-		{"force skips caps", 1, 10, []op{{10, false, pushed}, {10, true, pushed}, {1, false, queueFull}}, 2, 20},
+		{"within caps", 3, 100, []op{{10, false, pushed, 0}, {20, false, pushed, 0}}, 2, 30},
+		{"frame cap drops the newest", 2, 100, []op{{1, false, pushed, 0}, {1, false, pushed, 0}, {1, false, queueFull, 0}}, 2, 2},
+		{"byte cap drops the newest", 10, 25, []op{{20, false, pushed, 0}, {10, false, queueFull, 0}, {5, false, pushed, 0}}, 2, 25},
+		{"force skips caps", 1, 10, []op{{10, false, pushed, 0}, {10, true, pushed, 0}, {1, false, queueFull, 0}}, 2, 20},
+		{"split batch fits", 4, 100, []op{{10, false, pushed, 3}, {10, false, pushed, 0}}, 4, 40},
+		{"split batch over the frame cap: none", 4, 100, []op{{10, false, pushed, 0}, {10, false, queueFull, 4}, {10, false, pushed, 3}}, 4, 40},
+		{"split batch over the byte cap: none", 10, 50, []op{{20, false, pushed, 0}, {10, false, queueFull, 4}, {10, false, pushed, 3}}, 4, 50},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var peak int
 			q := newSendQueue(tt.maxFrames, tt.maxB, func(n int) { peak = max(peak, n) })
 			for i, o := range tt.ops {
+				if o.together > 0 {
+					var frames [][]byte
+					for range o.together {
+						frames = append(frames, make([]byte, o.size))
+					}
+					if got := q.pushForwards(frames); got != o.want {
+						t.Fatalf("pushForwards %d: %v, want %v", i, got, o.want)
+					}
+					continue
+				}
 				if got := q.push(make([]byte, o.size), o.force); got != o.want {
 					t.Fatalf("push %d: %v, want %v", i, got, o.want)
 				}

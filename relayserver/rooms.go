@@ -24,8 +24,9 @@ type router interface {
 	// leave stops routing to c at once; c's key is announced gone if c was its
 	// last routable connection. Calling it again does nothing.
 	leave(c *conn)
-	// unicast queues frame (a Recv frame) on dst's routing target in c's
-	// rendezvous and reports what happened.
+	// unicast queues frame (a Recv or RecvBatch frame made by getForward)
+	// on dst's routing target in c's rendezvous and reports what happened;
+	// unless delivered, the caller still owns frame.
 	unicast(c *conn, dst relayproto.Key, frame []byte) deliverResult
 	// fanout is how many keys other than c's a broadcast by c would reach,
 	// here and on other instances: what the rate limit charges it for.
@@ -337,7 +338,7 @@ func (rs *rooms) route(c *conn, dst relayproto.Key, frame []byte) (deliverResult
 			return nil
 		}
 		return conns[len(conns)-1]
-	}, func(t *conn) pushResult { return t.q.pushForward(frame) })
+	}, func(t *conn) pushResult { return t.pushData(frame) })
 	switch {
 	case ok:
 		return res, instanceID{}

@@ -104,6 +104,9 @@ func New(cfg Config) (*Server, error) {
 // PublicKey returns the relay's key, the one its ServerHello carries.
 func (s *Server) PublicKey() nodekey.Public { return s.pub }
 
+// batches reports whether the relay offers batch frames.
+func (s *Server) batches() bool { return !s.cfg.NoBatches }
+
 // Stats is a snapshot of the relay's state.
 type Stats struct {
 	Connections    int   // open WebSocket connections, handshaking or not

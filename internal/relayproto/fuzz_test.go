@@ -24,6 +24,9 @@ func FuzzParse(f *testing.F) {
 		AppendError(nil, ErrBadFrame, "x"),
 		AppendDrain(nil, 1),
 		AppendLeave(nil),
+		AppendAcceptBatches(nil),
+		AppendBatchPacket(AppendBatchPacket(AppendSendBatch(nil, k), []byte("one")), []byte("two")),
+		Forwarded(AppendBatchPacket(AppendSendBatch(nil, k), []byte("x")), k),
 	} {
 		f.Add(seed)
 	}
@@ -61,6 +64,25 @@ func FuzzParse(f *testing.F) {
 			re = AppendDrain(nil, fr.Millis)
 		case TypeLeave:
 			re = AppendLeave(nil)
+		case TypeAcceptBatches:
+			re = AppendAcceptBatches(nil)
+		case TypeSendBatch, TypeRecvBatch:
+			re = AppendSendBatch(nil, fr.Key)
+			n := 0
+			for rest := fr.Payload; len(rest) > 0; n++ {
+				var p []byte
+				p, rest = NextPacket(rest)
+				if len(p) == 0 {
+					t.Fatal("batch with an empty packet parsed")
+				}
+				re = AppendBatchPacket(re, p)
+			}
+			if n != fr.Count || n == 0 {
+				t.Fatalf("batch of %d packets parsed as %d", n, fr.Count)
+			}
+			if fr.Type == TypeRecvBatch {
+				re = Forwarded(re, fr.Key)
+			}
 		default:
 			t.Fatalf("Parse accepted unknown type %v", fr.Type)
 		}

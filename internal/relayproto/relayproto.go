@@ -57,6 +57,8 @@ const (
 	drainSize        = 1 + 4
 	errorHeaderSize  = 1 + 2
 	leaveSize        = 1
+	acceptSize       = 1
+	batchLenSize     = 2
 	dataHeaderSize   = 1 + KeySize
 	broadcastHdrSize = 1
 )
@@ -90,12 +92,21 @@ const (
 	TypeRecv          Type = 0x11 // relay → client: source key, payload
 	TypeBroadcast     Type = 0x12 // client → relay: payload to every other member of the rendezvous
 	TypeBroadcastRecv Type = 0x13 // relay → client: source key, broadcast payload
+	TypeSendBatch     Type = 0x14 // client → relay: destination key, packets (each a 2-byte length and its bytes)
+	TypeRecvBatch     Type = 0x15 // relay → client: source key, packets
 	TypePeerPresent   Type = 0x20 // relay → client: a key joined the rendezvous
 	TypePeerGone      Type = 0x21 // relay → client: a key left the rendezvous
 	TypeError         Type = 0x30 // relay → client: code, message
 	TypeDrain         Type = 0x31 // relay → client: reconnect elsewhere within the deadline
 	TypeLeave         Type = 0x32 // client → relay: stop routing to this connection, flush, close
+	TypeAcceptBatches Type = 0x33 // client → relay: send RecvBatch frames to this connection
 )
+
+// FlagBatches, in ServerHello.Flags, says that the relay takes SendBatch
+// and AcceptBatches frames. A client sends neither to a relay that does
+// not set it, and a relay sends RecvBatch only to a connection that sent
+// AcceptBatches, so peers that know nothing of batches are unaffected.
+const FlagBatches byte = 0x01
 
 func (t Type) String() string {
 	switch t {
@@ -123,6 +134,12 @@ func (t Type) String() string {
 		return "Drain"
 	case TypeLeave:
 		return "Leave"
+	case TypeSendBatch:
+		return "SendBatch"
+	case TypeRecvBatch:
+		return "RecvBatch"
+	case TypeAcceptBatches:
+		return "AcceptBatches"
 	}
 	return fmt.Sprintf("Type(0x%02x)", byte(t))
 }
@@ -183,6 +200,7 @@ var (
 	ErrTooLarge = fmt.Errorf("relayproto: frame larger than %d bytes", MaxFrame)
 	ErrType     = errors.New("relayproto: unexpected frame type")
 	ErrUTF8     = errors.New("relayproto: error message is not UTF-8")
+	ErrBatch    = errors.New("relayproto: batch packets do not fill the frame (an empty packet, or a length past its end)")
 )
 
 // Key is a node's X25519 public key.
@@ -195,7 +213,7 @@ type Rendezvous [RendezvousSize]byte
 // ServerHello opens the handshake.
 type ServerHello struct {
 	Version   byte
-	Flags     byte // reserved, zero in v2; a client ignores unknown bits
+	Flags     byte // FlagBatches; a client ignores unknown bits
 	ServerKey Key
 	Challenge [ChallengeSize]byte
 }
@@ -295,15 +313,87 @@ func AppendRecv(b []byte, src Key, payload []byte) []byte {
 	return appendKeyed(b, TypeRecv, src, payload)
 }
 
-// SendToRecv turns a Send frame, in place, into the Recv frame that
-// delivers its payload from src, and returns it. The two differ only in the
-// type and the key, so a relay forwards a frame without copying it. f must
-// be a frame Parse accepted as a Send.
-func SendToRecv(f []byte, src Key) []byte {
-	f[0] = byte(TypeRecv)
+// Forwarded turns a Send or SendBatch frame, in place, into the Recv or
+// RecvBatch frame that delivers it from src, and returns it. Each pair
+// differs only in the type and the key, so a relay forwards a frame without
+// copying it. f must be a frame Parse accepted as a Send or SendBatch.
+func Forwarded(f []byte, src Key) []byte {
+	f[0]++ // TypeSend+1 == TypeRecv, TypeSendBatch+1 == TypeRecvBatch
 	copy(f[1:1+KeySize], src[:])
 	return f
 }
+
+// BatchSize is the most a client puts in one batch frame, header included:
+// a dozen full-size WireGuard packets, enough to take the per-message
+// cost off the profile, while a relay forwards the frame in one pooled
+// buffer without copying it. A relay takes batch frames up to MaxFrame.
+const BatchSize = 16 << 10
+
+// MaxBatchPacket is the longest packet a batch frame carries: its length
+// is two bytes. A longer one goes in a Send of its own.
+const MaxBatchPacket = 0xffff
+
+// AppendSendBatch appends the header of a SendBatch frame to dst; packets
+// follow with AppendBatchPacket.
+func AppendSendBatch(b []byte, dst Key) []byte {
+	return appendKeyed(b, TypeSendBatch, dst, nil)
+}
+
+// AppendBatchPacket appends one packet of a batch frame: its length (two
+// bytes, big-endian) and its bytes. pkt must hold 1 to MaxBatchPacket bytes.
+func AppendBatchPacket(b []byte, pkt []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(pkt)))
+	return append(b, pkt...)
+}
+
+// BatchPacketSize is what a packet of n bytes adds to a batch frame.
+func BatchPacketSize(n int) int { return batchLenSize + n }
+
+// NextPacket splits the first packet off the packets of a batch frame
+// that Parse accepted (Frame.Payload): it returns the packet and the rest,
+// which is empty after the last. The packet aliases the frame.
+func NextPacket(packets []byte) (pkt, rest []byte) {
+	n := batchLenSize + int(binary.BigEndian.Uint16(packets))
+	return packets[batchLenSize:n], packets[n:]
+}
+
+// countBatch checks the packets of a batch frame: at least one, each
+// non-empty, the last ending where the frame ends.
+func countBatch(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		if len(b) < batchLenSize {
+			return 0, ErrBatch
+		}
+		l := int(binary.BigEndian.Uint16(b))
+		if l == 0 || len(b) < batchLenSize+l {
+			return 0, ErrBatch
+		}
+		b = b[batchLenSize+l:]
+		n++
+	}
+	if n == 0 {
+		return 0, ErrBatch
+	}
+	return n, nil
+}
+
+// BatchCharge is what the relay's rate limit takes for a batch frame with
+// these packets (Frame.Payload), to one receiver: each packet as if it were
+// a Send of its own (Charge), so that batching changes nothing in what a
+// member may send.
+func BatchCharge(packets []byte) int {
+	c := 0
+	for len(packets) > 0 {
+		var p []byte
+		p, packets = NextPacket(packets)
+		c += Charge(dataHeaderSize+len(p), 1)
+	}
+	return c
+}
+
+// AppendAcceptBatches appends an AcceptBatches frame to b.
+func AppendAcceptBatches(b []byte) []byte { return append(b, byte(TypeAcceptBatches)) }
 
 // AppendBroadcastRecv appends a BroadcastRecv frame (relay → client) to b.
 func AppendBroadcastRecv(b []byte, src Key, payload []byte) []byte {
@@ -356,8 +446,9 @@ func appendKeyed(b []byte, t Type, k Key, payload []byte) []byte {
 // Frame is a decoded post-handshake frame. Payload aliases the input buffer.
 type Frame struct {
 	Type    Type
-	Key     Key       // Send: destination; Recv, BroadcastRecv: source; PeerPresent, PeerGone: subject
-	Payload []byte    // Send, Recv, Broadcast, BroadcastRecv
+	Key     Key       // Send, SendBatch: destination; Recv, RecvBatch, BroadcastRecv: source; PeerPresent, PeerGone: subject
+	Payload []byte    // Send, Recv, Broadcast, BroadcastRecv; SendBatch, RecvBatch: the packets, read with NextPacket
+	Count   int       // SendBatch, RecvBatch: how many packets
 	Code    ErrorCode // Error
 	Message string    // Error
 	Millis  uint32    // Drain: deadline
@@ -406,8 +497,23 @@ func Parse(b []byte) (Frame, error) {
 			return f, err
 		}
 		f.Millis = binary.BigEndian.Uint32(b[1:])
+	case TypeSendBatch, TypeRecvBatch:
+		if len(b) < dataHeaderSize {
+			return f, ErrShort
+		}
+		copy(f.Key[:], b[1:])
+		f.Payload = b[dataHeaderSize:]
+		n, err := countBatch(f.Payload)
+		if err != nil {
+			return f, err
+		}
+		f.Count = n
 	case TypeLeave:
 		if err := exactLen(b, leaveSize); err != nil {
+			return f, err
+		}
+	case TypeAcceptBatches:
+		if err := exactLen(b, acceptSize); err != nil {
 			return f, err
 		}
 	default:

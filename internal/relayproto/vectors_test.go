@@ -109,6 +109,10 @@ func TestFrameVectors(t *testing.T) {
 		{"Error", AppendError(nil, ErrAuthFailed, "bad mac"), "300003626164206d6163"},
 		{"Drain", AppendDrain(nil, 5000), "3100001388"},
 		{"Leave", AppendLeave(nil), "32"},
+		{"ServerHello with FlagBatches", (&ServerHello{Version: Version, Flags: FlagBatches, ServerKey: v.server.Public(), Challenge: v.challenge}).Append(nil), "010201de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"},
+		{"SendBatch", AppendBatchPacket(AppendBatchPacket(AppendSendBatch(nil, v.server.Public()), []byte("hi")), []byte("!")), "14de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f00026869000121"},
+		{"RecvBatch", Forwarded(AppendBatchPacket(AppendBatchPacket(AppendSendBatch(nil, v.server.Public()), []byte("hi")), []byte("!")), v.client.Public()), "158520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a00026869000121"},
+		{"AcceptBatches", AppendAcceptBatches(nil), "33"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -223,7 +223,77 @@ func (c *Client) Send(dst nodekey.Public, payload []byte) error {
 	}
 	b := getFrame()
 	*b = relayproto.AppendSend(*b, dst, payload)
-	return c.enqueue(b, len(payload))
+	return c.enqueue(b, len(payload), relayproto.Charge(len(*b), 1))
+}
+
+// SendBatch queues pkts for the peer dst, as Send would one by one, in as
+// few SendBatch frames (relayproto.BatchSize each at most) as they fit when
+// the relay takes them: the relay and both clients then handle a dozen
+// packets per WebSocket message instead of one. The relay charges each
+// packet as a Send of its own. A packet a batch cannot carry goes in a
+// Send. Like the Bind, it goes on past a frame dropped for congestion and
+// reports the last error.
+func (c *Client) SendBatch(dst nodekey.Public, pkts [][]byte) error {
+	cn := c.active.Load()
+	if cn == nil || !cn.batches || len(pkts) < 2 {
+		return c.sendEach(dst, pkts)
+	}
+	// A relay may forward less than a batch frame holds.
+	limit := min(relayproto.BatchSize, 1+relayproto.KeySize+cn.maxPayload)
+	var err error
+	var b *[]byte
+	payload := 0
+	flush := func() {
+		if b != nil {
+			err = batchErr(err, c.enqueue(b, payload, relayproto.BatchCharge((*b)[1+relayproto.KeySize:])))
+			b, payload = nil, 0
+		}
+	}
+	for _, p := range pkts {
+		size := relayproto.BatchPacketSize(len(p))
+		if len(p) == 0 || len(p) > relayproto.MaxBatchPacket || 1+relayproto.KeySize+size > limit {
+			flush() // in order
+			err = batchErr(err, c.Send(dst, p))
+			continue
+		}
+		if b != nil && len(*b)+size > limit {
+			flush()
+		}
+		if b == nil {
+			b = getBatchFrame()
+			*b = relayproto.AppendSendBatch(*b, dst)
+		}
+		*b = relayproto.AppendBatchPacket(*b, p)
+		payload += size
+	}
+	flush()
+	return err
+}
+
+// batchErr is what a send of several frames reports, given the error so
+// far and the next frame's: the first that is not congestion (the path
+// failed, and the Bind tries the next), else the first congestion (the
+// path is up, and dropped some).
+func batchErr(err, next error) error {
+	switch {
+	case next == nil:
+		return err
+	case err == nil:
+		return next
+	case errors.Is(err, transports.ErrCongested) && !errors.Is(next, transports.ErrCongested):
+		return next
+	}
+	return err
+}
+
+// sendEach sends pkts one by one, as SendBatch does when the relay takes
+// no batch frames.
+func (c *Client) sendEach(dst nodekey.Public, pkts [][]byte) error {
+	var err error
+	for _, p := range pkts {
+		err = batchErr(err, c.Send(dst, p))
+	}
+	return err
 }
 
 // Broadcast queues payload for every other member of the rendezvous, with
@@ -234,10 +304,16 @@ func (c *Client) Broadcast(payload []byte) error {
 	}
 	b := getFrame()
 	*b = relayproto.AppendBroadcast(*b, payload)
-	return c.enqueue(b, len(payload))
+	// Paced as one Send: a Broadcast is charged once per receiver at the
+	// relay, but announcements are rare and small next to the burst.
+	return c.enqueue(b, len(payload), relayproto.Charge(len(*b), 1))
 }
 
-func (c *Client) enqueue(b *[]byte, payloadLen int) error {
+// enqueue queues frame b, whose payload is payloadLen bytes, on the active
+// connection, paced to the relay's rate at charge bytes (what the relay
+// will charge for it). A batch frame goes only to a connection whose relay
+// takes them.
+func (c *Client) enqueue(b *[]byte, payloadLen, charge int) error {
 	for {
 		cn := c.active.Load()
 		if cn == nil {
@@ -252,10 +328,15 @@ func (c *Client) enqueue(b *[]byte, payloadLen int) error {
 			putFrame(b)
 			return fmt.Errorf("%w: %d bytes, relay forwards at most %d", ErrTooLarge, payloadLen, cn.maxPayload)
 		}
-		// Paced as the relay charges: the frame plus its per-frame
-		// overhead (a Broadcast is charged once per receiver there, but
-		// announcements are rare and small next to the burst).
-		if err := cn.pace(relayproto.Charge(len(*b), 1)); err != nil {
+		if (*b)[0] == byte(relayproto.TypeSendBatch) && !cn.batches {
+			// Replaced by a connection to a relay that takes no batch
+			// frames, between SendBatch's look and here: rare enough to
+			// drop, as a reconnect does.
+			putFrame(b)
+			c.stats.sendDrops.Add(1)
+			return ErrNotConnected
+		}
+		if err := cn.pace(charge); err != nil {
 			putFrame(b)
 			c.stats.sendDrops.Add(1)
 			return err

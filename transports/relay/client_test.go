@@ -52,6 +52,19 @@ func TestUnicastBroadcastPresence(t *testing.T) {
 		})
 	}
 
+	// A batch arrives as its packets, in order, those that a batch frame
+	// cannot carry (empty, longer than 64 KiB - 1) included.
+	batch := [][]byte{[]byte("one"), {}, []byte("two"), bytes.Repeat([]byte{0x5a}, relayproto.MaxPayload), []byte("three"), []byte("four")}
+	if err := a.SendBatch(b.PublicKey(), batch); err != nil {
+		t.Fatalf("SendBatch: %v", err)
+	}
+	for i, want := range batch {
+		m := recvMatch(t, b, "unicast", func(m Message) bool { return m.Kind == KindUnicast })
+		if m.From != a.PublicKey() || !bytes.Equal(m.Payload, want) {
+			t.Fatalf("batch packet %d: got %.8q (%d bytes) from %s, want %.8q (%d bytes) from a", i, m.Payload, len(m.Payload), m.From.ShortString(), want, len(want))
+		}
+	}
+
 	if err := a.Broadcast([]byte("to all")); err != nil {
 		t.Fatalf("Broadcast: %v", err)
 	}
@@ -268,5 +281,31 @@ func TestBackoff(t *testing.T) {
 	b.reset()
 	if d := b.next(); d > b.min {
 		t.Fatalf("after reset: delay %v above min %v", d, b.min)
+	}
+}
+
+// TestSendQueueBytes: a connection's send queue holds sendQueueBytes at
+// most, whatever the frames' sizes: 64 batch frames of 16 KiB, not 512.
+func TestSendQueueBytes(t *testing.T) {
+	cn := &conn{out: make(chan *[]byte, sendQueueLen)}
+	n := 0
+	for ; n <= sendQueueLen; n++ {
+		b := getBatchFrame()
+		*b = (*b)[:relayproto.BatchSize]
+		if err := cn.enqueue(b); err != nil {
+			if !errors.Is(err, ErrQueueFull) {
+				t.Fatalf("frame %d: %v, want ErrQueueFull", n, err)
+			}
+			break
+		}
+	}
+	if want := sendQueueBytes / relayproto.BatchSize; n != want {
+		t.Fatalf("queue took %d frames of %d bytes, want %d", n, relayproto.BatchSize, want)
+	}
+	// Writing one makes room for one more.
+	b := <-cn.out
+	cn.outBytes.Add(-int64(len(*b)))
+	if err := cn.enqueue(b); err != nil {
+		t.Fatalf("after one left: %v", err)
 	}
 }

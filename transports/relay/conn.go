@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -23,6 +24,10 @@ const (
 	// socket drains and still drops (like a full NIC ring) rather than delay
 	// packets by more than a few milliseconds at relay speeds.
 	sendQueueLen = 512
+	// sendQueueBytes caps the same backlog in bytes: 512 single-packet
+	// frames, or 64 batch frames (relayproto.BatchSize), a few milliseconds
+	// at relay speeds either way.
+	sendQueueBytes = 1 << 20
 	// keepaliveInterval is how often we ping the relay. It keeps NAT and
 	// proxy idle timers (commonly 60 s and up) from cutting a quiet
 	// connection and shows a dead one that TCP would take minutes to notice.
@@ -48,19 +53,30 @@ const (
 	maxPooledFrame = 16 << 10
 )
 
-var framePool = sync.Pool{New: func() any {
-	b := make([]byte, 0, pooledFrameCap)
-	return &b
-}}
+var (
+	framePool = sync.Pool{New: func() any {
+		b := make([]byte, 0, pooledFrameCap)
+		return &b
+	}}
+	// batchPool holds the buffers SendBatch frames are built in.
+	batchPool = sync.Pool{New: func() any {
+		b := make([]byte, 0, relayproto.BatchSize)
+		return &b
+	}}
+)
 
 func getFrame() *[]byte { return framePool.Get().(*[]byte) }
 
+func getBatchFrame() *[]byte { return batchPool.Get().(*[]byte) }
+
 func putFrame(b *[]byte) {
-	if cap(*b) > maxPooledFrame {
-		return
-	}
 	*b = (*b)[:0]
-	framePool.Put(b)
+	switch {
+	case cap(*b) == relayproto.BatchSize:
+		batchPool.Put(b)
+	case cap(*b) <= maxPooledFrame:
+		framePool.Put(b)
+	}
 }
 
 // planReason says why a connection should be replaced make-before-break.
@@ -78,6 +94,7 @@ type conn struct {
 	ws          *websocket.Conn
 	cork        *wscork.Conn // the socket under ws; nil if it could not be wrapped
 	welcome     relayproto.Welcome
+	batches     bool                    // the relay takes batch frames, and was asked to send them
 	adm         relayproto.AdmissionKey // what the handshake presented
 	maxPayload  int
 	established time.Time
@@ -89,6 +106,7 @@ type conn struct {
 	sendMu     sync.RWMutex
 	sendClosed bool
 	out        chan *[]byte
+	outBytes   atomic.Int64 // bytes in out and being written
 
 	leave     chan struct{} // closed: flush out, send Leave, stop writing
 	leaveOnce sync.Once
@@ -154,19 +172,28 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
 	}
 	adm := c.admissionKey()
-	w, err := Handshake(ctx, ws, c.cfg.PrivateKey, adm)
+	j, err := Handshake(ctx, ws, c.cfg.PrivateKey, adm)
 	if err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("relay %s: %w", c.cfg.URL, err)
+	}
+	if j.Batches {
+		// Before anything else we send, so that the relay batches what it
+		// forwards to us from the start.
+		if err := ws.Write(ctx, websocket.MessageBinary, relayproto.AppendAcceptBatches(nil)); err != nil {
+			ws.CloseNow()
+			return nil, fmt.Errorf("relay %s: asking for batch frames: %w", c.cfg.URL, err)
+		}
 	}
 	cn := &conn{
 		c:           c,
 		id:          c.nextConnID.Add(1),
 		ws:          ws,
 		cork:        slot.Conn(),
-		welcome:     w,
+		welcome:     j.Welcome,
+		batches:     j.Batches,
 		adm:         adm,
-		maxPayload:  int(w.MaxPayload),
+		maxPayload:  int(j.MaxPayload),
 		established: time.Now(),
 		out:         make(chan *[]byte, sendQueueLen),
 		leave:       make(chan struct{}),
@@ -178,8 +205,8 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	if cn.maxPayload <= 0 || cn.maxPayload > relayproto.MaxPayload {
 		cn.maxPayload = relayproto.MaxPayload
 	}
-	if w.RateBytes > 0 {
-		cn.pacer = rate.NewLimiter(rate.Limit(float64(w.RateBytes)*pacingFraction), pacingBurst)
+	if j.RateBytes > 0 {
+		cn.pacer = rate.NewLimiter(rate.Limit(float64(j.RateBytes)*pacingFraction), pacingBurst)
 	}
 	// From here on only this connection's presence frames count; the
 	// previous connection's view is reconciled against its opening burst.
@@ -211,10 +238,16 @@ func (cn *conn) enqueue(b *[]byte) error {
 	if cn.sendClosed {
 		return ErrNotConnected
 	}
+	n := int64(len(*b))
+	if cn.outBytes.Add(n) > sendQueueBytes {
+		cn.outBytes.Add(-n)
+		return ErrQueueFull
+	}
 	select {
 	case cn.out <- b:
 		return nil
 	default:
+		cn.outBytes.Add(-n)
 		return ErrQueueFull
 	}
 }
@@ -320,6 +353,7 @@ func (cn *conn) writeBatch(b *[]byte) bool {
 func (cn *conn) write(b *[]byte) bool {
 	n := len(*b)
 	err := cn.ws.Write(context.Background(), websocket.MessageBinary, *b)
+	cn.outBytes.Add(-int64(n))
 	putFrame(b)
 	if err != nil {
 		cn.c.stats.sendDrops.Add(1)
@@ -445,6 +479,15 @@ func (cn *conn) handle(b []byte, owned *[]byte, settled *bool) (kept bool, err e
 		kept = c.received(KindUnicast, f.Key, f.Payload, owned)
 	case relayproto.TypeBroadcastRecv:
 		kept = c.received(KindBroadcast, f.Key, f.Payload, owned)
+	case relayproto.TypeRecvBatch:
+		if !cn.batches {
+			return false, fmt.Errorf("relay %s: sent a RecvBatch frame, which we did not ask for", c.cfg.URL)
+		}
+		for rest := f.Payload; len(rest) > 0; {
+			var pkt []byte
+			pkt, rest = relayproto.NextPacket(rest)
+			c.received(KindUnicast, f.Key, pkt, nil)
+		}
 	case relayproto.TypePeerPresent:
 		if !c.presence.present(cn.id, f.Key) {
 			c.log.Warn("relay: presence set full, ignoring peer", "relay", c.cfg.URL, "peer", f.Key.ShortString(), "max", maxPeers)

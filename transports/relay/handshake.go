@@ -53,40 +53,49 @@ func DialWebSocket(ctx context.Context, rawURL string, hc *http.Client) (*websoc
 	return ws, nil
 }
 
+// Joined is what the relay said in a handshake that admitted the client.
+type Joined struct {
+	relayproto.Welcome
+	// Batches: the relay takes SendBatch and AcceptBatches frames
+	// (relayproto.FlagBatches in its ServerHello).
+	Batches bool
+}
+
 // Handshake runs the client side of the relay handshake (docs/protocol.md
 // §1.3) on ws, which DialWebSocket opened: it answers the relay's challenge
 // as the node key key, admitted by the mesh's admission key adm, and returns
-// the relay's Welcome. The relay's PeerPresent burst follows on ws. A
+// what the relay said. The relay's PeerPresent burst follows on ws. A
 // refusal by the relay is returned as a *RelayError.
-func Handshake(ctx context.Context, ws *websocket.Conn, key nodekey.Private, adm relayproto.AdmissionKey) (relayproto.Welcome, error) {
-	var w relayproto.Welcome
+func Handshake(ctx context.Context, ws *websocket.Conn, key nodekey.Private, adm relayproto.AdmissionKey) (Joined, error) {
+	var j Joined
 	b, err := readHandshakeFrame(ctx, ws)
 	if err != nil {
-		return w, fmt.Errorf("handshake: reading ServerHello: %w", err)
+		return j, fmt.Errorf("handshake: reading ServerHello: %w", err)
 	}
 	hello, err := relayproto.ParseServerHello(b)
 	if err != nil {
-		return w, fmt.Errorf("handshake: %w", refusalOr(b, fmt.Errorf("parsing ServerHello: %w", err)))
+		return j, fmt.Errorf("handshake: %w", refusalOr(b, fmt.Errorf("parsing ServerHello: %w", err)))
 	}
 	if hello.Version != relayproto.Version {
-		return w, fmt.Errorf("handshake: relay speaks protocol version %d, want %d", hello.Version, relayproto.Version)
+		return j, fmt.Errorf("handshake: relay speaks protocol version %d, want %d", hello.Version, relayproto.Version)
 	}
 	ch, err := relayproto.NewClientHello(hello, key, adm)
 	if err != nil {
-		return w, fmt.Errorf("handshake: %w", err)
+		return j, fmt.Errorf("handshake: %w", err)
 	}
 	if err := ws.Write(ctx, websocket.MessageBinary, ch.Append(nil)); err != nil {
-		return w, fmt.Errorf("handshake: writing ClientHello: %w", err)
+		return j, fmt.Errorf("handshake: writing ClientHello: %w", err)
 	}
 	b, err = readHandshakeFrame(ctx, ws)
 	if err != nil {
-		return w, fmt.Errorf("handshake: reading Welcome: %w", err)
+		return j, fmt.Errorf("handshake: reading Welcome: %w", err)
 	}
-	w, err = relayproto.ParseWelcome(b)
+	j.Welcome, err = relayproto.ParseWelcome(b)
 	if err != nil {
-		return w, fmt.Errorf("handshake: %w", refusalOr(b, fmt.Errorf("parsing Welcome: %w", err)))
+		return j, fmt.Errorf("handshake: %w", refusalOr(b, fmt.Errorf("parsing Welcome: %w", err)))
 	}
-	return w, nil
+	j.Batches = hello.Flags&relayproto.FlagBatches != 0
+	return j, nil
 }
 
 func readHandshakeFrame(ctx context.Context, ws *websocket.Conn) ([]byte, error) {

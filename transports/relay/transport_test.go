@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -144,20 +145,35 @@ func TestTransportHooks(t *testing.T) {
 }
 
 // TestTransportIntoBind: WireGuard messages a client hands to the Bind come
-// out of the Bind's receive function intact and attributed to the sender,
-// whether the client copies them (Deliver) or hands over the buffers it
-// read them into (Inbox), and at every frame size around the inbound
-// buffer's: a frame that fits it, one that fills it exactly and ones that
-// go on into the connection's large buffer (an MTU of 9000).
+// out of the Bind's receive function intact, in order and attributed to
+// the sender: whether the client copies them (Deliver) or hands over the
+// buffers it read them into (Inbox); at every frame size around the inbound
+// buffer's (a frame that fits it, one that fills it exactly, ones that go
+// on into the connection's large buffer, an MTU of 9000); and whether the
+// sender sends them one by one or as a batch (SendBatch), which goes in
+// batch frames through a relay that offers them and one by one through one
+// that does not.
 func TestTransportIntoBind(t *testing.T) {
 	const hdr = 1 + nodekey.Size // a Recv frame's header
 	sizes := []int{148, 1452, transports.InboundBufferSize - hdr, transports.InboundBufferSize - hdr + 1, 9032}
 	for i := range 40 {
 		sizes = append(sizes, 100+i)
 	}
-	for _, mode := range []string{"Deliver", "Inbox"} {
-		t.Run(mode, func(t *testing.T) {
-			r := startRelay(t, relayserver.Config{}, nil)
+	tests := []struct {
+		name      string
+		inbox     bool
+		batch     bool
+		noBatches bool // the relay offers no batch frames
+	}{
+		{name: "Deliver"},
+		{name: "Inbox", inbox: true},
+		{name: "SendBatch/Inbox", inbox: true, batch: true},
+		{name: "SendBatch/Deliver", batch: true},
+		{name: "SendBatch/relay without batches", inbox: true, batch: true, noBatches: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := startRelay(t, relayserver.Config{NoBatches: tt.noBatches}, nil)
 			rv := newAdmission(t)
 			bind := transports.NewBind(transports.BindConfig{Logger: quietLogger()})
 			fns, _, err := bind.Open(0)
@@ -166,7 +182,7 @@ func TestTransportIntoBind(t *testing.T) {
 			}
 			defer bind.Close()
 			cfg := Config{URL: r.url, Admission: rv}
-			if mode == "Inbox" {
+			if tt.inbox {
 				cfg.Inbox = bind
 			} else {
 				cfg.Deliver = bind.Deliver
@@ -176,9 +192,20 @@ func TestTransportIntoBind(t *testing.T) {
 			waitConnected(t, a)
 			waitConnected(t, b)
 			testkit.Eventually(t, "b present at a", func() bool { return a.Reachable(b.PublicKey()) })
+			var pkts [][]byte
 			for i, n := range sizes {
-				if err := a.Send(b.PublicKey(), wgLike(n, byte(i))); err != nil {
-					t.Fatalf("Send %d (%d bytes): %v", i, n, err)
+				pkts = append(pkts, wgLike(n, byte(i)))
+			}
+			before := a.Status().SentFrames
+			if tt.batch {
+				if err := a.SendBatch(b.PublicKey(), pkts); err != nil {
+					t.Fatalf("SendBatch: %v", err)
+				}
+			} else {
+				for i, p := range pkts {
+					if err := a.Send(b.PublicKey(), p); err != nil {
+						t.Fatalf("Send %d (%d bytes): %v", i, len(p), err)
+					}
 				}
 			}
 			bufs := make([][]byte, 8)
@@ -193,7 +220,7 @@ func TestTransportIntoBind(t *testing.T) {
 					t.Fatal(err)
 				}
 				for j := range n {
-					if want := wgLike(sizes[got], byte(got)); !bytes.Equal(bufs[j][:lens[j]], want) {
+					if want := pkts[got]; !bytes.Equal(bufs[j][:lens[j]], want) {
 						t.Fatalf("packet %d: got %d bytes %x..., want %d bytes", got, lens[j], bufs[j][:8], len(want))
 					}
 					if ep, ok := eps[j].(transports.Endpoint); !ok || ep.Key != a.PublicKey() {
@@ -202,6 +229,17 @@ func TestTransportIntoBind(t *testing.T) {
 					got++
 				}
 			}
+			// The batch took two frames (about 20 KiB in frames of at
+			// most 16 KiB); without batches, one each. The writer
+			// counts a frame after writing it, so the count may lag
+			// what arrived.
+			want := uint64(len(pkts))
+			if tt.batch && !tt.noBatches {
+				want = 2
+			}
+			testkit.Eventually(t, fmt.Sprintf("%d packets sent in %d frames", len(pkts), want), func() bool {
+				return a.Status().SentFrames-before == want
+			})
 		})
 	}
 }

@@ -39,9 +39,9 @@ import (
 // count costs a pause of inflightIdle, never a stall.
 const (
 	// inflightLimit is the count at which reads wait, each way. A read
-	// takes up to a batch (128) more, so at most 256 buffers of 64 KiB
-	// (16 MiB) are held, ~330 KB of packets: a couple of milliseconds at
-	// gigabit rates.
+	// takes up to a batch more (128 with a kernel TUN, 64 in userspace:
+	// Bind.BatchSize), so at most 256 buffers of 64 KiB (16 MiB) are held,
+	// ~330 KB of packets: a couple of milliseconds at gigabit rates.
 	inflightLimit = 128
 	// inflightIdle is how long nothing may complete before a waiting read
 	// takes the count to be leaked packets.

@@ -40,9 +40,11 @@ const (
 	minMTU = 1280
 	maxMTU = 65535
 
-	// maxBatch is the most packets one Read returns. It matches
-	// wireguard-go's conn.IdealBatchSize, the batch its device is built for.
-	maxBatch = 128
+	// maxBatch is the most packets one Read returns: the batch the Bind
+	// asks wireguard-go's device for (transports.Bind.BatchSize says why
+	// it is half the device's ideal), so that the device's batch, the
+	// larger of the two, is not raised by the adapter.
+	maxBatch = 64
 
 	// nicID is the stack's single NIC.
 	nicID tcpip.NICID = 1

@@ -93,6 +93,7 @@ type Bind struct {
 	dropsCongested atomic.Uint64
 
 	hs     handshakes    // the last handshake message sent to each peer (handshake.go)
+	inits  initiations   // initiations passed to the device lately (dupinit.go)
 	copies atomic.Uint64 // packets also sent over a second path (tentative.go)
 
 	// The packets the device holds each way (inflight.go): in, received
@@ -202,7 +203,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	recv := make(chan inbound, inboundQueue)
 	b.inbox.Store(&recv)
 	b.in.n.Store(0)
-	fns := []conn.ReceiveFunc{b.in.gate(b.makeReceive(recv, b.closed), b.closed)}
+	fns := []conn.ReceiveFunc{b.in.gate(b.inits.filter(b.makeReceive(recv, b.closed)), b.closed)}
 	b.stops = nil
 	for _, t := range b.transports {
 		r, ok := t.(BatchReceiver)
@@ -210,7 +211,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 			continue
 		}
 		fn, stop := r.OpenReceive()
-		fns = append(fns, b.in.gate(fn, b.closed))
+		fns = append(fns, b.in.gate(b.inits.filter(fn), b.closed))
 		b.stops = append(b.stops, stop)
 	}
 	return fns, port, nil

@@ -22,8 +22,11 @@ import (
 // WireGuard is built for it: a duplicate initiation carries the same
 // TAI64N timestamp, which the responder rejects as a replay if it saw the
 // first copy; a duplicate response is ignored once the initiator consumed
-// the first. Nothing new is signed or derived here, so the Bind still
-// never touches WireGuard's state.
+// the first. Not when two copies of an initiation arrive together, though:
+// wireguard-go's replay check races with itself, so the receiving Bind
+// drops such a copy before the device sees it (dupinit.go). Nothing new is
+// signed or derived here, so the Bind still never touches WireGuard's
+// state.
 
 // handshakeKeep is how long a handshake message is kept for resending:
 // after RekeyTimeout wireguard-go sends a fresh one itself.

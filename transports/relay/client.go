@@ -231,8 +231,8 @@ func (c *Client) Send(dst nodekey.Public, payload []byte) error {
 // the relay takes them: the relay and both clients then handle a dozen
 // packets per WebSocket message instead of one. The relay charges each
 // packet as a Send of its own. A packet a batch cannot carry goes in a
-// Send. Like the Bind, it goes on past a frame dropped for congestion and
-// reports the last error.
+// Send. It goes on past a frame that is dropped, as the Bind does past a
+// packet, and reports the error that matters most (batchErr).
 func (c *Client) SendBatch(dst nodekey.Public, pkts [][]byte) error {
 	cn := c.active.Load()
 	if cn == nil || !cn.batches || len(pkts) < 2 {

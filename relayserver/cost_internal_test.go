@@ -344,11 +344,36 @@ func drainQueue(c *conn) {
 
 // readLike returns b as readFrame would: in a forward buffer if it fits one.
 func readLike(b []byte) *frame {
-	if len(b) > forwardBufSize {
+	if len(b) > relayproto.BatchSize {
 		return &frame{b: b}
 	}
-	fwd := getForward(forwardBufSize)
+	fwd := getForward(len(b))
 	return &frame{b: append(fwd, b...), fwd: fwd}
+}
+
+// TestQueueCountsBuffers: a send queue counts a forwarded frame as the
+// pooled buffer it holds, so frames just over the small buffer's size,
+// each forwarded in a 16 KiB buffer, cannot make a receiver that does not
+// read hold more than its byte cap.
+func TestQueueCountsBuffers(t *testing.T) {
+	const capBytes = 1 << 20
+	s := costServer(t, Config{RateBytesPerSec: Unlimited, SendQueueBytes: capBytes})
+	rv := relayproto.Rendezvous{11}
+	src, dst := mustMember(t, s, rv, 0), mustMember(t, s, rv, 1)
+	drainQueue(dst)
+	frame := relayproto.AppendSend(nil, dst.key, make([]byte, forwardBufSize+1-1-relayproto.KeySize))
+	for range 512 {
+		in := readLike(frame)
+		src.handleFrame(in, time.Now())
+		in.release()
+	}
+	frames, bytes := dst.q.len()
+	if held := frames * relayproto.BatchSize; held > capBytes || bytes > capBytes {
+		t.Fatalf("%d frames of %d bytes queued in %d KiB of buffers (counted %d), cap %d", frames, len(frame), held>>10, bytes, capBytes)
+	}
+	if frames < capBytes/relayproto.BatchSize {
+		t.Fatalf("only %d frames queued; the cap holds %d", frames, capBytes/relayproto.BatchSize)
+	}
 }
 
 // TestBatchChargedAsSends: a SendBatch is charged as its packets would be

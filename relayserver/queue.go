@@ -66,10 +66,16 @@ func putForward(b []byte) {
 	}
 }
 
-// size is what the entry counts against the byte cap.
+// size is what the entry counts against the byte cap: the memory it holds.
+// A forwarded frame holds its whole pooled buffer, so that frames a little
+// over one size (2 KiB + 1 byte, in a 16 KiB buffer) cannot hold eight
+// times the cap.
 func (e queued) size() int {
 	if e.snap != nil {
 		return e.snap.size()
+	}
+	if e.recycle {
+		return cap(e.frame)
 	}
 	return len(e.frame)
 }
@@ -125,7 +131,7 @@ func (q *sendQueue) pushForward(b []byte) pushResult {
 func (q *sendQueue) pushForwards(frames [][]byte) pushResult {
 	n := 0
 	for _, b := range frames {
-		n += len(b)
+		n += cap(b) // as size counts them
 	}
 	q.mu.Lock()
 	res := q.admitLocked(len(frames), n, false)

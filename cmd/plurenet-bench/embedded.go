@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -546,11 +548,15 @@ func cpuTime() time.Duration {
 
 // embeddedRows adds the embedded-node rows: tsnet (when bench/tsnet was
 // built and we are root, for its closed network namespace), plurenet beside
-// it, plurenet through --forward/--expose, and the set-up time.
-func embeddedRows(ctx context.Context, t *table, tsnetpair, isolate string) {
-	ctx, cancel := context.WithTimeout(ctx, 3*workerWait)
+// it, plurenet through --forward/--expose, and the set-up time. Each row is
+// the median of runs transfers, tsnet's and plurenet's taken in turn: one
+// transfer of the same binary takes either ~0.5 s or ~0.85 s on the 2-core
+// bench machine, so one sample decides little.
+func embeddedRows(ctx context.Context, t *table, tsnetpair, isolate string, runs int) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(3*runs)*workerWait)
 	defer cancel()
 	var anchor *row
+	var tsnet func() (workerResult, error)
 	switch {
 	case tsnetpair == "" || isolate == "":
 		t.footer = append(t.footer, "tsnet anchor: not built (scripts/bench.sh builds bench/tsnet; give -tsnetpair and -isolate)")
@@ -558,26 +564,64 @@ func embeddedRows(ctx context.Context, t *table, tsnetpair, isolate string) {
 		t.footer = append(t.footer, "tsnet anchor: needs root (it runs in a network namespace of its own, so tsnet cannot reach out)")
 	default:
 		anchor = t.add(&row{section: sectionLoopback, label: "2 embedded nodes, 256 MiB TCP: tsnet v1.102.5"})
-		var res workerResult
-		if err := runJSONInto(ctx, exec.CommandContext(ctx, isolate, tsnetpair, "-bytes", fmt.Sprint(embeddedBytes)), &res); err != nil {
-			anchor.err = err
-		} else {
-			res.fill(anchor, "tsnetpair")
+		tsnet = func() (workerResult, error) {
+			var res workerResult
+			err := runJSONInto(ctx, exec.CommandContext(ctx, isolate, tsnetpair, "-bytes", fmt.Sprint(embeddedBytes)), &res)
+			return res, err
 		}
 	}
 	emb := t.add(&row{section: sectionLoopback, label: "2 embedded nodes, 256 MiB TCP: plurenet", anchor: anchor})
 	setup := &row{section: sectionLoopback, label: "setup: 2 nodes started to first TCP byte"}
-	if res, err := runWorkerProcess(ctx, "embedded", embeddedBytes); err != nil {
-		emb.err, setup.err = err, err
-	} else {
-		res.fill(emb, "plurenet-bench")
-		setup.note = fmt.Sprintf("%.0f ms", res.FirstByteMS)
-	}
 	fwd := t.add(&row{section: sectionLoopback, label: "2 embedded nodes, 256 MiB TCP via --forward/--expose: plurenet"})
-	if res, err := runWorkerProcess(ctx, "forward", embeddedBytes); err != nil {
-		fwd.err = err
+	var tsnetRes, embRes, fwdRes []workerResult
+	var tsnetErr, embErr, fwdErr error
+	for range runs {
+		if tsnet != nil && tsnetErr == nil {
+			tsnetRes, tsnetErr = appendRun(tsnetRes, tsnet)
+		}
+		if embErr == nil {
+			embRes, embErr = appendRun(embRes, func() (workerResult, error) { return runWorkerProcess(ctx, "embedded", embeddedBytes) })
+		}
+		if fwdErr == nil {
+			fwdRes, fwdErr = appendRun(fwdRes, func() (workerResult, error) { return runWorkerProcess(ctx, "forward", embeddedBytes) })
+		}
+	}
+	if anchor != nil {
+		fillMedian(anchor, "tsnetpair", tsnetRes, tsnetErr)
+	}
+	fillMedian(emb, "plurenet-bench", embRes, embErr)
+	fillMedian(fwd, "plurenet-bench", fwdRes, fwdErr)
+	if embErr != nil {
+		setup.err = embErr
 	} else {
-		res.fill(fwd, "plurenet-bench")
+		setup.note = fmt.Sprintf("%.0f ms (median of %d)", medianResult(embRes, func(r workerResult) float64 { return r.FirstByteMS }).FirstByteMS, len(embRes))
 	}
 	t.add(setup)
+}
+
+// appendRun runs one transfer and appends its result.
+func appendRun(rs []workerResult, run func() (workerResult, error)) ([]workerResult, error) {
+	r, err := run()
+	if err != nil {
+		return rs, err
+	}
+	return append(rs, r), nil
+}
+
+// fillMedian fills row from the median of rs by throughput, or with err.
+func fillMedian(row *row, name string, rs []workerResult, err error) {
+	if err != nil {
+		row.err = err
+		return
+	}
+	medianResult(rs, workerResult.bps).fill(row, name)
+	row.note += fmt.Sprintf("; median of %d", len(rs))
+}
+
+// medianResult returns the result in the middle of rs by key (the upper
+// one of an even count). rs must not be empty.
+func medianResult(rs []workerResult, key func(workerResult) float64) workerResult {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b workerResult) int { return cmp.Compare(key(a), key(b)) })
+	return s[len(s)/2]
 }

@@ -53,6 +53,7 @@ func run() int {
 	duration := flag.Duration("duration", 5*time.Second, "length of each throughput measurement")
 	pings := flag.Int("pings", 20, "pings per RTT measurement")
 	iperfRuns := flag.Int("iperf-runs", 3, "iperf3 runs per lab throughput row; the row shows the median")
+	embeddedRuns := flag.Int("embedded-runs", 3, "transfers per embedded-node row (tsnet's and plurenet's in turn); the row shows the median")
 	noLab := flag.Bool("no-lab", false, "measure the loopback rows only")
 	labOnly := flag.Bool("lab-only", false, "measure the lab rows only (root), not the loopback rows")
 	labRowSel := flag.String("lab-rows", "", "letters of the lab rows to measure, e.g. bcde (default all)")
@@ -69,8 +70,8 @@ func run() int {
 	if *worker != "" {
 		return runWorker(*worker, workerOptions{bytes: *bytes, cpuProfile: *cpuProfile, memProfile: *memProfile})
 	}
-	if *duration < time.Second || *pings < 1 || *iperfRuns < 1 || *benchtime <= 0 {
-		fmt.Fprintln(os.Stderr, "plurenet-bench: -duration must be at least 1s, -pings and -iperf-runs at least 1, -benchtime positive")
+	if *duration < time.Second || *pings < 1 || *iperfRuns < 1 || *embeddedRuns < 1 || *benchtime <= 0 {
+		fmt.Fprintln(os.Stderr, "plurenet-bench: -duration must be at least 1s, -pings, -iperf-runs and -embedded-runs at least 1, -benchtime positive")
 		return 2
 	}
 	if strings.Trim(*labRowSel, labRowLetters) != "" {
@@ -97,7 +98,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "plurenet-bench: relay forwarding beside DERP...")
 		fwdRows(ctx, &t, *plurenet, *derper, *derpfwd, *fwdDuration)
 		fmt.Fprintln(os.Stderr, "plurenet-bench: two embedded nodes beside tsnet...")
-		embeddedRows(ctx, &t, *tsnetpair, *isolate)
+		embeddedRows(ctx, &t, *tsnetpair, *isolate, *embeddedRuns)
 		fmt.Fprintln(os.Stderr, "plurenet-bench: revocation in an owned mesh on loopback...")
 		t.add(revokeLoopback(ctx))
 	}
@@ -137,6 +138,9 @@ func run() int {
 	fmt.Println("ratios divide a row's throughput by a baseline measured in this run (/PIPE: loopback rows; /ANCHOR: the Tailscale row above it; /VETH, /WG-GO: lab rows)")
 	if !*noLab {
 		fmt.Printf("lab throughput: the median of %d iperf3 runs of %s each (-iperf-runs, -duration)\n", *iperfRuns, *duration)
+	}
+	if !*labOnly {
+		fmt.Printf("embedded nodes: the median of %d transfers each, tsnet's and plurenet's in turn (-embedded-runs)\n", *embeddedRuns)
 	}
 	fmt.Println()
 	if err := t.write(os.Stdout); err != nil {

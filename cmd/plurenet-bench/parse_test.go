@@ -238,3 +238,15 @@ func TestParseJoinedAt(t *testing.T) {
 		}
 	}
 }
+
+// TestMedianResult: the embedded rows show the middle transfer by
+// throughput, whatever order the runs came in.
+func TestMedianResult(t *testing.T) {
+	rs := []workerResult{{Bytes: 100, Seconds: 1}, {Bytes: 100, Seconds: 4}, {Bytes: 100, Seconds: 2}}
+	if got := medianResult(rs, workerResult.bps); got.Seconds != 2 {
+		t.Fatalf("median of 1 s, 4 s, 2 s transfers: %v s, want 2 s", got.Seconds)
+	}
+	if rs[1].Seconds != 4 {
+		t.Fatal("medianResult reordered its argument")
+	}
+}

@@ -256,22 +256,16 @@ func (c *conn) readFrame() (frame, error) {
 	if err == nil {
 		// Full: the message may go on, into a batch-sized buffer.
 		next := getForward(relayproto.BatchSize)[:relayproto.BatchSize]
-		copy(next, f.fwd)
+		n, err = readOn(r, f.fwd, next, n)
 		putForward(f.fwd)
 		f.fwd = next
-		var m int
-		m, err = io.ReadFull(r, f.fwd[n:])
-		n += m
 	}
 	if err == nil {
 		// Full again: on into the largest.
 		f.large = framePool.Get().(*[]byte)
-		copy(*f.large, f.fwd)
+		n, err = readOn(r, f.fwd, *f.large, n)
 		putForward(f.fwd)
 		f.fwd = nil
-		var m int
-		m, err = io.ReadFull(r, (*f.large)[n:])
-		n += m
 		if err == nil {
 			f.release()
 			return frame{}, errFrameTooLarge
@@ -293,6 +287,14 @@ func (c *conn) readFrame() (frame, error) {
 		f.b = f.fwd[:n]
 	}
 	return f, nil
+}
+
+// readOn goes on reading a message whose first n bytes filled full: it
+// copies them to the larger to and reads the rest after them.
+func readOn(r io.Reader, full, to []byte, n int) (int, error) {
+	copy(to, full[:n])
+	m, err := io.ReadFull(r, to[n:])
+	return n + m, err
 }
 
 // readFailed turns a readFrame error into the connection's end.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,15 +34,27 @@ const (
 	writeChunk = 64 << 10
 )
 
-// goBenchCount is how many times each relay Go benchmark runs; its row
-// is the median run. On a shared 2-core machine single runs of the relay
-// benchmarks spread by ±30%.
-const goBenchCount = 3
+// goBenchRounds is how many rounds of the relay Go benchmarks run. A round
+// runs each benchmark once, ws:// and wss:// back to back in alternating
+// order; a row is its benchmark's median round. On a shared 2-core machine
+// single runs spread by ±30% and drift over a minute, so the wss:// ratio
+// is the median of the rounds' own ratios: each compares two runs made
+// seconds apart.
+const goBenchRounds = 5
+
+// Names of the relay Go benchmarks (transports/relay/bench_test.go).
+const (
+	benchPipe  = "BenchmarkTCPPipe"
+	benchWS    = "BenchmarkRelayThroughput"
+	benchWSS   = "BenchmarkRelayThroughputTLS"
+	relayPkg   = "./transports/relay"
+	relayPkgIn = "transports/relay"
+)
 
 // relayGoBenchmarks runs the relay client's Go benchmarks (relay forwarding
 // between two clients over ws:// and over wss://, and a plain TCP pipe for
 // the baseline) in repo and returns their rows. The wss:// row's note
-// divides it by the ws:// row.
+// divides it by the ws:// row, round by round.
 func relayGoBenchmarks(ctx context.Context, repo string, benchtime time.Duration) (pipe, relay, relayTLS *row) {
 	pipe = &row{section: sectionLoopback, label: "TCP pipe, 1400-byte writes (go bench)"}
 	relay = &row{section: sectionLoopback, label: "relay, client to client (go bench)"}
@@ -55,39 +68,56 @@ func relayGoBenchmarks(ctx context.Context, repo string, benchtime time.Duration
 	}
 	ctx, cancel := context.WithTimeout(ctx, goBenchWait)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goCommand(), "test", "-run", "^$", "-count", fmt.Sprint(goBenchCount),
-		"-bench", "^(BenchmarkRelayThroughput|BenchmarkRelayThroughputTLS|BenchmarkTCPPipe)$", "-benchtime", benchtime.String(),
-		"./transports/relay")
-	cmd.Dir = repo
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fail(fmt.Errorf("go test -bench ./transports/relay: %w: %s", err, lastLines(string(out), 5)))
-	}
-	res, err := parseGoBench(string(out))
+	dir, err := os.MkdirTemp("", "plurenet-bench-go-")
 	if err != nil {
 		return fail(err)
 	}
-	names := []string{"BenchmarkTCPPipe", "BenchmarkRelayThroughput", "BenchmarkRelayThroughputTLS"}
-	for i, r := range rows {
-		b, ok := res[names[i]]
-		switch {
-		case !ok:
-			r.err = fmt.Errorf("%s: not in the go test output", names[i])
-		case b.MBPerSec == 0:
-			r.err = fmt.Errorf("%s: no MB/s figure", names[i])
-		default:
-			r.bps = b.MBPerSec * 8e6
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "relay.test")
+	build := exec.CommandContext(ctx, goCommand(), "test", "-c", "-o", bin, relayPkg)
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("go test -c %s: %w: %s", relayPkg, err, lastLines(string(out), 5)))
+	}
+	runs := make(map[string][]goBenchResult)
+	for round := range goBenchRounds {
+		order := []string{benchPipe, benchWS, benchWSS}
+		if round%2 == 1 {
+			order = []string{benchPipe, benchWSS, benchWS}
 		}
+		for _, name := range order {
+			cmd := exec.CommandContext(ctx, bin, "-test.run", "^$", "-test.bench", "^"+name+"$",
+				"-test.benchtime", benchtime.String(), "-test.count", "1")
+			cmd.Dir = filepath.Join(repo, relayPkgIn)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fail(fmt.Errorf("%s -test.bench %s: %w: %s", relayPkg, name, err, lastLines(string(out), 5)))
+			}
+			res, err := parseGoBench(string(out))
+			if err != nil {
+				return fail(err)
+			}
+			b, ok := res[name]
+			switch {
+			case !ok:
+				return fail(fmt.Errorf("%s: not in the go test output", name))
+			case b.MBPerSec == 0:
+				return fail(fmt.Errorf("%s: no MB/s figure", name))
+			}
+			runs[name] = append(runs[name], b)
+		}
+	}
+	for i, name := range []string{benchPipe, benchWS, benchWSS} {
+		r, b := rows[i], medianGoBench(runs[name])
+		r.bps = b.MBPerSec * 8e6
 		if i > 0 {
-			r.note = fmt.Sprintf("1400-byte frames, median of %d", goBenchCount)
+			r.note = fmt.Sprintf("1400-byte frames, median of %d rounds", goBenchRounds)
 			if b.CPUPerGB > 0 {
 				r.note += fmt.Sprintf(", CPU %.1f s per GB (relay and both clients)", b.CPUPerGB)
 			}
 		}
 	}
-	if relay.err == nil && relayTLS.err == nil {
-		relayTLS.note += fmt.Sprintf("; %.2fx ws://", relayTLS.bps/relay.bps)
-	}
+	relayTLS.note += fmt.Sprintf("; %.2fx ws:// (median of the rounds' ratios)", pairedRatio(runs[benchWSS], runs[benchWS]))
 	return pipe, relay, relayTLS
 }
 

@@ -91,10 +91,36 @@ func parseGoBench(out string) (map[string]goBenchResult, error) {
 	}
 	res := make(map[string]goBenchResult, len(all))
 	for name, runs := range all {
-		slices.SortFunc(runs, func(a, b goBenchResult) int { return cmp.Compare(a.MBPerSec, b.MBPerSec) })
-		res[name] = runs[len(runs)/2]
+		res[name] = medianGoBench(runs)
 	}
 	return res, sc.Err()
+}
+
+// medianGoBench returns the run in the middle of runs by MB/s (the upper
+// one of an even count). runs must not be empty.
+func medianGoBench(runs []goBenchResult) goBenchResult {
+	s := slices.Clone(runs)
+	slices.SortFunc(s, func(a, b goBenchResult) int { return cmp.Compare(a.MBPerSec, b.MBPerSec) })
+	return s[len(s)/2]
+}
+
+// pairedRatio returns the median of num[i].MBPerSec / den[i].MBPerSec:
+// runs made side by side in one round are compared with each other, so
+// that a machine that drifts between rounds moves both. It is 0 when the
+// lists differ in length or are empty, or a denominator is 0.
+func pairedRatio(num, den []goBenchResult) float64 {
+	if len(num) != len(den) || len(num) == 0 {
+		return 0
+	}
+	ratios := make([]float64, len(num))
+	for i := range num {
+		if den[i].MBPerSec == 0 {
+			return 0
+		}
+		ratios[i] = num[i].MBPerSec / den[i].MBPerSec
+	}
+	slices.Sort(ratios)
+	return ratios[len(ratios)/2]
 }
 
 // peakRSS returns a process's peak resident set size (VmHWM in

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -248,5 +249,36 @@ func TestMedianResult(t *testing.T) {
 	}
 	if rs[1].Seconds != 4 {
 		t.Fatal("medianResult reordered its argument")
+	}
+}
+
+func TestPairedRatio(t *testing.T) {
+	mb := func(v ...float64) []goBenchResult {
+		rs := make([]goBenchResult, len(v))
+		for i, x := range v {
+			rs[i] = goBenchResult{MBPerSec: x}
+		}
+		return rs
+	}
+	tests := []struct {
+		name     string
+		num, den []goBenchResult
+		want     float64
+	}{
+		// The medians alone would give 300/400 = 0.75; round by round
+		// the ratios are 0.9, 0.8, 0.75 (a slow round slows both).
+		{"paired, not medians", mb(360, 200, 300), mb(400, 250, 400), 0.8},
+		{"one round", mb(100), mb(400), 0.25},
+		{"even count takes the upper", mb(1, 2, 3, 4), mb(10, 10, 10, 10), 0.3},
+		{"lengths differ", mb(1, 2), mb(1), 0},
+		{"empty", nil, nil, 0},
+		{"zero denominator", mb(1, 2), mb(1, 0), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := pairedRatio(tt.num, tt.den); math.Abs(got-tt.want) > 1e-9 {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

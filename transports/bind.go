@@ -176,11 +176,13 @@ func NewBind(cfg BindConfig) *Bind {
 	}
 	closed := make(chan struct{})
 	close(closed)
-	return &Bind{
+	b := &Bind{
 		log:    log,
 		paths:  make(map[nodekey.Public]*pathState),
 		closed: closed,
 	}
+	b.inits.redeliver = b.Deliver
+	return b
 }
 
 // SetTransports replaces the transports, most preferred first.

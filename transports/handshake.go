@@ -24,7 +24,8 @@ import (
 // first copy; a duplicate response is ignored once the initiator consumed
 // the first. Not when two copies of an initiation arrive together, though:
 // wireguard-go's replay check races with itself, so the receiving Bind
-// drops such a copy before the device sees it (dupinit.go). Nothing new is
+// holds such a copy back until the device is done with the first
+// (dupinit.go). Nothing new is
 // signed or derived here, so the Bind still never touches WireGuard's
 // state.
 

@@ -10,7 +10,7 @@ import "github.com/plures/plurenet/internal/nodekey"
 // makes the copy harmless: the receiver drops the second copy of a data
 // packet (its replay window) and of a handshake message (a replayed
 // initiation's timestamp, a response for a handshake already done; the
-// receiving Bind drops a copy of an initiation that arrives with the
+// receiving Bind holds back a copy of an initiation that arrives with the
 // first, which wireguard-go's replay check can miss: dupinit.go).
 type TentativeSender interface {
 	Tentative(peer nodekey.Public) bool

@@ -30,10 +30,34 @@ func ServerOn(t testing.TB, addr string) string {
 // Reporting serves STUN on 127.0.0.1 until the test ends, answering every
 // binding request with mapped instead of the client's address.
 func Reporting(t testing.TB, mapped netip.AddrPort) string {
-	return serve(t, "127.0.0.1:0", func(_ context.Context, pc net.PacketConn) {
+	addr, release := Held(t, mapped)
+	release()
+	return addr
+}
+
+// Held is Reporting with its answers held back until release is called
+// (once or more): a STUN server that is slow, or was, while a test
+// watches what happens meanwhile. Up to 64 requests are kept and answered
+// on release; after it, requests are answered at once. A zero mapped
+// reports each client's own address, as Server does.
+func Held(t testing.TB, mapped netip.AddrPort) (addr string, release func()) {
+	type held struct {
+		resp []byte
+		to   net.Addr
+	}
+	var (
+		mu       sync.Mutex
+		pc       net.PacketConn
+		released bool
+		pending  []held
+	)
+	addr = serve(t, "127.0.0.1:0", func(_ context.Context, conn net.PacketConn) {
+		mu.Lock()
+		pc = conn
+		mu.Unlock()
 		buf := make([]byte, 1500)
 		for {
-			n, from, err := pc.ReadFrom(buf)
+			n, from, err := conn.ReadFrom(buf)
 			if err != nil {
 				return
 			}
@@ -41,13 +65,40 @@ func Reporting(t testing.TB, mapped netip.AddrPort) string {
 			if req.Decode() != nil || req.Type != stun.BindingRequest {
 				continue
 			}
-			resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-				&stun.XORMappedAddress{IP: mapped.Addr().AsSlice(), Port: int(mapped.Port())})
-			if err == nil {
-				_, _ = pc.WriteTo(resp.Raw, from)
+			report := mapped
+			if !report.IsValid() {
+				ua, ok := from.(*net.UDPAddr)
+				if !ok {
+					continue
+				}
+				report = ua.AddrPort()
 			}
+			resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+				&stun.XORMappedAddress{IP: report.Addr().AsSlice(), Port: int(report.Port())})
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			switch {
+			case released:
+				_, _ = conn.WriteTo(resp.Raw, from)
+			case len(pending) < 64:
+				pending = append(pending, held{resp.Raw, from})
+			}
+			mu.Unlock()
 		}
 	})
+	return addr, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		released = true
+		for _, h := range pending {
+			if pc != nil {
+				_, _ = pc.WriteTo(h.resp, h.to)
+			}
+		}
+		pending = nil
+	}
 }
 
 func serve(t testing.TB, addr string, run func(context.Context, net.PacketConn)) string {

@@ -55,6 +55,17 @@ const (
 	// so an unreachable STUN server delays an attempt by this much.
 	stunGatherTimeout = 3 * time.Second
 
+	// earlyCandidates is how long an offer or answer waits for gathering
+	// to end before it goes with the candidates at hand, to a peer that
+	// takes candidate updates (flagUpdates); the rest follow as they
+	// arrive. A STUN server that answers answers within a round trip, so
+	// most sessions still send one offer with everything.
+	earlyCandidates = 200 * time.Millisecond
+
+	// maxRemoteCandidates bounds the candidates a session takes from its
+	// peer over all its offers or answers: twice what one signal carries.
+	maxRemoteCandidates = 2 * maxCandidates
+
 	// StaticHold is how long a static path (SetStatic) stays usable
 	// without a packet from the peer, counted from the last SetStatic for
 	// its address. The overlay confirms a path every time a sealed

@@ -19,12 +19,14 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // signalNet is an in-test signaling channel: Signal on one transport calls
-// HandleSignal on the other. drop, when set, loses signals.
+// HandleSignal on the other. drop, when set, loses signals; rewrite, when
+// set, replaces the ones it keeps.
 type signalNet struct {
-	mu   sync.Mutex
-	byK  map[nodekey.Public]*Transport
-	drop func(from, to nodekey.Public, msg []byte) bool
-	sent int
+	mu      sync.Mutex
+	byK     map[nodekey.Public]*Transport
+	drop    func(from, to nodekey.Public, msg []byte) bool
+	rewrite func(from, to nodekey.Public, msg []byte) []byte
+	sent    int
 }
 
 func newSignalNet() *signalNet { return &signalNet{byK: map[nodekey.Public]*Transport{}} }
@@ -32,13 +34,17 @@ func newSignalNet() *signalNet { return &signalNet{byK: map[nodekey.Public]*Tran
 func (n *signalNet) sender(self nodekey.Public) func(nodekey.Public, []byte) error {
 	return func(to nodekey.Public, msg []byte) error {
 		n.mu.Lock()
-		dst, drop := n.byK[to], n.drop
+		dst, drop, rewrite := n.byK[to], n.drop, n.rewrite
 		n.sent++
 		n.mu.Unlock()
 		if dst == nil || (drop != nil && drop(self, to, msg)) {
 			return nil
 		}
-		_ = dst.HandleSignal(self, append([]byte(nil), msg...))
+		msg = append([]byte(nil), msg...)
+		if rewrite != nil {
+			msg = rewrite(self, to, msg)
+		}
+		_ = dst.HandleSignal(self, msg)
 		return nil
 	}
 }

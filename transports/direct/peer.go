@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +59,14 @@ type peer struct {
 	connSince  time.Time // controlled: when it began waiting for an offer
 	reqNext    time.Time // controlled: when to (re)send a request
 	reqGap     time.Duration
-	lastSeen   uint64      // controlled: newest session id offered
-	lastStart  time.Time   // controlling: when the current session started
-	pendingNew bool        // controlling: the peer asked for a session; start when allowed
-	pendingMin uint64      // controlling: the new session id must exceed this
-	probeTimer *time.Timer // wakes the state machine for the next probe (probe.go)
+	lastSeen   uint64    // controlled: newest session id offered
+	lastStart  time.Time // controlling: when the current session started
+	pendingNew bool      // controlling: the peer asked for a session; start when allowed
+	pendingMin uint64    // controlling: the new session id must exceed this
+	// peerUpdates: the peer's latest offer, answer or request said it
+	// takes candidate updates (flagUpdates).
+	peerUpdates bool
+	probeTimer  *time.Timer // wakes the state machine for the next probe (probe.go)
 }
 
 // directPath is a validated path: the peer's address on the selected ICE
@@ -286,10 +290,18 @@ func retryDelay(attempts int) time.Duration {
 }
 
 func (p *peer) signal(s *signal) {
+	if !p.t.noUpdates {
+		s.Flags |= flagUpdates
+	}
 	b, err := appendSignal(nil, s)
 	if err != nil {
 		p.log.Warn("direct: encoding signal", "type", s.Type, "err", err)
 		return
+	}
+	if len(b) > maxSignalSizeNoFlags {
+		// Members before the flags refuse it whole; the flags byte is
+		// last, and a signal without it means no flags.
+		b = b[:maxSignalSizeNoFlags]
 	}
 	if err := p.t.cfg.Signal(p.key, b); err != nil {
 		p.log.Debug("direct: signal not sent", "type", s.Type, "err", err)
@@ -298,15 +310,27 @@ func (p *peer) signal(s *signal) {
 
 // onSignal applies a signal from the peer.
 func (p *peer) onSignal(s signal, now time.Time) {
+	switch s.Type {
+	case sigOffer, sigAnswer, sigRequest:
+		p.peerUpdates = s.Flags&flagUpdates != 0 && !p.t.noUpdates
+	}
 	switch {
 	case p.controlling && s.Type == sigAnswer:
 		ses := p.sess
-		if ses == nil || s.Session != ses.id || ses.answered || p.state != StateConnecting {
-			return // a duplicate, or for a session that is gone
+		if ses == nil || s.Session != ses.id || p.state != StateConnecting {
+			return // for a session that is gone
+		}
+		if ses.answered {
+			// A duplicate, or an update: new candidates of the same
+			// session, from a peer that takes updates.
+			if p.peerUpdates && s.Ufrag == ses.remoteUfrag && s.Pwd == ses.remotePwd {
+				p.t.stats.candidateUpdates.Add(uint64(ses.addSignalled(s.Candidates, p.key)))
+			}
+			return
 		}
 		ses.answered = true
 		ses.remoteUfrag, ses.remotePwd = s.Ufrag, s.Pwd
-		ses.addRemote(s.Candidates, p.key)
+		ses.addSignalled(s.Candidates, p.key)
 		if _, err := ses.agent.StartDial(s.Ufrag, s.Pwd); err != nil {
 			p.log.Debug("direct: starting checks", "err", err)
 			p.lose(now, "ice dial")
@@ -327,8 +351,14 @@ func (p *peer) onSignal(s signal, now time.Time) {
 			p.sess.nextSend, p.sess.sendGap = now, offerRetransmitMin
 		}
 	case !p.controlling && s.Type == sigOffer:
-		if p.sess != nil && s.Session == p.sess.id {
-			p.sess.answerSent = false // our answer was lost: resend
+		if ses := p.sess; ses != nil && s.Session == ses.id {
+			// A retransmission (our answer was lost: resend it) or an
+			// update (take its new candidates; the answer that goes
+			// back is a harmless duplicate).
+			ses.answerSent = false
+			if p.peerUpdates && s.Ufrag == ses.remoteUfrag && s.Pwd == ses.remotePwd {
+				p.t.stats.candidateUpdates.Add(uint64(ses.addSignalled(s.Candidates, p.key)))
+			}
 			return
 		}
 		if s.Session <= p.lastSeen {
@@ -345,11 +375,8 @@ func (p *peer) onSignal(s signal, now time.Time) {
 		p.sess = ses
 		ses.remoteUfrag, ses.remotePwd = s.Ufrag, s.Pwd
 		p.setState(StateConnecting, netip.AddrPort{}, 0, now)
-		ses.addRemote(s.Candidates, p.key)
-		if _, err := ses.agent.StartAccept(s.Ufrag, s.Pwd); err != nil {
-			p.log.Debug("direct: starting checks", "err", err)
-			p.lose(now, "ice accept")
-		}
+		ses.addSignalled(s.Candidates, p.key)
+		// Checks start when the answer goes out (sendCandidates).
 	default:
 		p.log.Debug("direct: ignoring signal for the other role", "type", s.Type)
 	}
@@ -406,17 +433,7 @@ func (p *peer) stepConnecting(now time.Time) {
 		p.lose(now, "ice attempt timed out")
 		return
 	}
-	if v.gathered {
-		if p.controlling && !ses.answered && !now.Before(ses.nextSend) {
-			p.signal(&signal{Type: sigOffer, Session: ses.id, Ufrag: ses.ufrag, Pwd: ses.pwd, Candidates: ses.candidates()})
-			ses.nextSend = now.Add(ses.sendGap)
-			ses.sendGap = min(ses.sendGap*2, offerRetransmitMax)
-		}
-		if !p.controlling && !ses.answerSent {
-			p.signal(&signal{Type: sigAnswer, Session: ses.id, Ufrag: ses.ufrag, Pwd: ses.pwd, Candidates: ses.candidates()})
-			ses.answerSent = true
-		}
-	}
+	p.sendCandidates(ses, v, now)
 	if v.state != ice.ConnectionStateConnected || !v.selected {
 		return
 	}
@@ -428,6 +445,61 @@ func (p *peer) stepConnecting(now time.Time) {
 	p.attempts = 0
 	p.setState(StateDirect, remote, rtt, now)
 	p.log.Info("direct path up", "remote", remote.String(), "rtt", rtt, "took", now.Sub(ses.started).Round(time.Millisecond))
+}
+
+// sendCandidates sends the session's offer (controlling) or answer
+// (controlled) when it is due. Once gathering has ended it is due as
+// before candidate updates: the offer until answered, with backoff, the
+// answer once per offer received. To a peer that takes updates it is due
+// earlyCandidates after the session started, with the candidates at hand,
+// and again whenever they have changed since (a STUN server answered),
+// whether or not the peer has answered.
+func (p *peer) sendCandidates(ses *session, v sessionView, now time.Time) {
+	updates := p.peerUpdates
+	if !v.gathered && (!updates || now.Sub(ses.started) < earlyCandidates) {
+		return
+	}
+	var due bool
+	if p.controlling {
+		due = !ses.answered && !now.Before(ses.nextSend)
+	} else {
+		due = !ses.answerSent
+	}
+	cands := ses.candidates()
+	if len(cands) == 0 && !v.gathered {
+		return // nothing to offer yet
+	}
+	if !due && (!updates || !ses.sentOnce || slices.Equal(cands, ses.sent)) {
+		return
+	}
+	typ := sigAnswer
+	if p.controlling {
+		typ = sigOffer
+		if !ses.answered {
+			ses.nextSend = now.Add(ses.sendGap)
+			ses.sendGap = min(ses.sendGap*2, offerRetransmitMax)
+		}
+	}
+	p.signal(&signal{Type: typ, Session: ses.id, Ufrag: ses.ufrag, Pwd: ses.pwd, Candidates: cands})
+	ses.sent, ses.sentOnce = cands, true
+	if p.controlling {
+		return
+	}
+	ses.answerSent = true
+	if !ses.accepting {
+		// The controlled side starts its checks with its first answer,
+		// not on the offer: the controlling agent answers checks only
+		// once the answer has reached it, and pion gives up on a pair
+		// after a few unanswered checks. Started on the offer, checks
+		// sent while this side gathered (up to stunGatherTimeout) failed
+		// every pair, and the controlling side's nomination then left
+		// this side checking until the attempt timed out.
+		ses.accepting = true
+		if _, err := ses.agent.StartAccept(ses.remoteUfrag, ses.remotePwd); err != nil {
+			p.log.Debug("direct: starting checks", "err", err)
+			p.lose(now, "ice accept")
+		}
+	}
 }
 
 // useRemote makes remote the validated path: WireGuard packets from it are

@@ -32,9 +32,14 @@ type session struct {
 	selected bool
 
 	// Owned by the peer's state machine.
-	answered    bool   // controlling: the answer arrived and checks started
-	answerSent  bool   // controlled: the answer for the latest offer went out
-	remoteUfrag string // the peer's ICE credentials, from its offer or answer
+	early       *time.Timer         // wakes the state machine earlyCandidates after the start
+	sent        []string            // the candidates our latest offer or answer carried
+	sentOnce    bool                // an offer or answer went out
+	remoteSeen  map[string]struct{} // the peer's candidates taken so far (addSignalled)
+	answered    bool                // controlling: the answer arrived and checks started
+	answerSent  bool                // controlled: the answer for the latest offer went out
+	accepting   bool                // controlled: checks started (StartAccept), with the first answer
+	remoteUfrag string              // the peer's ICE credentials, from its offer or answer
 	remotePwd   string
 	nextSend    time.Time     // controlling: when to (re)send the offer
 	sendGap     time.Duration // controlling: current retransmit interval
@@ -118,7 +123,30 @@ func (t *Transport) newSession(id uint64, controlling bool, kick func()) (*sessi
 	if err := agent.GatherCandidates(); err != nil {
 		return fail(err)
 	}
+	s.early = time.AfterFunc(earlyCandidates, kick)
 	return s, nil
+}
+
+// addSignalled gives the agent those of a signal's candidates it has not
+// had from the peer in this session: an update repeats the candidates sent
+// before. At most maxRemoteCandidates are taken per session, so a peer
+// cannot make the agent pair and check without bound by sending updates.
+func (s *session) addSignalled(cands []string, peer nodekey.Public) (added int) {
+	if s.remoteSeen == nil {
+		s.remoteSeen = make(map[string]struct{}, len(cands))
+	}
+	var fresh []string
+	for _, c := range cands {
+		if _, ok := s.remoteSeen[c]; ok || len(s.remoteSeen) >= maxRemoteCandidates {
+			continue
+		}
+		s.remoteSeen[c] = struct{}{}
+		fresh = append(fresh, c)
+	}
+	if len(fresh) == 0 {
+		return 0
+	}
+	return s.addRemote(fresh, peer)
 }
 
 // sessionView is a consistent snapshot of what pion reported.
@@ -252,7 +280,10 @@ func (s *session) selectedRemote() (netip.AddrPort, time.Duration, bool) {
 	return netip.AddrPortFrom(a.Unmap(), uint16(pair.Remote.Port())), rtt, true
 }
 
-func (s *session) close() { s.agent.Close() }
+func (s *session) close() {
+	s.early.Stop()
+	s.agent.Close()
+}
 
 // withoutRelated returns the marshalled server-reflexive candidate c (at
 // address a) with its related address withheld (unspecified, which pion

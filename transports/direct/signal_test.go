@@ -1,6 +1,7 @@
 package direct
 
 import (
+	"encoding/hex"
 	"errors"
 	"reflect"
 	"strings"
@@ -25,6 +26,9 @@ func TestSignalRoundTrip(t *testing.T) {
 		{"probe", signal{Type: sigProbe, Session: 0x0123456789abcdef}},
 		{"reply", signal{Type: sigReply, Session: 1}},
 		{"largest", signal{Type: sigOffer, Session: ^uint64(0), Ufrag: strings.Repeat("u", maxUfragLen), Pwd: strings.Repeat("p", maxPwdLen), Candidates: many}},
+		{"offer with flags", signal{Type: sigOffer, Session: 42, Ufrag: "abcd", Pwd: "p", Candidates: []string{cand}, Flags: flagUpdates}},
+		{"request with flags", signal{Type: sigRequest, Session: 7, Flags: flagUpdates}},
+		{"unknown flags kept", signal{Type: sigAnswer, Session: 3, Ufrag: "u", Pwd: "p", Flags: 0xfe}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -42,12 +46,30 @@ func TestSignalRoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(got, tt.s) {
 				t.Fatalf("round trip: got %+v, want %+v", got, tt.s)
 			}
-			// Trailing bytes (a later version's fields) are ignored, within
+			// A member from before the flags sends none: no flags. Zero
+			// flags are left out, so such a signal is what it always was.
+			noFlags := b
+			if tt.s.Flags != 0 {
+				noFlags = b[:len(b)-1]
+			}
+			old := tt.s
+			old.Flags = 0
+			if got, err := parseSignal(noFlags); err != nil || !reflect.DeepEqual(got, old) {
+				t.Fatalf("without the flags byte: %+v, %v", got, err)
+			}
+			if len(noFlags) > maxSignalSizeNoFlags {
+				t.Fatalf("%d bytes without flags, more than members before them take (%d)", len(noFlags), maxSignalSizeNoFlags)
+			}
+			// Bytes after the flags (a later version's fields) are ignored, within
 			// the size bound.
-			if len(b)+3 > MaxSignalSize {
+			withFlags := b
+			if tt.s.Flags == 0 {
+				withFlags = append(b[:len(b):len(b)], 0)
+			}
+			if len(withFlags)+3 > MaxSignalSize {
 				return
 			}
-			if got, err := parseSignal(append(b, 1, 2, 3)); err != nil || !reflect.DeepEqual(got, tt.s) {
+			if got, err := parseSignal(append(withFlags, 1, 2, 3)); err != nil || !reflect.DeepEqual(got, tt.s) {
 				t.Fatalf("with trailing bytes: %+v, %v", got, err)
 			}
 		})
@@ -116,4 +138,21 @@ func FuzzParseSignal(f *testing.F) {
 			t.Fatalf("encoding of %d bytes", len(enc))
 		}
 	})
+}
+
+// TestSignalVector checks the candidate-update vector of docs/protocol.md
+// 2.4, and the size members before the flags accept.
+func TestSignalVector(t *testing.T) {
+	b, err := appendSignal(nil, &signal{Type: sigAnswer, Session: 42, Ufrag: "u", Pwd: "p",
+		Candidates: []string{"1 1 udp 2130706431 10.1.0.2 41641 typ host"}, Flags: flagUpdates})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "0102000000000000002a01750170012a3120312075647020323133303730363433312031302e312e302e322034313634312074797020686f737401"
+	if got := hex.EncodeToString(b); got != want {
+		t.Fatalf("encoding:\n got %s\nwant %s", got, want)
+	}
+	if maxSignalSizeNoFlags != 2617 {
+		t.Fatalf("maxSignalSizeNoFlags = %d; docs/protocol.md 2.4 says 2,617", maxSignalSizeNoFlags)
+	}
 }

@@ -68,6 +68,11 @@ type Transport struct {
 	mesh *meshIn                    // nil without Config.OnMesh
 	dht  atomic.Pointer[divertConn] // nil until DHTConn
 
+	// noUpdates makes the transport speak as members before candidate
+	// updates did (flagUpdates): tests set it to check that both kinds of
+	// member still meet.
+	noUpdates bool
+
 	batchPool sync.Pool   // *sendBatch for SendBatch
 	gso       atomic.Bool // UDP segmentation offload on send (see offload_linux.go)
 	gro       bool        // the socket coalesces received datagrams (UDP_GRO)
@@ -87,6 +92,7 @@ type counters struct {
 	dropNoDeliver, dropBlackholed       atomic.Uint64
 	dropBatchFull                       atomic.Uint64
 	dropCandidate                       atomic.Uint64
+	candidateUpdates                    atomic.Uint64
 	signalsBad                          atomic.Uint64
 	probesSent, pathsProven             atomic.Uint64
 	dropProbeRate, dropBadReply         atomic.Uint64
@@ -430,43 +436,48 @@ type Stats struct {
 	DropsMeshQueue  uint64 // sealed mesh messages dropped because OnMesh did not keep up
 	DropsBatchFull  uint64 // coalesced WireGuard datagrams that did not fit the device's batch
 	DropsCandidate  uint64 // peers' ICE candidates refused (loopback, link-local, this host's own addresses...: candidates.go)
-	DropsBlackholed uint64 // test hook
-	ProbesSent      uint64 // path checks sent (swarm mode: pathcheck.go)
-	PathsProven     uint64 // path checks answered from the probed address
-	DropsProbeRate  uint64 // path checks not sent: over the per-peer probe rate
-	DropsBadReply   uint64 // path check replies matching no pending check
-	DHTIn           uint64 // KRPC datagrams read for the DHT node (DropsOther while there is none)
-	DropsDHT        uint64 // KRPC datagrams dropped: too large, over rate, the DHT node did not keep up
-	DropsDHTSend    uint64 // KRPC datagrams the DHT node sent over the send rate
-	LivenessProbes  uint64 // ICE checks sent to a suspect path that carries traffic (probe.go)
-	FastLosses      uint64 // paths that stopped carrying packets after unanswered liveness probes
-	FalseLosses     uint64 // of those, paths the peer was heard on again before LossTimeout
+	// CandidateUpdates counts peers' ICE candidates that a repeated offer
+	// or answer of a session added (flagUpdates): what the peer gathered
+	// after its first one went out.
+	CandidateUpdates uint64
+	DropsBlackholed  uint64 // test hook
+	ProbesSent       uint64 // path checks sent (swarm mode: pathcheck.go)
+	PathsProven      uint64 // path checks answered from the probed address
+	DropsProbeRate   uint64 // path checks not sent: over the per-peer probe rate
+	DropsBadReply    uint64 // path check replies matching no pending check
+	DHTIn            uint64 // KRPC datagrams read for the DHT node (DropsOther while there is none)
+	DropsDHT         uint64 // KRPC datagrams dropped: too large, over rate, the DHT node did not keep up
+	DropsDHTSend     uint64 // KRPC datagrams the DHT node sent over the send rate
+	LivenessProbes   uint64 // ICE checks sent to a suspect path that carries traffic (probe.go)
+	FastLosses       uint64 // paths that stopped carrying packets after unanswered liveness probes
+	FalseLosses      uint64 // of those, paths the peer was heard on again before LossTimeout
 }
 
 // Stats returns the counters.
 func (t *Transport) Stats() Stats {
 	s := Stats{
-		WireGuardIn:     t.stats.wgIn.Load(),
-		STUNIn:          t.stats.stunIn.Load(),
-		DropsUnknownSrc: t.stats.dropUnknownSrc.Load(),
-		DropsOther:      t.stats.dropOther.Load(),
-		DropsSTUNQueue:  t.stun.drops.Load(),
-		DropsNoDeliver:  t.stats.dropNoDeliver.Load(),
-		DropsBadSignal:  t.stats.signalsBad.Load(),
-		MeshIn:          t.stats.meshIn.Load(),
-		DropsMeshRate:   t.stats.dropMeshRate.Load(),
-		DropsMeshQueue:  t.stats.dropMeshQueue.Load(),
-		DropsBatchFull:  t.stats.dropBatchFull.Load(),
-		DropsCandidate:  t.stats.dropCandidate.Load(),
-		DropsBlackholed: t.stats.dropBlackholed.Load(),
-		ProbesSent:      t.stats.probesSent.Load(),
-		PathsProven:     t.stats.pathsProven.Load(),
-		DropsProbeRate:  t.stats.dropProbeRate.Load(),
-		DropsBadReply:   t.stats.dropBadReply.Load(),
-		DHTIn:           t.stats.dhtIn.Load(),
-		LivenessProbes:  t.stats.liveProbes.Load(),
-		FastLosses:      t.stats.fastLosses.Load(),
-		FalseLosses:     t.stats.falseLosses.Load(),
+		WireGuardIn:      t.stats.wgIn.Load(),
+		STUNIn:           t.stats.stunIn.Load(),
+		DropsUnknownSrc:  t.stats.dropUnknownSrc.Load(),
+		DropsOther:       t.stats.dropOther.Load(),
+		DropsSTUNQueue:   t.stun.drops.Load(),
+		DropsNoDeliver:   t.stats.dropNoDeliver.Load(),
+		DropsBadSignal:   t.stats.signalsBad.Load(),
+		MeshIn:           t.stats.meshIn.Load(),
+		DropsMeshRate:    t.stats.dropMeshRate.Load(),
+		DropsMeshQueue:   t.stats.dropMeshQueue.Load(),
+		DropsBatchFull:   t.stats.dropBatchFull.Load(),
+		DropsCandidate:   t.stats.dropCandidate.Load(),
+		CandidateUpdates: t.stats.candidateUpdates.Load(),
+		DropsBlackholed:  t.stats.dropBlackholed.Load(),
+		ProbesSent:       t.stats.probesSent.Load(),
+		PathsProven:      t.stats.pathsProven.Load(),
+		DropsProbeRate:   t.stats.dropProbeRate.Load(),
+		DropsBadReply:    t.stats.dropBadReply.Load(),
+		DHTIn:            t.stats.dhtIn.Load(),
+		LivenessProbes:   t.stats.liveProbes.Load(),
+		FastLosses:       t.stats.fastLosses.Load(),
+		FalseLosses:      t.stats.falseLosses.Load(),
 	}
 	if c := t.dht.Load(); c != nil {
 		s.DropsDHT, s.DropsDHTSend = c.drops.Load(), c.outDrops.Load()

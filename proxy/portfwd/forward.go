@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -27,10 +26,6 @@ const (
 	// dialTimeout bounds one dial of the target so that an unreachable
 	// member does not hold a connection slot for minutes of SYN retries.
 	dialTimeout = 30 * time.Second
-
-	// copyBufSize is the buffer of each copy direction: 32 KiB, io.Copy's
-	// own default, amortises syscalls without pinning much memory.
-	copyBufSize = 32 << 10
 
 	// acceptBackoffMax caps the pause after a temporary Accept error
 	// (EMFILE and the like), so the loop neither spins nor stalls long.
@@ -117,8 +112,6 @@ func Serve(ctx context.Context, ln net.Listener, logger *slog.Logger, handle fun
 	}
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
-
 // Splice copies a to b and b to a until both directions have ended, then
 // closes both. When one direction reaches EOF, the destination's write side
 // is shut (CloseWrite) so its peer sees EOF while the other direction keeps
@@ -154,9 +147,7 @@ func Splice(ctx context.Context, a, b net.Conn) error {
 
 // pipe copies src to dst and, on EOF, half-closes dst.
 func pipe(dst, src net.Conn) error {
-	bp := copyBufs.Get().(*[]byte)
-	_, err := io.CopyBuffer(dst, src, *bp)
-	copyBufs.Put(bp)
+	_, err := copyConn(dst, src)
 	if errors.Is(err, net.ErrClosed) {
 		// Splice itself closed the conn: the other direction ended it.
 		return nil

@@ -126,10 +126,10 @@ func (s *initiations) release() {
 	s.mu.Unlock()
 }
 
-// filter wraps a receive function so that an initiation the device may not
-// have yet (admit) reaches it as an empty packet, which the device skips;
-// a held copy is delivered again when its time comes. A data packet costs
-// a length comparison.
+// filter wraps a receive function so that a copy of an initiation that
+// admit turns away reaches the device as an empty packet, which the device
+// skips; a held copy is delivered again when its time comes. A data packet
+// costs a length comparison.
 func (s *initiations) filter(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(pkts [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(pkts, sizes, eps)

@@ -226,6 +226,11 @@ func TestFlushConntrack(t *testing.T) {
 	if err := probeUDP(a, netip.AddrPortFrom(srv.Addr(), 4000), openWait); err != nil {
 		t.Fatalf("before the flush: %v", err)
 	}
+	// probeUDP sends again every 200 ms until an echo comes back, so an
+	// echo of an earlier probe (the first one waits for neighbour
+	// discovery) can still be on its way, and after the first flush it
+	// would make a new entry. Let it land first.
+	time.Sleep(500 * time.Millisecond)
 	if n := r.FlushConntrack(); n < 1 {
 		t.Fatalf("FlushConntrack on the router after a UDP exchange through it: %d entries, want at least 1", n)
 	}

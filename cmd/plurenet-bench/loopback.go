@@ -44,11 +44,10 @@ const goBenchRounds = 5
 
 // Names of the relay Go benchmarks (transports/relay/bench_test.go).
 const (
-	benchPipe  = "BenchmarkTCPPipe"
-	benchWS    = "BenchmarkRelayThroughput"
-	benchWSS   = "BenchmarkRelayThroughputTLS"
-	relayPkg   = "./transports/relay"
-	relayPkgIn = "transports/relay"
+	benchPipe = "BenchmarkTCPPipe"
+	benchWS   = "BenchmarkRelayThroughput"
+	benchWSS  = "BenchmarkRelayThroughputTLS"
+	relayPkg  = "transports/relay" // in the repository
 )
 
 // relayGoBenchmarks runs the relay client's Go benchmarks (relay forwarding
@@ -74,7 +73,7 @@ func relayGoBenchmarks(ctx context.Context, repo string, benchtime time.Duration
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "relay.test")
-	build := exec.CommandContext(ctx, goCommand(), "test", "-c", "-o", bin, relayPkg)
+	build := exec.CommandContext(ctx, goCommand(), "test", "-c", "-o", bin, "./"+relayPkg)
 	build.Dir = repo
 	if out, err := build.CombinedOutput(); err != nil {
 		return fail(fmt.Errorf("go test -c %s: %w: %s", relayPkg, err, lastLines(string(out), 5)))
@@ -88,7 +87,7 @@ func relayGoBenchmarks(ctx context.Context, repo string, benchtime time.Duration
 		for _, name := range order {
 			cmd := exec.CommandContext(ctx, bin, "-test.run", "^$", "-test.bench", "^"+name+"$",
 				"-test.benchtime", benchtime.String(), "-test.count", "1")
-			cmd.Dir = filepath.Join(repo, relayPkgIn)
+			cmd.Dir = filepath.Join(repo, relayPkg)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				return fail(fmt.Errorf("%s -test.bench %s: %w: %s", relayPkg, name, err, lastLines(string(out), 5)))

@@ -455,8 +455,7 @@ func (p *peer) stepConnecting(now time.Time) {
 // and again whenever they have changed since (a STUN server answered),
 // whether or not the peer has answered.
 func (p *peer) sendCandidates(ses *session, v sessionView, now time.Time) {
-	updates := p.peerUpdates
-	if !v.gathered && (!updates || now.Sub(ses.started) < earlyCandidates) {
+	if !v.gathered && (!p.peerUpdates || now.Sub(ses.started) < earlyCandidates) {
 		return
 	}
 	var due bool
@@ -465,11 +464,14 @@ func (p *peer) sendCandidates(ses *session, v sessionView, now time.Time) {
 	} else {
 		due = !ses.answerSent
 	}
+	if !due && (!p.peerUpdates || !ses.sentOnce) {
+		return // nothing owed, and no update to send (each tick lands here)
+	}
 	cands := ses.candidates()
 	if len(cands) == 0 && !v.gathered {
 		return // nothing to offer yet
 	}
-	if !due && (!updates || !ses.sentOnce || slices.Equal(cands, ses.sent)) {
+	if !due && slices.Equal(cands, ses.sent) {
 		return
 	}
 	typ := sigAnswer
